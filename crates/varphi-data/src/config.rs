@@ -1,0 +1,282 @@
+//! The `[data]` table of an experiment config.
+
+use crate::builtin::{Heat1dSettings, Heat2dSettings, heat1d, heat2d};
+use crate::dataset::Dataset;
+use crate::error::DataError;
+use crate::npy::{Array, load_npy, load_npz};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where the data come from. Selected by `kind` in the `[data]` table.
+///
+/// ```toml
+/// [data]
+/// kind = "heat1d"     # built-in, generated from `seed`
+/// n = 2000
+/// grid = 64
+/// ```
+/// ```toml
+/// [data]
+/// kind = "npz"
+/// path = "fields.npz"
+/// x_key = "u"            # [n, ...] float32/float64
+/// cond_key = "kappa"     # optional [n] or [n, c]
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DataSource {
+    /// 1-D heat-equation solutions, see [`Heat1dSettings`].
+    Heat1d {
+        /// Samples.
+        #[serde(default = "d_n")]
+        n: usize,
+        /// Interior grid nodes.
+        #[serde(default = "d_grid1")]
+        grid: usize,
+        /// Sine modes.
+        #[serde(default = "d_modes")]
+        modes: usize,
+        /// Observation time.
+        #[serde(default = "d_t1")]
+        t: f64,
+        /// Diffusivity range `[lo, hi]`.
+        #[serde(default = "d_kappa")]
+        kappa: [f64; 2],
+    },
+    /// 2-D heat-equation solutions, see [`Heat2dSettings`].
+    Heat2d {
+        /// Samples.
+        #[serde(default = "d_n")]
+        n: usize,
+        /// Interior nodes per axis.
+        #[serde(default = "d_grid2")]
+        grid: usize,
+        /// Sine modes per axis.
+        #[serde(default = "d_modes2")]
+        modes: usize,
+        /// Observation time.
+        #[serde(default = "d_t2")]
+        t: f64,
+        /// Diffusivity range `[lo, hi]`.
+        #[serde(default = "d_kappa")]
+        kappa: [f64; 2],
+    },
+    /// A `.npy` file `[n, ...]`, with an optional `.npy` of conditions `[n]` or `[n, c]`.
+    Npy {
+        /// Data file.
+        path: PathBuf,
+        /// Condition file.
+        #[serde(default)]
+        cond_path: Option<PathBuf>,
+    },
+    /// Arrays in a `.npz` archive.
+    Npz {
+        /// Archive.
+        path: PathBuf,
+        /// Name of the data array.
+        #[serde(default = "d_x_key")]
+        x_key: String,
+        /// Name of the condition array.
+        #[serde(default)]
+        cond_key: Option<String>,
+    },
+}
+
+fn d_n() -> usize {
+    2000
+}
+fn d_grid1() -> usize {
+    64
+}
+fn d_grid2() -> usize {
+    16
+}
+fn d_modes() -> usize {
+    8
+}
+fn d_modes2() -> usize {
+    4
+}
+fn d_t1() -> f64 {
+    0.005
+}
+fn d_t2() -> f64 {
+    0.002
+}
+fn d_kappa() -> [f64; 2] {
+    [0.5, 2.0]
+}
+fn d_x_key() -> String {
+    "x".into()
+}
+
+fn as_samples(arr: Array, what: &Path) -> Result<(Vec<f64>, Vec<usize>), DataError> {
+    if arr.shape.is_empty() || arr.shape[0] == 0 {
+        return Err(DataError::Shape(format!(
+            "{}: data array must be [n, ...] with n ≥ 1, got shape {:?}",
+            what.display(),
+            arr.shape
+        )));
+    }
+    let mut sample_shape = arr.shape[1..].to_vec();
+    if sample_shape.is_empty() {
+        sample_shape.push(1);
+    }
+    Ok((arr.data, sample_shape))
+}
+
+fn as_cond(arr: Array, n: usize, what: &Path) -> Result<(Vec<f64>, usize), DataError> {
+    let c = match arr.shape.as_slice() {
+        [m] if *m == n => 1,
+        [m, c] if *m == n => *c,
+        s => {
+            return Err(DataError::Shape(format!(
+                "{}: condition array must be [n] or [n, c] with n = {n} (one row per sample), got shape {s:?}",
+                what.display()
+            )));
+        }
+    };
+    Ok((arr.data, c))
+}
+
+impl DataSource {
+    /// Check settings before any work.
+    pub fn validate(&self) -> Result<(), DataError> {
+        let bad = |key: &'static str, message: String| Err(DataError::Invalid { key, message });
+        match self {
+            DataSource::Heat1d {
+                n,
+                grid,
+                modes,
+                t,
+                kappa,
+            }
+            | DataSource::Heat2d {
+                n,
+                grid,
+                modes,
+                t,
+                kappa,
+            } => {
+                if *n < 2 {
+                    return bad("n", format!("must be at least 2, got {n}"));
+                }
+                if *grid < 3 {
+                    return bad("grid", format!("must be at least 3, got {grid}"));
+                }
+                if *modes == 0 {
+                    return bad("modes", "must be at least 1".into());
+                }
+                if !(t.is_finite() && *t >= 0.0) {
+                    return bad("t", format!("must be a finite time ≥ 0, got {t}"));
+                }
+                if !(kappa[0] > 0.0 && kappa[1] >= kappa[0] && kappa[1].is_finite()) {
+                    return bad(
+                        "kappa",
+                        format!("must be [lo, hi] with 0 < lo ≤ hi, got {kappa:?}"),
+                    );
+                }
+                Ok(())
+            }
+            DataSource::Npy { path, cond_path } => {
+                for p in std::iter::once(path).chain(cond_path) {
+                    if !p.is_file() {
+                        return bad("path", format!("file {} does not exist", p.display()));
+                    }
+                }
+                Ok(())
+            }
+            DataSource::Npz { path, .. } => {
+                if !path.is_file() {
+                    return bad("path", format!("file {} does not exist", path.display()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Load or generate the full dataset. Relative paths are resolved against `base`
+    /// (the config file's folder).
+    pub fn load(&self, seed: u64, base: &Path) -> Result<Dataset, DataError> {
+        self.resolved(base).validate()?;
+        match self.resolved(base) {
+            DataSource::Heat1d {
+                n,
+                grid,
+                modes,
+                t,
+                kappa,
+            } => Ok(heat1d(&Heat1dSettings {
+                n,
+                grid,
+                modes,
+                t,
+                kappa,
+                seed,
+            })),
+            DataSource::Heat2d {
+                n,
+                grid,
+                modes,
+                t,
+                kappa,
+            } => Ok(heat2d(&Heat2dSettings {
+                n,
+                grid,
+                modes,
+                t,
+                kappa,
+                seed,
+            })),
+            DataSource::Npy { path, cond_path } => {
+                let (x, shape) = as_samples(load_npy(&path)?, &path)?;
+                let n = x.len() / shape.iter().product::<usize>();
+                let (cond, c) = match cond_path {
+                    Some(cp) => as_cond(load_npy(&cp)?, n, &cp)?,
+                    None => (vec![], 0),
+                };
+                Dataset::new(x, shape, cond, c)
+            }
+            DataSource::Npz {
+                path,
+                x_key,
+                cond_key,
+            } => {
+                let (x, shape) = as_samples(load_npz(&path, &x_key)?, &path)?;
+                let n = x.len() / shape.iter().product::<usize>();
+                let (cond, c) = match cond_key {
+                    Some(k) => as_cond(load_npz(&path, &k)?, n, &path)?,
+                    None => (vec![], 0),
+                };
+                Dataset::new(x, shape, cond, c)
+            }
+        }
+    }
+
+    /// The same source with relative paths joined onto `base`.
+    pub fn resolved(&self, base: &Path) -> DataSource {
+        let fix = |p: &PathBuf| {
+            if p.is_relative() {
+                base.join(p)
+            } else {
+                p.clone()
+            }
+        };
+        match self {
+            DataSource::Npy { path, cond_path } => DataSource::Npy {
+                path: fix(path),
+                cond_path: cond_path.as_ref().map(fix),
+            },
+            DataSource::Npz {
+                path,
+                x_key,
+                cond_key,
+            } => DataSource::Npz {
+                path: fix(path),
+                x_key: x_key.clone(),
+                cond_key: cond_key.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+}

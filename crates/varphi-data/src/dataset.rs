@@ -1,0 +1,291 @@
+//! In-memory datasets, splits and normalisation.
+
+use crate::error::DataError;
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+/// `n` samples of shape `sample_shape` (row-major, `f64`), with an optional condition vector
+/// per sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Flattened samples, `[n, features]`.
+    pub x: Vec<f64>,
+    /// Shape of one sample, e.g. `[64]`, `[1, 64]` or `[1, 32, 32]`.
+    pub sample_shape: Vec<usize>,
+    /// Flattened conditions, `[n, cond_dim]` (empty if `cond_dim == 0`).
+    pub cond: Vec<f64>,
+    /// Condition width (0: unconditional).
+    pub cond_dim: usize,
+}
+
+impl Dataset {
+    /// Build a dataset, checking that the sizes agree.
+    pub fn new(
+        x: Vec<f64>,
+        sample_shape: Vec<usize>,
+        cond: Vec<f64>,
+        cond_dim: usize,
+    ) -> Result<Self, DataError> {
+        let features: usize = sample_shape.iter().product();
+        if features == 0 {
+            return Err(DataError::Shape(format!(
+                "sample shape {sample_shape:?} has no elements"
+            )));
+        }
+        if x.len() % features != 0 {
+            return Err(DataError::Shape(format!(
+                "{} values do not divide into samples of shape {sample_shape:?}",
+                x.len()
+            )));
+        }
+        let n = x.len() / features;
+        if n == 0 {
+            return Err(DataError::Shape("the dataset has no samples".into()));
+        }
+        if cond.len() != n * cond_dim {
+            return Err(DataError::Shape(format!(
+                "condition array has {} values, expected n × cond_dim = {n} × {cond_dim} (one row per sample)",
+                cond.len()
+            )));
+        }
+        Ok(Self {
+            x,
+            sample_shape,
+            cond,
+            cond_dim,
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.x.len() / self.features()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values per sample.
+    pub fn features(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+
+    /// The samples at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Dataset {
+        let f = self.features();
+        let c = self.cond_dim;
+        let mut x = Vec::with_capacity(indices.len() * f);
+        let mut cond = Vec::with_capacity(indices.len() * c);
+        for &i in indices {
+            x.extend_from_slice(&self.x[i * f..(i + 1) * f]);
+            cond.extend_from_slice(&self.cond[i * c..(i + 1) * c]);
+        }
+        Dataset {
+            x,
+            sample_shape: self.sample_shape.clone(),
+            cond,
+            cond_dim: c,
+        }
+    }
+
+    /// Deterministic shuffled split into `(train, test)` with `round(n · test_fraction)` test
+    /// samples (at least one of each when `n >= 2`).
+    pub fn split(&self, test_fraction: f64, seed: u64) -> (Dataset, Dataset) {
+        let n = self.len();
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+            seed ^ 0x5eed_5b11,
+        ));
+        let n_test =
+            ((n as f64 * test_fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+        let (test, train) = idx.split_at(n_test);
+        (self.select(train), self.select(test))
+    }
+
+    /// Rows `indices` as tensors on `device`: `x: [b, features]`, `cond: [b, cond_dim]`.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<2>, Option<Tensor<2>>) {
+        let sub = self.select(indices);
+        let b = indices.len();
+        let x = Tensor::from_data(TensorData::new(sub.x, [b, self.features()]), device);
+        let cond = (self.cond_dim > 0)
+            .then(|| Tensor::from_data(TensorData::new(sub.cond, [b, self.cond_dim]), device));
+        (x, cond)
+    }
+}
+
+/// Affine normalisation fitted on the training split and stored with a run.
+///
+/// `x' = (x − x_mean) / x_std` with one global mean/std for the data (so boundary values and
+/// relative magnitudes across the field are kept), and per-column standardisation of the
+/// condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Data mean.
+    pub x_mean: f64,
+    /// Data standard deviation.
+    pub x_std: f64,
+    /// Condition means, one per column.
+    pub cond_mean: Vec<f64>,
+    /// Condition standard deviations, one per column.
+    pub cond_std: Vec<f64>,
+}
+
+fn mean_std(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let n = values.clone().count().max(1) as f64;
+    let mean = values.clone().sum::<f64>() / n;
+    let var = values.map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    let std = var.sqrt();
+    (mean, if std > 1e-12 { std } else { 1.0 })
+}
+
+impl Normalization {
+    /// The identity transform.
+    pub fn identity(cond_dim: usize) -> Self {
+        Self {
+            x_mean: 0.0,
+            x_std: 1.0,
+            cond_mean: vec![0.0; cond_dim],
+            cond_std: vec![1.0; cond_dim],
+        }
+    }
+
+    /// Fit on a dataset (normally the training split).
+    pub fn fit(data: &Dataset) -> Self {
+        let (x_mean, x_std) = mean_std(data.x.iter().copied());
+        let c = data.cond_dim;
+        let (cond_mean, cond_std) = (0..c)
+            .map(|j| mean_std(data.cond.iter().skip(j).step_by(c).copied()))
+            .unzip();
+        Self {
+            x_mean,
+            x_std,
+            cond_mean,
+            cond_std,
+        }
+    }
+
+    /// Normalise a dataset.
+    pub fn apply(&self, data: &Dataset) -> Dataset {
+        let mut out = data.clone();
+        out.x
+            .iter_mut()
+            .for_each(|v| *v = (*v - self.x_mean) / self.x_std);
+        self.apply_cond(&mut out.cond);
+        out
+    }
+
+    /// Normalise condition rows in place (`[n, cond_dim]` flattened).
+    pub fn apply_cond(&self, cond: &mut [f64]) {
+        let c = self.cond_mean.len();
+        if c == 0 {
+            return;
+        }
+        for (i, v) in cond.iter_mut().enumerate() {
+            let j = i % c;
+            *v = (*v - self.cond_mean[j]) / self.cond_std[j];
+        }
+    }
+
+    /// Map normalised data values back to data units.
+    pub fn invert_x(&self, values: &mut [f64]) {
+        values
+            .iter_mut()
+            .for_each(|v| *v = *v * self.x_std + self.x_mean);
+    }
+}
+
+/// Deterministic mini-batch order: epoch `e` uses a permutation seeded by `(seed, e)`, so an
+/// interrupted run resumed at epoch `e` sees exactly the batches it would have seen.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    /// Batch size.
+    pub batch_size: usize,
+    /// Base seed.
+    pub seed: u64,
+}
+
+impl Batcher {
+    /// Index batches of epoch `epoch` over `n` samples; the last batch may be smaller.
+    pub fn epoch(&self, n: usize, epoch: usize) -> Vec<Vec<usize>> {
+        let mut idx: Vec<usize> = (0..n).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64,
+        );
+        idx.shuffle(&mut rng);
+        idx.chunks(self.batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+
+    /// Number of batches per epoch.
+    pub fn batches_per_epoch(&self, n: usize) -> usize {
+        n.div_ceil(self.batch_size.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy() -> Dataset {
+        Dataset::new(
+            (0..20).map(f64::from).collect(),
+            vec![2],
+            (0..10).map(f64::from).collect(),
+            1,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn split_is_a_deterministic_partition() {
+        let d = toy();
+        let (tr, te) = d.split(0.3, 7);
+        assert_eq!((tr.len(), te.len()), (7, 3));
+        let mut all: Vec<f64> = tr.cond.iter().chain(te.cond.iter()).copied().collect();
+        all.sort_by(f64::total_cmp);
+        assert_eq!(all, (0..10).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(d.split(0.3, 7), (tr, te));
+    }
+
+    #[test]
+    fn normalisation_round_trips() {
+        let d = toy();
+        let norm = Normalization::fit(&d);
+        let z = norm.apply(&d);
+        let mean: f64 = z.x.iter().sum::<f64>() / z.x.len() as f64;
+        let var: f64 = z.x.iter().map(|v| v * v).sum::<f64>() / z.x.len() as f64;
+        assert!(mean.abs() < 1e-12 && (var - 1.0).abs() < 1e-12);
+        let mut back = z.x.clone();
+        norm.invert_x(&mut back);
+        for (a, b) in back.iter().zip(&d.x) {
+            assert!((a - b).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn shape_mismatch_is_reported() {
+        let err = Dataset::new(vec![0.0; 10], vec![3], vec![], 0).unwrap_err();
+        assert!(err.to_string().contains("do not divide"), "{err}");
+        let err = Dataset::new(vec![0.0; 9], vec![3], vec![0.0; 2], 1).unwrap_err();
+        assert!(err.to_string().contains("condition array"), "{err}");
+    }
+
+    #[test]
+    fn batcher_covers_each_index_once_per_epoch() {
+        let b = Batcher {
+            batch_size: 4,
+            seed: 3,
+        };
+        let e0 = b.epoch(10, 0);
+        assert_eq!(e0.len(), 3);
+        let mut all: Vec<usize> = e0.concat();
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_eq!(b.epoch(10, 0), e0);
+        assert_ne!(b.epoch(10, 1), e0);
+    }
+}

@@ -1,0 +1,66 @@
+//! Errors at the data edge (files, shapes, values).
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong loading or preparing data. Messages name the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// A file could not be read.
+    #[error("cannot read data file {path}: {source} (check the path in [data])")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// An `.npz` archive lacks the requested array.
+    #[error("{path} has no array named '{key}' (arrays present: {present})")]
+    MissingArray {
+        /// File.
+        path: PathBuf,
+        /// Requested key.
+        key: String,
+        /// Names present.
+        present: String,
+    },
+    /// The array's element type is not float32/float64.
+    #[error("{path}: unsupported dtype {dtype}; save the array as float32 or float64")]
+    Dtype {
+        /// File.
+        path: PathBuf,
+        /// The dtype string.
+        dtype: String,
+    },
+    /// Fortran-ordered arrays are not supported.
+    #[error("{path}: array is Fortran-ordered; save it C-contiguous (np.ascontiguousarray)")]
+    FortranOrder {
+        /// File.
+        path: PathBuf,
+    },
+    /// NaN or infinity in the data.
+    #[error(
+        "{path}: non-finite value ({value}) at flat index {index} (sample {sample}); clean or drop that sample"
+    )]
+    NonFinite {
+        /// File or array.
+        path: PathBuf,
+        /// Flat index.
+        index: usize,
+        /// Sample index.
+        sample: usize,
+        /// The value.
+        value: f64,
+    },
+    /// Shapes that do not fit together or a setting out of range.
+    #[error("{0}")]
+    Shape(String),
+    /// A bad setting in `[data]`.
+    #[error("[data] {key}: {message}")]
+    Invalid {
+        /// Config key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}

@@ -1,0 +1,333 @@
+//! Objectives on models with known answers (f64).
+
+use crate::elbo::{ElboConfig, KlEstimator};
+use crate::likelihood::{GaussianLikelihoodConfig, LikelihoodConfig, NoiseModel};
+use burn::prelude::*;
+use burn::tensor::{DeviceConfig, FloatDType};
+use std::sync::OnceLock;
+use varphi_models::distributions::LN_2PI;
+use varphi_models::{DiagGaussian, FullGaussian, standard_normal};
+
+fn dev() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let mut d = Device::flex();
+            d.configure(DeviceConfig::default().float_dtype(FloatDType::F64))
+                .expect("f64");
+            d
+        })
+        .clone()
+}
+
+fn vec<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data().try_into_vec_as::<f64>().unwrap()
+}
+
+fn tensor<const D: usize>(v: Vec<f64>, shape: [usize; D]) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, shape), &dev())
+}
+
+type Mat = Vec<Vec<f64>>;
+
+fn matmul(a: &Mat, b: &Mat) -> Mat {
+    (0..a.len())
+        .map(|i| {
+            (0..b[0].len())
+                .map(|j| (0..b.len()).map(|k| a[i][k] * b[k][j]).sum())
+                .collect()
+        })
+        .collect()
+}
+fn transpose(a: &Mat) -> Mat {
+    (0..a[0].len())
+        .map(|j| (0..a.len()).map(|i| a[i][j]).collect())
+        .collect()
+}
+fn cholesky(a: &Mat) -> Mat {
+    let n = a.len();
+    let mut l = vec![vec![0.0; n]; n];
+    for i in 0..n {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
+            l[i][j] = if i == j {
+                (a[i][i] - s).sqrt()
+            } else {
+                (a[i][j] - s) / l[j][j]
+            };
+        }
+    }
+    l
+}
+/// Inverse of an SPD matrix via its Cholesky factor.
+fn spd_inverse(a: &Mat) -> Mat {
+    let n = a.len();
+    let l = cholesky(a);
+    let mut inv = vec![vec![0.0; n]; n];
+    for col in 0..n {
+        let mut y = vec![0.0; n];
+        for i in 0..n {
+            let e = if i == col { 1.0 } else { 0.0 };
+            y[i] = (e - (0..i).map(|k| l[i][k] * y[k]).sum::<f64>()) / l[i][i];
+        }
+        let mut x = vec![0.0; n];
+        for i in (0..n).rev() {
+            x[i] = (y[i] - (i + 1..n).map(|k| l[k][i] * x[k]).sum::<f64>()) / l[i][i];
+        }
+        for i in 0..n {
+            inv[i][col] = x[i];
+        }
+    }
+    inv
+}
+/// log N(x; m, C).
+fn log_normal(x: &[f64], m: &[f64], c: &Mat) -> f64 {
+    let l = cholesky(c);
+    let n = x.len();
+    let mut y = vec![0.0; n];
+    for i in 0..n {
+        y[i] = (x[i] - m[i] - (0..i).map(|k| l[i][k] * y[k]).sum::<f64>()) / l[i][i];
+    }
+    let log_det: f64 = (0..n).map(|i| 2.0 * l[i][i].ln()).sum();
+    -0.5 * (y.iter().map(|v| v * v).sum::<f64>() + log_det + n as f64 * LN_2PI)
+}
+
+/// x = A z + b + N(0, σ² I), z ~ N(0, I): exact posterior and evidence.
+struct LinearGaussian {
+    a: Mat,
+    b: Vec<f64>,
+    sigma: f64,
+    x: Vec<f64>,
+}
+
+impl LinearGaussian {
+    fn new() -> Self {
+        Self {
+            a: vec![vec![1.0, 0.5], vec![-0.3, 2.0], vec![0.8, -1.0]],
+            b: vec![0.1, -0.2, 0.3],
+            sigma: 0.5,
+            x: vec![1.2, -0.4, 0.9],
+        }
+    }
+    fn posterior(&self) -> (Vec<f64>, Mat) {
+        let at = transpose(&self.a);
+        let mut prec = matmul(&at, &self.a);
+        for (i, row) in prec.iter_mut().enumerate() {
+            for v in row.iter_mut() {
+                *v /= self.sigma * self.sigma;
+            }
+            row[i] += 1.0;
+        }
+        let cov = spd_inverse(&prec);
+        let r: Mat = self
+            .x
+            .iter()
+            .zip(&self.b)
+            .map(|(x, b)| vec![(x - b) / (self.sigma * self.sigma)])
+            .collect();
+        let mean = matmul(&cov, &matmul(&at, &r))
+            .into_iter()
+            .map(|v| v[0])
+            .collect();
+        (mean, cov)
+    }
+    fn log_evidence(&self) -> f64 {
+        let mut c = matmul(&self.a, &transpose(&self.a));
+        for (i, row) in c.iter_mut().enumerate() {
+            row[i] += self.sigma * self.sigma;
+        }
+        log_normal(&self.x, &self.b, &c)
+    }
+    /// ELBO estimate of the objective for a given q.
+    fn elbo(&self, q: &FullGaussian, kl: KlEstimator, particles: usize) -> f64 {
+        let lik = LikelihoodConfig::Gaussian(
+            GaussianLikelihoodConfig::new()
+                .with_sigma(self.sigma)
+                .with_noise(NoiseModel::Fixed),
+        )
+        .init(&dev());
+        let at = tensor(transpose(&self.a).concat(), [1, 2, 3]).expand([particles, 2, 3]);
+        let b = tensor(self.b.clone(), [1, 1, 3]);
+        let x = tensor(self.x.clone(), [1, 3]);
+        let elbo = ElboConfig::new()
+            .with_kl(kl)
+            .with_n_particles(particles)
+            .init();
+        let prior = DiagGaussian::standard(1, 2, &dev());
+        let out = elbo.forward(
+            q,
+            &prior,
+            standard_normal([particles, 1, 2], &dev()),
+            |z| lik.log_prob(x, z.matmul(at) + b),
+            0,
+        );
+        vec(out.elbo)[0]
+    }
+}
+
+fn full(mean: &[f64], cov: &Mat) -> FullGaussian {
+    FullGaussian::new(
+        tensor(mean.to_vec(), [1, 2]),
+        tensor(cholesky(cov).concat(), [1, 2, 2]),
+    )
+}
+
+#[test]
+fn elbo_at_the_exact_posterior_equals_the_log_evidence() {
+    let lg = LinearGaussian::new();
+    let (mean, cov) = lg.posterior();
+    let q = full(&mean, &cov);
+    let log_z = lg.log_evidence();
+    // With the Monte-Carlo KL the integrand log p(x, z) − log q(z) is constant (= log p(x)) at
+    // the exact posterior, so any particle gives the evidence exactly.
+    let mc = lg.elbo(&q, KlEstimator::MonteCarlo, 3);
+    assert!(
+        (mc - log_z).abs() < 1e-10,
+        "MC-KL ELBO {mc} vs log evidence {log_z}"
+    );
+    // The analytic-KL estimator is unbiased; with many particles it matches to MC error.
+    let an = lg.elbo(&q, KlEstimator::Analytic, 20_000);
+    assert!(
+        (an - log_z).abs() < 2e-2,
+        "analytic-KL ELBO {an} vs log evidence {log_z}"
+    );
+}
+
+#[test]
+fn elbo_away_from_the_posterior_is_strictly_lower_by_the_kl_gap() {
+    let lg = LinearGaussian::new();
+    let (mean, cov) = lg.posterior();
+    let log_z = lg.log_evidence();
+    // Shift the mean and shrink the covariance; the gap equals KL(q ‖ posterior) in closed form.
+    let m2 = vec![mean[0] + 0.3, mean[1] - 0.2];
+    let c2 = vec![vec![cov[0][0] * 0.5, 0.0], vec![0.0, cov[1][1] * 0.8]];
+    let q = full(&m2, &c2);
+    let inv = spd_inverse(&cov);
+    let tr: f64 = (0..2)
+        .map(|i| (0..2).map(|k| inv[i][k] * c2[k][i]).sum::<f64>())
+        .sum();
+    let d: Vec<f64> = (0..2).map(|i| mean[i] - m2[i]).collect();
+    let maha: f64 = (0..2)
+        .map(|i| (0..2).map(|k| d[i] * inv[i][k] * d[k]).sum::<f64>())
+        .sum();
+    let ld = |c: &Mat| c[0][0] * c[1][1] - c[0][1] * c[1][0];
+    let gap = 0.5 * (tr + maha - 2.0 + (ld(&cov) / ld(&c2)).ln());
+    assert!(gap > 0.05);
+    let elbo = lg.elbo(&q, KlEstimator::MonteCarlo, 40_000);
+    assert!(
+        elbo < log_z - 0.5 * gap,
+        "ELBO {elbo} not below log evidence {log_z}"
+    );
+    assert!(
+        (log_z - elbo - gap).abs() < 0.03,
+        "gap {} vs KL {gap}",
+        log_z - elbo
+    );
+}
+
+#[test]
+fn gaussian_likelihood_modes_match_closed_forms() {
+    let d = dev();
+    let x = tensor(vec![0.5, -1.0], [1, 2]);
+    let mu = vec![0.1, -0.5];
+    let lp = |sig: f64| -> f64 {
+        (0..2)
+            .map(|i| {
+                -0.5 * ((vec![0.5, -1.0][i] - mu[i] as f64).powi(2) / (sig * sig)
+                    + (sig * sig).ln()
+                    + LN_2PI)
+            })
+            .sum()
+    };
+    for noise in [NoiseModel::Fixed, NoiseModel::LearnedGlobal] {
+        let lik = LikelihoodConfig::Gaussian(
+            GaussianLikelihoodConfig::new()
+                .with_sigma(0.3)
+                .with_noise(noise),
+        )
+        .init(&d);
+        let got = vec(lik.log_prob(x.clone(), tensor(mu.clone(), [1, 1, 2])))[0];
+        assert!(
+            (got - lp(0.3)).abs() < 1e-12,
+            "{noise:?}: {got} vs {}",
+            lp(0.3)
+        );
+    }
+    // Heteroscedastic: per-datum log σ².
+    let lik = LikelihoodConfig::Gaussian(
+        GaussianLikelihoodConfig::new().with_noise(NoiseModel::Heteroscedastic),
+    )
+    .init(&d);
+    let lv = [0.2f64, -0.4f64];
+    let got = vec(lik.log_prob(
+        x.clone(),
+        tensor(vec![mu[0], mu[1], lv[0], lv[1]], [1, 1, 4]),
+    ))[0];
+    let xs = [0.5, -1.0];
+    let want: f64 = (0..2)
+        .map(|i| -0.5 * ((xs[i] - mu[i]).powi(2) / lv[i].exp() + lv[i] + LN_2PI))
+        .sum();
+    assert!((got - want).abs() < 1e-12);
+    // Bernoulli: x ℓ − log(1 + e^ℓ).
+    let lik = LikelihoodConfig::Bernoulli.init(&d);
+    let got = vec(lik.log_prob(
+        tensor(vec![1.0, 0.0], [1, 2]),
+        tensor(vec![0.7, -0.2], [1, 1, 2]),
+    ))[0];
+    let want = 0.7 - (1.0 + 0.7f64.exp()).ln() - (1.0 + (-0.2f64).exp()).ln();
+    assert!((got - want).abs() < 1e-12);
+}
+
+#[test]
+fn learned_sigma_receives_the_analytic_gradient() {
+    // d/d log σ of Σ_i log N(x_i; μ_i, σ²) = Σ_i [(x_i − μ_i)²/σ² − 1].
+    let d = dev().autodiff();
+    let lik = LikelihoodConfig::Gaussian(
+        GaussianLikelihoodConfig::new()
+            .with_sigma(0.3)
+            .with_noise(NoiseModel::LearnedGlobal),
+    )
+    .init(&d);
+    let x = Tensor::<2>::from_data(TensorData::new(vec![0.5, -1.0], [1, 2]), &d);
+    let mu = Tensor::<3>::from_data(TensorData::new(vec![0.1, -0.5], [1, 1, 2]), &d);
+    let grads = lik.log_prob(x, mu).sum().backward();
+    let crate::Likelihood::Gaussian(g) = &lik else {
+        unreachable!()
+    };
+    let ls = g.log_sigma.as_ref().unwrap();
+    let got = vec(ls.grad(&grads).unwrap())[0];
+    let want = (0.4f64.powi(2) + 0.5f64.powi(2)) / 0.09 - 2.0;
+    assert!((got - want).abs() < 1e-10, "{got} vs {want}");
+}
+
+#[test]
+fn kl_warm_up_is_linear_then_constant() {
+    let e = ElboConfig::new().with_beta(2.0).with_warmup_steps(4).init();
+    let b: Vec<f64> = (0..6).map(|s| e.beta_at(s)).collect();
+    assert_eq!(b, vec![0.5, 1.0, 1.5, 2.0, 2.0, 2.0]);
+    assert_eq!(ElboConfig::new().init().beta_at(0), 1.0);
+}
+
+#[test]
+fn beta_weights_only_the_loss() {
+    let d = dev();
+    let q = DiagGaussian::new(
+        tensor(vec![0.5, -0.5], [1, 2]),
+        tensor(vec![-0.2, 0.1], [1, 2]),
+    );
+    let prior = DiagGaussian::standard(1, 2, &d);
+    let eps = standard_normal([1, 1, 2], &d);
+    let run = |beta: f64| {
+        let out = ElboConfig::new().with_beta(beta).init().forward(
+            &q,
+            &prior,
+            eps.clone(),
+            |z| z.sum_dim(2).squeeze_dim::<2>(2),
+            0,
+        );
+        out.scalars()
+    };
+    let (a, b) = (run(1.0), run(4.0));
+    assert_eq!(a.elbo, b.elbo);
+    assert!((b.loss - a.loss - 3.0 * a.kl).abs() < 1e-12);
+}

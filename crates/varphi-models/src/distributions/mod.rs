@@ -1,0 +1,45 @@
+//! Probability distributions as types.
+//!
+//! Sample tensors carry a leading *particle* axis: `z: [particles, batch, dim]`. Log-densities
+//! return `[particles, batch]`; KL divergences and entropies return `[batch]`. Randomness is
+//! explicit: `rsample(eps)` takes standard-normal noise so tests can fix it.
+
+mod bernoulli;
+mod diag_gaussian;
+mod full_gaussian;
+
+pub use bernoulli::Bernoulli;
+pub use diag_gaussian::DiagGaussian;
+pub use full_gaussian::FullGaussian;
+
+use burn::prelude::*;
+
+/// `ln(2π)`.
+pub const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+/// A reparameterisable variational family over `R^dim`, one distribution per batch row.
+///
+/// Implemented by [`DiagGaussian`] and [`FullGaussian`]; objectives in `varphi-losses` are
+/// generic over it.
+pub trait VariationalFamily {
+    /// `[batch, dim]`.
+    fn dims(&self) -> [usize; 2];
+    /// Pathwise sample `z = T(eps)` for `eps: [particles, batch, dim]` standard normal.
+    fn rsample(&self, eps: Tensor<3>) -> Tensor<3>;
+    /// `log q(z)` for `z: [particles, batch, dim]`, returns `[particles, batch]`.
+    fn log_prob(&self, z: Tensor<3>) -> Tensor<2>;
+    /// Entropy `H[q] = −E_q log q`, `[batch]`.
+    fn entropy(&self) -> Tensor<1>;
+    /// Closed-form `KL(q ‖ p)` to a diagonal Gaussian `p` of the same shape, `[batch]`.
+    fn kl_to_diag(&self, prior: &DiagGaussian) -> Tensor<1>;
+    /// The mean, `[batch, dim]`.
+    fn mean(&self) -> Tensor<2>;
+}
+
+/// Standard-normal noise `[particles, batch, dim]` drawn on `device` with burn's RNG.
+///
+/// Reproducible training loops draw noise from their own seeded stream instead (the trainer
+/// does); this helper is for quick experiments and tests.
+pub fn standard_normal(shape: [usize; 3], device: &Device) -> Tensor<3> {
+    Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), device)
+}

@@ -1,0 +1,58 @@
+//! # varphi-models
+//!
+//! Burn modules for variational inference in physics-informed generative modelling:
+//!
+//! - [`distributions`]: [`DiagGaussian`], [`FullGaussian`] (Cholesky), [`Bernoulli`], with
+//!   `rsample(eps)`, `log_prob`, `entropy` and closed-form KL divergences.
+//! - [`Mlp`] with Taylor-mode input derivatives ([`Mlp::forward_with_derivatives`]) for
+//!   coordinate decoders whose PDE residual needs `u_x`, `u_xx` and mixed partials.
+//! - Gaussian [`Encoder`]s and [`Decoder`]s, dense or convolutional (1-D signals, 2-D fields,
+//!   channels first), and the [`Vae`] and [`Cvae`] models.
+//!
+//! Every module follows Burn's conventions: a `#[derive(Config)]` `FooConfig` with
+//! `init(&self, device: &Device)`, a `#[derive(Module)]` `Foo` and a `forward` method. Nothing
+//! here picks a backend.
+//!
+//! ```ignore
+//! use burn::prelude::*;
+//! use varphi_models::*;
+//!
+//! let device = Device::flex();
+//! let vae = VaeConfig::new(
+//!     EncoderConfig::Mlp(MlpEncoderConfig::new(64, 8)),
+//!     DecoderConfig::Mlp(MlpDecoderConfig::new(8, 64)),
+//! )
+//! .init(&device);
+//! let x = Tensor::<2>::zeros([16, 64], &device);
+//! let q = vae.posterior(x, None);                  // DiagGaussian [16, 8]
+//! let z = q.rsample(standard_normal([1, 16, 8], &device));
+//! let mean_x = vae.decode(z, None);                // [1, 16, 64]
+//! ```
+#![warn(missing_docs)]
+
+pub mod activation;
+pub mod conv;
+pub mod decoder;
+pub mod distributions;
+pub mod encoder;
+pub mod mlp;
+pub mod vae;
+
+pub use activation::Activation;
+pub use conv::{ConvStack, ConvStackConfig};
+pub use decoder::{ConvDecoderConfig, Decoder, DecoderConfig, MlpDecoderConfig};
+pub use distributions::{
+    Bernoulli, DiagGaussian, FullGaussian, VariationalFamily, standard_normal,
+};
+pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
+pub use mlp::{Jet, Mlp, MlpConfig};
+pub use vae::{
+    Cvae, CvaeConfig, CvaePriorConfig, LatentVariableModel, LearnedPriorConfig, Vae, VaeConfig,
+};
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests_distributions;
+#[cfg(test)]
+mod tests_taylor;

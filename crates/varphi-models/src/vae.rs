@@ -1,0 +1,198 @@
+//! Variational autoencoders: [`Vae`] and the conditional [`Cvae`].
+
+use crate::activation::Activation;
+use crate::decoder::{Decoder, DecoderConfig};
+use crate::distributions::DiagGaussian;
+use crate::encoder::{Encoder, EncoderConfig, MlpEncoderConfig};
+use burn::prelude::*;
+
+/// A latent-variable model `p(x, z | c) = p(x | z, c) p(z | c)` with an amortised Gaussian
+/// posterior `q(z | x, c)`. Objectives in `varphi-losses` and the trainer work through it.
+///
+/// `cond` is `None` for unconditional models.
+pub trait LatentVariableModel {
+    /// Latent dimension.
+    fn latent_dim(&self) -> usize;
+    /// Width of the condition vector (0 for unconditional models).
+    fn cond_dim(&self) -> usize;
+    /// `q(z | x, c)` for `x: [batch, features]`.
+    fn posterior(&self, x: Tensor<2>, cond: Option<Tensor<2>>) -> DiagGaussian;
+    /// `p(z | c)` for a batch of `batch` rows.
+    fn prior(&self, batch: usize, cond: Option<Tensor<2>>, device: &Device) -> DiagGaussian;
+    /// Likelihood parameters for `z: [particles, batch, latent]`, `[particles, batch, out]`.
+    fn decode(&self, z: Tensor<3>, cond: Option<Tensor<2>>) -> Tensor<3>;
+}
+
+/// Configuration of a [`Vae`].
+#[derive(Config, Debug)]
+pub struct VaeConfig {
+    /// Encoder `x ↦ q(z|x)`.
+    pub encoder: EncoderConfig,
+    /// Decoder `z ↦ likelihood parameters`.
+    pub decoder: DecoderConfig,
+}
+
+/// A VAE with standard-normal prior `p(z) = N(0, I)` (primer eq. 18).
+#[derive(Module, Debug)]
+pub struct Vae {
+    /// Amortised posterior.
+    pub encoder: Encoder,
+    /// Generative network.
+    pub decoder: Decoder,
+}
+
+impl VaeConfig {
+    /// Build the VAE.
+    pub fn init(&self, device: &Device) -> Vae {
+        Vae {
+            encoder: self.encoder.init(device),
+            decoder: self.decoder.init(device),
+        }
+    }
+}
+
+impl LatentVariableModel for Vae {
+    fn latent_dim(&self) -> usize {
+        self.encoder.d_latent
+    }
+    fn cond_dim(&self) -> usize {
+        0
+    }
+    fn posterior(&self, x: Tensor<2>, _cond: Option<Tensor<2>>) -> DiagGaussian {
+        self.encoder.forward(x, None)
+    }
+    fn prior(&self, batch: usize, _cond: Option<Tensor<2>>, device: &Device) -> DiagGaussian {
+        DiagGaussian::standard(batch, self.latent_dim(), device)
+    }
+    fn decode(&self, z: Tensor<3>, _cond: Option<Tensor<2>>) -> Tensor<3> {
+        self.decoder.forward_particles(z)
+    }
+}
+
+/// The prior of a [`Cvae`].
+#[derive(Config, Debug)]
+pub enum CvaePriorConfig {
+    /// `p(z | c) = N(0, I)`.
+    Standard,
+    /// A learned conditional Gaussian `p_ψ(z | c) = N(μ_ψ(c), diag σ²_ψ(c))`.
+    Learned(LearnedPriorConfig),
+}
+
+/// A learned conditional prior network.
+#[derive(Config, Debug)]
+pub struct LearnedPriorConfig {
+    /// Hidden widths.
+    #[config(default = "vec![64]")]
+    pub hidden: Vec<usize>,
+    /// Hidden activation.
+    #[config(default = "Activation::Gelu")]
+    pub activation: Activation,
+}
+
+/// Configuration of a [`Cvae`]. The encoder's `d_cond` must equal `d_cond`, and the decoder's
+/// input width must be `latent + d_cond`.
+#[derive(Config, Debug)]
+pub struct CvaeConfig {
+    /// Encoder `(x, c) ↦ q(z | x, c)`.
+    pub encoder: EncoderConfig,
+    /// Decoder `(z, c) ↦ likelihood parameters`.
+    pub decoder: DecoderConfig,
+    /// Condition width.
+    pub d_cond: usize,
+    /// Prior over z.
+    #[config(default = "CvaePriorConfig::Standard")]
+    pub prior: CvaePriorConfig,
+}
+
+/// A conditional VAE:
+///
+/// ```text
+/// log p(x | c) ≥ E_{q(z|x,c)}[log p(x | z, c)] − KL(q(z | x, c) ‖ p(z | c))
+/// ```
+/// The condition enters the encoder, the decoder (concatenated to z) and, if learned, the prior.
+#[derive(Module, Debug)]
+pub struct Cvae {
+    /// Amortised posterior.
+    pub encoder: Encoder,
+    /// Generative network on `[z, c]`.
+    pub decoder: Decoder,
+    /// Learned conditional prior, or `None` for `N(0, I)`.
+    pub prior_net: Option<Encoder>,
+    /// Condition width.
+    pub d_cond: usize,
+}
+
+impl CvaeConfig {
+    /// Build the CVAE.
+    pub fn init(&self, device: &Device) -> Cvae {
+        let d_latent = self.encoder.d_latent();
+        let prior_net = match &self.prior {
+            CvaePriorConfig::Standard => None,
+            CvaePriorConfig::Learned(p) => Some(
+                EncoderConfig::Mlp(
+                    MlpEncoderConfig::new(self.d_cond, d_latent)
+                        .with_hidden(p.hidden.clone())
+                        .with_activation(p.activation),
+                )
+                .init(device),
+            ),
+        };
+        Cvae {
+            encoder: self.encoder.init(device),
+            decoder: self.decoder.init(device),
+            prior_net,
+            d_cond: self.d_cond,
+        }
+    }
+}
+
+fn expect_cond(cond: Option<Tensor<2>>, d: usize, what: &str) -> Tensor<2> {
+    let c = cond.unwrap_or_else(|| panic!("Cvae::{what}: a condition of width {d} is required"));
+    assert_eq!(
+        c.dims()[1],
+        d,
+        "Cvae::{what}: condition has {} columns, expected {d}",
+        c.dims()[1]
+    );
+    c
+}
+
+impl LatentVariableModel for Cvae {
+    fn latent_dim(&self) -> usize {
+        self.encoder.d_latent
+    }
+    fn cond_dim(&self) -> usize {
+        self.d_cond
+    }
+    fn posterior(&self, x: Tensor<2>, cond: Option<Tensor<2>>) -> DiagGaussian {
+        let c = expect_cond(cond, self.d_cond, "posterior");
+        self.encoder.forward(x, Some(c))
+    }
+    fn prior(&self, batch: usize, cond: Option<Tensor<2>>, device: &Device) -> DiagGaussian {
+        match &self.prior_net {
+            None => DiagGaussian::standard(batch, self.latent_dim(), device),
+            Some(net) => {
+                // A prior network is a Gaussian "encoder" of the condition alone.
+                let c = expect_cond(cond, self.d_cond, "prior");
+                net.head_only(c)
+            }
+        }
+    }
+    fn decode(&self, z: Tensor<3>, cond: Option<Tensor<2>>) -> Tensor<3> {
+        let c = expect_cond(cond, self.d_cond, "decode");
+        let [s, b, _] = z.dims();
+        let c = c.unsqueeze::<3>().expand([s, b, self.d_cond]);
+        self.decoder.forward_particles(Tensor::cat(vec![z, c], 2))
+    }
+}
+
+impl Encoder {
+    /// Apply only the dense head to `h` (used by conditional priors whose input is the
+    /// condition itself).
+    pub fn head_only(&self, h: Tensor<2>) -> DiagGaussian {
+        let out = self.head.forward(h);
+        let [b, _] = out.dims();
+        let l = self.d_latent;
+        DiagGaussian::new(out.clone().slice([0..b, 0..l]), out.slice([0..b, l..2 * l]))
+    }
+}

@@ -1,0 +1,132 @@
+//! Checkpoints written atomically into a run directory.
+//!
+//! Layout: `RUN/checkpoint/{model.bpk, optimizer.bpk, state.json}` (burnpack files). A new
+//! checkpoint is written to `RUN/.checkpoint.tmp`, the old one is renamed to
+//! `RUN/.checkpoint.old`, the new one renamed into place, and the old one removed. A crash at
+//! any point leaves at least one complete checkpoint, and [`load`] falls back to `.old`.
+
+use crate::error::{TrainError, io_err};
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Training progress stored beside the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Optimiser steps completed.
+    pub steps_done: usize,
+    /// The run's seed (batch order and noise derive from it and the epoch/step).
+    pub seed: u64,
+    /// Backend that wrote it.
+    pub backend: String,
+    /// varphi version that wrote it.
+    pub varphi_version: String,
+}
+
+/// `RUN/checkpoint`.
+pub fn dir(run: &Path) -> PathBuf {
+    run.join("checkpoint")
+}
+
+fn run_err(path: &Path, message: impl Into<String>) -> TrainError {
+    TrainError::Run {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Write a checkpoint atomically.
+pub fn save<M: Module + Clone>(
+    run: &Path,
+    model: &M,
+    optim: &ModuleOptimizer,
+    state: &CheckpointState,
+) -> Result<(), TrainError> {
+    let tmp = run.join(".checkpoint.tmp");
+    let old = run.join(".checkpoint.old");
+    let dst = dir(run);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    model
+        .clone()
+        .save_file(tmp.join("model.bpk"))
+        .map_err(|e| run_err(&tmp, format!("cannot write model weights: {e:?}")))?;
+    optim
+        .save(tmp.join("optimizer.bpk"))
+        .map_err(|e| run_err(&tmp, format!("cannot write optimizer state: {e:?}")))?;
+    let state_path = tmp.join("state.json");
+    std::fs::write(
+        &state_path,
+        serde_json::to_string_pretty(state).expect("serialisable"),
+    )
+    .map_err(io_err(&state_path))?;
+    for f in ["model.bpk", "optimizer.bpk", "state.json"] {
+        let p = tmp.join(f);
+        std::fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&p))?;
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    if dst.exists() {
+        std::fs::rename(&dst, &old).map_err(io_err(&dst))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(io_err(&tmp))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    Ok(())
+}
+
+/// The checkpoint folder to read: `checkpoint`, or `.checkpoint.old` after an interrupted save.
+pub fn find(run: &Path) -> Result<PathBuf, TrainError> {
+    let dst = dir(run);
+    if dst.join("state.json").is_file() {
+        return Ok(dst);
+    }
+    let old = run.join(".checkpoint.old");
+    if old.join("state.json").is_file() {
+        return Ok(old);
+    }
+    Err(run_err(
+        run,
+        "no checkpoint found (expected checkpoint/state.json); is this a varphi run directory?",
+    ))
+}
+
+/// Read the progress record.
+pub fn load_state(run: &Path) -> Result<CheckpointState, TrainError> {
+    let p = find(run)?.join("state.json");
+    let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+    serde_json::from_str(&text).map_err(|e| run_err(&p, format!("corrupt checkpoint state: {e}")))
+}
+
+/// Load weights into `model` (built from the run's config) and, if given, the optimiser state.
+pub fn load<M: Module>(
+    run: &Path,
+    model: M,
+    optim: Option<ModuleOptimizer>,
+) -> Result<(M, Option<ModuleOptimizer>, CheckpointState), TrainError> {
+    let ckpt = find(run)?;
+    let state = load_state(run)?;
+    let model = model.try_load_file(ckpt.join("model.bpk")).map_err(|e| {
+        run_err(
+            &ckpt,
+            format!("cannot load model weights (config changed?): {e:?}"),
+        )
+    })?;
+    let optim = match optim {
+        Some(o) => Some(
+            o.load(ckpt.join("optimizer.bpk"))
+                .map_err(|e| run_err(&ckpt, format!("cannot load optimizer state: {e:?}")))?,
+        ),
+        None => None,
+    };
+    Ok((model, optim, state))
+}

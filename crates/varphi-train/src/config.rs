@@ -1,0 +1,708 @@
+//! The experiment config: one TOML file describes data, model, objective, optimiser and
+//! training. Unknown keys and out-of-range values are rejected up front, naming the key.
+
+use crate::backend::{BackendKind, Precision};
+use crate::error::TrainError;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use varphi_data::DataSource;
+use varphi_losses::{
+    ElboConfig, GaussianLikelihoodConfig, KlEstimator, LikelihoodConfig, NoiseModel,
+};
+use varphi_models::{
+    Activation, ConvDecoderConfig, ConvEncoderConfig, CvaeConfig, CvaePriorConfig, DecoderConfig,
+    EncoderConfig, LearnedPriorConfig, MlpDecoderConfig, MlpEncoderConfig, VaeConfig,
+};
+
+/// A whole experiment. Saved as `config.toml` in every run directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed for data generation, initialisation, batching and Monte-Carlo noise.
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// Data source (`[data]`, selected by `kind`).
+    pub data: DataSource,
+    /// Train/test split and normalisation.
+    #[serde(default)]
+    pub split: SplitConfig,
+    /// Model.
+    pub model: ModelSection,
+    /// Objective.
+    #[serde(default)]
+    pub objective: ObjectiveSection,
+    /// Optimiser.
+    #[serde(default)]
+    pub optimizer: OptimizerSection,
+    /// Training loop.
+    #[serde(default)]
+    pub training: TrainingSection,
+}
+
+fn d_seed() -> u64 {
+    42
+}
+
+/// `[split]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// Fraction of samples held out for testing, in (0, 1).
+    #[serde(default = "d_test_fraction")]
+    pub test_fraction: f64,
+    /// Standardise data (global mean/std) and conditions (per column) on the training split.
+    #[serde(default = "d_true")]
+    pub normalize: bool,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self {
+            test_fraction: d_test_fraction(),
+            normalize: true,
+        }
+    }
+}
+
+fn d_test_fraction() -> f64 {
+    0.1
+}
+fn d_true() -> bool {
+    true
+}
+
+/// Model family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Unconditional VAE.
+    Vae,
+    /// Conditional VAE (needs a condition array).
+    Cvae,
+}
+
+/// Network architecture of an encoder or decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetKind {
+    /// Dense network on the flattened sample.
+    Mlp,
+    /// Convolutions over the sample's grid (1-D or 2-D, channels first).
+    Conv,
+}
+
+/// Prior of a CVAE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PriorKind {
+    /// N(0, I).
+    Standard,
+    /// Learned p(z | c).
+    Learned,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `vae` or `cvae`.
+    #[serde(default = "d_model_kind")]
+    pub kind: ModelKind,
+    /// Latent dimension.
+    #[serde(default = "d_latent")]
+    pub latent_dim: usize,
+    /// Encoder architecture.
+    #[serde(default = "d_net")]
+    pub encoder: NetKind,
+    /// Decoder architecture.
+    #[serde(default = "d_net")]
+    pub decoder: NetKind,
+    /// Hidden widths of dense layers.
+    #[serde(default = "d_hidden")]
+    pub hidden: Vec<usize>,
+    /// Convolution channels (encoder: stride-2 layers; decoder: feature map then hidden).
+    #[serde(default = "d_channels")]
+    pub channels: Vec<usize>,
+    /// Odd kernel size of convolutions.
+    #[serde(default = "d_kernel")]
+    pub kernel: usize,
+    /// Activation: relu, tanh, sin, softplus, gelu, silu.
+    #[serde(default = "d_activation")]
+    pub activation: ActivationName,
+    /// CVAE prior.
+    #[serde(default = "d_prior")]
+    pub prior: PriorKind,
+}
+
+/// Activation names accepted in configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActivationName {
+    /// ReLU.
+    Relu,
+    /// tanh.
+    Tanh,
+    /// sin.
+    Sin,
+    /// softplus.
+    Softplus,
+    /// GELU.
+    Gelu,
+    /// SiLU.
+    Silu,
+}
+
+impl From<ActivationName> for Activation {
+    fn from(a: ActivationName) -> Self {
+        match a {
+            ActivationName::Relu => Activation::Relu,
+            ActivationName::Tanh => Activation::Tanh,
+            ActivationName::Sin => Activation::Sin,
+            ActivationName::Softplus => Activation::Softplus,
+            ActivationName::Gelu => Activation::Gelu,
+            ActivationName::Silu => Activation::Silu,
+        }
+    }
+}
+
+fn d_model_kind() -> ModelKind {
+    ModelKind::Vae
+}
+fn d_latent() -> usize {
+    8
+}
+fn d_net() -> NetKind {
+    NetKind::Mlp
+}
+fn d_hidden() -> Vec<usize> {
+    vec![128, 128]
+}
+fn d_channels() -> Vec<usize> {
+    vec![16, 32]
+}
+fn d_kernel() -> usize {
+    3
+}
+fn d_activation() -> ActivationName {
+    ActivationName::Gelu
+}
+fn d_prior() -> PriorKind {
+    PriorKind::Standard
+}
+
+/// Likelihood family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LikelihoodKind {
+    /// Gaussian.
+    Gaussian,
+    /// Bernoulli (data in [0, 1], no normalisation).
+    Bernoulli,
+}
+
+/// Gaussian noise model names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoiseName {
+    /// Fixed σ.
+    Fixed,
+    /// One learned σ.
+    Learned,
+    /// Decoder-predicted σ per datum.
+    Heteroscedastic,
+}
+
+/// KL estimator names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KlName {
+    /// Closed form.
+    Analytic,
+    /// Monte Carlo.
+    MonteCarlo,
+}
+
+/// `[objective]`: the ELBO and its likelihood.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveSection {
+    /// Likelihood family.
+    #[serde(default = "d_lik")]
+    pub likelihood: LikelihoodKind,
+    /// Gaussian σ (in normalised units when `split.normalize`).
+    #[serde(default = "d_sigma")]
+    pub sigma: f64,
+    /// Gaussian noise model.
+    #[serde(default = "d_noise")]
+    pub noise: NoiseName,
+    /// KL weight β.
+    #[serde(default = "d_beta")]
+    pub beta: f64,
+    /// KL estimator.
+    #[serde(default = "d_kl")]
+    pub kl: KlName,
+    /// Linear KL warm-up length in steps.
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Monte-Carlo particles per datum.
+    #[serde(default = "d_particles")]
+    pub n_particles: usize,
+}
+
+impl Default for ObjectiveSection {
+    fn default() -> Self {
+        Self {
+            likelihood: d_lik(),
+            sigma: d_sigma(),
+            noise: d_noise(),
+            beta: d_beta(),
+            kl: d_kl(),
+            warmup_steps: 0,
+            n_particles: d_particles(),
+        }
+    }
+}
+
+fn d_lik() -> LikelihoodKind {
+    LikelihoodKind::Gaussian
+}
+fn d_sigma() -> f64 {
+    0.1
+}
+fn d_noise() -> NoiseName {
+    NoiseName::Learned
+}
+fn d_beta() -> f64 {
+    1.0
+}
+fn d_kl() -> KlName {
+    KlName::Analytic
+}
+fn d_particles() -> usize {
+    1
+}
+
+/// `[optimizer]`: Adam.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSection {
+    /// Learning rate.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// Clip each parameter's gradient to this L2 norm (off if absent).
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// Decoupled-from-nothing L2 weight decay added to the gradient (0: off).
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+impl Default for OptimizerSection {
+    fn default() -> Self {
+        Self {
+            lr: d_lr(),
+            grad_clip: None,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+fn d_lr() -> f64 {
+    1e-3
+}
+
+/// `[training]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSection {
+    /// Epochs.
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    /// Mini-batch size.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Backend (overridden by `--backend`).
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// Float precision: f32 everywhere, or f64 on the CPU backends.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Write a checkpoint every this many epochs (and always at the end).
+    #[serde(default = "d_one")]
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        Self {
+            epochs: d_epochs(),
+            batch_size: d_batch(),
+            backend: BackendKind::default(),
+            precision: Precision::default(),
+            checkpoint_every: 1,
+        }
+    }
+}
+
+fn d_epochs() -> usize {
+    20
+}
+fn d_batch() -> usize {
+    64
+}
+fn d_one() -> usize {
+    1
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> TrainError {
+    TrainError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Shape facts about the loaded data that the model must agree with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataShape {
+    /// Shape of one sample.
+    pub sample_shape: Vec<usize>,
+    /// Condition width.
+    pub cond_dim: usize,
+}
+
+impl DataShape {
+    /// Values per sample.
+    pub fn features(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+
+    /// Channels-first shape for convolutions: `[L]` becomes `[1, L]`.
+    pub fn conv_shape(&self) -> Option<Vec<usize>> {
+        match self.sample_shape.len() {
+            1 => Some(vec![1, self.sample_shape[0]]),
+            2 | 3 => Some(self.sample_shape.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Parse a TOML string; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, TrainError> {
+        let config: TrainConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
+                .unwrap_or_default();
+            TrainError::Config {
+                path: origin.to_path_buf(),
+                message: format!("{}{line}", e.message().trim().replace('\n', "; ")),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Config {
+            path: path.to_path_buf(),
+            message: format!("cannot read config: {e}"),
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Serialise to TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Range checks that do not need the data.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let s = &self.split;
+        if !(s.test_fraction > 0.0 && s.test_fraction < 1.0) {
+            return Err(invalid(
+                "split.test_fraction",
+                format!("must be in (0, 1), got {}", s.test_fraction),
+            ));
+        }
+        let m = &self.model;
+        if m.latent_dim == 0 {
+            return Err(invalid("model.latent_dim", "must be at least 1"));
+        }
+        if m.hidden.contains(&0) {
+            return Err(invalid("model.hidden", "widths must be at least 1"));
+        }
+        if m.channels.is_empty() || m.channels.contains(&0) {
+            return Err(invalid(
+                "model.channels",
+                "needs at least one channel count, each ≥ 1",
+            ));
+        }
+        if m.kernel % 2 == 0 {
+            return Err(invalid(
+                "model.kernel",
+                format!("must be odd, got {}", m.kernel),
+            ));
+        }
+        if m.prior == PriorKind::Learned && m.kind != ModelKind::Cvae {
+            return Err(invalid(
+                "model.prior",
+                "a learned prior needs model.kind = \"cvae\"",
+            ));
+        }
+        let o = &self.objective;
+        if !(o.sigma.is_finite() && o.sigma > 0.0) {
+            return Err(invalid(
+                "objective.sigma",
+                format!("must be > 0, got {}", o.sigma),
+            ));
+        }
+        if !(o.beta.is_finite() && o.beta >= 0.0) {
+            return Err(invalid(
+                "objective.beta",
+                format!("must be ≥ 0, got {}", o.beta),
+            ));
+        }
+        if o.n_particles == 0 {
+            return Err(invalid("objective.n_particles", "must be at least 1"));
+        }
+        let p = &self.optimizer;
+        if !(p.lr.is_finite() && p.lr > 0.0) {
+            return Err(invalid(
+                "optimizer.lr",
+                format!("must be > 0, got {}", p.lr),
+            ));
+        }
+        if let Some(c) = p.grad_clip
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(invalid(
+                "optimizer.grad_clip",
+                format!("must be > 0, got {c}"),
+            ));
+        }
+        if !(p.weight_decay.is_finite() && p.weight_decay >= 0.0) {
+            return Err(invalid(
+                "optimizer.weight_decay",
+                format!("must be ≥ 0, got {}", p.weight_decay),
+            ));
+        }
+        let t = &self.training;
+        if t.epochs == 0 {
+            return Err(invalid("training.epochs", "must be at least 1"));
+        }
+        if t.batch_size == 0 {
+            return Err(invalid("training.batch_size", "must be at least 1"));
+        }
+        if t.checkpoint_every == 0 {
+            return Err(invalid("training.checkpoint_every", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Checks that need the data's shape, e.g. a CVAE without conditions.
+    pub fn check_data(&self, shape: &DataShape) -> Result<(), TrainError> {
+        let m = &self.model;
+        if m.kind == ModelKind::Cvae && shape.cond_dim == 0 {
+            return Err(invalid(
+                "model.kind",
+                "\"cvae\" needs a condition per sample, but the data have none (set cond_path/cond_key in [data], or use kind = \"vae\")",
+            ));
+        }
+        let uses_conv = m.encoder == NetKind::Conv || m.decoder == NetKind::Conv;
+        if uses_conv && shape.conv_shape().is_none() {
+            return Err(invalid(
+                "model.encoder",
+                format!(
+                    "convolutions need samples shaped [L], [C, L] or [C, H, W]; the data have shape {:?} (use \"mlp\")",
+                    shape.sample_shape
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The likelihood config.
+    pub fn likelihood(&self) -> LikelihoodConfig {
+        match self.objective.likelihood {
+            LikelihoodKind::Bernoulli => LikelihoodConfig::Bernoulli,
+            LikelihoodKind::Gaussian => LikelihoodConfig::Gaussian(
+                GaussianLikelihoodConfig::new()
+                    .with_sigma(self.objective.sigma)
+                    .with_noise(match self.objective.noise {
+                        NoiseName::Fixed => NoiseModel::Fixed,
+                        NoiseName::Learned => NoiseModel::LearnedGlobal,
+                        NoiseName::Heteroscedastic => NoiseModel::Heteroscedastic,
+                    }),
+            ),
+        }
+    }
+
+    /// The ELBO config.
+    pub fn elbo(&self) -> ElboConfig {
+        let o = &self.objective;
+        ElboConfig::new()
+            .with_beta(o.beta)
+            .with_warmup_steps(o.warmup_steps)
+            .with_n_particles(o.n_particles)
+            .with_kl(match o.kl {
+                KlName::Analytic => KlEstimator::Analytic,
+                KlName::MonteCarlo => KlEstimator::MonteCarlo,
+            })
+    }
+
+    fn encoder(&self, shape: &DataShape, d_cond: usize) -> EncoderConfig {
+        let m = &self.model;
+        let act: Activation = m.activation.into();
+        match m.encoder {
+            NetKind::Mlp => EncoderConfig::Mlp(
+                MlpEncoderConfig::new(shape.features(), m.latent_dim)
+                    .with_hidden(m.hidden.clone())
+                    .with_activation(act)
+                    .with_d_cond(d_cond),
+            ),
+            NetKind::Conv => EncoderConfig::Conv(
+                ConvEncoderConfig::new(shape.conv_shape().expect("checked"), m.latent_dim)
+                    .with_channels(m.channels.clone())
+                    .with_hidden(m.hidden.clone())
+                    .with_kernel(m.kernel)
+                    .with_activation(act)
+                    .with_d_cond(d_cond),
+            ),
+        }
+    }
+
+    fn decoder(&self, shape: &DataShape, d_cond: usize) -> DecoderConfig {
+        let m = &self.model;
+        let act: Activation = m.activation.into();
+        let k = self.likelihood().params_per_datum();
+        let d_in = m.latent_dim + d_cond;
+        match m.decoder {
+            NetKind::Mlp => DecoderConfig::Mlp(
+                MlpDecoderConfig::new(d_in, k * shape.features())
+                    .with_hidden(m.hidden.clone())
+                    .with_activation(act),
+            ),
+            NetKind::Conv => {
+                let mut out = shape.conv_shape().expect("checked");
+                out[0] *= k;
+                let mut channels = m.channels.clone();
+                channels.reverse();
+                DecoderConfig::Conv(
+                    ConvDecoderConfig::new(d_in, out)
+                        .with_channels(channels)
+                        .with_kernel(m.kernel)
+                        .with_activation(act),
+                )
+            }
+        }
+    }
+
+    /// The model config for data of the given shape.
+    pub fn model_config(&self, shape: &DataShape) -> ModelConfig {
+        match self.model.kind {
+            ModelKind::Vae => ModelConfig::Vae(VaeConfig::new(
+                self.encoder(shape, 0),
+                self.decoder(shape, 0),
+            )),
+            ModelKind::Cvae => {
+                let c = shape.cond_dim;
+                let prior = match self.model.prior {
+                    PriorKind::Standard => CvaePriorConfig::Standard,
+                    PriorKind::Learned => CvaePriorConfig::Learned(
+                        LearnedPriorConfig::new()
+                            .with_hidden(self.model.hidden.clone())
+                            .with_activation(self.model.activation.into()),
+                    ),
+                };
+                ModelConfig::Cvae(
+                    CvaeConfig::new(self.encoder(shape, c), self.decoder(shape, c), c)
+                        .with_prior(prior),
+                )
+            }
+        }
+    }
+}
+
+/// The library-level model config derived from a [`TrainConfig`].
+#[derive(Debug, Clone)]
+pub enum ModelConfig {
+    /// VAE.
+    Vae(VaeConfig),
+    /// CVAE.
+    Cvae(CvaeConfig),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+seed = 1
+[data]
+kind = "heat1d"
+n = 50
+grid = 16
+[model]
+latent_dim = 4
+"#;
+
+    fn parse(extra: &str) -> Result<TrainConfig, TrainError> {
+        TrainConfig::from_toml(&format!("{BASE}{extra}"), Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_fill_in_and_round_trip() {
+        let c = parse("").unwrap();
+        assert_eq!(c.training.epochs, 20);
+        assert_eq!(c.objective.n_particles, 1);
+        let again = TrainConfig::from_toml(&c.to_toml(), Path::new("x")).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_key_named() {
+        let e = parse("[optimizer]\nlearning_rate = 0.1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("learning_rate") && !e.contains('\n'), "{e}");
+        let e = TrainConfig::from_toml(
+            "[data]\nkind = \"heat1d\"\ngird = 3\n[model]\n",
+            Path::new("t"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("gird"), "{e}");
+        let e = parse("[model]\n").unwrap_err().to_string();
+        assert!(e.contains("model") || e.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key() {
+        let e = parse("[optimizer]\nlr = -0.1\n").unwrap_err().to_string();
+        assert!(e.contains("optimizer.lr"), "{e}");
+        let e = parse("[training]\nepochs = 0\n").unwrap_err().to_string();
+        assert!(e.contains("training.epochs"), "{e}");
+        let e = parse("[objective]\nsigma = 0\n").unwrap_err().to_string();
+        assert!(e.contains("objective.sigma"), "{e}");
+        let e = parse("[split]\ntest_fraction = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("split.test_fraction"), "{e}");
+    }
+
+    #[test]
+    fn cvae_without_conditions_is_rejected() {
+        let mut c = parse("").unwrap();
+        c.model.kind = ModelKind::Cvae;
+        let e = c
+            .check_data(&DataShape {
+                sample_shape: vec![16],
+                cond_dim: 0,
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model.kind"), "{e}");
+    }
+}

@@ -1,0 +1,28 @@
+//! # varphi-train
+//!
+//! The training side of varphi: a short generic loop with observers ([`trainer`]), run-time
+//! backend selection ([`backend`]), atomic checkpoints ([`checkpoint`]), the validated
+//! experiment config ([`config`]), plots ([`plots`]), evaluation and sampling ([`run`]) and the
+//! throughput benchmark ([`bench`]). The `varphi` binary is a thin CLI over these.
+//!
+//! ```ignore
+//! use varphi_train::run::{train, TrainOptions};
+//! let summary = train(Some("configs/quickstart.toml".as_ref()), &TrainOptions::default())?;
+//! println!("{}", summary.run_dir.display());
+//! ```
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod observers;
+pub mod plots;
+pub mod run;
+pub mod trainer;
+
+pub use backend::{BackendKind, Precision, select_device};
+pub use config::TrainConfig;
+pub use error::TrainError;

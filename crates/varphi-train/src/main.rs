@@ -1,0 +1,272 @@
+//! `varphi`: train, sample, evaluate and benchmark variational generative models.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use varphi_train::backend::{BackendKind, wgpu_available};
+use varphi_train::bench::{BenchSpec, vae_throughput};
+use varphi_train::run::{TrainOptions, evaluate_run, load_run, sample_run, train};
+
+#[derive(Parser)]
+#[command(
+    name = "varphi",
+    version,
+    about = "Variational inference for physics-informed deep generative models",
+    after_help = "Examples:
+  varphi train configs/quickstart.toml                 # train on the built-in heat-equation data
+  varphi train configs/quickstart.toml --backend wgpu  # on a GPU (Vulkan/Metal/DX12)
+  varphi train --resume runs/quickstart                # continue an interrupted run
+  varphi eval runs/quickstart                          # test ELBO, reconstruction error -> eval.json
+  varphi sample runs/quickstart -n 100 -o samples.npy  # draw from the model
+  varphi sample runs/heat-cvae -n 10 -o s.npy --condition 1.5
+  varphi bench --threads 1 --pytorch benches/.venv/bin/python"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a TOML config (writes a run directory).
+    Train {
+        /// Experiment config (optional with --resume).
+        config: Option<PathBuf>,
+        /// Run directory (default: runs/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Backend, overriding training.backend.
+        #[arg(long, value_enum)]
+        backend: Option<BackendKind>,
+        /// Continue the run in this directory from its last checkpoint.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Draw samples from a trained model into a .npy file.
+    Sample {
+        /// Run directory.
+        run: PathBuf,
+        /// Number of samples.
+        #[arg(short, long, default_value_t = 16)]
+        n: usize,
+        /// Output .npy file ([n, ...sample shape], float32, data units).
+        #[arg(short, long, default_value = "samples.npy")]
+        output: PathBuf,
+        /// Condition values for a CVAE, comma-separated (data units).
+        #[arg(long, value_delimiter = ',')]
+        condition: Option<Vec<f64>>,
+        /// Add observation noise (default: the likelihood mean).
+        #[arg(long)]
+        noise: bool,
+        /// Backend (default: the run's).
+        #[arg(long, value_enum)]
+        backend: Option<BackendKind>,
+    },
+    /// Evaluate a trained model on its test split (prints a table, writes eval.json).
+    Eval {
+        /// Run directory.
+        run: PathBuf,
+        /// Backend (default: the run's).
+        #[arg(long, value_enum)]
+        backend: Option<BackendKind>,
+    },
+    /// Training throughput of an MLP VAE 784-512-512-16 at batch 128 on each backend.
+    Bench {
+        /// Backends to run (default: flex, ndarray, and wgpu if an adapter exists).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        backend: Option<Vec<BackendKind>>,
+        /// Timed steps.
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// CPU threads for flex/ndarray (and PyTorch); default: all cores.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Python interpreter with torch installed: also run benches/pytorch_vae.py.
+        #[arg(long)]
+        pytorch: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal failure: {}{at} (please report this)",
+            msg.replace('\n', "; ")
+        );
+    }));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', "; "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train {
+            config,
+            out,
+            backend,
+            resume,
+            quiet,
+        } => {
+            let opts = TrainOptions {
+                out,
+                backend,
+                resume,
+                quiet,
+                no_plots: false,
+            };
+            let s = train(config.as_deref(), &opts)?;
+            let fmt = |t: &[(&str, f64)]| {
+                t.iter()
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!("done: {} epochs on {}", s.epochs_done, s.device);
+            println!("  train: {}", fmt(&s.last_train));
+            println!("  test:  {}", fmt(&s.last_test));
+            println!(
+                "  wrote {}/{{config.toml, metrics.csv, checkpoint/, loss.png, samples.png}}",
+                s.run_dir.display()
+            );
+        }
+        Command::Sample {
+            run,
+            n,
+            output,
+            condition,
+            noise,
+            backend,
+        } => {
+            if n == 0 {
+                anyhow::bail!("-n must be at least 1");
+            }
+            let loaded = load_run(&run, backend)?;
+            sample_run(&loaded, n, condition.as_deref(), noise, &output)?;
+            let mut shape = vec![n];
+            shape.extend(&loaded.data.test.sample_shape);
+            println!("wrote {} samples {:?} to {}", n, shape, output.display());
+        }
+        Command::Eval { run, backend } => {
+            let loaded = load_run(&run, backend)?;
+            let r = evaluate_run(&loaded)?;
+            println!(
+                "evaluation of {} ({} test samples, {} epochs)",
+                run.display(),
+                r.n_test,
+                r.epochs
+            );
+            println!("  {:<34} {:>12}", "metric", "value");
+            for (k, v) in [
+                ("test ELBO per datum (normalised)", r.test_elbo),
+                ("test E_q log p(x|z)", r.test_log_lik),
+                ("test KL(q||p)", r.test_kl),
+                ("reconstruction RMSE (data units)", r.recon_rmse),
+                ("reconstruction relative L2", r.recon_rel_l2),
+            ] {
+                println!("  {k:<34} {v:>12.5}");
+            }
+            println!("wrote {}", run.join("eval.json").display());
+        }
+        Command::Bench {
+            backend,
+            steps,
+            warmup,
+            batch,
+            threads,
+            pytorch,
+        } => {
+            if let Some(t) = threads {
+                // SAFETY: set before any thread pool exists; the program is single-threaded here.
+                unsafe { std::env::set_var("RAYON_NUM_THREADS", t.to_string()) };
+            }
+            let backends = backend.unwrap_or_else(|| {
+                let mut v = vec![BackendKind::Flex, BackendKind::Ndarray];
+                if wgpu_available() {
+                    v.push(BackendKind::Wgpu);
+                }
+                v
+            });
+            let spec = BenchSpec {
+                batch,
+                warmup,
+                steps,
+            };
+            let threads_label = threads.map_or("all".to_string(), |t| t.to_string());
+            println!(
+                "MLP VAE 784-512-512-16, batch {batch}, {steps} timed steps after {warmup} warm-up, threads: {threads_label}"
+            );
+            println!(
+                "  {:<10} {:>10} {:>12}  device",
+                "backend", "steps/s", "samples/s"
+            );
+            for b in backends {
+                match vae_throughput(b, &spec) {
+                    Ok(r) => println!(
+                        "  {:<10} {:>10.1} {:>12.0}  {} (final loss {:.1})",
+                        b.to_string(),
+                        r.steps_per_s,
+                        r.samples_per_s,
+                        r.device,
+                        r.final_loss
+                    ),
+                    Err(e) => println!("  {:<10} unavailable: {e}", b.to_string()),
+                }
+            }
+            if let Some(py) = pytorch {
+                let script =
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/pytorch_vae.py");
+                let mut cmd = std::process::Command::new(&py);
+                cmd.arg(&script).args([
+                    "--steps",
+                    &steps.to_string(),
+                    "--warmup",
+                    &warmup.to_string(),
+                    "--batch",
+                    &batch.to_string(),
+                ]);
+                if let Some(t) = threads {
+                    cmd.args(["--threads", &t.to_string()]);
+                }
+                let out = cmd
+                    .output()
+                    .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", py.display()))?;
+                if !out.status.success() {
+                    anyhow::bail!(
+                        "PyTorch reference failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                    );
+                }
+                print!("{}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! PNG plots a scientist looks at first: loss terms over time, and data vs reconstructions vs
+//! prior samples (curves for 1-D signals, heat maps for 2-D fields). Drawn with plotters'
+//! bitmap backend and an embedded DejaVu Sans font: no system fonts, no display.
+
+use crate::error::{TrainError, io_err};
+use plotters::prelude::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One row of `metrics.csv`, by column name.
+pub type MetricsRow = HashMap<String, f64>;
+
+/// Read `metrics.csv`.
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    Ok(lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(','))
+                .filter_map(|(h, v)| v.parse::<f64>().ok().map(|v| (h.to_string(), v)))
+                .collect()
+        })
+        .collect())
+}
+
+fn font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+    });
+}
+
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Run {
+        path: path.to_path_buf(),
+        message: format!("cannot draw plot: {e}"),
+    }
+}
+
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-9);
+    (lo - pad, hi + pad)
+}
+
+/// `loss.png`: −ELBO, −E[log p(x|z)] and KL per epoch, train and test.
+pub fn plot_losses(metrics: &[MetricsRow], path: &Path) -> Result<(), TrainError> {
+    font();
+    let root = BitMapBackend::new(path, (1200, 380)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let panels = root.split_evenly((1, 3));
+    let specs = [
+        ("negative ELBO (per datum)", "elbo", -1.0),
+        ("negative log-likelihood term", "log_lik", -1.0),
+        ("KL(q(z|x) || p(z))", "kl", 1.0),
+    ];
+    for (panel, (title, key, sign)) in panels.iter().zip(specs) {
+        let series: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = [("train", BLUE), ("test", RED)]
+            .into_iter()
+            .map(|(split, color)| {
+                let col = format!("{split}_{key}");
+                let pts = metrics
+                    .iter()
+                    .filter_map(|r| Some((*r.get("epoch")?, sign * *r.get(&col)?)))
+                    .collect();
+                (split, color, pts)
+            })
+            .filter(|(_, _, p): &(_, _, Vec<_>)| !p.is_empty())
+            .collect();
+        let (x0, x1) = range(series.iter().flat_map(|s| s.2.iter().map(|p| p.0)));
+        let (y0, y1) = range(series.iter().flat_map(|s| s.2.iter().map(|p| p.1)));
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(65)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        for (name, color, pts) in series {
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(|e| plot_err(path, e))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}
+
+const PALETTE: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+];
+
+/// `samples.png`: test data vs reconstructions, and prior samples.
+///
+/// `sample_shape` decides the layout: 1-D signals (`[L]` or `[1, L]`) are drawn as curves,
+/// 2-D fields (`[1, H, W]` or `[H, W]`) as heat maps (first channel).
+pub fn plot_samples(
+    data: &[Vec<f64>],
+    recon: &[Vec<f64>],
+    prior: &[Vec<f64>],
+    sample_shape: &[usize],
+    path: &Path,
+) -> Result<(), TrainError> {
+    font();
+    let spatial: Vec<usize> = sample_shape
+        .iter()
+        .copied()
+        .skip_while(|&s| s == 1)
+        .collect();
+    match spatial.as_slice() {
+        [h, w] => heatmaps(data, recon, prior, *h, *w, path),
+        [..] => curves(data, recon, prior, path),
+    }
+}
+
+fn curves(
+    data: &[Vec<f64>],
+    recon: &[Vec<f64>],
+    prior: &[Vec<f64>],
+    path: &Path,
+) -> Result<(), TrainError> {
+    let root = BitMapBackend::new(path, (1100, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let panels = root.split_evenly((1, 2));
+    let all = data
+        .iter()
+        .chain(recon)
+        .chain(prior)
+        .flat_map(|v| v.iter().copied());
+    let (y0, y1) = range(all);
+    let len = data.first().or(prior.first()).map_or(1, Vec::len);
+    for (k, panel) in panels.iter().enumerate() {
+        let title = if k == 0 {
+            "test data (lines) vs reconstructions (dots)"
+        } else {
+            "samples from the prior"
+        };
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..(len.max(2) - 1) as f64, y0..y1)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("grid index")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        if k == 0 {
+            for (i, (d, r)) in data.iter().zip(recon).enumerate() {
+                let c = PALETTE[i % PALETTE.len()];
+                chart
+                    .draw_series(LineSeries::new(
+                        d.iter().enumerate().map(|(j, v)| (j as f64, *v)),
+                        c.stroke_width(2),
+                    ))
+                    .map_err(|e| plot_err(path, e))?;
+                chart
+                    .draw_series(
+                        r.iter()
+                            .enumerate()
+                            .map(|(j, v)| Circle::new((j as f64, *v), 2, c.filled())),
+                    )
+                    .map_err(|e| plot_err(path, e))?;
+            }
+        } else {
+            for (i, s) in prior.iter().enumerate() {
+                let c = PALETTE[i % PALETTE.len()];
+                chart
+                    .draw_series(LineSeries::new(
+                        s.iter().enumerate().map(|(j, v)| (j as f64, *v)),
+                        c.stroke_width(2),
+                    ))
+                    .map_err(|e| plot_err(path, e))?;
+            }
+        }
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}
+
+fn diverging(v: f64, scale: f64) -> RGBColor {
+    let t = (v / scale).clamp(-1.0, 1.0);
+    let (r, g, b) = if t >= 0.0 {
+        (1.0, 1.0 - t, 1.0 - t)
+    } else {
+        (1.0 + t, 1.0 + t, 1.0)
+    };
+    RGBColor((r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8)
+}
+
+fn heatmaps(
+    data: &[Vec<f64>],
+    recon: &[Vec<f64>],
+    prior: &[Vec<f64>],
+    h: usize,
+    w: usize,
+    path: &Path,
+) -> Result<(), TrainError> {
+    let cols = data.len().max(prior.len()).max(1);
+    let root = BitMapBackend::new(path, (180 * cols as u32 + 40, 620)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let rows = root.split_evenly((3, 1));
+    let scale = data
+        .iter()
+        .chain(recon)
+        .chain(prior)
+        .flat_map(|v| v.iter().map(|x| x.abs()))
+        .fold(1e-12, f64::max);
+    for (row, (title, fields)) in rows.iter().zip([
+        ("test data", data),
+        ("reconstructions", recon),
+        ("prior samples", prior),
+    ]) {
+        let row = row
+            .titled(title, ("sans-serif", 16))
+            .map_err(|e| plot_err(path, e))?;
+        let cells = row.split_evenly((1, cols));
+        for (cell, field) in cells.iter().zip(fields) {
+            let mut chart = ChartBuilder::on(cell)
+                .margin(6)
+                .build_cartesian_2d(0..w, 0..h)
+                .map_err(|e| plot_err(path, e))?;
+            chart
+                .draw_series((0..h).flat_map(|i| {
+                    (0..w).map(move |j| {
+                        Rectangle::new(
+                            [(j, h - 1 - i), (j + 1, h - i)],
+                            diverging(field[i * w + j], scale).filled(),
+                        )
+                    })
+                }))
+                .map_err(|e| plot_err(path, e))?;
+        }
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_are_written_as_png() {
+        let dir = std::env::temp_dir().join(format!("varphi-plots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows: Vec<MetricsRow> = (1..=3)
+            .map(|e| {
+                [
+                    ("epoch", e as f64),
+                    ("train_elbo", -10.0 / e as f64),
+                    ("test_elbo", -11.0 / e as f64),
+                    ("train_kl", 1.0),
+                    ("train_log_lik", -9.0),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
+            })
+            .collect();
+        plot_losses(&rows, &dir.join("loss.png")).unwrap();
+        let sig: Vec<Vec<f64>> = (0..2)
+            .map(|i| (0..8).map(|j| (i + j) as f64).collect())
+            .collect();
+        plot_samples(&sig, &sig, &sig, &[1, 8], &dir.join("s1.png")).unwrap();
+        let fld: Vec<Vec<f64>> = (0..2)
+            .map(|i| (0..16).map(|j| (i * j) as f64 - 3.0).collect())
+            .collect();
+        plot_samples(&fld, &fld, &fld, &[1, 4, 4], &dir.join("s2.png")).unwrap();
+        for f in ["loss.png", "s1.png", "s2.png"] {
+            let bytes = std::fs::read(dir.join(f)).unwrap();
+            assert_eq!(&bytes[1..4], b"PNG", "{f} is not a PNG");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,567 @@
+//! Runs: train from a config into a run directory, resume, evaluate and sample.
+//!
+//! A run directory holds `config.toml` (resolved: data paths absolute), `normalization.json`,
+//! `checkpoint/`, `metrics.csv`, `loss.png`, `samples.png` and, after `varphi eval`,
+//! `eval.json`.
+
+use crate::backend::{BackendKind, SelectedDevice, select_device};
+use crate::checkpoint;
+use crate::config::{DataShape, LikelihoodKind, TrainConfig};
+use crate::error::{TrainError, io_err};
+use crate::model::{ElboObjective, GenerativeModel, NoiseSource};
+use crate::observers::{Checkpointer, MetricsCsv, Progress};
+use crate::plots;
+use crate::trainer::{self, FitSpec, Observer, Termination};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use varphi_data::{Batcher, Dataset, Normalization};
+use varphi_models::{LatentVariableModel, VariationalFamily};
+
+/// Options of `varphi train`.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Run directory (default: `runs/<config name>`, suffixed `-2`, `-3`, … if taken).
+    pub out: Option<PathBuf>,
+    /// Backend override.
+    pub backend: Option<BackendKind>,
+    /// Resume this run directory.
+    pub resume: Option<PathBuf>,
+    /// No progress output.
+    pub quiet: bool,
+    /// Skip the PNG plots.
+    pub no_plots: bool,
+}
+
+/// What a finished training run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Run directory.
+    pub run_dir: PathBuf,
+    /// Epochs completed in total.
+    pub epochs_done: usize,
+    /// Final mean training terms.
+    pub last_train: Vec<(&'static str, f64)>,
+    /// Final mean test terms.
+    pub last_test: Vec<(&'static str, f64)>,
+    /// Device description.
+    pub device: String,
+}
+
+/// Data prepared for a run: normalised splits and the normaliser.
+pub struct PreparedData {
+    /// Training split (normalised).
+    pub train: Dataset,
+    /// Test split (normalised).
+    pub test: Dataset,
+    /// The normaliser (identity when `split.normalize = false`).
+    pub norm: Normalization,
+}
+
+impl PreparedData {
+    /// Shape facts.
+    pub fn shape(&self) -> DataShape {
+        DataShape {
+            sample_shape: self.train.sample_shape.clone(),
+            cond_dim: self.train.cond_dim,
+        }
+    }
+}
+
+/// Load, split and normalise the data of `config` (paths relative to `base`).
+pub fn prepare_data(config: &TrainConfig, base: &Path) -> Result<PreparedData, TrainError> {
+    let data = config.data.load(config.seed, base)?;
+    if data.len() < 2 {
+        return Err(TrainError::Invalid {
+            key: "data".into(),
+            message: format!(
+                "need at least 2 samples for a train/test split, got {}",
+                data.len()
+            ),
+        });
+    }
+    if config.objective.likelihood == LikelihoodKind::Bernoulli {
+        if let Some(v) = data.x.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+            return Err(TrainError::Invalid {
+                key: "objective.likelihood".into(),
+                message: format!("\"bernoulli\" needs data in [0, 1], found {v}; use \"gaussian\""),
+            });
+        }
+    }
+    let (train, test) = data.split(config.split.test_fraction, config.seed);
+    let bernoulli = config.objective.likelihood == LikelihoodKind::Bernoulli;
+    // Bernoulli data stay in [0, 1]; conditions are still standardised.
+    let norm = match (config.split.normalize, bernoulli) {
+        (false, _) => Normalization::identity(train.cond_dim),
+        (true, false) => Normalization::fit(&train),
+        (true, true) => Normalization {
+            x_mean: 0.0,
+            x_std: 1.0,
+            ..Normalization::fit(&train)
+        },
+    };
+    Ok(PreparedData {
+        train: norm.apply(&train),
+        test: norm.apply(&test),
+        norm,
+    })
+}
+
+fn adam(config: &TrainConfig) -> ModuleOptimizer {
+    let o = &config.optimizer;
+    let mut adam = AdamConfig::new();
+    if let Some(c) = o.grad_clip {
+        adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(c as f32)));
+    }
+    if o.weight_decay > 0.0 {
+        adam = adam.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
+    }
+    adam.init()
+}
+
+fn fresh_run_dir(config_path: Option<&Path>) -> PathBuf {
+    let stem = config_path
+        .and_then(|p| p.file_stem())
+        .and_then(|s| s.to_str())
+        .unwrap_or("run");
+    let base = PathBuf::from("runs").join(stem);
+    if !base.exists() {
+        return base;
+    }
+    (2..)
+        .map(|i| PathBuf::from("runs").join(format!("{stem}-{i}")))
+        .find(|p| !p.exists())
+        .expect("some free name")
+}
+
+/// Train from a config (or resume a run). See [`TrainOptions`].
+pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
+    let (config, run_dir, resuming) = match (&opts.resume, config_path) {
+        (Some(run), given) => {
+            let saved = TrainConfig::load(&run.join("config.toml"))?;
+            let config = match given {
+                None => saved,
+                Some(p) => {
+                    let new = TrainConfig::load(p)?;
+                    let mut cmp = new.clone();
+                    cmp.data = saved.data.clone();
+                    cmp.training.epochs = saved.training.epochs;
+                    cmp.training.backend = saved.training.backend;
+                    if cmp != saved {
+                        return Err(TrainError::Config {
+                            path: p.to_path_buf(),
+                            message: format!(
+                                "differs from the config of {} in more than training.epochs; resume with the run's own config or start a new run",
+                                run.display()
+                            ),
+                        });
+                    }
+                    TrainConfig {
+                        data: saved.data,
+                        ..new
+                    }
+                }
+            };
+            (config, run.clone(), true)
+        }
+        (None, Some(p)) => {
+            let config = TrainConfig::load(p)?;
+            let base = p.parent().unwrap_or(Path::new("."));
+            let config = TrainConfig {
+                data: config
+                    .data
+                    .resolved(&std::path::absolute(base).unwrap_or(base.to_path_buf())),
+                ..config
+            };
+            let dir = opts.out.clone().unwrap_or_else(|| fresh_run_dir(Some(p)));
+            (config, dir, false)
+        }
+        (None, None) => {
+            return Err(TrainError::Invalid {
+                key: "config".into(),
+                message: "give a config file, or --resume RUN_DIR".into(),
+            });
+        }
+    };
+    let backend = opts.backend.unwrap_or(config.training.backend);
+    let data = prepare_data(&config, Path::new("."))?;
+    config.check_data(&data.shape())?;
+    let selected = select_device(backend, config.training.precision)?;
+    if !opts.quiet {
+        println!("device: {}", selected.description);
+    }
+
+    std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
+    if !resuming {
+        if checkpoint::find(&run_dir).is_ok() {
+            return Err(TrainError::Run {
+                path: run_dir.clone(),
+                message:
+                    "already holds a run; use --resume to continue it or --out for a new folder"
+                        .into(),
+            });
+        }
+        let _ = std::fs::remove_file(run_dir.join("metrics.csv"));
+        let p = run_dir.join("config.toml");
+        std::fs::write(&p, config.to_toml()).map_err(io_err(&p))?;
+        let p = run_dir.join("normalization.json");
+        std::fs::write(&p, serde_json::to_string_pretty(&data.norm).expect("json"))
+            .map_err(io_err(&p))?;
+    }
+
+    let device = selected.device.clone().autodiff();
+    device.seed(config.seed);
+    let model_config = config.model_config(&data.shape());
+    let model = GenerativeModel::init(&model_config, &config, &device);
+    let optim = adam(&config);
+    let (model, optim, start_epoch) = if resuming {
+        let (m, o, state) = checkpoint::load(&run_dir, model, Some(optim))?;
+        (m, o.expect("requested"), state.epochs_done)
+    } else {
+        (model, optim, 0)
+    };
+    if !opts.quiet {
+        println!(
+            "run dir: {}  ({} train / {} test samples of shape {:?}, {} parameters)",
+            run_dir.display(),
+            data.train.len(),
+            data.test.len(),
+            data.train.sample_shape,
+            burn::module::Module::num_params(&model)
+        );
+    }
+    if start_epoch >= config.training.epochs {
+        return Err(TrainError::Run {
+            path: run_dir,
+            message: format!(
+                "already trained for {start_epoch} of {} epochs; raise training.epochs in a config passed with --resume to continue",
+                config.training.epochs
+            ),
+        });
+    }
+
+    let objective = ElboObjective {
+        elbo: config.elbo().init(),
+        noise: NoiseSource {
+            seed: config.seed,
+            stream: 0,
+        },
+    };
+    let mut observers: Vec<Box<dyn Observer<GenerativeModel>>> = vec![
+        Box::new(Progress::new(opts.quiet)),
+        Box::new(MetricsCsv::new(run_dir.join("metrics.csv"))),
+        Box::new(Checkpointer {
+            run: run_dir.clone(),
+            every: config.training.checkpoint_every,
+            epochs: config.training.epochs,
+            seed: config.seed,
+            backend: backend.to_string(),
+            last_saved: None,
+        }),
+    ];
+    let spec = FitSpec {
+        train: &data.train,
+        test: Some(&data.test),
+        batcher: Batcher {
+            batch_size: config.training.batch_size,
+            seed: config.seed,
+        },
+        lr: config.optimizer.lr,
+        start_epoch,
+        epochs: config.training.epochs,
+        device: device.clone(),
+    };
+    let (model, _optim, termination) =
+        trainer::fit(model, optim, &objective, spec, &mut observers)?;
+    drop(observers);
+    if let Termination::NonFinite {
+        term,
+        value,
+        epoch,
+        step,
+    } = termination
+    {
+        let kept = match checkpoint::load_state(&run_dir) {
+            Ok(s) => format!(
+                "last good checkpoint (epoch {}) kept in {}",
+                s.epochs_done,
+                checkpoint::dir(&run_dir).display()
+            ),
+            Err(_) => "no checkpoint had been written yet".into(),
+        };
+        return Err(TrainError::NonFinite {
+            term,
+            value,
+            epoch,
+            step,
+            kept,
+        });
+    }
+
+    let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
+    if !opts.no_plots {
+        plots::plot_losses(&metrics, &run_dir.join("loss.png"))?;
+        let model = model.valid();
+        sample_plot(
+            &model,
+            &data,
+            &config,
+            &selected.device,
+            &run_dir.join("samples.png"),
+        )?;
+    }
+    let last = metrics.last().cloned().unwrap_or_default();
+    let pick = |prefix: &str| -> Vec<(&'static str, f64)> {
+        ["loss", "elbo", "log_lik", "kl"]
+            .into_iter()
+            .filter_map(|k| last.get(&format!("{prefix}_{k}")).map(|v| (k, *v)))
+            .collect()
+    };
+    Ok(TrainSummary {
+        epochs_done: config.training.epochs,
+        last_train: pick("train"),
+        last_test: pick("test"),
+        run_dir,
+        device: selected.description,
+    })
+}
+
+fn to_rows(t: Tensor<2>) -> Vec<Vec<f64>> {
+    let [n, d] = t.dims();
+    let v = t.into_data().try_into_vec_as::<f64>().expect("f64");
+    (0..n).map(|i| v[i * d..(i + 1) * d].to_vec()).collect()
+}
+
+/// Reconstructions `E[x | z = mean of q(z|x)]` and prior samples `E[x | z ~ p(z|c)]`, in data
+/// units, for the first `k` test samples.
+fn recon_and_prior(
+    model: &GenerativeModel,
+    data: &PreparedData,
+    indices: &[usize],
+    seed: u64,
+    device: &Device,
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let (x, cond) = data.test.batch(indices, device);
+    let b = indices.len();
+    let q = model.model.posterior(x.clone(), cond.clone());
+    let recon = model
+        .likelihood
+        .mean(model.model.decode(q.mean().unsqueeze::<3>(), cond.clone()))
+        .squeeze_dim::<2>(0);
+    let prior = model.model.prior(b, cond.clone(), device);
+    let eps = NoiseSource { seed, stream: 7 }.normal([1, b, model.model.latent_dim()], 0, device);
+    let generated = model
+        .likelihood
+        .mean(model.model.decode(prior.rsample(eps), cond))
+        .squeeze_dim::<2>(0);
+    let unnorm = |rows: Vec<Vec<f64>>| {
+        rows.into_iter()
+            .map(|mut r| {
+                data.norm.invert_x(&mut r);
+                r
+            })
+            .collect::<Vec<_>>()
+    };
+    (
+        unnorm(to_rows(x)),
+        unnorm(to_rows(recon)),
+        unnorm(to_rows(generated)),
+    )
+}
+
+fn sample_plot(
+    model: &GenerativeModel,
+    data: &PreparedData,
+    config: &TrainConfig,
+    device: &Device,
+    path: &Path,
+) -> Result<(), TrainError> {
+    let k = data.test.len().min(4);
+    let idx: Vec<usize> = (0..k).collect();
+    let (x, recon, prior) = recon_and_prior(model, data, &idx, config.seed, device);
+    plots::plot_samples(&x, &recon, &prior, &data.test.sample_shape, path)
+}
+
+/// A trained run loaded for inference.
+pub struct LoadedRun {
+    /// Run directory.
+    pub dir: PathBuf,
+    /// Its config.
+    pub config: TrainConfig,
+    /// Its data (regenerated or reloaded deterministically).
+    pub data: PreparedData,
+    /// The trained model (no autodiff).
+    pub model: GenerativeModel,
+    /// The device.
+    pub device: SelectedDevice,
+    /// Epochs done.
+    pub epochs_done: usize,
+}
+
+/// Load a run directory's config, data and latest checkpoint onto `backend` (default: the
+/// run's backend).
+pub fn load_run(dir: &Path, backend: Option<BackendKind>) -> Result<LoadedRun, TrainError> {
+    let config = TrainConfig::load(&dir.join("config.toml"))?;
+    let data = prepare_data(&config, Path::new("."))?;
+    let norm_path = dir.join("normalization.json");
+    if let Ok(text) = std::fs::read_to_string(&norm_path) {
+        let saved: Normalization = serde_json::from_str(&text).map_err(|e| TrainError::Run {
+            path: norm_path.clone(),
+            message: format!("corrupt normalisation: {e}"),
+        })?;
+        if saved != data.norm {
+            return Err(TrainError::Run {
+                path: norm_path,
+                message: "the data no longer match the run (normalisation differs); was the data file changed?".into(),
+            });
+        }
+    }
+    let selected = select_device(
+        backend.unwrap_or(config.training.backend),
+        config.training.precision,
+    )?;
+    let model = GenerativeModel::init(
+        &config.model_config(&data.shape()),
+        &config,
+        &selected.device,
+    );
+    let (model, _, state) = checkpoint::load(dir, model, None)?;
+    Ok(LoadedRun {
+        dir: dir.to_path_buf(),
+        config,
+        data,
+        model,
+        device: selected,
+        epochs_done: state.epochs_done,
+    })
+}
+
+/// Test-set evaluation of a run (`eval.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Test samples.
+    pub n_test: usize,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Mean test ELBO per datum (normalised units; with the config's particles).
+    pub test_elbo: f64,
+    /// Mean test `E_q log p(x|z)`.
+    pub test_log_lik: f64,
+    /// Mean test KL.
+    pub test_kl: f64,
+    /// RMSE of reconstructions `E[x | z = E_q z]` in data units.
+    pub recon_rmse: f64,
+    /// Relative L2 error of reconstructions, `‖x̂ − x‖ / ‖x‖` over the test set.
+    pub recon_rel_l2: f64,
+}
+
+/// Evaluate a run on its test split and write `eval.json`.
+pub fn evaluate_run(run: &LoadedRun) -> Result<EvalReport, TrainError> {
+    let device = &run.device.device;
+    let objective = ElboObjective {
+        elbo: run.config.elbo().with_beta(1.0).with_warmup_steps(0).init(),
+        noise: NoiseSource {
+            seed: run.config.seed,
+            stream: 100,
+        },
+    };
+    let terms = trainer::evaluate(
+        &run.model,
+        &objective,
+        &run.data.test,
+        run.config.training.batch_size,
+        device,
+    );
+    let get = |k: &str| {
+        terms
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map_or(f64::NAN, |t| t.1)
+    };
+    let (mut se, mut sx) = (0.0, 0.0);
+    let mut count = 0usize;
+    let n = run.data.test.len();
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(256) {
+        let (x, recon, _) = recon_and_prior(&run.model, &run.data, chunk, run.config.seed, device);
+        for (a, b) in x.iter().zip(&recon) {
+            for (u, v) in a.iter().zip(b) {
+                se += (u - v).powi(2);
+                sx += u * u;
+                count += 1;
+            }
+        }
+    }
+    let report = EvalReport {
+        n_test: n,
+        epochs: run.epochs_done,
+        test_elbo: get("elbo"),
+        test_log_lik: get("log_lik"),
+        test_kl: get("kl"),
+        recon_rmse: (se / count.max(1) as f64).sqrt(),
+        recon_rel_l2: (se / sx.max(1e-300)).sqrt(),
+    };
+    let p = run.dir.join("eval.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&report).expect("json")).map_err(io_err(&p))?;
+    Ok(report)
+}
+
+/// Draw `n` samples from the prior predictive and write them (data units, float32) to `out`
+/// with shape `[n, ...sample_shape]`. `condition` (for CVAEs, in data units) is one value per
+/// condition column, used for every sample. `noise` adds observation noise.
+pub fn sample_run(
+    run: &LoadedRun,
+    n: usize,
+    condition: Option<&[f64]>,
+    noise: bool,
+    out: &Path,
+) -> Result<(), TrainError> {
+    let device = &run.device.device;
+    let c = run.model.model.cond_dim();
+    let cond = match (c, condition) {
+        (0, None) => None,
+        (0, Some(_)) => {
+            return Err(TrainError::Invalid {
+                key: "--condition".into(),
+                message: "this model is unconditional; drop --condition".into(),
+            });
+        }
+        (c, Some(v)) if v.len() == c => {
+            let mut rows: Vec<f64> = (0..n).flat_map(|_| v.iter().copied()).collect();
+            run.data.norm.apply_cond(&mut rows);
+            Some(Tensor::<2>::from_data(
+                TensorData::new(rows, [n, c]),
+                device,
+            ))
+        }
+        (c, _) => {
+            return Err(TrainError::Invalid {
+                key: "--condition".into(),
+                message: format!("this model needs --condition with {c} comma-separated value(s)"),
+            });
+        }
+    };
+    let latent = run.model.model.latent_dim();
+    let noise_src = NoiseSource {
+        seed: run.config.seed,
+        stream: 200,
+    };
+    let prior = run.model.model.prior(n, cond.clone(), device);
+    let z = prior.rsample(noise_src.normal([1, n, latent], 0, device));
+    let params = run.model.model.decode(z, cond);
+    let mut x = run.model.likelihood.mean(params.clone());
+    if noise {
+        if let Some(std) = run.model.likelihood.std(params) {
+            let dims = x.dims();
+            x = x + std * noise_src.normal::<3>(dims, 1, device);
+        }
+    }
+    let mut values = x.into_data().try_into_vec_as::<f64>().expect("f64");
+    run.data.norm.invert_x(&mut values);
+    let mut shape = vec![n];
+    shape.extend(&run.data.test.sample_shape);
+    varphi_data::npy::save_npy_f32(out, &shape, &values).map_err(io_err(out))
+}

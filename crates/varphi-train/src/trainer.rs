@@ -1,0 +1,243 @@
+//! A short, generic training loop; progress, metrics, checkpoints and the NaN guard are
+//! observers.
+
+use crate::error::TrainError;
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use std::time::Instant;
+use varphi_data::{Batcher, Dataset};
+
+/// Result of one objective evaluation on a batch.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// Scalar loss to backpropagate, `[1]`.
+    pub loss: Tensor<1>,
+    /// Named batch means for logging (first entry is the loss).
+    pub terms: Vec<(&'static str, f64)>,
+    /// KL weight in force, if the objective has one.
+    pub beta: Option<f64>,
+}
+
+/// An objective the trainer can minimise.
+pub trait Objective<M> {
+    /// Evaluate on a batch. `noise_stream` separates training (0) from evaluation noise.
+    fn step(
+        &self,
+        model: &M,
+        x: Tensor<2>,
+        cond: Option<Tensor<2>>,
+        step: usize,
+        noise_stream: u64,
+    ) -> StepOutput;
+}
+
+/// Why training ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Termination {
+    /// All epochs ran.
+    Completed,
+    /// A loss term became NaN or infinite; no update was applied for that step.
+    NonFinite {
+        /// Term name.
+        term: String,
+        /// Its value.
+        value: f64,
+        /// Epoch.
+        epoch: usize,
+        /// Step.
+        step: usize,
+    },
+}
+
+/// Per-step report to observers.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Global step (0-based).
+    pub step: usize,
+    /// Named terms.
+    pub terms: Vec<(&'static str, f64)>,
+}
+
+/// Per-epoch report to observers.
+#[derive(Debug, Clone)]
+pub struct EpochRecord {
+    /// Epoch just finished (0-based).
+    pub epoch: usize,
+    /// Steps done so far.
+    pub steps_done: usize,
+    /// Mean training terms over the epoch.
+    pub train: Vec<(&'static str, f64)>,
+    /// Mean test terms (empty when there is no test set).
+    pub test: Vec<(&'static str, f64)>,
+    /// KL weight at the end of the epoch.
+    pub beta: Option<f64>,
+    /// Seconds since the loop started (this session).
+    pub elapsed_s: f64,
+}
+
+/// Static facts about a fit, given to observers at start.
+#[derive(Debug, Clone)]
+pub struct FitInfo {
+    /// First epoch of this session (> 0 when resuming).
+    pub start_epoch: usize,
+    /// Total epochs.
+    pub epochs: usize,
+    /// Steps per epoch.
+    pub steps_per_epoch: usize,
+}
+
+/// Hooks called by [`fit`]. Errors abort training.
+pub trait Observer<M> {
+    /// Before the first step.
+    fn on_start(&mut self, _info: &FitInfo) -> Result<(), TrainError> {
+        Ok(())
+    }
+    /// After each optimiser step.
+    fn on_step(&mut self, _record: &StepRecord) -> Result<(), TrainError> {
+        Ok(())
+    }
+    /// After each epoch, with the current model and optimiser (for checkpoints).
+    fn on_epoch_end(
+        &mut self,
+        _record: &EpochRecord,
+        _model: &M,
+        _optim: &ModuleOptimizer,
+    ) -> Result<(), TrainError> {
+        Ok(())
+    }
+    /// Once, at the end.
+    fn on_finish(&mut self, _termination: &Termination) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+/// Everything [`fit`] needs besides the model and optimiser.
+pub struct FitSpec<'a> {
+    /// Training split (normalised).
+    pub train: &'a Dataset,
+    /// Test split (normalised), evaluated after every epoch.
+    pub test: Option<&'a Dataset>,
+    /// Batch order.
+    pub batcher: Batcher,
+    /// Learning rate.
+    pub lr: f64,
+    /// First epoch (resume).
+    pub start_epoch: usize,
+    /// Total epochs.
+    pub epochs: usize,
+    /// The autodiff device.
+    pub device: Device,
+}
+
+fn mean_terms(sum: &[(&'static str, f64)], n: usize) -> Vec<(&'static str, f64)> {
+    sum.iter().map(|(k, v)| (*k, v / n.max(1) as f64)).collect()
+}
+
+fn accumulate(sum: &mut Vec<(&'static str, f64)>, terms: &[(&'static str, f64)], w: f64) {
+    if sum.is_empty() {
+        sum.extend(terms.iter().map(|(k, v)| (*k, v * w)));
+    } else {
+        for (s, (_, v)) in sum.iter_mut().zip(terms) {
+            s.1 += v * w;
+        }
+    }
+}
+
+/// Evaluate an objective on a whole dataset without gradients; returns sample-weighted means.
+pub fn evaluate<M: Module, O: Objective<M>>(
+    model: &M,
+    objective: &O,
+    data: &Dataset,
+    batch_size: usize,
+    device: &Device,
+) -> Vec<(&'static str, f64)> {
+    let valid = model.valid();
+    let device = device.clone().without_autodiff();
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let mut sum = Vec::new();
+    for (i, chunk) in idx.chunks(batch_size.max(1)).enumerate() {
+        let (x, cond) = data.batch(chunk, &device);
+        let out = objective.step(&valid, x, cond, i, 1);
+        accumulate(&mut sum, &out.terms, chunk.len() as f64);
+    }
+    mean_terms(&sum, data.len())
+}
+
+/// Train `model` with Adam-style `optim` on `objective`; returns the final model, optimiser
+/// and why it stopped.
+///
+/// The loop per step: evaluate the loss, check every term is finite (else stop *before*
+/// updating, so the last checkpoint stays good), backpropagate, step the optimiser.
+pub fn fit<M: Module, O: Objective<M>>(
+    mut model: M,
+    mut optim: ModuleOptimizer,
+    objective: &O,
+    spec: FitSpec<'_>,
+    observers: &mut [Box<dyn Observer<M> + '_>],
+) -> Result<(M, ModuleOptimizer, Termination), TrainError> {
+    let n = spec.train.len();
+    let steps_per_epoch = spec.batcher.batches_per_epoch(n);
+    let info = FitInfo {
+        start_epoch: spec.start_epoch,
+        epochs: spec.epochs,
+        steps_per_epoch,
+    };
+    for o in observers.iter_mut() {
+        o.on_start(&info)?;
+    }
+    let start = Instant::now();
+    let mut step = spec.start_epoch * steps_per_epoch;
+    let mut termination = Termination::Completed;
+    'epochs: for epoch in spec.start_epoch..spec.epochs {
+        let mut sum = Vec::new();
+        let mut beta = None;
+        for batch in spec.batcher.epoch(n, epoch) {
+            let (x, cond) = spec.train.batch(&batch, &spec.device);
+            let out = objective.step(&model, x, cond, step, 0);
+            if let Some((term, value)) = out.terms.iter().find(|(_, v)| !v.is_finite()) {
+                termination = Termination::NonFinite {
+                    term: term.to_string(),
+                    value: *value,
+                    epoch,
+                    step,
+                };
+                break 'epochs;
+            }
+            beta = out.beta;
+            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            model = optim.step(spec.lr, model, grads);
+            accumulate(&mut sum, &out.terms, batch.len() as f64);
+            let record = StepRecord {
+                epoch,
+                step,
+                terms: out.terms,
+            };
+            for o in observers.iter_mut() {
+                o.on_step(&record)?;
+            }
+            step += 1;
+        }
+        let test = spec
+            .test
+            .map(|t| evaluate(&model, objective, t, spec.batcher.batch_size, &spec.device))
+            .unwrap_or_default();
+        let record = EpochRecord {
+            epoch,
+            steps_done: step,
+            train: mean_terms(&sum, n),
+            test,
+            beta,
+            elapsed_s: start.elapsed().as_secs_f64(),
+        };
+        for o in observers.iter_mut() {
+            o.on_epoch_end(&record, &model, &optim)?;
+        }
+    }
+    for o in observers.iter_mut() {
+        o.on_finish(&termination)?;
+    }
+    Ok((model, optim, termination))
+}

@@ -1,0 +1,79 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// A fresh temporary folder for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("varphi-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small heat1d config (fast on CPU).
+pub fn small_config(epochs: usize, extra: &str) -> String {
+    format!(
+        r#"seed = 3
+[data]
+kind = "heat1d"
+n = 256
+grid = 16
+modes = 4
+[model]
+latent_dim = 4
+hidden = [32, 32]
+[objective]
+sigma = 0.1
+noise = "learned"
+[optimizer]
+lr = 0.003
+[training]
+epochs = {epochs}
+batch_size = 32
+{extra}"#
+    )
+}
+
+/// Write `text` to `dir/name` and return the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Rows of a run's metrics.csv without the elapsed-time column.
+pub fn metrics_without_time(run: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let t = header.iter().position(|h| *h == "elapsed_s").unwrap();
+    lines
+        .map(|l| {
+            l.split(',')
+                .enumerate()
+                .filter(|(i, _)| *i != t)
+                .map(|(_, v)| v.to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Column `name` of metrics.csv as numbers.
+pub fn metric(run: &Path, name: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let c = header
+        .iter()
+        .position(|h| *h == name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    lines
+        .map(|l| l.split(',').nth(c).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Whether the wgpu tests must run (CI) rather than skip.
+pub fn wgpu_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}

@@ -1,0 +1,5 @@
+//! One integration-test binary (each extra binary re-links burn, which is slow on 2 cores).
+
+mod cli;
+mod common;
+mod training;
