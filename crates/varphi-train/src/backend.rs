@@ -6,6 +6,7 @@ use crate::error::TrainError;
 use burn::prelude::*;
 use burn::tensor::{DeviceConfig, FloatDType};
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 
 /// A compute backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -58,14 +59,51 @@ pub struct SelectedDevice {
     pub description: String,
 }
 
+const NO_ADAPTER: &str = "no wgpu adapter found (no Vulkan, Metal or DX12 GPU or driver); install a GPU driver (on Linux without a GPU: Mesa's lavapipe, package mesa-vulkan-drivers) or use --backend flex";
+
+/// The wgpu devices of this machine (empty when there is no adapter or driver).
+fn wgpu_adapters() -> Vec<Device> {
+    // A missing driver can panic inside the runtime; treat that as "no adapter" without
+    // letting the panic hook print anything.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let devices =
+        std::panic::catch_unwind(|| Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec())
+            .unwrap_or_default();
+    std::panic::set_hook(hook);
+    devices
+}
+
 /// Whether at least one wgpu adapter exists, without panicking.
 pub fn wgpu_available() -> bool {
-    std::panic::catch_unwind(|| {
-        !Device::enumerate(burn::tensor::DeviceType::Wgpu)
-            .into_vec()
-            .is_empty()
+    !wgpu_adapters().is_empty()
+}
+
+/// The process-wide wgpu device: burn's wgpu runtime can be initialised only once per
+/// process, so the first successful initialisation is kept and reused.
+fn wgpu_device() -> Result<(Device, String), TrainError> {
+    static WGPU: OnceLock<Result<(Device, String), String>> = OnceLock::new();
+    WGPU.get_or_init(|| {
+        // `Device::enumerate` lists the adapters without panicking when there are none (the
+        // lazy `Device::wgpu` constructor would panic on first use instead). The first entry
+        // is the preferred adapter (discrete GPUs first).
+        let device = wgpu_adapters()
+            .into_iter()
+            .next()
+            .ok_or_else(|| NO_ADAPTER.to_string())?;
+        let names: Vec<String> = Device::enumerate_physical()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        let description = if names.is_empty() {
+            format!("wgpu {device:?}")
+        } else {
+            format!("wgpu on {}", names.join(", "))
+        };
+        Ok((device, description))
     })
-    .unwrap_or(false)
+    .clone()
+    .map_err(TrainError::Device)
 }
 
 /// Build the device for `kind` with default float type `precision`.
@@ -86,25 +124,7 @@ pub fn select_device(
                     "training.precision = \"f64\" is not supported on wgpu; use f32 on the GPU, or --backend flex for f64".into(),
                 ));
             }
-            if !wgpu_available() {
-                return Err(TrainError::Device(
-                    "no wgpu adapter found (no Vulkan, Metal or DX12 GPU or driver); install a GPU driver (on Linux without a GPU: Mesa's lavapipe, package mesa-vulkan-drivers) or use --backend flex".into(),
-                ));
-            }
-            let device = Device::wgpu_options().init().map_err(|e| {
-                TrainError::Device(format!(
-                    "wgpu adapter could not be initialised: {e}; use --backend flex to train on the CPU"
-                ))
-            })?;
-            let names: Vec<String> = Device::enumerate_physical()
-                .into_iter()
-                .map(|g| g.name)
-                .collect();
-            let description = if names.is_empty() {
-                format!("wgpu {device:?}")
-            } else {
-                format!("wgpu on {}", names.join(", "))
-            };
+            let (device, description) = wgpu_device()?;
             (device, description)
         }
     };
