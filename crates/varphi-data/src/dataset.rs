@@ -167,6 +167,19 @@ impl Normalization {
         }
     }
 
+    /// Whether two normalisations agree to a relative 1e-12 (JSON round trips of `f64` may
+    /// differ in the last bit).
+    pub fn approx_eq(&self, other: &Self) -> bool {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1e-300);
+        let all = |a: &[f64], b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| close(*x, *y))
+        };
+        close(self.x_mean, other.x_mean)
+            && close(self.x_std, other.x_std)
+            && all(&self.cond_mean, &other.cond_mean)
+            && all(&self.cond_std, &other.cond_std)
+    }
+
     /// Normalise a dataset.
     pub fn apply(&self, data: &Dataset) -> Dataset {
         let mut out = data.clone();
@@ -264,6 +277,24 @@ mod tests {
         for (a, b) in back.iter().zip(&d.x) {
             assert!((a - b).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn json_round_trip_is_approximately_equal_and_changes_are_detected() {
+        let norm = Normalization {
+            x_mean: 0.006434393183802521,
+            x_std: 0.7436165124691619,
+            cond_mean: vec![1.2891172194658573],
+            cond_std: vec![0.42906375219280674],
+        };
+        let back: Normalization =
+            serde_json::from_str(&serde_json::to_string(&norm).unwrap()).unwrap();
+        assert!(back.approx_eq(&norm));
+        let moved = Normalization {
+            x_std: norm.x_std * (1.0 + 1e-9),
+            ..norm.clone()
+        };
+        assert!(!moved.approx_eq(&norm));
     }
 
     #[test]

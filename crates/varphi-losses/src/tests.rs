@@ -3,29 +3,16 @@
 use crate::elbo::{ElboConfig, KlEstimator};
 use crate::likelihood::{GaussianLikelihoodConfig, LikelihoodConfig, NoiseModel};
 use burn::prelude::*;
-use burn::tensor::{DeviceConfig, FloatDType};
-use std::sync::OnceLock;
 use varphi_models::distributions::LN_2PI;
+use varphi_models::testing::{self, cholesky, f64_device, vec};
 use varphi_models::{DiagGaussian, FullGaussian, standard_normal};
 
 fn dev() -> Device {
-    static DEVICE: OnceLock<Device> = OnceLock::new();
-    DEVICE
-        .get_or_init(|| {
-            let mut d = Device::flex();
-            d.configure(DeviceConfig::default().float_dtype(FloatDType::F64))
-                .expect("f64");
-            d
-        })
-        .clone()
-}
-
-fn vec<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data().try_into_vec_as::<f64>().unwrap()
+    f64_device()
 }
 
 fn tensor<const D: usize>(v: Vec<f64>, shape: [usize; D]) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(v, shape), &dev())
+    testing::tensor(v, shape, &dev())
 }
 
 type Mat = Vec<Vec<f64>>;
@@ -43,21 +30,6 @@ fn transpose(a: &Mat) -> Mat {
     (0..a[0].len())
         .map(|j| (0..a.len()).map(|i| a[i][j]).collect())
         .collect()
-}
-fn cholesky(a: &Mat) -> Mat {
-    let n = a.len();
-    let mut l = vec![vec![0.0; n]; n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
-            l[i][j] = if i == j {
-                (a[i][i] - s).sqrt()
-            } else {
-                (a[i][j] - s) / l[j][j]
-            };
-        }
-    }
-    l
 }
 /// Inverse of an SPD matrix via its Cholesky factor.
 fn spd_inverse(a: &Mat) -> Mat {

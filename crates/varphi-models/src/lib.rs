@@ -50,8 +50,8 @@ pub use vae::{
     Cvae, CvaeConfig, CvaePriorConfig, LatentVariableModel, LearnedPriorConfig, Vae, VaeConfig,
 };
 
-#[cfg(test)]
-mod testing;
+#[doc(hidden)]
+pub mod testing;
 #[cfg(test)]
 mod tests_distributions;
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Test helpers shared by this crate's unit tests (compiled only for tests).
+//! Helpers for tests with known answers, shared by varphi's crates: an f64 CPU device,
+//! host/tensor conversion and a dense Cholesky factorisation for closed-form references.
 
 use burn::prelude::*;
 use burn::tensor::{DeviceConfig, FloatDType};
@@ -25,4 +26,21 @@ pub fn vec<const D: usize>(t: Tensor<D>) -> Vec<f64> {
 /// A tensor from f64 values.
 pub fn tensor<const D: usize>(v: Vec<f64>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// Lower Cholesky factor of a small dense SPD matrix (reference computations in tests).
+pub fn cholesky(a: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let n = a.len();
+    let mut l = vec![vec![0.0; n]; n];
+    for i in 0..n {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
+            l[i][j] = if i == j {
+                (a[i][i] - s).sqrt()
+            } else {
+                (a[i][j] - s) / l[j][j]
+            };
+        }
+    }
+    l
 }

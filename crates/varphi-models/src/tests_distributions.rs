@@ -3,7 +3,7 @@
 use crate::distributions::{
     DiagGaussian, FullGaussian, LN_2PI, VariationalFamily, standard_normal,
 };
-use crate::testing::{f64_device, tensor, vec};
+use crate::testing::{cholesky, f64_device, tensor, vec};
 
 #[test]
 fn diag_log_prob_and_entropy_match_closed_form() {
@@ -58,23 +58,6 @@ fn analytic_kl_equals_monte_carlo_within_standard_error() {
     let a = vec(q.kl_standard_normal())[0];
     let b = vec(q.kl(&std))[0];
     assert!((a - b).abs() < 1e-12);
-}
-
-/// Lower Cholesky factor of a small dense SPD matrix.
-fn cholesky(a: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    let n = a.len();
-    let mut l = vec![vec![0.0; n]; n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
-            l[i][j] = if i == j {
-                (a[i][i] - s).sqrt()
-            } else {
-                (a[i][j] - s) / l[j][j]
-            };
-        }
-    }
-    l
 }
 
 #[test]

@@ -4,6 +4,9 @@
 use varphi_train::backend::{BackendKind, wgpu_available};
 use varphi_train::bench::{BenchSpec, vae_throughput};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let spec = BenchSpec::default();
     let mut backends = vec![BackendKind::Flex, BackendKind::Ndarray];

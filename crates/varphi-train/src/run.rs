@@ -412,7 +412,7 @@ pub fn load_run(dir: &Path, backend: Option<BackendKind>) -> Result<LoadedRun, T
             path: norm_path.clone(),
             message: format!("corrupt normalisation: {e}"),
         })?;
-        if saved != data.norm {
+        if !saved.approx_eq(&data.norm) {
             return Err(TrainError::Run {
                 path: norm_path,
                 message: "the data no longer match the run (normalisation differs); was the data file changed?".into(),
@@ -474,6 +474,7 @@ pub fn evaluate_run(run: &LoadedRun) -> Result<EvalReport, TrainError> {
         &run.data.test,
         run.config.training.batch_size,
         device,
+        0,
     );
     let get = |k: &str| {
         terms

@@ -147,12 +147,16 @@ fn accumulate(sum: &mut Vec<(&'static str, f64)>, terms: &[(&'static str, f64)],
 }
 
 /// Evaluate an objective on a whole dataset without gradients; returns sample-weighted means.
+///
+/// `step` is the training step the evaluation belongs to (schedules such as KL warm-up use it);
+/// batch `i` draws its noise from stream `1 + i`, apart from training's stream 0.
 pub fn evaluate<M: Module, O: Objective<M>>(
     model: &M,
     objective: &O,
     data: &Dataset,
     batch_size: usize,
     device: &Device,
+    step: usize,
 ) -> Vec<(&'static str, f64)> {
     let valid = model.valid();
     let device = device.clone().without_autodiff();
@@ -160,7 +164,7 @@ pub fn evaluate<M: Module, O: Objective<M>>(
     let mut sum = Vec::new();
     for (i, chunk) in idx.chunks(batch_size.max(1)).enumerate() {
         let (x, cond) = data.batch(chunk, &device);
-        let out = objective.step(&valid, x, cond, i, 1);
+        let out = objective.step(&valid, x, cond, step, 1 + i as u64);
         accumulate(&mut sum, &out.terms, chunk.len() as f64);
     }
     mean_terms(&sum, data.len())
@@ -222,7 +226,16 @@ pub fn fit<M: Module, O: Objective<M>>(
         }
         let test = spec
             .test
-            .map(|t| evaluate(&model, objective, t, spec.batcher.batch_size, &spec.device))
+            .map(|t| {
+                evaluate(
+                    &model,
+                    objective,
+                    t,
+                    spec.batcher.batch_size,
+                    &spec.device,
+                    step.saturating_sub(1),
+                )
+            })
             .unwrap_or_default();
         let record = EpochRecord {
             epoch,

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One-shot GPU check: varphi's wgpu backend vs PyTorch CUDA on the benchmark VAE, and the
+# quickstart trained on wgpu. Writes everything to $OUT. Expects a stripped, xz-compressed
+# release binary at .dev/varphi.xz and Vulkan loader .debs in .gl/ (see docs/benchmarks.md).
+set -u
+for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
+ldconfig -p | grep -q libvulkan || echo "no libvulkan"
+[ -e /usr/share/vulkan/icd.d/nvidia_icd.json ] || export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+xz -d -c .dev/varphi.xz > /tmp/varphi && chmod +x /tmp/varphi
+nvidia-smi -L 2>&1 | tee $OUT/gpu.txt
+export XDG_RUNTIME_DIR=/tmp
+for b in 128 1024; do
+  timeout 150 /tmp/varphi bench --backend wgpu --steps 200 --warmup 30 --batch $b 2>&1 | tee -a $OUT/bench.txt
+  timeout 60 python3 benches/pytorch_vae.py --device cuda --steps 200 --warmup 30 --batch $b 2>&1 | tee -a $OUT/bench.txt
+done
+cd /tmp && (time timeout 120 /tmp/varphi train $OLDPWD/configs/quickstart.toml --backend wgpu --out /tmp/q -q) 2>&1 | tee $OUT/quickstart.txt
+tail -2 /tmp/q/metrics.csv | tee -a $OUT/quickstart.txt
