@@ -142,6 +142,12 @@ impl Encoder {
             (Some(_), _) => panic!("Encoder: got a condition but d_cond = 0"),
             (None, d) => panic!("Encoder: expects a condition of width {d}"),
         };
+        self.head_only(h)
+    }
+
+    /// Apply only the dense head to features `h` and split its output into `[μ, log σ²]`
+    /// (also used by conditional priors, whose input is the condition itself).
+    pub fn head_only(&self, h: Tensor<2>) -> DiagGaussian {
         let out = self.head.forward(h);
         let [b, _] = out.dims();
         let l = self.d_latent;

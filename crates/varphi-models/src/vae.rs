@@ -185,14 +185,3 @@ impl LatentVariableModel for Cvae {
         self.decoder.forward_particles(Tensor::cat(vec![z, c], 2))
     }
 }
-
-impl Encoder {
-    /// Apply only the dense head to `h` (used by conditional priors whose input is the
-    /// condition itself).
-    pub fn head_only(&self, h: Tensor<2>) -> DiagGaussian {
-        let out = self.head.forward(h);
-        let [b, _] = out.dims();
-        let l = self.d_latent;
-        DiagGaussian::new(out.clone().slice([0..b, 0..l]), out.slice([0..b, l..2 * l]))
-    }
-}

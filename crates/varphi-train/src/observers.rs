@@ -176,8 +176,6 @@ pub struct Checkpointer {
     pub seed: u64,
     /// Backend name.
     pub backend: String,
-    /// Last epoch saved (1-based count), for the error message on failure.
-    pub last_saved: Option<usize>,
 }
 
 impl<M: Module + Clone> Observer<M> for Checkpointer {
@@ -201,7 +199,6 @@ impl<M: Module + Clone> Observer<M> for Checkpointer {
                     varphi_version: env!("CARGO_PKG_VERSION").into(),
                 },
             )?;
-            self.last_saved = Some(done);
         }
         Ok(())
     }

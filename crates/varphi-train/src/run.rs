@@ -259,7 +259,6 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
             epochs: config.training.epochs,
             seed: config.seed,
             backend: backend.to_string(),
-            last_saved: None,
         }),
     ];
     let spec = FitSpec {
