@@ -124,8 +124,7 @@ pub fn select_device(
                     "training.precision = \"f64\" is not supported on wgpu; use f32 on the GPU, or --backend flex for f64".into(),
                 ));
             }
-            let (device, description) = wgpu_device()?;
-            (device, description)
+            wgpu_device()?
         }
     };
     if precision == Precision::F64 {

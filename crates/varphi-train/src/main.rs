@@ -1,17 +1,17 @@
 //! `varphi`: train, sample, evaluate and benchmark variational generative models.
 
 use clap::{Parser, Subcommand};
-
-/// Training allocates and frees the same large activation buffers every step. glibc's malloc
-/// returns such blocks to the OS (mmap/munmap), so every step page-faults them back in: ~30%
-/// of CPU time in the benchmark VAE. mimalloc keeps and reuses them (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use varphi_train::backend::{BackendKind, wgpu_available};
 use varphi_train::bench::{BenchSpec, vae_throughput};
 use varphi_train::run::{TrainOptions, evaluate_run, load_run, sample_run, train};
+
+/// Training allocates and frees the same large activation buffers every step. glibc's malloc
+/// returns such blocks to the OS (mmap/munmap), so every step page-faults them back in: ~20%
+/// of CPU time in the benchmark VAE. mimalloc keeps and reuses them (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
