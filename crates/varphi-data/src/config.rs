@@ -4,8 +4,13 @@ use crate::builtin::{Heat1dSettings, Heat2dSettings, heat1d, heat2d};
 use crate::dataset::Dataset;
 use crate::error::DataError;
 use crate::npy::{Array, load_npy, load_npz};
+use crate::physics::{GeneratorSpec, PhysicsSettings, generate};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use varphi_physics::pde::{
+    AdvectionDiffusionSettings, BurgersSettings, DarcySettings, NonlinearPoissonSettings,
+    PendulumSettings,
+};
 
 /// Where the data come from. Selected by `kind` in the `[data]` table.
 ///
@@ -61,6 +66,67 @@ pub enum DataSource {
         #[serde(default = "d_kappa")]
         kappa: [f64; 2],
     },
+    /// Darcy flow solutions `[n, 1, grid, grid]` conditioned on the coefficient field,
+    /// generated on the fly ([`crate::physics`]); `settings` overrides the FNO set-up.
+    Darcy {
+        /// Samples.
+        #[serde(default = "d_n_physics")]
+        n: usize,
+        /// Nodes per axis.
+        #[serde(default)]
+        grid: Option<usize>,
+        /// Problem settings.
+        #[serde(default)]
+        settings: Option<DarcySettings>,
+    },
+    /// 1-D nonlinear Poisson solutions `[n, 1, grid]` conditioned on `[z0..z4, w]`.
+    Poisson1d {
+        /// Samples.
+        #[serde(default = "d_n_physics")]
+        n: usize,
+        /// Nodes.
+        #[serde(default)]
+        grid: Option<usize>,
+        /// Problem settings.
+        #[serde(default)]
+        settings: Option<NonlinearPoissonSettings>,
+    },
+    /// Burgers trajectories `[n, 1, steps + 1, grid]` conditioned on `[z0, z1, c]`.
+    Burgers {
+        /// Samples.
+        #[serde(default = "d_n_physics")]
+        n: usize,
+        /// Nodes.
+        #[serde(default)]
+        grid: Option<usize>,
+        /// Problem settings.
+        #[serde(default)]
+        settings: Option<BurgersSettings>,
+    },
+    /// Advection–diffusion trajectories `[n, 1, levels, grid]` conditioned on `[D, c, a]`.
+    Heat {
+        /// Samples.
+        #[serde(default = "d_n_physics")]
+        n: usize,
+        /// Nodes.
+        #[serde(default)]
+        grid: Option<usize>,
+        /// Problem settings.
+        #[serde(default)]
+        settings: Option<AdvectionDiffusionSettings>,
+    },
+    /// Pendulum angles `[n, 1, levels]` conditioned on `[θ0, ω, γ, A, f]`.
+    Pendulum {
+        /// Samples.
+        #[serde(default = "d_n_physics")]
+        n: usize,
+        /// Time levels.
+        #[serde(default)]
+        grid: Option<usize>,
+        /// Problem settings.
+        #[serde(default)]
+        settings: Option<PendulumSettings>,
+    },
     /// A `.npy` file `[n, ...]`, with an optional `.npy` of conditions `[n]` or `[n, c]`.
     Npy {
         /// Data file.
@@ -84,6 +150,9 @@ pub enum DataSource {
 
 fn d_n() -> usize {
     2000
+}
+fn d_n_physics() -> usize {
+    1000
 }
 fn d_grid1() -> usize {
     64
@@ -178,6 +247,17 @@ impl DataSource {
                 }
                 Ok(())
             }
+            DataSource::Darcy { .. }
+            | DataSource::Poisson1d { .. }
+            | DataSource::Burgers { .. }
+            | DataSource::Heat { .. }
+            | DataSource::Pendulum { .. } => {
+                let (n, physics) = self.physics().expect("a physics source");
+                if n < 2 {
+                    return bad("n", format!("must be at least 2, got {n}"));
+                }
+                physics.validate()
+            }
             DataSource::Npy { path, cond_path } => {
                 for p in std::iter::once(path).chain(cond_path) {
                     if !p.is_file() {
@@ -195,10 +275,52 @@ impl DataSource {
         }
     }
 
+    /// For a physics source: the number of samples and the problem settings.
+    pub fn physics(&self) -> Option<(usize, PhysicsSettings)> {
+        fn with<S: Clone + Default>(
+            settings: &Option<S>,
+            grid: Option<usize>,
+            wrap: fn(S) -> PhysicsSettings,
+        ) -> PhysicsSettings {
+            let mut p = wrap(settings.clone().unwrap_or_default());
+            if let Some(g) = grid {
+                p.set_grid(g);
+            }
+            p
+        }
+        Some(match self {
+            DataSource::Darcy { n, grid, settings } => {
+                (*n, with(settings, *grid, PhysicsSettings::Darcy))
+            }
+            DataSource::Poisson1d { n, grid, settings } => {
+                (*n, with(settings, *grid, PhysicsSettings::Poisson1d))
+            }
+            DataSource::Burgers { n, grid, settings } => {
+                (*n, with(settings, *grid, PhysicsSettings::Burgers))
+            }
+            DataSource::Heat { n, grid, settings } => {
+                (*n, with(settings, *grid, PhysicsSettings::Heat))
+            }
+            DataSource::Pendulum { n, grid, settings } => {
+                (*n, with(settings, *grid, PhysicsSettings::Pendulum))
+            }
+            _ => return None,
+        })
+    }
+
     /// Load or generate the full dataset. Relative paths are resolved against `base`
     /// (the config file's folder).
     pub fn load(&self, seed: u64, base: &Path) -> Result<Dataset, DataError> {
         self.resolved(base).validate()?;
+        if let Some((n, physics)) = self.physics() {
+            let spec = GeneratorSpec {
+                physics,
+                n,
+                seed,
+                observations: None,
+            };
+            return generate(&spec, &|_| {})?.into_dataset();
+        }
         match self.resolved(base) {
             DataSource::Heat1d {
                 n,
@@ -250,6 +372,7 @@ impl DataSource {
                 };
                 Dataset::new(x, shape, cond, c)
             }
+            physics => unreachable!("{physics:?} is generated above"),
         }
     }
 

@@ -55,6 +55,14 @@ pub enum DataError {
     /// Shapes that do not fit together or a setting out of range.
     #[error("{0}")]
     Shape(String),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source} (check that the folder exists and is writable)")]
+    Write {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// A bad setting in `[data]`.
     #[error("[data] {key}: {message}")]
     Invalid {

@@ -2,11 +2,14 @@
 //!
 //! Datasets for varphi:
 //!
-//! - [`DataSource`]: the `[data]` table of a config — built-in physics generators
-//!   (`heat1d`, `heat2d`: exact Fourier solutions of the heat equation for random initial
-//!   conditions, deterministic from a seed) or `.npy` / `.npz` files (float32/float64, with an
-//!   optional condition array). NaN/inf and shape mismatches are reported with the file and
-//!   sample named.
+//! - [`DataSource`]: the `[data]` table of a config — built-in generators (`heat1d`, `heat2d`:
+//!   exact Fourier solutions of the heat equation; `darcy`, `poisson1d`, `burgers`, `heat`,
+//!   `pendulum`: reference solutions of the paper set-ups from [`physics`], deterministic from a
+//!   seed) or `.npy` / `.npz` files (float32/float64, with an optional condition array). NaN/inf
+//!   and shape mismatches are reported with the file and sample named.
+//! - [`physics::generate`] / [`physics::write`]: the generators behind `varphi data`, writing
+//!   parameters, solutions, grid coordinates and noisy point observations to `.npz` with a JSON
+//!   sidecar.
 //! - [`Dataset`] with deterministic train/test [`split`](Dataset::split),
 //!   [`Normalization`] fitted on the training split and stored with a run, and a
 //!   [`Batcher`] whose epoch order depends only on `(seed, epoch)` (so resumed runs are exact).
@@ -25,6 +28,7 @@ pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod npy;
+pub mod physics;
 
 pub use config::DataSource;
 pub use dataset::{Batcher, Dataset, Normalization};

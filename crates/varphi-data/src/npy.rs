@@ -105,14 +105,18 @@ pub fn save_npy_f32(path: &Path, shape: &[usize], data: &[f64]) -> std::io::Resu
     writer.finish()
 }
 
-/// Write named float64 arrays to a `.npz` archive.
+/// Write named float64 arrays to an uncompressed `.npz` archive (like `numpy.savez`; deflate
+/// would cost several times the generation time of a physics dataset).
 pub fn save_npz_f64(path: &Path, arrays: &[(&str, &[usize], &[f64])]) -> std::io::Result<()> {
     use npyz::WriterBuilder;
     let mut npz = npyz::npz::NpzWriter::create(path)?;
     for (name, shape, data) in arrays {
         let shape: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
+        let options = npyz::zip::write::FileOptions::default()
+            .compression_method(npyz::zip::CompressionMethod::Stored)
+            .large_file(data.len() * 8 >= u32::MAX as usize);
         let mut w = npz
-            .array::<f64>(name, Default::default())?
+            .array::<f64>(name, options)?
             .default_dtype()
             .shape(&shape)
             .begin_nd()?;

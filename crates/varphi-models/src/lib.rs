@@ -51,7 +51,7 @@ pub use vae::{
 };
 
 #[doc(hidden)]
-pub mod testing;
+pub use varphi_physics::testing;
 #[cfg(test)]
 mod tests_distributions;
 #[cfg(test)]

@@ -1,18 +1,41 @@
 //! # varphi-physics
 //!
-//! Grids, PDE definitions and reference solutions used by varphi's data generators and
-//! physics-informed objectives. Reference computations are in `f64` on the CPU; they do not
-//! depend on a tensor backend.
+//! The physics of varphi, in two forms:
 //!
-//! This release ships the closed-form Fourier solutions of the heat equation used by the
-//! built-in datasets ([`heat`]) and uniform grids ([`grid`]).
+//! - **Differentiable residual operators** on Burn tensors (any backend, batched, gradients to the
+//!   field and to coefficient fields): strong-form finite differences ([`fd`]: gradient,
+//!   Laplacian, `∇·(a∇u)` with arithmetic or harmonic face averages, advection, θ-scheme time
+//!   residuals) with Dirichlet, zero-flux and periodic [`boundary`] conditions, and weak-form
+//!   Galerkin residuals `A(a)u − Mf` on P1 (1-D) and Q1/P1 (2-D) elements ([`fem`]).
+//! - **Problems** ([`pde`]): Darcy, 1-D nonlinear Poisson, Burgers, advection–diffusion and the
+//!   forced pendulum, each with a residual ([`pde::PdeResidual`]), the parameter prior of the
+//!   paper it reproduces and an `f64` reference solver ([`pde::Problem`]; sparse Cholesky / LU
+//!   from faer, Newton, Crank–Nicolson, RK4), plus random coefficient fields
+//!   ([`random_field`]: spectral GRFs via rustfft, two-phase thresholding, log-normal
+//!   Karhunen–Loève) and the closed-form heat solutions of [`heat`].
+//!
+//! Tensor code takes the device of its inputs; reference solvers are CPU `f64` and return
+//! [`PhysicsError`] when a factorisation or Newton iteration fails.
 //!
 //! ```ignore
-//! use varphi_physics::{grid::Grid1d, heat::HeatSine1d};
-//! let grid = Grid1d::interior(0.0, 1.0, 64);
-//! let u = HeatSine1d::new(vec![1.0, 0.5], 1.0).eval(&grid, 0.01);
+//! use varphi_physics::pde::{Darcy, DarcySettings, PdeResidual, Problem};
+//! let darcy = Darcy::new(DarcySettings::fno(32));
+//! let a = darcy.sample_params(&mut rng);          // two-phase coefficient, 32 × 32
+//! let u = darcy.solve(&a)?;                        // reference solution (f64)
+//! let r = darcy.residual(u_tensor, a_tensor);      // r.pde: [batch, 30·30], r.boundary: ring
 //! ```
 #![warn(missing_docs)]
 
+pub mod boundary;
+pub mod error;
+pub mod fd;
+pub mod fem;
 pub mod grid;
 pub mod heat;
+pub mod pde;
+pub mod random_field;
+pub mod sparse;
+#[doc(hidden)]
+pub mod testing;
+
+pub use error::PhysicsError;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use varphi_data::physics::{GeneratorSpec, Observations, PhysicsSettings, ProblemKind};
 use varphi_train::backend::{BackendKind, wgpu_available};
 use varphi_train::bench::{BenchSpec, vae_throughput};
 use varphi_train::run::{TrainOptions, evaluate_run, load_run, sample_run, train};
@@ -25,7 +26,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
   varphi eval runs/quickstart                          # test ELBO, reconstruction error -> eval.json
   varphi sample runs/quickstart -n 100 -o samples.npy  # draw from the model
   varphi sample runs/heat-cvae -n 10 -o s.npy --condition 1.5
-  varphi bench --threads 1 --pytorch benches/.venv/bin/python"
+  varphi bench --threads 1 --pytorch benches/.venv/bin/python
+  varphi data darcy --n 1000 --grid 32 -o darcy.npz     # reference solutions + observations"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -79,6 +81,37 @@ enum Command {
         #[arg(long, value_enum)]
         backend: Option<BackendKind>,
     },
+    /// Generate a physics dataset (paper set-up, reference solver) into an .npz archive with a
+    /// .json sidecar of the settings.
+    Data {
+        /// Problem.
+        #[arg(value_enum)]
+        problem: ProblemArg,
+        /// Number of samples.
+        #[arg(long, short, default_value_t = 1000)]
+        n: usize,
+        /// Grid nodes per axis (time levels for the pendulum); default: the set-up's.
+        #[arg(long)]
+        grid: Option<usize>,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output .npz archive.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Observed nodes: a count, `all` or `none` (default: the set-up's).
+        #[arg(long)]
+        obs: Option<ObsArg>,
+        /// Observation noise σ (default: the set-up's).
+        #[arg(long)]
+        obs_sigma: Option<f64>,
+        /// TOML file with the problem's settings (e.g. discretisation, parameter ranges).
+        #[arg(long)]
+        settings: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Training throughput of an MLP VAE 784-512-512-16 at batch 128 on each backend.
     Bench {
         /// Backends to run (default: flex, ndarray, and wgpu if an adapter exists).
@@ -102,6 +135,55 @@ enum Command {
     },
 }
 
+/// Problems of `varphi data`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ProblemArg {
+    /// Darcy flow, FNO two-phase coefficient (−∇·(a∇u) = 1 on the unit square).
+    Darcy,
+    /// 1-D nonlinear Poisson (RGNP).
+    Poisson1d,
+    /// Viscous Burgers (RGNP).
+    Burgers,
+    /// Advection–diffusion (phys-vae).
+    Heat,
+    /// Damped forced pendulum (phys-vae).
+    Pendulum,
+}
+
+impl From<ProblemArg> for ProblemKind {
+    fn from(p: ProblemArg) -> Self {
+        match p {
+            ProblemArg::Darcy => ProblemKind::Darcy,
+            ProblemArg::Poisson1d => ProblemKind::Poisson1d,
+            ProblemArg::Burgers => ProblemKind::Burgers,
+            ProblemArg::Heat => ProblemKind::Heat,
+            ProblemArg::Pendulum => ProblemKind::Pendulum,
+        }
+    }
+}
+
+/// `--obs`: a count, `all` or `none`.
+#[derive(Clone, Copy, Debug)]
+enum ObsArg {
+    Count(usize),
+    All,
+    None,
+}
+
+impl std::str::FromStr for ObsArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(ObsArg::All),
+            "none" => Ok(ObsArg::None),
+            _ => s
+                .parse()
+                .map(ObsArg::Count)
+                .map_err(|_| format!("expected a count, `all` or `none`, got '{s}'")),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         let msg = info
@@ -119,7 +201,34 @@ fn main() -> ExitCode {
             msg.replace('\n', "; ")
         );
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line: clap's message and its list of possible values, without the usage block.
+            let text = e.to_string();
+            let line = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("Usage:")
+                        && !l.starts_with("For more information")
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("{line} (see varphi --help)");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -198,6 +307,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("wrote {}", run.join("eval.json").display());
         }
+        Command::Data {
+            problem,
+            n,
+            grid,
+            seed,
+            output,
+            obs,
+            obs_sigma,
+            settings,
+            quiet,
+        } => generate_data(
+            problem, n, grid, seed, &output, obs, obs_sigma, settings, quiet,
+        )?,
         Command::Bench {
             backend,
             steps,
@@ -274,5 +396,114 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn generate_data(
+    problem: ProblemArg,
+    n: usize,
+    grid: Option<usize>,
+    seed: u64,
+    output: &std::path::Path,
+    obs: Option<ObsArg>,
+    obs_sigma: Option<f64>,
+    settings: Option<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    use anyhow::{Context, bail};
+    if n == 0 {
+        bail!("--n must be at least 1");
+    }
+    if let Some(g) = grid
+        && g < 3
+    {
+        bail!("--grid must be at least 3, got {g}");
+    }
+    let kind = ProblemKind::from(problem);
+    let mut physics = PhysicsSettings::new(kind, None);
+    if let Some(path) = &settings {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read settings file {}", path.display()))?;
+        let bad = |e: toml::de::Error| {
+            anyhow::anyhow!("{}: {}", path.display(), e.message().replace('\n', " "))
+        };
+        physics = match kind {
+            ProblemKind::Darcy => PhysicsSettings::Darcy(toml::from_str(&text).map_err(bad)?),
+            ProblemKind::Poisson1d => {
+                PhysicsSettings::Poisson1d(toml::from_str(&text).map_err(bad)?)
+            }
+            ProblemKind::Burgers => PhysicsSettings::Burgers(toml::from_str(&text).map_err(bad)?),
+            ProblemKind::Heat => PhysicsSettings::Heat(toml::from_str(&text).map_err(bad)?),
+            ProblemKind::Pendulum => PhysicsSettings::Pendulum(toml::from_str(&text).map_err(bad)?),
+        };
+    }
+    if let Some(g) = grid {
+        physics.set_grid(g);
+    }
+    physics.validate()?;
+    let default_obs = physics.default_observations();
+    let sigma = obs_sigma.unwrap_or(default_obs.sigma);
+    // The set-up's count, capped at the observable nodes of a small grid.
+    let observable = physics.build().observable().len();
+    let observations = match obs {
+        None => Some(Observations {
+            count: default_obs.count.map(|c| c.min(observable)),
+            sigma,
+        }),
+        Some(ObsArg::None) => None,
+        Some(ObsArg::All) => Some(Observations { count: None, sigma }),
+        Some(ObsArg::Count(0)) => None,
+        Some(ObsArg::Count(c)) if c > observable => {
+            bail!("--obs {c}: this grid has only {observable} observable nodes")
+        }
+        Some(ObsArg::Count(c)) => Some(Observations {
+            count: Some(c),
+            sigma,
+        }),
+    };
+    // Fail on an unwritable output before spending time on the solves.
+    let probe = output.with_extension("npz.partial");
+    std::fs::write(&probe, b"").map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write {}: {e} (check that the folder exists and is writable)",
+            output.display()
+        )
+    })?;
+    std::fs::remove_file(&probe).ok();
+    let spec = GeneratorSpec {
+        physics,
+        n,
+        seed,
+        observations,
+    };
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(n as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} samples, {per_sec}, eta {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        )
+    };
+    bar.set_message(format!("{problem:?}").to_lowercase());
+    let generated = varphi_data::physics::generate(&spec, &|k| bar.set_position(k as u64))?;
+    bar.finish_and_clear();
+    varphi_data::physics::write(&generated, &spec, output)?;
+    let shapes: Vec<String> = generated
+        .arrays
+        .iter()
+        .map(|a| format!("{} {:?}", a.name, a.shape))
+        .collect();
+    println!(
+        "wrote {n} samples to {} in {:.2} s ({:.1} samples/s): {}",
+        output.display(),
+        generated.seconds,
+        n as f64 / generated.seconds,
+        shapes.join(", ")
+    );
+    println!("settings: {}", output.with_extension("json").display());
     Ok(())
 }

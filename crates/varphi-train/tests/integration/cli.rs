@@ -185,3 +185,97 @@ fn train_sample_eval_from_the_command_line() {
         &["unconditional"],
     );
 }
+
+#[test]
+fn data_command_writes_archives_and_rejects_bad_arguments() {
+    let dir = temp_dir("cli-data");
+    let out = varphi(
+        &[
+            "data", "darcy", "--n", "6", "--grid", "12", "--seed", "4", "-o", "d.npz", "-q",
+        ],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let u = varphi_data::npy::load_npz(&dir.join("d.npz"), "solution").unwrap();
+    assert_eq!(u.shape, vec![6, 12, 12]);
+    let a = varphi_data::npy::load_npz(&dir.join("d.npz"), "coefficient").unwrap();
+    assert!(a.data.iter().all(|&v| v == 3.0 || v == 12.0));
+    let y = varphi_data::npy::load_npz(&dir.join("d.npz"), "obs_values").unwrap();
+    assert_eq!(y.shape, vec![6, 64]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("d.json")).unwrap()).unwrap();
+    assert_eq!(meta["spec"]["seed"], 4);
+    assert_eq!(meta["spec"]["physics"]["grid"], 12);
+
+    fails_with(
+        &varphi(&["data", "darcy", "--grid", "2", "-o", "x.npz"], &dir),
+        &["--grid", "3"],
+    );
+    fails_with(
+        &varphi(&["data", "darcy", "--n", "0", "-o", "x.npz"], &dir),
+        &["--n"],
+    );
+    fails_with(
+        &varphi(&["data", "burgers", "-o", "no-such-dir/x.npz"], &dir),
+        &["cannot write", "no-such-dir/x.npz"],
+    );
+    fails_with(
+        &varphi(&["data", "navier-stokes", "-o", "x.npz"], &dir),
+        &["navier-stokes", "darcy"],
+    );
+    write(&dir, "bad.toml", "gird = 8\n");
+    fails_with(
+        &varphi(
+            &["data", "poisson1d", "--settings", "bad.toml", "-o", "x.npz"],
+            &dir,
+        ),
+        &["gird"],
+    );
+}
+
+#[test]
+fn a_config_trains_on_freshly_generated_physics_data() {
+    let dir = temp_dir("cli-physics-config");
+    let cfg = small_config(2, "").replace(
+        "kind = \"heat1d\"\nn = 256\ngrid = 16\nmodes = 4",
+        "kind = \"poisson1d\"\nn = 64\ngrid = 17\n[data.settings]\nw = [1.0, 1.5]",
+    );
+    let cfg = write(&dir, "p.toml", &cfg);
+    let out = varphi(
+        &["train", cfg.to_str().unwrap(), "--out", "run", "-q"],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = varphi(&["sample", "run", "-n", "3", "-o", "s.npy"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        varphi_data::npy::load_npy(&dir.join("s.npy"))
+            .unwrap()
+            .shape,
+        vec![3, 1, 17]
+    );
+    // A typo inside the physics settings is caught when the config is read.
+    let bad = write(
+        &dir,
+        "bad.toml",
+        &std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("w = [", "ww = ["),
+    );
+    fails_with(
+        &varphi(&["train", bad.to_str().unwrap(), "--out", "run2"], &dir),
+        &["ww"],
+    );
+}

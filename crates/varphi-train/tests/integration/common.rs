@@ -73,6 +73,20 @@ pub fn metric(run: &Path, name: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Whether a wgpu adapter exists; without one, `false` (the caller skips), except under
+/// `CI=true`, where a missing adapter fails the test.
+pub fn wgpu_or_skip() -> bool {
+    if varphi_train::backend::wgpu_available() {
+        return true;
+    }
+    assert!(
+        !wgpu_required(),
+        "CI=true but no wgpu adapter: install mesa-vulkan-drivers"
+    );
+    eprintln!("skipping: no wgpu adapter");
+    false
+}
+
 /// Whether the wgpu tests must run (CI) rather than skip.
 pub fn wgpu_required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -6,7 +6,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use std::path::Path;
 use varphi_models::{LatentVariableModel, VariationalFamily};
-use varphi_train::backend::{BackendKind, wgpu_available};
+use varphi_train::backend::BackendKind;
 use varphi_train::checkpoint::{self, CheckpointState};
 use varphi_train::config::TrainConfig;
 use varphi_train::model::{ElboObjective, GenerativeModel, NoiseSource};
@@ -146,12 +146,7 @@ fn resume_reproduces_an_uninterrupted_run_exactly() {
 
 #[test]
 fn cpu_trained_model_runs_on_wgpu_and_wgpu_training_learns() {
-    if !wgpu_available() {
-        assert!(
-            !wgpu_required(),
-            "CI=true but no wgpu adapter: install mesa-vulkan-drivers"
-        );
-        eprintln!("skipping: no wgpu adapter");
+    if !wgpu_or_skip() {
         return;
     }
     let dir = temp_dir("wgpu");

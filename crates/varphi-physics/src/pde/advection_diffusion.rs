@@ -1,0 +1,277 @@
+//! Advection–diffusion (heat) equation, the phys-vae set-up (Takeishi & Kalousis).
+//!
+//! ```text
+//! u_t = D u_xx − c u_x,   u(x, 0) = a sin(x),
+//! D, c ~ U[.01, .1],  a ~ U[.5, 1.5]
+//! ```
+//!
+//! on `n` nodes `x_i = x0 + i·dx` (phys-vae: `n = 20`, `x0 = 0`, `dx = π/20`) with `u = 0` at the
+//! ghost nodes `x0 − dx` and `x0 + n·dx` (the zero-padded stencil of phys-vae), observed at
+//! `levels` times `t_k = k·dt` (`dt = .12`, 50 levels). `c = 0` is the heat equation.
+//!
+//! Residual: central differences in space and the θ-scheme between consecutive levels,
+//!
+//! ```text
+//! r^k_i = (u^{k+1}_i − u^k_i)/dt − θ F_i(u^{k+1}) − (1 − θ) F_i(u^k),
+//! F_i(u) = D (u_{i+1} − 2u_i + u_{i−1})/dx² − c (u_{i+1} − u_{i−1})/2dx
+//! ```
+//!
+//! plus the initial condition `u^0_i − a sin(x_i)` as boundary rows. The reference solver
+//! integrates the same semi-discrete system by Crank–Nicolson with `substeps` steps per level
+//! (one faer sparse LU per sample, reused for every step).
+
+use super::{PdeResidual, Problem, Residual, check_range, check_shapes, column3, row, uniform};
+use crate::boundary::Boundary;
+use crate::error::PhysicsError;
+use crate::fd::{Stencil1d, ThetaScheme};
+use crate::sparse;
+use burn::prelude::*;
+use burn::tensor::ops::PadMode;
+use serde::{Deserialize, Serialize};
+use std::f64::consts::PI;
+
+/// Settings of the advection–diffusion problem.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdvectionDiffusionSettings {
+    /// Grid nodes.
+    pub grid: usize,
+    /// Node spacing (default `π / grid`).
+    #[serde(default)]
+    pub dx: Option<f64>,
+    /// First node.
+    #[serde(default)]
+    pub x0: f64,
+    /// Time between stored levels.
+    #[serde(default = "d_dt")]
+    pub dt: f64,
+    /// Stored time levels, `t = 0` included.
+    #[serde(default = "d_levels")]
+    pub levels: usize,
+    /// Crank–Nicolson steps of the reference solver per stored level.
+    #[serde(default = "d_substeps")]
+    pub substeps: usize,
+    /// Implicitness θ of the residual's time scheme.
+    #[serde(default = "d_theta")]
+    pub theta: f64,
+    /// Range of the diffusivity `D`.
+    #[serde(default = "d_range")]
+    pub diffusivity: [f64; 2],
+    /// Range of the velocity `c`.
+    #[serde(default = "d_range")]
+    pub velocity: [f64; 2],
+    /// Range of the initial amplitude `a`.
+    #[serde(default = "d_amp")]
+    pub amplitude: [f64; 2],
+}
+
+fn d_dt() -> f64 {
+    0.12
+}
+fn d_levels() -> usize {
+    50
+}
+fn d_substeps() -> usize {
+    8
+}
+fn d_theta() -> f64 {
+    0.5
+}
+fn d_range() -> [f64; 2] {
+    [0.01, 0.1]
+}
+fn d_amp() -> [f64; 2] {
+    [0.5, 1.5]
+}
+
+impl AdvectionDiffusionSettings {
+    /// The phys-vae set-up on `grid` nodes (`dx = π/grid`).
+    pub fn physvae(grid: usize) -> Self {
+        Self {
+            grid,
+            dx: None,
+            x0: 0.0,
+            dt: d_dt(),
+            levels: d_levels(),
+            substeps: d_substeps(),
+            theta: d_theta(),
+            diffusivity: d_range(),
+            velocity: d_range(),
+            amplitude: d_amp(),
+        }
+    }
+
+    /// Check ranges; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.grid < 3 {
+            return Err(format!("grid must be at least 3 nodes, got {}", self.grid));
+        }
+        if let Some(dx) = self.dx
+            && !(dx > 0.0 && dx.is_finite())
+        {
+            return Err(format!("dx must be positive, got {dx}"));
+        }
+        if !(self.dt > 0.0 && self.dt.is_finite()) {
+            return Err(format!("dt must be positive, got {}", self.dt));
+        }
+        if self.levels < 2 || self.substeps == 0 {
+            return Err("levels must be at least 2 and substeps at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.theta) {
+            return Err(format!("theta must be in [0, 1], got {}", self.theta));
+        }
+        check_range("diffusivity", self.diffusivity, false)?;
+        check_range("velocity", self.velocity, false)?;
+        check_range("amplitude", self.amplitude, false)
+    }
+}
+
+/// The advection–diffusion problem.
+#[derive(Debug, Clone)]
+pub struct AdvectionDiffusion {
+    /// Settings.
+    pub settings: AdvectionDiffusionSettings,
+    x: Vec<f64>,
+    dx: f64,
+}
+
+impl AdvectionDiffusion {
+    /// Build the problem.
+    pub fn new(settings: AdvectionDiffusionSettings) -> Self {
+        let dx = settings.dx.unwrap_or(PI / settings.grid as f64);
+        let x = (0..settings.grid)
+            .map(|i| settings.x0 + i as f64 * dx)
+            .collect();
+        Self { settings, x, dx }
+    }
+
+    /// Node coordinates.
+    pub fn x(&self) -> &[f64] {
+        &self.x
+    }
+}
+
+impl PdeResidual for AdvectionDiffusion {
+    fn solution_shape(&self) -> Vec<usize> {
+        vec![self.settings.levels, self.settings.grid]
+    }
+
+    fn param_dim(&self) -> usize {
+        3
+    }
+
+    fn residual(&self, u: Tensor<2>, z: Tensor<2>) -> Residual {
+        let (n, levels) = (self.settings.grid, self.settings.levels);
+        check_shapes("heat", &u, &z, n * levels, 3);
+        let b = u.dims()[0];
+        let flat = u
+            .clone()
+            .reshape([b * levels, n])
+            .pad([(1, 1)], PadMode::Constant(0.0));
+        let s = Stencil1d::new(self.dx, Boundary::ZERO);
+        let lap = s.laplacian(flat.clone()).reshape([b, levels, n]);
+        let grad = s.gradient(flat).reshape([b, levels, n]);
+        let f = lap * column3(&z, 0) - grad * column3(&z, 1);
+        let u3 = u.reshape([b, levels, n]);
+        let scheme = ThetaScheme {
+            theta: self.settings.theta,
+            dt: self.settings.dt,
+        };
+        let pde = scheme
+            .residual(u3.clone(), f)
+            .reshape([b, (levels - 1) * n]);
+        let sin = row(self.x.iter().map(|x| x.sin()).collect(), &u3.device());
+        let ic = u3.narrow(1, 0, 1).reshape([b, n]) - z.narrow(1, 2, 1) * sin;
+        Residual { pde, boundary: ic }
+    }
+}
+
+impl Problem for AdvectionDiffusion {
+    fn name(&self) -> &'static str {
+        "heat"
+    }
+
+    fn param_names(&self) -> Vec<String> {
+        vec!["D".into(), "c".into(), "a".into()]
+    }
+
+    fn sample_params(&self, rng: &mut dyn rand::RngCore) -> Vec<f64> {
+        let s = &self.settings;
+        vec![
+            uniform(rng, s.diffusivity),
+            uniform(rng, s.velocity),
+            uniform(rng, s.amplitude),
+        ]
+    }
+
+    fn solve(&self, z: &[f64]) -> Result<Vec<f64>, PhysicsError> {
+        const SOLVER: &str = "heat (Crank–Nicolson)";
+        if z.len() != 3 {
+            return Err(PhysicsError::Shape(format!(
+                "heat: expected 3 parameters [D, c, a], got {}",
+                z.len()
+            )));
+        }
+        let (d, c, a) = (z[0], z[1], z[2]);
+        let n = self.settings.grid;
+        let h = self.settings.dt / self.settings.substeps as f64;
+        // L = tridiag(D/dx² + c/2dx, −2D/dx², D/dx² − c/2dx); solve (I − h/2 L) v = (I + h/2 L) u.
+        let (lo, di, up) = (
+            d / (self.dx * self.dx) + c / (2.0 * self.dx),
+            -2.0 * d / (self.dx * self.dx),
+            d / (self.dx * self.dx) - c / (2.0 * self.dx),
+        );
+        let mut t = Vec::with_capacity(3 * n);
+        for i in 0..n {
+            if i > 0 {
+                t.push((i, i - 1, -0.5 * h * lo));
+            }
+            t.push((i, i, 1.0 - 0.5 * h * di));
+            if i + 1 < n {
+                t.push((i, i + 1, -0.5 * h * up));
+            }
+        }
+        // One LU per sample, reused for every step.
+        let lu = sparse::matrix(n, &t, SOLVER)?
+            .sp_lu()
+            .map_err(|e| sparse::factorisation(SOLVER, e))?;
+        let mut u: Vec<f64> = self.x.iter().map(|x| a * x.sin()).collect();
+        let mut out = Vec::with_capacity(self.settings.levels * n);
+        out.extend_from_slice(&u);
+        for _ in 1..self.settings.levels {
+            for _ in 0..self.settings.substeps {
+                let at = |j: isize| {
+                    if j < 0 || j >= n as isize {
+                        0.0
+                    } else {
+                        u[j as usize]
+                    }
+                };
+                let rhs: Vec<f64> = (0..n as isize)
+                    .map(|i| at(i) + 0.5 * h * (lo * at(i - 1) + di * at(i) + up * at(i + 1)))
+                    .collect();
+                u = sparse::solve_with(&lu, &rhs, SOLVER)?;
+            }
+            out.extend_from_slice(&u);
+        }
+        Ok(out)
+    }
+
+    fn coordinates(&self) -> Vec<(&'static str, Vec<f64>)> {
+        vec![
+            (
+                "t",
+                (0..self.settings.levels)
+                    .map(|k| k as f64 * self.settings.dt)
+                    .collect(),
+            ),
+            ("x", self.x.clone()),
+        ]
+    }
+}
+
+impl Default for AdvectionDiffusionSettings {
+    fn default() -> Self {
+        Self::physvae(20)
+    }
+}

@@ -1,0 +1,348 @@
+//! Viscous Burgers' equation (the RGNP set-up).
+//!
+//! ```text
+//! u_t + z1 u u_x − z0 u_xx = 0,  x ∈ (0, 1), t ∈ (0, T],  u(0, t) = u(1, t) = 0,
+//! u(x, 0) = sin(2cπx) sin(πx),   z0 ~ U[.005, .01], z1 ~ U[.5, 1], c ~ U[.5, 2]
+//! ```
+//!
+//! Central differences in space and the θ-scheme (Crank–Nicolson by default) in time:
+//!
+//! ```text
+//! r^n_i = (u^{n+1}_i − u^n_i)/Δt − θ F_i(u^{n+1}) − (1 − θ) F_i(u^n),
+//! F_i(u) = −z1 A_i(u) + z0 (u_{i+1} − 2u_i + u_{i−1})/h²
+//! A_i(u) = (u_{i+1} + u_i + u_{i−1})(u_{i+1} − u_{i−1})/6h      (skew-symmetric, default)
+//!        or u_i (u_{i+1} − u_{i−1})/2h                           (non-conservative)
+//! ```
+//!
+//! The skew-symmetric form conserves the discrete energy, so Crank–Nicolson stays stable on
+//! grids that do not resolve the thin fronts of small `z0`; the non-conservative form needs
+//! `h ≲ 2 z0 / max|u|` (about 100 nodes at the default ranges).
+//!
+//! Boundary rows: `u^n_0`, `u^n_{n−1}` for every level, and the initial condition
+//! `u^0_i − u_0(x_i)` at interior nodes. The reference solver solves the same scheme, Newton at
+//! every step (tridiagonal Jacobian, faer sparse LU).
+
+use super::{PdeResidual, Problem, Residual, check_range, check_shapes, column3, row, uniform};
+use crate::error::PhysicsError;
+use crate::fd::{Stencil1d, ThetaScheme};
+use crate::{boundary::Boundary, grid::Grid1d, sparse};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::f64::consts::PI;
+
+/// Settings of the Burgers problem.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BurgersSettings {
+    /// Nodes on [0, 1], both ends included.
+    pub grid: usize,
+    /// Time steps (the solution has `steps + 1` levels).
+    #[serde(default = "d_steps")]
+    pub steps: usize,
+    /// Final time.
+    #[serde(default = "d_t_end")]
+    pub t_end: f64,
+    /// Implicitness θ of the time scheme.
+    #[serde(default = "d_theta")]
+    pub theta: f64,
+    /// Range of the viscosity `z0`.
+    #[serde(default = "d_z0")]
+    pub z0: [f64; 2],
+    /// Range of the advection strength `z1`.
+    #[serde(default = "d_z1")]
+    pub z1: [f64; 2],
+    /// Range of the initial-condition frequency `c`.
+    #[serde(default = "d_c")]
+    pub c: [f64; 2],
+    /// Discretisation of `u u_x`.
+    #[serde(default)]
+    pub advection: AdvectionForm,
+}
+
+/// Discretisation of the advection term `u u_x`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdvectionForm {
+    /// `(u_{i+1} + u_i + u_{i−1})(u_{i+1} − u_{i−1})/6h`: energy-conserving.
+    #[default]
+    SkewSymmetric,
+    /// `u_i (u_{i+1} − u_{i−1})/2h`.
+    NonConservative,
+}
+
+fn d_steps() -> usize {
+    100
+}
+fn d_t_end() -> f64 {
+    1.0
+}
+fn d_theta() -> f64 {
+    0.5
+}
+fn d_z0() -> [f64; 2] {
+    [0.005, 0.01]
+}
+fn d_z1() -> [f64; 2] {
+    [0.5, 1.0]
+}
+fn d_c() -> [f64; 2] {
+    [0.5, 2.0]
+}
+
+impl BurgersSettings {
+    /// The RGNP ranges on `grid` nodes with 100 Crank–Nicolson steps to `t = 1`.
+    pub fn rgnp(grid: usize) -> Self {
+        Self {
+            grid,
+            steps: d_steps(),
+            t_end: d_t_end(),
+            theta: d_theta(),
+            z0: d_z0(),
+            z1: d_z1(),
+            c: d_c(),
+            advection: AdvectionForm::SkewSymmetric,
+        }
+    }
+
+    /// Check ranges; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.grid < 3 {
+            return Err(format!("grid must be at least 3 nodes, got {}", self.grid));
+        }
+        if self.steps == 0 {
+            return Err("steps must be at least 1".into());
+        }
+        if !(self.t_end > 0.0 && self.t_end.is_finite()) {
+            return Err(format!("t_end must be positive, got {}", self.t_end));
+        }
+        if !(0.0..=1.0).contains(&self.theta) {
+            return Err(format!("theta must be in [0, 1], got {}", self.theta));
+        }
+        check_range("z0", self.z0, true)?;
+        check_range("z1", self.z1, false)?;
+        check_range("c", self.c, false)
+    }
+}
+
+/// The Burgers problem.
+#[derive(Debug, Clone)]
+pub struct Burgers {
+    /// Settings.
+    pub settings: BurgersSettings,
+    grid: Grid1d,
+}
+
+impl Burgers {
+    /// Build the problem.
+    pub fn new(settings: BurgersSettings) -> Self {
+        Self {
+            grid: Grid1d::closed(0.0, 1.0, settings.grid),
+            settings,
+        }
+    }
+
+    fn dt(&self) -> f64 {
+        self.settings.t_end / self.settings.steps as f64
+    }
+
+    /// `F(u)` at interior nodes and its tridiagonal derivative (sub, diag, super) per row.
+    fn rhs(&self, u: &[f64], z0: f64, z1: f64) -> (Vec<f64>, Vec<[f64; 3]>) {
+        let h = self.grid.dx;
+        let n = u.len();
+        (1..n - 1)
+            .map(|i| {
+                let (l, c, r) = (u[i - 1], u[i], u[i + 1]);
+                // A and its derivatives w.r.t. (u_{i−1}, u_i, u_{i+1}).
+                let (a, da) = match self.settings.advection {
+                    AdvectionForm::SkewSymmetric => (
+                        (r + c + l) * (r - l) / (6.0 * h),
+                        [
+                            (-c - 2.0 * l) / (6.0 * h),
+                            (r - l) / (6.0 * h),
+                            (2.0 * r + c) / (6.0 * h),
+                        ],
+                    ),
+                    AdvectionForm::NonConservative => (
+                        c * (r - l) / (2.0 * h),
+                        [-c / (2.0 * h), (r - l) / (2.0 * h), c / (2.0 * h)],
+                    ),
+                };
+                let k = z0 / (h * h);
+                let f = -z1 * a + k * (r - 2.0 * c + l);
+                let d = [-z1 * da[0] + k, -z1 * da[1] - 2.0 * k, -z1 * da[2] + k];
+                (f, d)
+            })
+            .unzip()
+    }
+}
+
+impl Burgers {
+    /// One θ-step of length `dt` from `u` by Newton; if Newton fails, two half steps (up to
+    /// 2⁵ sub-steps), which only happens far outside the default parameter ranges or on very
+    /// coarse grids.
+    fn step(
+        &self,
+        u: &[f64],
+        z: [f64; 2],
+        dt: f64,
+        depth: usize,
+    ) -> Result<Vec<f64>, PhysicsError> {
+        let [z0, z1] = z;
+        let n = u.len();
+        let theta = self.settings.theta;
+        let (f_old, _) = self.rhs(u, z0, z1);
+        let scale = u.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300) / dt;
+        let full = |inner: &[f64]| {
+            let mut v = vec![0.0; n];
+            v[1..n - 1].copy_from_slice(inner);
+            v
+        };
+        // G(v) = (v − u)/dt − θF(v) − (1 − θ)F(u) at interior nodes; Jacobian I/dt − θ F′(v).
+        let system = |inner: &[f64]| {
+            let v = full(inner);
+            let (f_new, d) = self.rhs(&v, z0, z1);
+            let g = (0..n - 2)
+                .map(|i| (v[i + 1] - u[i + 1]) / dt - theta * f_new[i] - (1.0 - theta) * f_old[i])
+                .collect();
+            let mut t = Vec::with_capacity(3 * (n - 2));
+            for (i, d) in d.iter().enumerate() {
+                if i > 0 {
+                    t.push((i, i - 1, -theta * d[0]));
+                }
+                t.push((i, i, 1.0 / dt - theta * d[1]));
+                if i + 1 < n - 2 {
+                    t.push((i, i + 1, -theta * d[2]));
+                }
+            }
+            (g, t)
+        };
+        match sparse::newton(u[1..n - 1].to_vec(), system, 1e-12 * scale, 30, SOLVER) {
+            Ok(inner) => Ok(full(&inner)),
+            Err(PhysicsError::NoConvergence { .. }) if depth < 5 => {
+                let half = self.step(u, z, dt / 2.0, depth + 1)?;
+                self.step(&half, z, dt / 2.0, depth + 1)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+const SOLVER: &str = "burgers (θ-scheme + Newton)";
+
+impl PdeResidual for Burgers {
+    fn solution_shape(&self) -> Vec<usize> {
+        vec![self.settings.steps + 1, self.settings.grid]
+    }
+
+    fn param_dim(&self) -> usize {
+        3
+    }
+
+    fn residual(&self, u: Tensor<2>, z: Tensor<2>) -> Residual {
+        let (n, levels) = (self.settings.grid, self.settings.steps + 1);
+        check_shapes("burgers", &u, &z, n * levels, 3);
+        let b = u.dims()[0];
+        let device = u.device();
+        let s = Stencil1d::new(self.grid.dx, Boundary::ZERO);
+        let flat = u.clone().reshape([b * levels, n]);
+        let adv = match self.settings.advection {
+            AdvectionForm::SkewSymmetric => s.advection_skew(flat.clone()),
+            AdvectionForm::NonConservative => s.advection(flat.clone()),
+        }
+        .reshape([b, levels, n - 2]);
+        let lap = s.laplacian(flat.clone()).reshape([b, levels, n - 2]);
+        let f = lap * column3(&z, 0) - adv * column3(&z, 1);
+        let inner = s.restrict(flat).reshape([b, levels, n - 2]);
+        let scheme = ThetaScheme {
+            theta: self.settings.theta,
+            dt: self.dt(),
+        };
+        let pde = scheme
+            .residual(inner.clone(), f)
+            .reshape([b, (levels - 1) * (n - 2)]);
+        // u0 = sin(2cπx) sin(πx) at interior nodes.
+        let x = &self.grid.x[1..n - 1];
+        let c = z.narrow(1, 2, 1);
+        let u0 = (c * row(x.iter().map(|x| 2.0 * PI * x).collect(), &device)).sin()
+            * row(x.iter().map(|x| (PI * x).sin()).collect(), &device);
+        let ic = inner.narrow(1, 0, 1).reshape([b, n - 2]) - u0;
+        let u3 = u.reshape([b, levels, n]);
+        let ends = Tensor::cat(
+            vec![
+                u3.clone().narrow(2, 0, 1).reshape([b, levels]),
+                u3.narrow(2, n - 1, 1).reshape([b, levels]),
+            ],
+            1,
+        );
+        Residual {
+            pde,
+            boundary: Tensor::cat(vec![ends, ic], 1),
+        }
+    }
+}
+
+impl Problem for Burgers {
+    fn name(&self) -> &'static str {
+        "burgers"
+    }
+
+    fn param_names(&self) -> Vec<String> {
+        vec!["z0".into(), "z1".into(), "c".into()]
+    }
+
+    fn sample_params(&self, rng: &mut dyn rand::RngCore) -> Vec<f64> {
+        let s = &self.settings;
+        vec![uniform(rng, s.z0), uniform(rng, s.z1), uniform(rng, s.c)]
+    }
+
+    fn solve(&self, z: &[f64]) -> Result<Vec<f64>, PhysicsError> {
+        if z.len() != 3 {
+            return Err(PhysicsError::Shape(format!(
+                "burgers: expected 3 parameters [z0, z1, c], got {}",
+                z.len()
+            )));
+        }
+        let (z0, z1, c) = (z[0], z[1], z[2]);
+        let n = self.settings.grid;
+        let dt = self.dt();
+        let mut u: Vec<f64> = self
+            .grid
+            .x
+            .iter()
+            .map(|&x| (2.0 * c * PI * x).sin() * (PI * x).sin())
+            .collect();
+        u[0] = 0.0;
+        u[n - 1] = 0.0;
+        let mut out = Vec::with_capacity((self.settings.steps + 1) * n);
+        out.extend_from_slice(&u);
+        for _ in 0..self.settings.steps {
+            u = self.step(&u, [z0, z1], dt, 0)?;
+            out.extend_from_slice(&u);
+        }
+        Ok(out)
+    }
+
+    fn coordinates(&self) -> Vec<(&'static str, Vec<f64>)> {
+        let dt = self.dt();
+        vec![
+            (
+                "t",
+                (0..=self.settings.steps).map(|k| k as f64 * dt).collect(),
+            ),
+            ("x", self.grid.x.clone()),
+        ]
+    }
+
+    fn observable(&self) -> Vec<usize> {
+        let n = self.settings.grid;
+        (1..=self.settings.steps)
+            .flat_map(|k| (1..n - 1).map(move |i| k * n + i))
+            .collect()
+    }
+}
+
+impl Default for BurgersSettings {
+    fn default() -> Self {
+        Self::rgnp(129)
+    }
+}

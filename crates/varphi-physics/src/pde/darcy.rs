@@ -1,0 +1,387 @@
+//! Darcy flow / linear elliptic problem on the unit square (FNO convention).
+//!
+//! ```text
+//! −∇·(a(x)∇u(x)) = f  on (0, 1)²,   u = 0 on the boundary
+//! ```
+//!
+//! Prior on `a`: the FNO two-phase field (`a = 12` where a GRF with `α = 2, τ = 3` is ≥ 0,
+//! `3` elsewhere) or a log-normal Karhunen–Loève field.
+
+use super::{PdeResidual, Problem, Residual, check_shapes, ring};
+use crate::error::PhysicsError;
+use crate::fd::{FaceAverage, Stencil2d};
+use crate::fem::{Element2d, Fem2d};
+use crate::random_field::{GaussianRandomField, KarhunenLoeve, KarhunenLoeveSettings, threshold};
+use crate::{boundary::Boundary, grid::Grid2d, sparse};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Prior of the coefficient field.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DarcyCoefficient {
+    /// `hi` where a GRF `(−Δ + τ²)^(−α)` is ≥ 0, `lo` elsewhere (FNO: 2, 3, 3, 12).
+    TwoPhase {
+        /// GRF smoothness α.
+        alpha: f64,
+        /// GRF inverse length scale τ.
+        tau: f64,
+        /// Value where the GRF is negative.
+        lo: f64,
+        /// Value where the GRF is non-negative.
+        hi: f64,
+    },
+    /// `exp` of a truncated Karhunen–Loève field with exponential covariance.
+    LogNormal {
+        /// Correlation length.
+        length: f64,
+        /// Standard deviation of `log a`.
+        sigma: f64,
+        /// Mean of `log a`.
+        mean: f64,
+        /// Retained modes.
+        modes: usize,
+    },
+}
+
+impl Default for DarcyCoefficient {
+    fn default() -> Self {
+        DarcyCoefficient::TwoPhase {
+            alpha: 2.0,
+            tau: 3.0,
+            lo: 3.0,
+            hi: 12.0,
+        }
+    }
+}
+
+/// Spatial discretisation of the residual and the reference solver.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DarcyDiscretisation {
+    /// 5-point finite differences, `a` averaged onto faces. Residual rows:
+    /// `−∇_h·(a∇_h u) − f` at interior nodes.
+    FiniteDifference {
+        /// Face average.
+        #[serde(default)]
+        average: FaceAverage,
+    },
+    /// Galerkin elements, `a` averaged onto cells. Residual rows: `(A(a)u − M f)_i` at interior
+    /// nodes (≈ `h²` times the strong residual).
+    FiniteElement {
+        /// Element family.
+        #[serde(default)]
+        element: Element2d,
+        /// Cell average of the nodal coefficient.
+        #[serde(default)]
+        average: FaceAverage,
+    },
+}
+
+impl Default for DarcyDiscretisation {
+    fn default() -> Self {
+        DarcyDiscretisation::FiniteDifference {
+            average: FaceAverage::Harmonic,
+        }
+    }
+}
+
+/// Settings of the Darcy problem.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DarcySettings {
+    /// Nodes per axis, boundary included (FNO: 16, 32, 64 — often quoted as 2^k + 1).
+    pub grid: usize,
+    /// Constant source `f`.
+    #[serde(default = "one")]
+    pub forcing: f64,
+    /// Coefficient prior.
+    #[serde(default)]
+    pub coefficient: DarcyCoefficient,
+    /// Discretisation.
+    #[serde(default)]
+    pub discretisation: DarcyDiscretisation,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl DarcySettings {
+    /// The FNO set-up on `grid × grid` nodes.
+    pub fn fno(grid: usize) -> Self {
+        Self {
+            grid,
+            forcing: 1.0,
+            coefficient: DarcyCoefficient::default(),
+            discretisation: DarcyDiscretisation::default(),
+        }
+    }
+
+    /// Check ranges; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.grid < 3 {
+            return Err(format!(
+                "grid must be at least 3 nodes per axis, got {}",
+                self.grid
+            ));
+        }
+        if !self.forcing.is_finite() {
+            return Err(format!("forcing must be finite, got {}", self.forcing));
+        }
+        match self.coefficient {
+            DarcyCoefficient::TwoPhase { alpha, tau, lo, hi } => {
+                if !(alpha > 1.0 && tau > 0.0 && lo > 0.0 && hi > 0.0) {
+                    return Err(format!(
+                        "coefficient: need alpha > 1 (d/2), tau > 0 and positive lo/hi, got alpha={alpha}, tau={tau}, lo={lo}, hi={hi}"
+                    ));
+                }
+            }
+            DarcyCoefficient::LogNormal {
+                length,
+                sigma,
+                modes,
+                mean,
+            } => {
+                if !(length > 0.0 && sigma >= 0.0 && modes >= 1 && mean.is_finite()) {
+                    return Err(format!(
+                        "coefficient: need length > 0, sigma ≥ 0, modes ≥ 1, got length={length}, sigma={sigma}, modes={modes}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Prior {
+    TwoPhase(GaussianRandomField, f64, f64),
+    LogNormal(KarhunenLoeve),
+}
+
+/// The Darcy problem: residual, coefficient prior and reference solver.
+pub struct Darcy {
+    /// Settings.
+    pub settings: DarcySettings,
+    grid: Grid2d,
+    prior: Prior,
+}
+
+impl std::fmt::Debug for Darcy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Darcy")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Darcy {
+    /// Build the problem (for a log-normal prior this computes the KL modes).
+    pub fn new(settings: DarcySettings) -> Self {
+        let n = settings.grid;
+        let prior = match settings.coefficient {
+            DarcyCoefficient::TwoPhase { alpha, tau, lo, hi } => {
+                Prior::TwoPhase(GaussianRandomField { n, alpha, tau }, lo, hi)
+            }
+            DarcyCoefficient::LogNormal {
+                length,
+                sigma,
+                mean,
+                modes,
+            } => Prior::LogNormal(KarhunenLoeve::new(&KarhunenLoeveSettings {
+                n,
+                length,
+                sigma,
+                mean,
+                modes,
+            })),
+        };
+        Self {
+            settings,
+            grid: Grid2d::unit_square(n),
+            prior,
+        }
+    }
+
+    fn h(&self) -> f64 {
+        self.grid.x.dx
+    }
+
+    /// Indices of the interior nodes, row-major.
+    fn interior(&self) -> Vec<usize> {
+        let n = self.settings.grid;
+        (0..n * n)
+            .filter(|&p| !self.grid.on_boundary(p / n, p % n))
+            .collect()
+    }
+
+    fn solve_fd(
+        &self,
+        a: &[f64],
+        f: &[f64],
+        average: FaceAverage,
+    ) -> Result<Vec<f64>, PhysicsError> {
+        let n = self.settings.grid;
+        let m = n - 2;
+        let h2 = self.h() * self.h();
+        let id = |i: usize, j: usize| (i - 1) * m + (j - 1);
+        let mut t = Vec::with_capacity(5 * m * m);
+        for i in 1..n - 1 {
+            for j in 1..n - 1 {
+                let mut diag = 0.0;
+                for (ni, nj) in [(i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)] {
+                    let c = average.of(&[a[i * n + j], a[ni * n + nj]]) / h2;
+                    diag += c;
+                    if !self.grid.on_boundary(ni, nj) {
+                        t.push((id(i, j), id(ni, nj), -c));
+                    }
+                }
+                t.push((id(i, j), id(i, j), diag));
+            }
+        }
+        let rhs: Vec<f64> = self.interior().iter().map(|&p| f[p]).collect();
+        let x = sparse::solve_spd(m * m, &t, &rhs, "darcy (FD)")?;
+        Ok(self.embed(&x))
+    }
+
+    fn solve_fem(
+        &self,
+        a: &[f64],
+        f: &[f64],
+        element: Element2d,
+        average: FaceAverage,
+    ) -> Result<Vec<f64>, PhysicsError> {
+        let n = self.settings.grid;
+        let fem = Fem2d::unit_square(n, element);
+        let cells: Vec<f64> = (0..n - 1)
+            .flat_map(|i| (0..n - 1).map(move |j| (i, j)))
+            .map(|(i, j)| {
+                average.of(&[
+                    a[i * n + j],
+                    a[(i + 1) * n + j],
+                    a[i * n + j + 1],
+                    a[(i + 1) * n + j + 1],
+                ])
+            })
+            .collect();
+        let keep = self.interior();
+        let k = sparse::restrict(&fem.assemble(&cells), n * n, &keep);
+        let mut load = vec![0.0; n * n];
+        for (r, c, v) in fem.assemble_mass() {
+            load[r] += v * f[c];
+        }
+        let rhs: Vec<f64> = keep.iter().map(|&p| load[p]).collect();
+        let x = sparse::solve_spd(keep.len(), &k, &rhs, "darcy (FEM)")?;
+        Ok(self.embed(&x))
+    }
+
+    fn embed(&self, interior: &[f64]) -> Vec<f64> {
+        let n = self.settings.grid;
+        let mut u = vec![0.0; n * n];
+        for (v, p) in interior.iter().zip(self.interior()) {
+            u[p] = *v;
+        }
+        u
+    }
+}
+
+impl PdeResidual for Darcy {
+    fn solution_shape(&self) -> Vec<usize> {
+        vec![self.settings.grid; 2]
+    }
+
+    fn param_dim(&self) -> usize {
+        self.settings.grid * self.settings.grid
+    }
+
+    fn residual(&self, u: Tensor<2>, z: Tensor<2>) -> Residual {
+        let n = self.settings.grid;
+        check_shapes("darcy", &u, &z, n * n, n * n);
+        let b = u.dims()[0];
+        let u = u.reshape([b, n, n]);
+        let a = z.reshape([b, n, n]);
+        let f = self.settings.forcing;
+        let pde = match self.settings.discretisation {
+            DarcyDiscretisation::FiniteDifference { average } => {
+                Stencil2d::square(self.h(), Boundary::ZERO)
+                    .div_a_grad(u.clone(), a, average)
+                    .neg()
+                    .sub_scalar(f)
+            }
+            DarcyDiscretisation::FiniteElement { element, average } => {
+                let fem = Fem2d::unit_square(n, element);
+                let cells = fem.cell_coefficients(a, average);
+                let load = Tensor::<3>::ones([1, n, n], &u.device()).mul_scalar(f);
+                (fem.stiffness(u.clone(), cells) - fem.mass(load))
+                    .narrow(1, 1, n - 2)
+                    .narrow(2, 1, n - 2)
+            }
+        };
+        Residual {
+            pde: pde.reshape([b, (n - 2) * (n - 2)]),
+            boundary: ring(u),
+        }
+    }
+}
+
+impl Problem for Darcy {
+    fn name(&self) -> &'static str {
+        "darcy"
+    }
+
+    fn param_names(&self) -> Vec<String> {
+        vec!["coefficient".into()]
+    }
+
+    fn sample_params(&self, rng: &mut dyn rand::RngCore) -> Vec<f64> {
+        match &self.prior {
+            Prior::TwoPhase(grf, lo, hi) => threshold(&grf.sample(rng), *lo, *hi),
+            Prior::LogNormal(kl) => kl.sample(rng).1,
+        }
+    }
+
+    fn solve(&self, a: &[f64]) -> Result<Vec<f64>, PhysicsError> {
+        let n = self.settings.grid;
+        self.solve_with_source(a, &vec![self.settings.forcing; n * n])
+    }
+
+    fn coordinates(&self) -> Vec<(&'static str, Vec<f64>)> {
+        vec![("x", self.grid.x.x.clone()), ("y", self.grid.y.x.clone())]
+    }
+
+    fn observable(&self) -> Vec<usize> {
+        self.interior()
+    }
+}
+
+impl Default for DarcySettings {
+    fn default() -> Self {
+        Self::fno(32)
+    }
+}
+
+impl Darcy {
+    /// The reference solution for coefficient `a` and a nodal source `f` (both `[n, n]`
+    /// row-major) instead of the constant forcing, e.g. for manufactured solutions.
+    pub fn solve_with_source(&self, a: &[f64], f: &[f64]) -> Result<Vec<f64>, PhysicsError> {
+        let n = self.settings.grid;
+        if a.len() != n * n || f.len() != n * n {
+            return Err(PhysicsError::Shape(format!(
+                "darcy: coefficient and source have {} and {} values, expected {n}×{n}",
+                a.len(),
+                f.len()
+            )));
+        }
+        if let Some(v) = a.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            return Err(PhysicsError::Shape(format!(
+                "darcy: coefficient must be positive and finite, found {v}"
+            )));
+        }
+        match self.settings.discretisation {
+            DarcyDiscretisation::FiniteDifference { average } => self.solve_fd(a, f, average),
+            DarcyDiscretisation::FiniteElement { element, average } => {
+                self.solve_fem(a, f, element, average)
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! PDE definitions: one type per problem, each with a differentiable residual
+//! ([`PdeResidual`]), a parameter prior and an `f64` reference solver ([`Problem`]).
+//!
+//! | problem | equation | parameters `z` | solution `u` |
+//! |---|---|---|---|
+//! | [`Darcy`] | `−∇·(a∇u) = f` on (0,1)², `u = 0` on ∂ | nodal `a`, `[n·n]` | `[n, n]` |
+//! | [`NonlinearPoisson`] | `−(k(u,x)u′)′ = w` on (−1,1), `u(±1) = 0` | `[z_0..z_4, w]` | `[n]` |
+//! | [`Burgers`] | `u_t + z1 u u_x − z0 u_xx = 0` | `[z0, z1, c]` | `[T+1, n]` |
+//! | [`AdvectionDiffusion`] | `u_t = D u_xx − c u_x` | `[D, c, a]` | `[T, n]` |
+//! | [`Pendulum`] | `θ″ = Aω² cos(2πft) − γθ′ − ω² sin θ` | `[θ0, ω, γ, A, f]` | `[T]` |
+
+use crate::error::PhysicsError;
+use burn::prelude::*;
+use rand::Rng;
+
+mod advection_diffusion;
+mod burgers;
+mod darcy;
+mod pendulum;
+mod poisson;
+#[cfg(test)]
+mod tests;
+
+pub use advection_diffusion::{AdvectionDiffusion, AdvectionDiffusionSettings};
+pub use burgers::{AdvectionForm, Burgers, BurgersSettings};
+pub use darcy::{Darcy, DarcyCoefficient, DarcyDiscretisation, DarcySettings};
+pub use pendulum::{Pendulum, PendulumSettings};
+pub use poisson::{NonlinearPoisson, NonlinearPoissonSettings};
+
+/// A residual split into the rows where the PDE is imposed and the rows of the boundary and
+/// initial conditions, so that a likelihood can give each its own noise scale.
+#[derive(Debug, Clone)]
+pub struct Residual {
+    /// PDE rows, `[batch, n_pde]`.
+    pub pde: Tensor<2>,
+    /// Boundary / initial-condition rows, `[batch, n_bc]`.
+    pub boundary: Tensor<2>,
+}
+
+impl Residual {
+    /// All rows, `[batch, n_pde + n_bc]`.
+    pub fn all(self) -> Tensor<2> {
+        Tensor::cat(vec![self.pde, self.boundary], 1)
+    }
+}
+
+/// A differentiable residual `r(u, z)` of a discretised PDE for a batch of solutions `u` and
+/// parameters `z`, built from tensor ops so gradients reach both.
+///
+/// # Shapes
+/// - `u`: `[batch, Π solution_shape]` (flattened row-major)
+/// - `z`: `[batch, param_dim]`
+pub trait PdeResidual {
+    /// Shape of one solution.
+    fn solution_shape(&self) -> Vec<usize>;
+    /// Number of parameters per sample.
+    fn param_dim(&self) -> usize;
+    /// The residual of `u` given `z`.
+    fn residual(&self, u: Tensor<2>, z: Tensor<2>) -> Residual;
+}
+
+/// A problem with a parameter prior and a reference solver (CPU, `f64`).
+pub trait Problem: PdeResidual {
+    /// Short name (`darcy`, `poisson1d`, ...).
+    fn name(&self) -> &'static str;
+    /// Names of the parameters, or of the parameter field.
+    fn param_names(&self) -> Vec<String>;
+    /// One draw from the parameter prior.
+    fn sample_params(&self, rng: &mut dyn rand::RngCore) -> Vec<f64>;
+    /// The reference solution for parameters `z`, row-major in [`PdeResidual::solution_shape`].
+    fn solve(&self, z: &[f64]) -> Result<Vec<f64>, PhysicsError>;
+    /// Named coordinate arrays of the solution's axes (`x`, `y`, `t`).
+    fn coordinates(&self) -> Vec<(&'static str, Vec<f64>)>;
+    /// Flat indices of the solution entries a sensor can observe (not fixed by a boundary or
+    /// initial condition). Default: all.
+    fn observable(&self) -> Vec<usize> {
+        (0..self.solution_shape().iter().product()).collect()
+    }
+}
+
+/// A uniform draw from `[lo, hi]`.
+pub(crate) fn uniform(rng: &mut dyn rand::RngCore, range: [f64; 2]) -> f64 {
+    range[0] + (range[1] - range[0]) * rng.random::<f64>()
+}
+
+/// Check a `[lo, hi]` range.
+pub(crate) fn check_range(key: &'static str, r: [f64; 2], positive: bool) -> Result<(), String> {
+    if !(r[0].is_finite() && r[1].is_finite() && r[0] <= r[1]) || (positive && r[0] <= 0.0) {
+        Err(format!(
+            "{key} must be [lo, hi] with lo ≤ hi{}, got {r:?}",
+            if positive { " and lo > 0" } else { "" }
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A per-sample column of `z` as `[batch, 1, 1]` for broadcasting over a field.
+pub(crate) fn column3(z: &Tensor<2>, i: usize) -> Tensor<3> {
+    z.clone().narrow(1, i, 1).unsqueeze_dim(2)
+}
+
+/// The outermost ring of nodes of `[batch, nx, ny]` fields, `[batch, 2ny + 2(nx − 2)]`.
+pub(crate) fn ring(u: Tensor<3>) -> Tensor<2> {
+    let [b, nx, ny] = u.dims();
+    Tensor::cat(
+        vec![
+            u.clone().narrow(1, 0, 1).reshape([b, ny]),
+            u.clone().narrow(1, nx - 1, 1).reshape([b, ny]),
+            u.clone()
+                .narrow(1, 1, nx - 2)
+                .narrow(2, 0, 1)
+                .reshape([b, nx - 2]),
+            u.narrow(1, 1, nx - 2)
+                .narrow(2, ny - 1, 1)
+                .reshape([b, nx - 2]),
+        ],
+        1,
+    )
+}
+
+/// A constant `[1, n]` row tensor.
+pub(crate) fn row(values: Vec<f64>, device: &Device) -> Tensor<2> {
+    let n = values.len();
+    Tensor::from_data(TensorData::new(values, [1, n]), device)
+}
+
+/// Assert the input shapes of a residual.
+pub(crate) fn check_shapes(what: &str, u: &Tensor<2>, z: &Tensor<2>, nu: usize, nz: usize) {
+    let (du, dz) = (u.dims(), z.dims());
+    assert!(
+        du[1] == nu && dz[1] == nz && du[0] == dz[0],
+        "{what} residual: expected u [batch, {nu}] and z [batch, {nz}], got u {du:?} and z {dz:?}"
+    );
+}

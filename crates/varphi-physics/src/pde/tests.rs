@@ -1,0 +1,478 @@
+//! Known-truth tests of the problems: reference solvers against closed forms, against each
+//! other and against themselves under refinement; residuals of reference solutions; gradients of
+//! every residual against central finite differences.
+
+use super::*;
+use crate::fd::{FaceAverage, Stencil2d};
+use crate::fem::{Element2d, Fem2d};
+use crate::grid::Grid2d;
+use crate::testing::{f64_device, gradient_check, observed_orders, tensor, vec};
+use rand::SeedableRng;
+use std::f64::consts::PI;
+
+fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed)
+}
+
+fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0, |m, x| f64::max(m, x.abs()))
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .fold(0.0, |m, (x, y)| f64::max(m, (x - y).abs()))
+}
+
+fn assert_order(orders: &[f64], p: f64, what: &str) {
+    assert!(
+        orders.iter().all(|o| (o - p).abs() <= 0.2),
+        "{what}: observed orders {orders:?}, expected {p} ± 0.2"
+    );
+}
+
+/// The residual (all rows) of a problem for one `(u, z)` on the f64 device.
+fn residual_of(p: &dyn Problem, u: &[f64], z: &[f64]) -> Residual {
+    let d = f64_device();
+    p.residual(
+        tensor(u.to_vec(), [1, u.len()], &d),
+        tensor(z.to_vec(), [1, z.len()], &d),
+    )
+}
+
+/// Autodiff gradient of `Σ w ⊙ r(u, z)` w.r.t. `(u, z)` against central differences.
+fn check_gradients(p: &dyn Problem, u: &[f64], z: &[f64], tol: f64) {
+    let (nu, nz) = (u.len(), z.len());
+    let n_rows = residual_of(p, u, z).all().dims()[1];
+    let w: Vec<f64> = (0..n_rows)
+        .map(|i| ((i * 37 % 17) as f64 / 17.0) - 0.4)
+        .collect();
+    let x0: Vec<f64> = u.iter().chain(z).copied().collect();
+    let err = gradient_check(
+        |x| {
+            let device = x.device();
+            let uu = x.clone().narrow(0, 0, nu).reshape([1, nu]);
+            let zz = x.narrow(0, nu, nz).reshape([1, nz]);
+            let wt = Tensor::<2>::from_data(TensorData::new(w.clone(), [1, n_rows]), &device);
+            (p.residual(uu, zz).all() * wt).sum()
+        },
+        &x0,
+        1e-6,
+    );
+    assert!(err < tol, "{}: gradient rel. error {err:e}", p.name());
+}
+
+fn darcy(n: usize, discretisation: DarcyDiscretisation) -> Darcy {
+    Darcy::new(DarcySettings {
+        discretisation,
+        ..DarcySettings::fno(n)
+    })
+}
+
+const FD_H: DarcyDiscretisation = DarcyDiscretisation::FiniteDifference {
+    average: FaceAverage::Harmonic,
+};
+
+fn fem(element: Element2d) -> DarcyDiscretisation {
+    DarcyDiscretisation::FiniteElement {
+        element,
+        average: FaceAverage::Arithmetic,
+    }
+}
+
+#[test]
+fn darcy_solvers_converge_to_a_manufactured_solution() {
+    // u = sin(πx) sin(πy), a = 1 + xy  ⇒  f = −∇·(a∇u).
+    let u_exact = |x: f64, y: f64| (PI * x).sin() * (PI * y).sin();
+    let a_fn = |x: f64, y: f64| 1.0 + x * y;
+    let f_fn = |x: f64, y: f64| {
+        let (s, c, sy, cy) = (
+            (PI * x).sin(),
+            (PI * x).cos(),
+            (PI * y).sin(),
+            (PI * y).cos(),
+        );
+        -(y * PI * c * sy + x * PI * s * cy) + (1.0 + x * y) * 2.0 * PI * PI * s * sy
+    };
+    for disc in [FD_H, fem(Element2d::Q1), fem(Element2d::P1)] {
+        let errs: Vec<f64> = [9, 17, 33, 65]
+            .iter()
+            .map(|&n| {
+                let g = Grid2d::unit_square(n);
+                let u = darcy(n, disc)
+                    .solve_with_source(&g.eval(a_fn), &g.eval(f_fn))
+                    .unwrap();
+                max_diff(&u, &g.eval(u_exact))
+            })
+            .collect();
+        assert_order(&observed_orders(&errs), 2.0, &format!("darcy {disc:?}"));
+    }
+}
+
+#[test]
+fn darcy_fd_and_fem_agree_to_second_order() {
+    // A smooth log-normal-like coefficient given as a function, the constant source f = 1.
+    let a_fn = |x: f64, y: f64| (0.8 * (2.0 * PI * x).sin() * (PI * y).cos() + 0.3 * x).exp();
+    for element in [Element2d::Q1, Element2d::P1] {
+        let diffs: Vec<f64> = [17, 33, 65, 129]
+            .iter()
+            .map(|&n| {
+                let a = Grid2d::unit_square(n).eval(a_fn);
+                let fd = darcy(
+                    n,
+                    DarcyDiscretisation::FiniteDifference {
+                        average: FaceAverage::Arithmetic,
+                    },
+                )
+                .solve(&a)
+                .unwrap();
+                let fe = darcy(n, fem(element)).solve(&a).unwrap();
+                max_diff(&fd, &fe)
+            })
+            .collect();
+        assert_order(
+            &observed_orders(&diffs),
+            2.0,
+            &format!("FD vs FEM {element:?}"),
+        );
+    }
+}
+
+#[test]
+fn darcy_reference_solutions_zero_the_residual() {
+    let mut r = rng(5);
+    for disc in [FD_H, fem(Element2d::Q1), fem(Element2d::P1)] {
+        let p = darcy(17, disc);
+        let a = p.sample_params(&mut r);
+        let u = p.solve(&a).unwrap();
+        let res = residual_of(&p, &u, &a);
+        let (pde, bc) = (vec(res.pde), vec(res.boundary));
+        // Rows are O(f) (FD) or O(h² f) (FEM); round-off is far below either.
+        let scale = match disc {
+            DarcyDiscretisation::FiniteDifference { .. } => 1.0,
+            _ => (1.0f64 / 16.0).powi(2),
+        };
+        assert!(max_abs(&pde) < 1e-10 * scale, "{disc:?}: {}", max_abs(&pde));
+        assert_eq!(max_abs(&bc), 0.0);
+        assert_eq!(bc.len(), 4 * 16);
+    }
+    // The reference FD solution's residual is below the truncation error of the exact solution
+    // of a manufactured problem (the discretisation error the residual can resolve).
+    let n = 17;
+    let g = Grid2d::unit_square(n);
+    let d = f64_device();
+    let a = g.eval(|x, y| 1.0 + x * y);
+    let u_exact = g.eval(|x, y| (PI * x).sin() * (PI * y).sin());
+    let f = g.eval(|x, y| {
+        let (s, c, sy, cy) = (
+            (PI * x).sin(),
+            (PI * x).cos(),
+            (PI * y).sin(),
+            (PI * y).cos(),
+        );
+        -(y * PI * c * sy + x * PI * s * cy) + (1.0 + x * y) * 2.0 * PI * PI * s * sy
+    });
+    let u_ref = darcy(n, FD_H).solve_with_source(&a, &f).unwrap();
+    let st = Stencil2d::square(1.0 / 16.0, crate::boundary::Boundary::ZERO);
+    let res = |u: &[f64]| {
+        let r = st
+            .div_a_grad(
+                tensor(u.to_vec(), [1, n, n], &d),
+                tensor(a.clone(), [1, n, n], &d),
+                FaceAverage::Harmonic,
+            )
+            .neg()
+            - st.restrict(tensor(f.clone(), [1, n, n], &d));
+        max_abs(&vec(r))
+    };
+    let (r_ref, r_exact) = (res(&u_ref), res(&u_exact));
+    assert!(
+        r_ref < 1e-8 * r_exact,
+        "reference {r_ref:e} vs truncation {r_exact:e}"
+    );
+}
+
+#[test]
+fn darcy_residual_gradients_match_finite_differences() {
+    let mut r = rng(6);
+    for disc in [
+        FD_H,
+        DarcyDiscretisation::FiniteDifference {
+            average: FaceAverage::Arithmetic,
+        },
+        fem(Element2d::Q1),
+        DarcyDiscretisation::FiniteElement {
+            element: Element2d::P1,
+            average: FaceAverage::Harmonic,
+        },
+    ] {
+        let p = darcy(5, disc);
+        let a: Vec<f64> = (0..25)
+            .map(|_| 1.0 + 2.0 * rand::Rng::random::<f64>(&mut r))
+            .collect();
+        let u: Vec<f64> = (0..25)
+            .map(|_| rand::Rng::random::<f64>(&mut r) - 0.5)
+            .collect();
+        check_gradients(&p, &u, &a, 1e-5);
+    }
+}
+
+#[test]
+fn two_phase_prior_matches_the_fno_convention() {
+    let p = Darcy::new(DarcySettings::fno(32));
+    let a = p.sample_params(&mut rng(7));
+    assert_eq!(a.len(), 32 * 32);
+    assert!(a.iter().all(|&v| v == 3.0 || v == 12.0));
+    let u = p.solve(&a).unwrap();
+    // −∇·(a∇u) = 1 with a ∈ [3, 12]: 0 < u ≤ max of the a = 3 solution (≈ 0.0737/3).
+    let interior_min = (1..31)
+        .flat_map(|i| (1..31).map(move |j| (i, j)))
+        .map(|(i, j)| u[i * 32 + j])
+        .fold(f64::INFINITY, f64::min);
+    assert!(interior_min > 0.0 && max_abs(&u) < 0.0737 / 3.0 * 1.01);
+}
+
+#[test]
+fn poisson_matches_the_constant_coefficient_closed_form() {
+    // z = 0: k = log 2 + 0.1, u = w(1 − x²)/2k, which the scheme reproduces exactly.
+    let p = NonlinearPoisson::new(NonlinearPoissonSettings::rgnp(33));
+    let w = 1.7;
+    let u = p.solve(&[0.0, 0.0, 0.0, 0.0, 0.0, w]).unwrap();
+    let k = 2f64.ln() + 0.1;
+    let want: Vec<f64> = p.coordinates()[0]
+        .1
+        .iter()
+        .map(|x| w * (1.0 - x * x) / (2.0 * k))
+        .collect();
+    assert!(max_diff(&u, &want) < 1e-12, "{}", max_diff(&u, &want));
+}
+
+#[test]
+fn poisson_newton_converges_at_second_order_in_h() {
+    let z = [0.9, -0.7, 0.8, -0.6, 0.5, 1.9];
+    let fine = NonlinearPoisson::new(NonlinearPoissonSettings::rgnp(1025))
+        .solve(&z)
+        .unwrap();
+    let errs: Vec<f64> = [33, 65, 129, 257]
+        .iter()
+        .map(|&n| {
+            let u = NonlinearPoisson::new(NonlinearPoissonSettings::rgnp(n))
+                .solve(&z)
+                .unwrap();
+            let stride = 1024 / (n - 1);
+            max_diff(
+                &u,
+                &fine.iter().step_by(stride).copied().collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_order(&observed_orders(&errs), 2.0, "poisson1d");
+    let p = NonlinearPoisson::new(NonlinearPoissonSettings::rgnp(65));
+    let mut r = rng(8);
+    for _ in 0..20 {
+        let z = p.sample_params(&mut r);
+        let u = p.solve(&z).unwrap();
+        let res = residual_of(&p, &u, &z);
+        assert!(
+            max_abs(&vec(res.pde)) < 1e-12,
+            "residual of the Newton solution"
+        );
+    }
+    check_gradients(
+        &NonlinearPoisson::new(NonlinearPoissonSettings::rgnp(7)),
+        &[0.0, 0.3, 0.5, 0.6, 0.4, 0.2, 0.0],
+        &z,
+        1e-5,
+    );
+}
+
+#[test]
+fn burgers_crank_nicolson_is_second_order_in_time() {
+    let z = [0.008, 0.9, 1.3];
+    let solve = |steps: usize| {
+        let s = BurgersSettings {
+            steps,
+            ..BurgersSettings::rgnp(65)
+        };
+        let u = Burgers::new(s).solve(&z).unwrap();
+        u[steps * 65..].to_vec() // final level
+    };
+    let fine = solve(1600);
+    let errs: Vec<f64> = [25, 50, 100, 200]
+        .iter()
+        .map(|&s| max_diff(&solve(s), &fine))
+        .collect();
+    assert_order(&observed_orders(&errs), 2.0, "burgers in time");
+    let p = Burgers::new(BurgersSettings::rgnp(65));
+    let u = p.solve(&z).unwrap();
+    let res = residual_of(&p, &u, &z);
+    assert!(max_abs(&vec(res.pde)) < 1e-9);
+    assert!(max_abs(&vec(res.boundary)) < 1e-15);
+    for advection in [AdvectionForm::SkewSymmetric, AdvectionForm::NonConservative] {
+        let small = Burgers::new(BurgersSettings {
+            steps: 3,
+            advection,
+            ..BurgersSettings::rgnp(6)
+        });
+        let u: Vec<f64> = (0..24).map(|i| ((i * 5 % 7) as f64 / 7.0) - 0.5).collect();
+        check_gradients(&small, &u, &z, 1e-5);
+        // Both forms: the reference solution zeroes its own residual.
+        let p = Burgers::new(BurgersSettings {
+            steps: 50,
+            advection,
+            ..BurgersSettings::rgnp(129)
+        });
+        let u = p.solve(&z).unwrap();
+        assert!(
+            max_abs(&vec(residual_of(&p, &u, &z).pde)) < 1e-9,
+            "{advection:?}"
+        );
+    }
+    // The energy-conserving form solves every prior draw even on a coarse grid.
+    let coarse = Burgers::new(BurgersSettings::rgnp(17));
+    let mut r = rng(12);
+    for _ in 0..20 {
+        let z = coarse.sample_params(&mut r);
+        let u = coarse.solve(&z).unwrap();
+        assert!(max_abs(&u) < 1.5, "bounded: {}", max_abs(&u));
+    }
+}
+
+#[test]
+fn heat_matches_fourier_modes_and_the_residual_is_its_truncation_error() {
+    // c = 0, nodes strictly inside (0, π) with ghosts at 0 and π: u = a e^{−Dt} sin x.
+    let (d_coef, a) = (0.07, 1.2);
+    let errs: Vec<f64> = [8, 16, 32, 64]
+        .iter()
+        .map(|&n| {
+            let dx = PI / (n + 1) as f64;
+            let s = AdvectionDiffusionSettings {
+                dx: Some(dx),
+                x0: dx,
+                substeps: n,
+                ..AdvectionDiffusionSettings::physvae(n)
+            };
+            let p = AdvectionDiffusion::new(s);
+            let u = p.solve(&[d_coef, 0.0, a]).unwrap();
+            let t_end = 0.12 * 49.0;
+            let want: Vec<f64> = p
+                .x()
+                .iter()
+                .map(|x| a * (-d_coef * t_end).exp() * x.sin())
+                .collect();
+            max_diff(&u[49 * n..], &want)
+        })
+        .collect();
+    assert_order(&observed_orders(&errs), 2.0, "heat vs Fourier mode");
+    // The θ-residual at the stored spacing of the (finely integrated) reference solution is the
+    // scheme's truncation error: it falls at second order as dt halves (smooth set-up with the
+    // ghost nodes at 0 and π, where the initial condition vanishes), measured as the RMS over
+    // rows on a fixed time window (a midpoint sum, so the window's ends do not blur the order).
+    let z = [0.05, 0.08, 1.0];
+    let res: Vec<f64> = [0.12, 0.06, 0.03, 0.015]
+        .iter()
+        .map(|&dt| {
+            let dx = PI / 21.0;
+            let p = AdvectionDiffusion::new(AdvectionDiffusionSettings {
+                dx: Some(dx),
+                x0: dx,
+                dt,
+                levels: (1.2 / dt).round() as usize + 1,
+                substeps: 64,
+                ..AdvectionDiffusionSettings::physvae(20)
+            });
+            let u = p.solve(&z).unwrap();
+            let r = vec(residual_of(&p, &u, &z).pde);
+            (r.iter().map(|v| v * v).sum::<f64>() / r.len() as f64).sqrt()
+        })
+        .collect();
+    assert_order(&observed_orders(&res), 2.0, "heat residual");
+    let p = AdvectionDiffusion::new(AdvectionDiffusionSettings {
+        levels: 3,
+        ..AdvectionDiffusionSettings::physvae(5)
+    });
+    let u: Vec<f64> = (0..15).map(|i| ((i * 3 % 5) as f64) / 5.0).collect();
+    check_gradients(&p, &u, &z, 1e-5);
+}
+
+#[test]
+fn pendulum_matches_small_angles_rk4_order_and_residual_order() {
+    // Unforced, θ0 = 1e-3: the damped linear oscillator.
+    let (theta0, omega, gamma) = (1e-3, 1.2, 0.3);
+    let p = Pendulum::new(PendulumSettings::physvae(50));
+    let u = p.solve(&[theta0, omega, gamma, 0.0, 1.0]).unwrap();
+    let wd = (omega * omega - gamma * gamma / 4.0).sqrt();
+    let lin: Vec<f64> = p.coordinates()[0]
+        .1
+        .iter()
+        .map(|&t| {
+            theta0
+                * (-gamma * t / 2.0).exp()
+                * ((wd * t).cos() + gamma / (2.0 * wd) * (wd * t).sin())
+        })
+        .collect();
+    assert!(
+        max_diff(&u, &lin) < 2e-6 * theta0,
+        "{}",
+        max_diff(&u, &lin) / theta0
+    );
+    // RK4: fourth order in the step.
+    let z = [1.2, 1.3, 0.2, 0.6, 2.0];
+    let at_end = |substeps: usize| {
+        let p = Pendulum::new(PendulumSettings {
+            substeps,
+            ..PendulumSettings::physvae(50)
+        });
+        *p.solve(&z).unwrap().last().unwrap()
+    };
+    let fine = at_end(1024);
+    let errs: Vec<f64> = [4, 8, 16, 32]
+        .iter()
+        .map(|&s| (at_end(s) - fine).abs())
+        .collect();
+    assert_order(&observed_orders(&errs), 4.0, "RK4");
+    // The FD residual of the accurate solution is second order in dt.
+    let res: Vec<f64> = [0.1, 0.05, 0.025, 0.0125]
+        .iter()
+        .map(|&dt| {
+            let p = Pendulum::new(PendulumSettings {
+                dt,
+                levels: (5.0 / dt) as usize + 1,
+                substeps: 64,
+                ..PendulumSettings::physvae(3)
+            });
+            let u = p.solve(&z).unwrap();
+            max_abs(&vec(residual_of(&p, &u, &z).pde))
+        })
+        .collect();
+    assert_order(&observed_orders(&res), 2.0, "pendulum residual");
+    let p = Pendulum::new(PendulumSettings::physvae(6));
+    check_gradients(&p, &[0.3, 0.2, 0.0, -0.2, -0.3, -0.1], &z, 1e-5);
+}
+
+#[test]
+fn priors_draw_inside_their_ranges() {
+    let mut r = rng(9);
+    let p = Pendulum::new(PendulumSettings::physvae(50));
+    for _ in 0..100 {
+        let z = p.sample_params(&mut r);
+        assert!(z[0] >= 0.0 && z[0] <= PI / 2.0 && z[1] >= PI / 4.0 && z[1] <= PI / 2.0);
+    }
+    let b = Burgers::new(BurgersSettings::rgnp(16));
+    let z = b.sample_params(&mut r);
+    assert!(
+        (0.005..=0.01).contains(&z[0])
+            && (0.5..=1.0).contains(&z[1])
+            && (0.5..=2.0).contains(&z[2])
+    );
+    assert!(DarcySettings::fno(2).validate().is_err());
+    assert!(
+        BurgersSettings {
+            theta: 1.5,
+            ..BurgersSettings::rgnp(16)
+        }
+        .validate()
+        .is_err()
+    );
+    let _ = Fem2d::unit_square(3, Element2d::Q1);
+}

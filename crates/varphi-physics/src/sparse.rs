@@ -1,0 +1,168 @@
+//! Sparse direct solves for the reference solvers, through faer's sparse Cholesky and LU.
+
+use crate::error::PhysicsError;
+use faer::prelude::*;
+use faer::sparse::{SparseColMat, Triplet};
+
+/// A square sparse matrix from `(row, col, value)` triplets (duplicates summed).
+pub fn matrix(
+    n: usize,
+    triplets: &[(usize, usize, f64)],
+    solver: &'static str,
+) -> Result<SparseColMat<usize, f64>, PhysicsError> {
+    let t: Vec<Triplet<usize, usize, f64>> = triplets
+        .iter()
+        .map(|&(r, c, v)| Triplet::new(r, c, v))
+        .collect();
+    SparseColMat::try_new_from_triplets(n, n, &t).map_err(|e| factorisation(solver, e))
+}
+
+/// The error for a failed factorisation, with the library's reason.
+pub fn factorisation(solver: &'static str, reason: impl std::fmt::Debug) -> PhysicsError {
+    PhysicsError::Factorisation {
+        solver,
+        reason: format!("{reason:?}"),
+    }
+}
+
+/// Solve with a factorisation in place, checking the solution is finite.
+pub fn solve_with(
+    factor: &impl Solve<f64>,
+    b: &[f64],
+    solver: &'static str,
+) -> Result<Vec<f64>, PhysicsError> {
+    let mut x = Col::from_fn(b.len(), |i| b[i]);
+    factor.solve_in_place(&mut x);
+    let v: Vec<f64> = x.iter().copied().collect();
+    if v.iter().all(|x| x.is_finite()) {
+        Ok(v)
+    } else {
+        Err(PhysicsError::NonFinite { solver })
+    }
+}
+
+/// Solve `A x = b` for a symmetric positive-definite `A` (sparse Cholesky, lower triangle read).
+pub fn solve_spd(
+    n: usize,
+    triplets: &[(usize, usize, f64)],
+    b: &[f64],
+    solver: &'static str,
+) -> Result<Vec<f64>, PhysicsError> {
+    let llt = matrix(n, triplets, solver)?
+        .sp_cholesky(faer::Side::Lower)
+        .map_err(|e| factorisation(solver, e))?;
+    solve_with(&llt, b, solver)
+}
+
+/// Solve `A x = b` for a general square `A` (sparse LU with partial pivoting).
+pub fn solve_lu(
+    n: usize,
+    triplets: &[(usize, usize, f64)],
+    b: &[f64],
+    solver: &'static str,
+) -> Result<Vec<f64>, PhysicsError> {
+    let lu = matrix(n, triplets, solver)?
+        .sp_lu()
+        .map_err(|e| factorisation(solver, e))?;
+    solve_with(&lu, b, solver)
+}
+
+/// A residual `R(x)` and its sparse Jacobian as `(row, col, value)` triplets.
+pub type ResidualAndJacobian = (Vec<f64>, Vec<(usize, usize, f64)>);
+
+/// Newton's method with backtracking for `R(x) = 0`: at each iteration solve `J δ = −R` by
+/// sparse LU and halve the step until `‖R‖∞` decreases. Stops when `‖R‖∞ ≤ tol`, or when a full
+/// Newton step changes `x` by less than 1e-14 `max(1, ‖x‖∞)` (the round-off floor, reached
+/// after quadratic convergence).
+pub fn newton(
+    mut x: Vec<f64>,
+    system: impl Fn(&[f64]) -> ResidualAndJacobian,
+    tol: f64,
+    max_iterations: usize,
+    solver: &'static str,
+) -> Result<Vec<f64>, PhysicsError> {
+    let norm = |r: &[f64]| r.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let (mut r, mut jac) = system(&x);
+    for _ in 0..max_iterations {
+        if norm(&r) <= tol {
+            return Ok(x);
+        }
+        let neg: Vec<f64> = r.iter().map(|v| -v).collect();
+        let delta = solve_lu(x.len(), &jac, &neg, solver)?;
+        if norm(&delta) <= 1e-14 * norm(&x).max(1.0) {
+            return Ok(x.iter().zip(&delta).map(|(x, d)| x + d).collect());
+        }
+        let mut step = 1.0;
+        loop {
+            let trial: Vec<f64> = x.iter().zip(&delta).map(|(x, d)| x + step * d).collect();
+            let (rt, jt) = system(&trial);
+            if norm(&rt) < norm(&r) || step < 1e-3 {
+                (x, r, jac) = (trial, rt, jt);
+                break;
+            }
+            step *= 0.5;
+        }
+        if !x.iter().all(|v| v.is_finite()) {
+            return Err(PhysicsError::NonFinite { solver });
+        }
+    }
+    if norm(&r) <= tol {
+        Ok(x)
+    } else {
+        Err(PhysicsError::NoConvergence {
+            solver,
+            iterations: max_iterations,
+            residual: norm(&r),
+        })
+    }
+}
+
+/// Keep the rows and columns of `keep` (sorted node indices), renumbered `0..keep.len()`.
+pub fn restrict(
+    triplets: &[(usize, usize, f64)],
+    n: usize,
+    keep: &[usize],
+) -> Vec<(usize, usize, f64)> {
+    let mut map = vec![usize::MAX; n];
+    for (new, &old) in keep.iter().enumerate() {
+        map[old] = new;
+    }
+    triplets
+        .iter()
+        .filter(|(r, c, _)| map[*r] != usize::MAX && map[*c] != usize::MAX)
+        .map(|&(r, c, v)| (map[r], map[c], v))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cholesky_and_lu_solve_small_systems() {
+        // [[4, 1], [1, 3]] x = [1, 2]  →  x = [1/11, 7/11]; duplicates are summed.
+        let t = [
+            (0, 0, 2.0),
+            (0, 0, 2.0),
+            (0, 1, 1.0),
+            (1, 0, 1.0),
+            (1, 1, 3.0),
+        ];
+        for x in [
+            solve_spd(2, &t, &[1.0, 2.0], "t").unwrap(),
+            solve_lu(2, &t, &[1.0, 2.0], "t").unwrap(),
+        ] {
+            assert!((x[0] - 1.0 / 11.0).abs() < 1e-15 && (x[1] - 7.0 / 11.0).abs() < 1e-15);
+        }
+        // Non-symmetric for LU.
+        let t = [(0, 0, 1.0), (0, 1, 2.0), (1, 0, 3.0), (1, 1, 4.0)];
+        let x = solve_lu(2, &t, &[5.0, 6.0], "t").unwrap();
+        assert!((x[0] + 4.0).abs() < 1e-13 && (x[1] - 4.5).abs() < 1e-13);
+        // Indefinite: Cholesky refuses with a named error.
+        let t = [(0, 0, -1.0), (1, 1, 1.0)];
+        assert!(matches!(
+            solve_spd(2, &t, &[1.0, 1.0], "t"),
+            Err(PhysicsError::Factorisation { .. })
+        ));
+    }
+}
