@@ -108,6 +108,9 @@ enum Command {
         /// TOML file with the problem's settings (e.g. discretisation, parameter ranges).
         #[arg(long)]
         settings: Option<PathBuf>,
+        /// Worker threads (default: all cores; the data do not depend on it).
+        #[arg(long)]
+        threads: Option<usize>,
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
@@ -316,9 +319,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             obs,
             obs_sigma,
             settings,
+            threads,
             quiet,
         } => generate_data(
-            problem, n, grid, seed, &output, obs, obs_sigma, settings, quiet,
+            problem, n, grid, seed, &output, obs, obs_sigma, settings, threads, quiet,
         )?,
         Command::Bench {
             backend,
@@ -409,6 +413,7 @@ fn generate_data(
     obs: Option<ObsArg>,
     obs_sigma: Option<f64>,
     settings: Option<PathBuf>,
+    threads: Option<usize>,
     quiet: bool,
 ) -> anyhow::Result<()> {
     use anyhow::{Context, bail};
@@ -489,7 +494,13 @@ fn generate_data(
         )
     };
     bar.set_message(format!("{problem:?}").to_lowercase());
-    let generated = varphi_data::physics::generate(&spec, &|k| bar.set_position(k as u64))?;
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let generated =
+        varphi_data::physics::generate_on(&spec, threads, &|k| bar.set_position(k as u64))?;
     bar.finish_and_clear();
     varphi_data::physics::write(&generated, &spec, output)?;
     let shapes: Vec<String> = generated
