@@ -3,6 +3,11 @@
 //! Objectives for variational inference, composed rather than inherited:
 //!
 //! - [`Likelihood`]: Gaussian (fixed, learned global or heteroscedastic σ) and Bernoulli.
+//! - [`ResidualLikelihood`]: a PDE residual as a virtual observation `r̂ = 0` with noise `σ_r`
+//!   (fixed, annealed toward the hard constraint, or learned) and its own `σ_b` for boundary rows
+//!   (primer eq. 29); [`ObservationLikelihood`] with an [`ObservationOperator`] (node index or
+//!   bilinear) for sparse data, so physics × data is a sum of log-likelihoods weighted only by
+//!   their noise scales; [`ResidualBoltzmann`] `E_q[β‖r‖²] − H[q]` (eqs. 27–28).
 //! - [`Elbo`]: the evidence lower bound with a [`KlEstimator`] (analytic or Monte Carlo), β,
 //!   linear KL warm-up and `n_particles` (primer eqs. 14, 17, 18).
 //!
@@ -17,12 +22,21 @@
 
 pub mod elbo;
 pub mod likelihood;
+pub mod observation;
+pub mod pde_residual;
 
 pub use elbo::{Elbo, ElboConfig, ElboOutput, ElboScalars, KlEstimator};
 pub use likelihood::{
     BernoulliLikelihood, GaussianLikelihood, GaussianLikelihoodConfig, Likelihood,
     LikelihoodConfig, NoiseModel,
 };
+pub use observation::{ObservationLikelihood, ObservationOperator};
+pub use pde_residual::{
+    BoltzmannOutput, ResidualBoltzmann, ResidualBoltzmannConfig, ResidualLikelihood,
+    ResidualLikelihoodConfig, SigmaSchedule,
+};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_residual;

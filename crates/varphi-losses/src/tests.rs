@@ -15,9 +15,9 @@ fn tensor<const D: usize>(v: Vec<f64>, shape: [usize; D]) -> Tensor<D> {
     testing::tensor(v, shape, &dev())
 }
 
-type Mat = Vec<Vec<f64>>;
+pub(crate) type Mat = Vec<Vec<f64>>;
 
-fn matmul(a: &Mat, b: &Mat) -> Mat {
+pub(crate) fn matmul(a: &Mat, b: &Mat) -> Mat {
     (0..a.len())
         .map(|i| {
             (0..b[0].len())
@@ -26,13 +26,13 @@ fn matmul(a: &Mat, b: &Mat) -> Mat {
         })
         .collect()
 }
-fn transpose(a: &Mat) -> Mat {
+pub(crate) fn transpose(a: &Mat) -> Mat {
     (0..a[0].len())
         .map(|j| (0..a.len()).map(|i| a[i][j]).collect())
         .collect()
 }
 /// Inverse of an SPD matrix via its Cholesky factor.
-fn spd_inverse(a: &Mat) -> Mat {
+pub(crate) fn spd_inverse(a: &Mat) -> Mat {
     let n = a.len();
     let l = cholesky(a);
     let mut inv = vec![vec![0.0; n]; n];

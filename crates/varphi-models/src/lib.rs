@@ -32,6 +32,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod coordinate_decoder;
 pub mod decoder;
 pub mod distributions;
 pub mod encoder;
@@ -40,6 +41,7 @@ pub mod vae;
 
 pub use activation::Activation;
 pub use conv::{ConvStack, ConvStackConfig};
+pub use coordinate_decoder::{CoordinateDecoder, CoordinateDecoderConfig};
 pub use decoder::{ConvDecoderConfig, Decoder, DecoderConfig, MlpDecoderConfig};
 pub use distributions::{
     Bernoulli, DiagGaussian, FullGaussian, VariationalFamily, standard_normal,

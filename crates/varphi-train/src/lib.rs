@@ -3,7 +3,8 @@
 //! The training side of varphi: a short generic loop with observers ([`trainer`]), run-time
 //! backend selection ([`backend`]), atomic checkpoints ([`checkpoint`]), the validated
 //! experiment config ([`config`]), plots ([`plots`]), evaluation and sampling ([`run`]) and the
-//! throughput benchmark ([`bench`]). The `varphi` binary is a thin CLI over these.
+//! throughput benchmark ([`bench`]), and scores of predictive uncertainty ([`uq`]: relative
+//! L2, NLL, CRPS, coverage). The `varphi` binary is a thin CLI over these.
 //!
 //! ```ignore
 //! use varphi_train::run::{train, TrainOptions};
@@ -22,6 +23,7 @@ pub mod observers;
 pub mod plots;
 pub mod run;
 pub mod trainer;
+pub mod uq;
 
 pub use backend::{BackendKind, Precision, select_device};
 pub use config::TrainConfig;

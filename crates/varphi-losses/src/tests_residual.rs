@@ -1,0 +1,352 @@
+//! PDE residuals as likelihoods, against closed forms (f64).
+
+use crate::elbo::ElboConfig;
+use crate::observation::{ObservationLikelihood, ObservationOperator};
+use crate::pde_residual::{ResidualBoltzmannConfig, ResidualLikelihoodConfig, SigmaSchedule};
+use crate::tests::{Mat, matmul, spd_inverse, transpose};
+use burn::module::Param;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::ops::PadMode;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use varphi_models::distributions::LN_2PI;
+use varphi_models::testing::{self, cholesky, f64_device, vec};
+use varphi_models::{DiagGaussian, FullGaussian, VariationalFamily};
+use varphi_physics::fem::Fem1d;
+use varphi_physics::pde::Residual;
+
+/// `−u'' = f` on (0, 1) with `u(0) = u(1) = 0`, P1 elements, `d` interior unknowns:
+/// `r(u) = K u − M f` (interior rows), boundary rows `u_0`, `u_{d+1}` (zero here).
+struct LinearPde {
+    d: usize,
+    fem: Fem1d,
+    f: Vec<f64>,
+}
+
+impl LinearPde {
+    fn new(d: usize) -> Self {
+        let h = 1.0 / (d + 1) as f64;
+        let f = (0..d + 2).map(|i| 10.0 + 5.0 * (i as f64 * h)).collect();
+        Self {
+            d,
+            fem: Fem1d::new(d + 2, h),
+            f,
+        }
+    }
+
+    /// Residual of interior values `u` `[batch, d]`.
+    fn residual(&self, u: Tensor<2>) -> Residual {
+        let device = u.device();
+        let full = u.pad([(1, 1)], PadMode::Constant(0.0));
+        let ones = Tensor::<2>::ones([1, self.d + 1], &device);
+        let f = Tensor::<2>::from_data(TensorData::new(self.f.clone(), [1, self.d + 2]), &device);
+        let r = self.fem.residual(full, ones, f, [0.0, 0.0]);
+        Residual {
+            pde: r.clone().narrow(1, 1, self.d),
+            boundary: Tensor::cat(
+                vec![r.clone().narrow(1, 0, 1), r.narrow(1, self.d + 1, 1)],
+                1,
+            ),
+        }
+    }
+
+    /// `(K, M f)` on the interior.
+    fn system(&self) -> (Mat, Vec<f64>) {
+        let d = self.d;
+        let mut k = vec![vec![0.0; d]; d];
+        for (r, c, v) in self.fem.assemble(&vec![1.0; d + 1]) {
+            if (1..=d).contains(&r) && (1..=d).contains(&c) {
+                k[r - 1][c - 1] += v;
+            }
+        }
+        let mf = self.fem.mass_vector(&self.f);
+        (k, mf[1..=d].to_vec())
+    }
+
+    /// Posterior of `u` under `N(0, s² I)` prior and the virtual observation with `σ_r`.
+    fn posterior(&self, sigma_r: f64, s: f64) -> (Vec<f64>, Mat) {
+        let (k, mf) = self.system();
+        let mut prec = matmul(&transpose(&k), &k);
+        for (i, row) in prec.iter_mut().enumerate() {
+            for v in row.iter_mut() {
+                *v /= sigma_r * sigma_r;
+            }
+            row[i] += 1.0 / (s * s);
+        }
+        let cov = spd_inverse(&prec);
+        let ktf: Vec<f64> = (0..self.d)
+            .map(|i| (0..self.d).map(|j| k[j][i] * mf[j]).sum::<f64>() / (sigma_r * sigma_r))
+            .collect();
+        let mean = (0..self.d)
+            .map(|i| (0..self.d).map(|j| cov[i][j] * ktf[j]).sum())
+            .collect();
+        (mean, cov)
+    }
+}
+
+/// `S` standard-normal draws whose sample mean is 0 and sample covariance exactly `I`, so the
+/// Monte-Carlo ELBO of a linear-Gaussian model equals its expectation.
+fn whitened_noise(s: usize, d: usize, seed: u64) -> Tensor<3> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut e: Vec<Vec<f64>> = (0..s)
+        .map(|_| (0..d).map(|_| StandardNormal.sample(&mut rng)).collect())
+        .collect();
+    for j in 0..d {
+        let m = e.iter().map(|r| r[j]).sum::<f64>() / s as f64;
+        e.iter_mut().for_each(|r| r[j] -= m);
+    }
+    let c: Mat = (0..d)
+        .map(|i| {
+            (0..d)
+                .map(|j| e.iter().map(|r| r[i] * r[j]).sum::<f64>() / s as f64)
+                .collect()
+        })
+        .collect();
+    let l = cholesky(&c);
+    // ε ← L⁻¹ ε per sample (forward substitution).
+    let flat: Vec<f64> = e
+        .iter()
+        .flat_map(|r| {
+            let mut y = vec![0.0; d];
+            for i in 0..d {
+                y[i] = (r[i] - (0..i).map(|k| l[i][k] * y[k]).sum::<f64>()) / l[i][i];
+            }
+            y
+        })
+        .collect();
+    testing::tensor(flat, [s, 1, d], &f64_device())
+}
+
+#[derive(Module, Debug)]
+struct Q {
+    mean: Param<Tensor<2>>,
+    raw: Param<Tensor<3>>,
+}
+
+impl Q {
+    fn new(d: usize, device: &Device) -> Self {
+        Self {
+            mean: Param::from_tensor(Tensor::zeros([1, d], device)),
+            raw: Param::from_tensor(Tensor::zeros([1, d, d], device)),
+        }
+    }
+    fn q(&self) -> FullGaussian {
+        FullGaussian::from_unconstrained(self.mean.val(), self.raw.val())
+    }
+}
+
+/// Fit a full-covariance Gaussian `q(u)` to the virtual-observation ELBO by Adam.
+fn fit(
+    pde: &LinearPde,
+    lik: ResidualLikelihoodConfig,
+    prior_std: f64,
+    steps: &[(usize, f64)],
+) -> (Vec<f64>, Vec<f64>) {
+    let ad = f64_device().autodiff();
+    let d = pde.d;
+    let eps = whitened_noise(64, d, 1);
+    let eps = Tensor::<3>::from_data(eps.into_data(), &ad);
+    let lik = lik.init(&ad);
+    let elbo = ElboConfig::new().init();
+    let prior = DiagGaussian::new(
+        Tensor::zeros([1, d], &ad),
+        Tensor::<2>::zeros([1, d], &ad).add_scalar(2.0 * prior_std.ln()),
+    );
+    let mut model = Q::new(d, &ad);
+    let mut opt = AdamConfig::new().init();
+    let mut step = 0;
+    for &(n, lr) in steps {
+        for _ in 0..n {
+            let q = model.q();
+            let out = elbo.forward(
+                &q,
+                &prior,
+                eps.clone(),
+                |u| {
+                    let [s, b, _] = u.dims();
+                    lik.log_prob(&pde.residual(u.reshape([s * b, d])), step)
+                        .reshape([s, b])
+                },
+                step,
+            );
+            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            model = opt.step(lr, model, grads);
+            step += 1;
+        }
+    }
+    let q = model.q();
+    (vec(q.mean.clone()), vec(q.covariance()))
+}
+
+#[test]
+fn virtual_observation_elbo_optimum_is_the_gaussian_posterior() {
+    let pde = LinearPde::new(4);
+    let (sigma_r, s) = (5.0, 1.0);
+    let (mean, cov) = fit(
+        &pde,
+        ResidualLikelihoodConfig::new(sigma_r),
+        s,
+        &[(3000, 0.02), (2000, 0.002), (1000, 0.0002)],
+    );
+    let (m0, c0) = pde.posterior(sigma_r, s);
+    let c0: Vec<f64> = c0.into_iter().flatten().collect();
+    for (a, b) in mean.iter().zip(&m0) {
+        assert!((a - b).abs() < 1e-3, "mean {mean:?} vs {m0:?}");
+    }
+    for (a, b) in cov.iter().zip(&c0) {
+        assert!((a - b).abs() < 1e-3, "cov {cov:?} vs {c0:?}");
+    }
+}
+
+#[test]
+fn annealing_sigma_to_zero_recovers_the_reference_solution() {
+    let pde = LinearPde::new(4);
+    let (k, mf) = pde.system();
+    let u_ref: Vec<f64> = {
+        let inv = spd_inverse(&k);
+        (0..4)
+            .map(|i| (0..4).map(|j| inv[i][j] * mf[j]).sum())
+            .collect()
+    };
+    let scale = u_ref.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let mut errors = vec![];
+    for sigma in [1.0, 0.1, 0.01] {
+        let lik = ResidualLikelihoodConfig::new(sigma).with_schedule(SigmaSchedule::Anneal {
+            initial: 5.0,
+            steps: 2000,
+        });
+        let (mean, _) = fit(
+            &pde,
+            lik,
+            1.0,
+            &[(3000, 0.02), (2000, 0.002), (1000, 0.0002)],
+        );
+        errors.push(
+            mean.iter()
+                .zip(&u_ref)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
+                / scale,
+        );
+    }
+    // The prior pulls the mean toward 0 by O(σ_r²): the error falls as σ_r → 0.
+    assert!(errors[0] > errors[1] && errors[1] > errors[2], "{errors:?}");
+    assert!(errors[2] < 1e-3, "{errors:?}");
+}
+
+#[test]
+fn residual_likelihood_matches_its_formula_and_schedules() {
+    let d = f64_device();
+    let r = Residual {
+        pde: testing::tensor(vec![0.3, -0.4, 1.0, 0.0], [2, 2], &d),
+        boundary: testing::tensor(vec![0.1, 0.2], [2, 1], &d),
+    };
+    let lik = ResidualLikelihoodConfig::new(0.5)
+        .with_boundary_sigma(Some(0.1))
+        .init(&d);
+    let got = vec(lik.log_prob(&r, 0));
+    let ln = |x: f64, s: f64| -0.5 * x * x / (s * s) - s.ln() - 0.5 * LN_2PI;
+    let want = [
+        ln(0.3, 0.5) + ln(-0.4, 0.5) + ln(0.1, 0.1),
+        ln(1.0, 0.5) + ln(0.0, 0.5) + ln(0.2, 0.1),
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+    }
+    let anneal = ResidualLikelihoodConfig::new(0.01)
+        .with_schedule(SigmaSchedule::Anneal {
+            initial: 1.0,
+            steps: 100,
+        })
+        .init(&d);
+    assert!((anneal.sigma_at(0) - 1.0).abs() < 1e-15);
+    assert!((anneal.sigma_at(50) - 0.1).abs() < 1e-12);
+    assert!(
+        (anneal.sigma_at(100) - 0.01).abs() < 1e-15 && (anneal.sigma_at(1000) - 0.01).abs() < 1e-15
+    );
+    // Learned σ: d/d log σ Σ log N(0; r_i, σ²) = Σ r_i²/σ² − n (boundary rows follow σ).
+    let ad = d.clone().autodiff();
+    let lik = ResidualLikelihoodConfig::new(0.5)
+        .with_schedule(SigmaSchedule::Learned)
+        .init(&ad);
+    let r = Residual {
+        pde: Tensor::from_data(TensorData::new(vec![0.3, -0.4], [1, 2]), &ad),
+        boundary: Tensor::from_data(TensorData::new(vec![0.1], [1, 1]), &ad),
+    };
+    let grads = lik.log_prob(&r, 0).sum().backward();
+    let g = vec(lik.log_sigma.as_ref().unwrap().grad(&grads).unwrap())[0];
+    let want = (0.09 + 0.16 + 0.01) / 0.25 - 3.0;
+    assert!((g - want).abs() < 1e-12, "{g} vs {want}");
+}
+
+#[test]
+fn boltzmann_objective_is_the_flat_prior_virtual_observation_elbo() {
+    // With β = 1/(2σ²): E_q[β‖r‖²] − H[q] = −E_q log N(0; r, σ²) − H[q] − n(log σ + ½ log 2π).
+    let dev = f64_device();
+    let pde = LinearPde::new(3);
+    let q = FullGaussian::from_unconstrained(
+        testing::tensor(vec![0.2, 0.5, 0.1], [1, 3], &dev),
+        testing::tensor(
+            vec![-1.0, 0.0, 0.0, 0.3, -1.2, 0.0, 0.1, 0.2, -0.8],
+            [1, 3, 3],
+            &dev,
+        ),
+    );
+    let eps = whitened_noise(32, 3, 2);
+    let u = q.rsample(eps).reshape([32, 3]);
+    let res = pde.residual(u);
+    let sigma = 0.7;
+    let sq = res.pde.clone().powi_scalar(2).sum_dim(1).reshape([32, 1]);
+    let out = ResidualBoltzmannConfig::new(1.0 / (2.0 * sigma * sigma))
+        .init()
+        .forward(sq, q.entropy());
+    let vo = ResidualLikelihoodConfig::new(sigma).init(&dev);
+    let pde_only = Residual {
+        pde: res.pde,
+        boundary: Tensor::zeros([32, 0], &dev),
+    };
+    let ll = vec(vo.log_prob(&pde_only, 0)).iter().sum::<f64>() / 32.0;
+    let h = vec(q.entropy())[0];
+    let want = -ll - h - 3.0 * (sigma.ln() + 0.5 * LN_2PI);
+    let got = vec(out.loss)[0];
+    assert!((got - want).abs() < 1e-10, "{got} vs {want}");
+}
+
+#[test]
+fn observation_operators_are_exact_for_bilinear_fields() {
+    let dev = f64_device();
+    let (nx, ny) = (5, 4);
+    let field = |x: f64, y: f64| 1.0 + 2.0 * x - 3.0 * y + 4.0 * x * y;
+    let g = varphi_physics::grid::Grid2d::closed([0.0, 2.0], [0.0, 1.0], nx, ny);
+    let u = testing::tensor(g.eval(field), [1, nx * ny], &dev);
+    let pts = [
+        [0.3, 0.7],
+        [1.99, 0.01],
+        [0.0, 0.0],
+        [2.0, 1.0],
+        [1.25, 0.4],
+    ];
+    let h = ObservationOperator::bilinear(&pts, nx, ny, [0.0, 2.0], [0.0, 1.0]);
+    let got = vec(h.apply(u.clone()));
+    for (p, v) in pts.iter().zip(&got) {
+        assert!((v - field(p[0], p[1])).abs() < 1e-12, "{p:?}: {v}");
+    }
+    let by = ObservationOperator::by_index(&[0, 7, 19]);
+    assert_eq!(
+        vec(by.apply(u.clone())),
+        [field(0.0, 0.0), field(0.5, 1.0), field(2.0, 1.0)]
+    );
+    // Gaussian data likelihood.
+    let lik = ObservationLikelihood {
+        operator: by,
+        sigma: 0.2,
+    };
+    let y = testing::tensor(vec![1.1, 0.0, 8.0], [1, 3], &dev);
+    let mu = [field(0.0, 0.0), field(0.5, 1.0), field(2.0, 1.0)];
+    let want: f64 = [1.1, 0.0, 8.0]
+        .iter()
+        .zip(mu)
+        .map(|(y, m)| -0.5 * (y - m) * (y - m) / 0.04 - 0.2f64.ln() - 0.5 * LN_2PI)
+        .sum();
+    assert!((vec(lik.log_prob(y, u))[0] - want).abs() < 1e-12);
+}
