@@ -23,6 +23,7 @@
 pub mod elbo;
 pub mod likelihood;
 pub mod observation;
+pub mod pddlvm;
 pub mod pde_residual;
 
 pub use elbo::{Elbo, ElboConfig, ElboOutput, ElboScalars, KlEstimator};
@@ -31,6 +32,7 @@ pub use likelihood::{
     LikelihoodConfig, NoiseModel,
 };
 pub use observation::{ObservationLikelihood, ObservationOperator};
+pub use pddlvm::{PddlvmElbo, PddlvmOutput};
 pub use pde_residual::{
     BoltzmannOutput, ResidualBoltzmann, ResidualBoltzmannConfig, ResidualLikelihood,
     ResidualLikelihoodConfig, SigmaSchedule,

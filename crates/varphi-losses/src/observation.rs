@@ -32,8 +32,8 @@ impl ObservationOperator {
             (x[1] - x[0]) / (nx - 1) as f64,
             (y[1] - y[0]) / (ny - 1) as f64,
         );
-        let mut nodes = vec![Vec::with_capacity(points.len()); 4];
-        let mut weights = vec![Vec::with_capacity(points.len()); 4];
+        let mut nodes: Vec<Vec<usize>> = (0..4).map(|_| Vec::with_capacity(points.len())).collect();
+        let mut weights: Vec<Vec<f64>> = (0..4).map(|_| Vec::with_capacity(points.len())).collect();
         for p in points {
             let fx = ((p[0] - x[0]) / hx).clamp(0.0, (nx - 1) as f64);
             let fy = ((p[1] - y[0]) / hy).clamp(0.0, (ny - 1) as f64);

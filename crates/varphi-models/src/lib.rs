@@ -37,6 +37,7 @@ pub mod decoder;
 pub mod distributions;
 pub mod encoder;
 pub mod mlp;
+pub mod pddlvm;
 pub mod vae;
 
 pub use activation::Activation;
@@ -48,6 +49,7 @@ pub use distributions::{
 };
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use mlp::{Jet, Mlp, MlpConfig};
+pub use pddlvm::{Pddlvm, PddlvmConfig};
 pub use vae::{
     Cvae, CvaeConfig, CvaePriorConfig, LatentVariableModel, LearnedPriorConfig, Vae, VaeConfig,
 };

@@ -7,7 +7,7 @@
 //! Prior on `a`: the FNO two-phase field (`a = 12` where a GRF with `α = 2, τ = 3` is ≥ 0,
 //! `3` elsewhere) or a log-normal Karhunen–Loève field.
 
-use super::{PdeResidual, Problem, Residual, check_shapes, ring};
+use super::{PdeResidual, Preconditioner, Problem, Residual, check_shapes, ring};
 use crate::error::PhysicsError;
 use crate::fd::{FaceAverage, Stencil2d};
 use crate::fem::{Element2d, Fem2d};
@@ -321,6 +321,38 @@ impl PdeResidual for Darcy {
             pde: pde.reshape([b, (n - 2) * (n - 2)]),
             boundary: ring(u),
         }
+    }
+
+    /// The inverse of the discrete operator at `a = 1` on the interior (FD: the 5-point
+    /// `−Δ_h`; FEM: the unit stiffness matrix), so `P⁻¹ r ≈ a (u − u*)` in scale.
+    fn preconditioner(&self) -> Option<Preconditioner> {
+        let n = self.settings.grid;
+        let ones = vec![1.0; n * n];
+        let keep = self.interior();
+        let t = match self.settings.discretisation {
+            DarcyDiscretisation::FiniteDifference { .. } => {
+                let h2 = self.h() * self.h();
+                let m = n - 2;
+                let mut t = Vec::with_capacity(5 * m * m);
+                for i in 0..m {
+                    for j in 0..m {
+                        t.push((i * m + j, i * m + j, 4.0 / h2));
+                        for (di, dj) in [(-1i64, 0i64), (1, 0), (0, -1), (0, 1)] {
+                            let (a, b) = (i as i64 + di, j as i64 + dj);
+                            if a >= 0 && b >= 0 && a < m as i64 && b < m as i64 {
+                                t.push((i * m + j, a as usize * m + b as usize, -1.0 / h2));
+                            }
+                        }
+                    }
+                }
+                t
+            }
+            DarcyDiscretisation::FiniteElement { element, .. } => {
+                let fem = Fem2d::unit_square(n, element);
+                sparse::restrict(&fem.assemble(&ones[..(n - 1) * (n - 1)]), n * n, &keep)
+            }
+        };
+        Preconditioner::from_spd(keep.len(), &t).ok()
     }
 }
 

@@ -44,6 +44,50 @@ impl Residual {
     }
 }
 
+/// A fixed symmetric linear map `P⁻¹` applied to the PDE rows of a residual, `r ↦ P⁻¹ r`.
+///
+/// With `P` the operator of the PDE at a reference coefficient (e.g. the unit-coefficient
+/// Laplacian or stiffness matrix), `P⁻¹ r(u) ≈ u − u*` behaves like a solution error: a
+/// Gaussian virtual observation on it has condition number ~1 instead of `cond(P)²` for the raw
+/// residual, which is what makes physics-only training of surrogates practical (docs/physics.md).
+/// `r = 0 ⟺ P⁻¹ r = 0`, so the constraint is the same; only the noise model changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preconditioner {
+    /// Number of PDE rows.
+    pub n: usize,
+    /// `P⁻¹`, row-major `[n, n]` (symmetric).
+    pub inverse: Vec<f64>,
+}
+
+impl Preconditioner {
+    /// `P⁻¹` of a sparse symmetric positive-definite `P` given as triplets (dense result: meant
+    /// for up to a few thousand rows).
+    pub fn from_spd(n: usize, triplets: &[(usize, usize, f64)]) -> Result<Self, PhysicsError> {
+        let mut inverse = Vec::with_capacity(n * n);
+        for j in 0..n {
+            let e: Vec<f64> = (0..n).map(|i| f64::from(u8::from(i == j))).collect();
+            inverse.extend(crate::sparse::solve_spd(n, triplets, &e, "preconditioner")?);
+        }
+        Ok(Self { n, inverse })
+    }
+
+    /// `P⁻¹` as a `[n, n]` tensor on `device` (build once, reuse with [`Self::apply_with`]).
+    pub fn tensor(&self, device: &Device) -> Tensor<2> {
+        Tensor::from_data(
+            TensorData::new(self.inverse.clone(), [self.n, self.n]),
+            device,
+        )
+    }
+
+    /// The residual with its PDE rows mapped by `P⁻¹` (a tensor from [`Self::tensor`]).
+    pub fn apply_with(inverse: &Tensor<2>, r: Residual) -> Residual {
+        Residual {
+            pde: r.pde.matmul(inverse.clone()),
+            boundary: r.boundary,
+        }
+    }
+}
+
 /// A differentiable residual `r(u, z)` of a discretised PDE for a batch of solutions `u` and
 /// parameters `z`, built from tensor ops so gradients reach both.
 ///
@@ -57,6 +101,11 @@ pub trait PdeResidual {
     fn param_dim(&self) -> usize;
     /// The residual of `u` given `z`.
     fn residual(&self, u: Tensor<2>, z: Tensor<2>) -> Residual;
+    /// A preconditioner for the PDE rows (the operator at a reference coefficient), if the
+    /// problem has one. Default: none.
+    fn preconditioner(&self) -> Option<Preconditioner> {
+        None
+    }
 }
 
 /// A problem with a parameter prior and a reference solver (CPU, `f64`).

@@ -16,7 +16,7 @@
 //! with `r = u_0` and `r = u_{n−1}` as boundary rows. The reference solver is Newton's method on
 //! the same equations (tridiagonal Jacobian, faer sparse LU).
 
-use super::{PdeResidual, Problem, Residual, check_range, check_shapes, uniform};
+use super::{PdeResidual, Preconditioner, Problem, Residual, check_range, check_shapes, uniform};
 use crate::error::PhysicsError;
 use crate::{grid::Grid1d, sparse};
 use burn::prelude::*;
@@ -174,6 +174,31 @@ impl PdeResidual for NonlinearPoisson {
             pde,
             boundary: Tensor::cat(vec![u.clone().narrow(1, 0, 1), u.narrow(1, n - 1, 1)], 1),
         }
+    }
+
+    /// `K₀⁻¹` with `K₀` the stiffness matrix of `k = 1` (so `K₀⁻¹ r ≈ k (u − u*)`).
+    fn preconditioner(&self) -> Option<Preconditioner> {
+        Preconditioner::from_spd(self.settings.grid - 2, &self.unit_stiffness()).ok()
+    }
+}
+
+impl NonlinearPoisson {
+    /// The unit-coefficient stiffness matrix `tridiag(−1, 2, −1)/h` on the interior nodes.
+    fn unit_stiffness(&self) -> Vec<(usize, usize, f64)> {
+        let m = self.settings.grid - 2;
+        let h = self.grid.dx;
+        (0..m)
+            .flat_map(|i| {
+                let mut t = vec![(i, i, 2.0 / h)];
+                if i > 0 {
+                    t.push((i, i - 1, -1.0 / h));
+                }
+                if i + 1 < m {
+                    t.push((i, i + 1, -1.0 / h));
+                }
+                t
+            })
+            .collect()
     }
 }
 

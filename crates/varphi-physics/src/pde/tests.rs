@@ -476,3 +476,36 @@ fn priors_draw_inside_their_ranges() {
     );
     let _ = Fem2d::unit_square(3, Element2d::Q1);
 }
+
+#[test]
+fn preconditioned_residuals_measure_the_solution_error() {
+    // For a = 1, P⁻¹ r(u* + δ) = δ exactly at interior nodes (P is the operator itself).
+    let n = 9;
+    for disc in [FD_H, fem(Element2d::Q1)] {
+        let p = darcy(n, disc);
+        let a = vec![1.0; n * n];
+        let u_star = p.solve(&a).unwrap();
+        let delta: Vec<f64> = (0..n * n)
+            .map(|k| {
+                if Grid2d::unit_square(n).on_boundary(k / n, k % n) {
+                    0.0
+                } else {
+                    ((k * 7 % 5) as f64 - 2.0) * 1e-3
+                }
+            })
+            .collect();
+        let u: Vec<f64> = u_star.iter().zip(&delta).map(|(u, d)| u + d).collect();
+        let pre = p.preconditioner().unwrap();
+        let d = f64_device();
+        let r = Preconditioner::apply_with(&pre.tensor(&d), residual_of(&p, &u, &a));
+        let got = vec(r.pde);
+        let want: Vec<f64> = (0..n * n)
+            .filter(|&k| !Grid2d::unit_square(n).on_boundary(k / n, k % n))
+            .map(|k| delta[k])
+            .collect();
+        assert!(max_diff(&got, &want) < 1e-12, "{disc:?}");
+    }
+    let p = NonlinearPoisson::new(NonlinearPoissonSettings::rgnp(9));
+    let pre = p.preconditioner().unwrap();
+    assert_eq!((pre.n, pre.inverse.len()), (7, 49));
+}
