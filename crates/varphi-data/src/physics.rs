@@ -265,13 +265,16 @@ pub fn generate_on(
     let done = AtomicUsize::new(0);
     let mut params = vec![0.0; spec.n * np];
     let mut solution = vec![0.0; spec.n * nu];
-    let mut obs = vec![0.0; spec.n * m];
+    // At least one slot per sample, so the three chunk iterators below stay in step even
+    // without observations (an empty buffer would yield no chunks and no work).
+    let stride = m.max(1);
+    let mut obs = vec![0.0; spec.n * stride];
     let chunk = spec.n.div_ceil(threads);
     let results: Vec<Result<(), DataError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = params
             .chunks_mut(chunk * np)
             .zip(solution.chunks_mut(chunk * nu))
-            .zip(obs.chunks_mut((chunk * m).max(1)))
+            .zip(obs.chunks_mut(chunk * stride))
             .enumerate()
             .map(|(c, ((pz, pu), po))| {
                 let (problem, obs_idx, done) = (&problem, &obs_idx, &done);
@@ -359,6 +362,7 @@ pub fn generate_on(
             shape: vec![m, shape.len()],
             data: loc,
         });
+        obs.truncate(n * m);
         arrays.push(NamedArray {
             name: "obs_values".into(),
             shape: vec![n, m],
@@ -507,6 +511,21 @@ mod tests {
         .to_string();
         assert!(err.contains("/nonexistent-dir/x.npz"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn without_observations_every_sample_is_still_solved() {
+        let mut s = spec(ProblemKind::Poisson1d, 17, 5);
+        s.observations = None;
+        let g = generate_on(&s, 2, &|_| {}).unwrap();
+        assert!(g.array("obs_values").is_none());
+        let (z, u) = (g.array("params").unwrap(), g.array("solution").unwrap());
+        let problem = s.physics.build();
+        for i in 0..5 {
+            let want = problem.solve(&z.data[i * 6..(i + 1) * 6]).unwrap();
+            assert_eq!(u.data[i * 17..(i + 1) * 17], want[..]);
+            assert!(want.iter().any(|v| v.abs() > 0.1));
+        }
     }
 
     #[test]

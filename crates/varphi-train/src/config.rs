@@ -8,10 +8,11 @@ use std::path::Path;
 use varphi_data::DataSource;
 use varphi_losses::{
     ElboConfig, GaussianLikelihoodConfig, KlEstimator, LikelihoodConfig, NoiseModel,
+    ResidualLikelihoodConfig, SigmaSchedule,
 };
 use varphi_models::{
     Activation, ConvDecoderConfig, ConvEncoderConfig, CvaeConfig, CvaePriorConfig, DecoderConfig,
-    EncoderConfig, LearnedPriorConfig, MlpDecoderConfig, MlpEncoderConfig, VaeConfig,
+    EncoderConfig, LearnedPriorConfig, MlpDecoderConfig, MlpEncoderConfig, PddlvmConfig, VaeConfig,
 };
 
 /// A whole experiment. Saved as `config.toml` in every run directory.
@@ -79,6 +80,10 @@ pub enum ModelKind {
     Vae,
     /// Conditional VAE (needs a condition array).
     Cvae,
+    /// PDDLVM forward surrogate q(u|z) + inverse model p(z|u), trained through the virtual
+    /// observation of the PDE residual (needs a physics `[data]` source and
+    /// `[objective.residual]`).
+    Pddlvm,
 }
 
 /// Network architecture of an encoder or decoder.
@@ -247,6 +252,55 @@ pub struct ObjectiveSection {
     /// Monte-Carlo particles per datum.
     #[serde(default = "d_particles")]
     pub n_particles: usize,
+    /// The PDE residual as a virtual observation (`pddlvm` models).
+    #[serde(default)]
+    pub residual: Option<ResidualSection>,
+}
+
+/// How `σ_r` evolves during training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SigmaScheduleName {
+    /// Fixed at `sigma`.
+    Fixed,
+    /// Geometric from `anneal_from` to `sigma` over `anneal_steps` steps.
+    Anneal,
+    /// A trained parameter initialised at `sigma`.
+    Learned,
+}
+
+/// `[objective.residual]`: `log p(r̂ = 0 | u, z) = log N(0; P⁻¹r(u, z), σ_r²) + log N(0; r_b, σ_b²)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidualSection {
+    /// `σ_r` of the PDE rows (final value when annealed).
+    pub sigma: f64,
+    /// `σ_b` of the boundary / initial-condition rows (default: `sigma`).
+    #[serde(default)]
+    pub boundary_sigma: Option<f64>,
+    /// Schedule of `σ_r`.
+    #[serde(default = "d_schedule")]
+    pub schedule: SigmaScheduleName,
+    /// Starting `σ_r` of an annealed schedule.
+    #[serde(default)]
+    pub anneal_from: Option<f64>,
+    /// Steps of the annealing.
+    #[serde(default)]
+    pub anneal_steps: usize,
+    /// Observe `P⁻¹ r` (operator at unit coefficient) instead of `r`: condition number ~1.
+    #[serde(default = "d_true")]
+    pub precondition: bool,
+    /// Physical scale of `u`: the surrogate predicts `u / u_scale` (a physics estimate, not
+    /// taken from solutions).
+    #[serde(default = "d_unit")]
+    pub u_scale: f64,
+}
+
+fn d_schedule() -> SigmaScheduleName {
+    SigmaScheduleName::Fixed
+}
+fn d_unit() -> f64 {
+    1.0
 }
 
 impl Default for ObjectiveSection {
@@ -259,6 +313,7 @@ impl Default for ObjectiveSection {
             kl: d_kl(),
             warmup_steps: 0,
             n_particles: d_particles(),
+            residual: None,
         }
     }
 }
@@ -330,6 +385,9 @@ pub struct TrainingSection {
     /// Write a checkpoint every this many epochs (and always at the end).
     #[serde(default = "d_one")]
     pub checkpoint_every: usize,
+    /// Epochs of the small variant run by `varphi train --quick` (default: epochs / 10).
+    #[serde(default)]
+    pub quick_epochs: Option<usize>,
 }
 
 impl Default for TrainingSection {
@@ -340,6 +398,7 @@ impl Default for TrainingSection {
             backend: BackendKind::default(),
             precision: Precision::default(),
             checkpoint_every: 1,
+            quick_epochs: None,
         }
     }
 }
@@ -451,6 +510,49 @@ impl TrainConfig {
                 "a learned prior needs model.kind = \"cvae\"",
             ));
         }
+        if let Some(r) = &self.objective.residual {
+            let positive = |v: f64| v > 0.0 && v.is_finite();
+            if !positive(r.sigma) {
+                return Err(invalid(
+                    "objective.residual.sigma",
+                    format!("must be > 0, got {}", r.sigma),
+                ));
+            }
+            if let Some(b) = r.boundary_sigma
+                && !positive(b)
+            {
+                return Err(invalid(
+                    "objective.residual.boundary_sigma",
+                    format!("must be > 0, got {b}"),
+                ));
+            }
+            if !positive(r.u_scale) {
+                return Err(invalid(
+                    "objective.residual.u_scale",
+                    format!("must be > 0, got {}", r.u_scale),
+                ));
+            }
+            if r.schedule == SigmaScheduleName::Anneal && !r.anneal_from.is_some_and(positive) {
+                return Err(invalid(
+                    "objective.residual.anneal_from",
+                    "schedule = \"anneal\" needs anneal_from > 0 (the starting σ_r)",
+                ));
+            }
+        }
+        if m.kind == ModelKind::Pddlvm {
+            if self.objective.residual.is_none() {
+                return Err(invalid(
+                    "objective.residual",
+                    "kind = \"pddlvm\" trains on the PDE residual: add [objective.residual] with sigma = ...",
+                ));
+            }
+            if self.data.physics().is_none() {
+                return Err(invalid(
+                    "data.kind",
+                    "kind = \"pddlvm\" needs a physics data source (darcy, poisson1d, burgers, heat, pendulum)",
+                ));
+            }
+        }
         let o = &self.objective;
         if !(o.sigma.is_finite() && o.sigma > 0.0) {
             return Err(invalid(
@@ -504,7 +606,7 @@ impl TrainConfig {
     /// Checks that need the data's shape, e.g. a CVAE without conditions.
     pub fn check_data(&self, shape: &DataShape) -> Result<(), TrainError> {
         let m = &self.model;
-        if m.kind == ModelKind::Cvae && shape.cond_dim == 0 {
+        if matches!(m.kind, ModelKind::Cvae | ModelKind::Pddlvm) && shape.cond_dim == 0 {
             return Err(invalid(
                 "model.kind",
                 "\"cvae\" needs a condition per sample, but the data have none (set cond_path/cond_key in [data], or use kind = \"vae\")",
@@ -599,13 +701,48 @@ impl TrainConfig {
         }
     }
 
-    /// The model config for data of the given shape.
+    /// The PDDLVM networks: `q(u | z)` from `cond_dim` parameters to the flattened solution and
+    /// `p(z | u)` back (dense Gaussian encoders with the model's hidden widths).
+    pub fn pddlvm_config(&self, shape: &DataShape) -> PddlvmConfig {
+        let m = &self.model;
+        let act: Activation = m.activation.into();
+        let (p, nu) = (shape.cond_dim, shape.features());
+        let net = |i: usize, o: usize| {
+            EncoderConfig::Mlp(
+                MlpEncoderConfig::new(i, o)
+                    .with_hidden(m.hidden.clone())
+                    .with_activation(act),
+            )
+        };
+        PddlvmConfig::new(net(p, nu), net(nu, p))
+    }
+
+    /// The virtual-observation likelihood of `[objective.residual]`.
+    pub fn residual_likelihood(&self) -> Option<ResidualLikelihoodConfig> {
+        let r = self.objective.residual.as_ref()?;
+        let schedule = match r.schedule {
+            SigmaScheduleName::Fixed => SigmaSchedule::Fixed,
+            SigmaScheduleName::Learned => SigmaSchedule::Learned,
+            SigmaScheduleName::Anneal => SigmaSchedule::Anneal {
+                initial: r.anneal_from.unwrap_or(r.sigma),
+                steps: r.anneal_steps,
+            },
+        };
+        Some(
+            ResidualLikelihoodConfig::new(r.sigma)
+                .with_boundary_sigma(r.boundary_sigma)
+                .with_schedule(schedule),
+        )
+    }
+
+    /// The model config for data of the given shape (VAE / CVAE).
     pub fn model_config(&self, shape: &DataShape) -> ModelConfig {
         match self.model.kind {
             ModelKind::Vae => ModelConfig::Vae(VaeConfig::new(
                 self.encoder(shape, 0),
                 self.decoder(shape, 0),
             )),
+            ModelKind::Pddlvm => unreachable!("pddlvm runs build their model with pddlvm_config"),
             ModelKind::Cvae => {
                 let c = shape.cond_dim;
                 let prior = match self.model.prior {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod model;
 pub mod observers;
+pub mod physics;
 pub mod plots;
 pub mod run;
 pub mod trainer;

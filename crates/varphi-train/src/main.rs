@@ -52,6 +52,9 @@ enum Command {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+        /// Run the config's small variant (training.quick_epochs, default epochs / 10).
+        #[arg(long)]
+        quick: bool,
     },
     /// Draw samples from a trained model into a .npy file.
     Sample {
@@ -249,6 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             backend,
             resume,
             quiet,
+            quick,
         } => {
             let opts = TrainOptions {
                 out,
@@ -256,6 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 resume,
                 quiet,
                 no_plots: false,
+                quick,
             };
             let s = train(config.as_deref(), &opts)?;
             let fmt = |t: &[(&str, f64)]| {
@@ -270,6 +275,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "  wrote {}/{{config.toml, metrics.csv, checkpoint/, loss.png, samples.png}}",
                 s.run_dir.display()
+            );
+        }
+        Command::Sample { run, .. } if is_physics_run(&run) => {
+            anyhow::bail!(
+                "{} is a pddlvm run: its predictive samples are scored by `varphi eval {}` and drawn in samples.png; sampling it from the CLI is not supported yet",
+                run.display(),
+                run.display()
             );
         }
         Command::Sample {
@@ -288,6 +300,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut shape = vec![n];
             shape.extend(&loaded.data.test.sample_shape);
             println!("wrote {} samples {:?} to {}", n, shape, output.display());
+        }
+        Command::Eval { run, backend } if is_physics_run(&run) => {
+            let loaded = varphi_train::physics::load_physics_run(&run, backend)?;
+            let r = varphi_train::physics::evaluate_physics_run(&loaded)?;
+            println!(
+                "evaluation of {} ({} test cases × {} predictive samples, {} epochs)",
+                run.display(),
+                r.n_test,
+                r.n_samples,
+                r.epochs
+            );
+            println!("  {:<26} {:>12} {:>12}", "metric", "forward u", "inverse z");
+            let cov = |c: &std::collections::BTreeMap<String, f64>, k: &str| {
+                c.get(k).copied().unwrap_or(f64::NAN)
+            };
+            for (k, a, b) in [
+                ("relative L2 of the mean", r.rel_l2, r.inverse.rel_l2),
+                ("NLL per entry", r.nll, r.inverse.nll),
+                ("CRPS per entry", r.crps, r.inverse.crps),
+                (
+                    "coverage 50 %",
+                    cov(&r.coverage, "0.5"),
+                    cov(&r.inverse.coverage, "0.5"),
+                ),
+                (
+                    "coverage 90 %",
+                    cov(&r.coverage, "0.9"),
+                    cov(&r.inverse.coverage, "0.9"),
+                ),
+                (
+                    "coverage 95 %",
+                    cov(&r.coverage, "0.95"),
+                    cov(&r.inverse.coverage, "0.95"),
+                ),
+            ] {
+                println!("  {k:<26} {a:>12.5} {b:>12.5}");
+            }
+            println!(
+                "  residual norm of samples {:.4e} (reference solutions: {:.4e})",
+                r.residual_norm, r.reference_residual_norm
+            );
+            println!("wrote {}", run.join("eval.json").display());
         }
         Command::Eval { run, backend } => {
             let loaded = load_run(&run, backend)?;
@@ -401,6 +455,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `run` holds a physics (pddlvm) run; errors surface later, in the loaders.
+fn is_physics_run(run: &std::path::Path) -> bool {
+    varphi_train::TrainConfig::load(&run.join("config.toml"))
+        .is_ok_and(|c| c.model.kind == varphi_train::config::ModelKind::Pddlvm)
 }
 
 #[allow(clippy::too_many_arguments)]

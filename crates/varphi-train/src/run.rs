@@ -6,7 +6,7 @@
 
 use crate::backend::{BackendKind, SelectedDevice, select_device};
 use crate::checkpoint;
-use crate::config::{DataShape, LikelihoodKind, TrainConfig};
+use crate::config::{DataShape, LikelihoodKind, ModelKind, TrainConfig};
 use crate::error::{TrainError, io_err};
 use crate::model::{ElboObjective, GenerativeModel, NoiseSource};
 use crate::observers::{Checkpointer, MetricsCsv, Progress};
@@ -34,6 +34,8 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Skip the PNG plots.
     pub no_plots: bool,
+    /// Run the config's small variant: `training.quick_epochs` (default epochs / 10) epochs.
+    pub quick: bool,
 }
 
 /// What a finished training run reports.
@@ -186,6 +188,11 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
             });
         }
     };
+    let mut config = config;
+    if opts.quick && !resuming {
+        let t = &mut config.training;
+        t.epochs = t.quick_epochs.unwrap_or((t.epochs / 10).max(1));
+    }
     let backend = opts.backend.unwrap_or(config.training.backend);
     let data = prepare_data(&config, Path::new("."))?;
     config.check_data(&data.shape())?;
@@ -214,22 +221,126 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
 
     let device = selected.device.clone().autodiff();
     device.seed(config.seed);
+    let ctx = RunContext {
+        config: &config,
+        run_dir: &run_dir,
+        resuming,
+        backend,
+        data: &data,
+        device: &device,
+        quiet: opts.quiet,
+    };
+    if config.model.kind == ModelKind::Pddlvm {
+        let model = crate::physics::PhysicsModel::init(&config, &data.shape(), &device);
+        let objective = crate::physics::PddlvmObjective::new(&config, &data.norm)?;
+        let model = fit_run(&ctx, model, &objective)?;
+        let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
+        if !opts.no_plots {
+            plots::plot_losses(&metrics, &run_dir.join("loss.png"))?;
+            crate::physics::sample_plot(
+                &model.valid(),
+                &objective,
+                &data,
+                &selected.device,
+                &run_dir.join("samples.png"),
+            )?;
+        }
+        return Ok(summary(
+            &config,
+            &metrics,
+            run_dir,
+            selected.description,
+            &["loss", "log_residual", "log_inverse", "entropy"],
+        ));
+    }
     let model_config = config.model_config(&data.shape());
     let model = GenerativeModel::init(&model_config, &config, &device);
-    let optim = adam(&config);
-    let (model, optim, start_epoch) = if resuming {
+    let objective = ElboObjective {
+        elbo: config.elbo().init(),
+        noise: NoiseSource {
+            seed: config.seed,
+            stream: 0,
+        },
+    };
+    let model = fit_run(&ctx, model, &objective)?;
+
+    let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
+    if !opts.no_plots {
+        plots::plot_losses(&metrics, &run_dir.join("loss.png"))?;
+        let model = model.valid();
+        sample_plot(
+            &model,
+            &data,
+            &config,
+            &selected.device,
+            &run_dir.join("samples.png"),
+        )?;
+    }
+    Ok(summary(
+        &config,
+        &metrics,
+        run_dir,
+        selected.description,
+        &["loss", "elbo", "log_lik", "kl"],
+    ))
+}
+
+fn summary(
+    config: &TrainConfig,
+    metrics: &[plots::MetricsRow],
+    run_dir: PathBuf,
+    device: String,
+    keys: &[&'static str],
+) -> TrainSummary {
+    let last = metrics.last().cloned().unwrap_or_default();
+    let pick = |prefix: &str| -> Vec<(&'static str, f64)> {
+        keys.iter()
+            .filter_map(|k| last.get(&format!("{prefix}_{k}")).map(|v| (*k, *v)))
+            .collect()
+    };
+    TrainSummary {
+        epochs_done: config.training.epochs,
+        last_train: pick("train"),
+        last_test: pick("test"),
+        run_dir,
+        device,
+    }
+}
+
+/// What [`fit_run`] needs from the run being set up.
+struct RunContext<'a> {
+    config: &'a TrainConfig,
+    run_dir: &'a Path,
+    resuming: bool,
+    backend: BackendKind,
+    data: &'a PreparedData,
+    device: &'a Device,
+    quiet: bool,
+}
+
+/// Resume (if asked), run the training loop with progress, metrics and checkpoint observers, and
+/// turn a non-finite loss term into an error that names the term and the kept checkpoint.
+fn fit_run<M, O>(ctx: &RunContext<'_>, model: M, objective: &O) -> Result<M, TrainError>
+where
+    M: Module + Clone + 'static,
+    O: trainer::Objective<M>,
+{
+    let config = ctx.config;
+    let run_dir = ctx.run_dir.to_path_buf();
+    let optim = adam(config);
+    let (model, optim, start_epoch) = if ctx.resuming {
         let (m, o, state) = checkpoint::load(&run_dir, model, Some(optim))?;
         (m, o.expect("requested"), state.epochs_done)
     } else {
         (model, optim, 0)
     };
-    if !opts.quiet {
+    if !ctx.quiet {
         println!(
             "run dir: {}  ({} train / {} test samples of shape {:?}, {} parameters)",
             run_dir.display(),
-            data.train.len(),
-            data.test.len(),
-            data.train.sample_shape,
+            ctx.data.train.len(),
+            ctx.data.test.len(),
+            ctx.data.train.sample_shape,
             burn::module::Module::num_params(&model)
         );
     }
@@ -242,28 +353,20 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
             ),
         });
     }
-
-    let objective = ElboObjective {
-        elbo: config.elbo().init(),
-        noise: NoiseSource {
-            seed: config.seed,
-            stream: 0,
-        },
-    };
-    let mut observers: Vec<Box<dyn Observer<GenerativeModel>>> = vec![
-        Box::new(Progress::new(opts.quiet)),
+    let mut observers: Vec<Box<dyn Observer<M>>> = vec![
+        Box::new(Progress::new(ctx.quiet)),
         Box::new(MetricsCsv::new(run_dir.join("metrics.csv"))),
         Box::new(Checkpointer {
             run: run_dir.clone(),
             every: config.training.checkpoint_every,
             epochs: config.training.epochs,
             seed: config.seed,
-            backend: backend.to_string(),
+            backend: ctx.backend.to_string(),
         }),
     ];
     let spec = FitSpec {
-        train: &data.train,
-        test: Some(&data.test),
+        train: &ctx.data.train,
+        test: Some(&ctx.data.test),
         batcher: Batcher {
             batch_size: config.training.batch_size,
             seed: config.seed,
@@ -271,10 +374,9 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
         lr: config.optimizer.lr,
         start_epoch,
         epochs: config.training.epochs,
-        device: device.clone(),
+        device: ctx.device.clone(),
     };
-    let (model, _optim, termination) =
-        trainer::fit(model, optim, &objective, spec, &mut observers)?;
+    let (model, _optim, termination) = trainer::fit(model, optim, objective, spec, &mut observers)?;
     drop(observers);
     if let Termination::NonFinite {
         term,
@@ -299,33 +401,7 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
             kept,
         });
     }
-
-    let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
-    if !opts.no_plots {
-        plots::plot_losses(&metrics, &run_dir.join("loss.png"))?;
-        let model = model.valid();
-        sample_plot(
-            &model,
-            &data,
-            &config,
-            &selected.device,
-            &run_dir.join("samples.png"),
-        )?;
-    }
-    let last = metrics.last().cloned().unwrap_or_default();
-    let pick = |prefix: &str| -> Vec<(&'static str, f64)> {
-        ["loss", "elbo", "log_lik", "kl"]
-            .into_iter()
-            .filter_map(|k| last.get(&format!("{prefix}_{k}")).map(|v| (k, *v)))
-            .collect()
-    };
-    Ok(TrainSummary {
-        epochs_done: config.training.epochs,
-        last_train: pick("train"),
-        last_test: pick("test"),
-        run_dir,
-        device: selected.description,
-    })
+    Ok(model)
 }
 
 fn to_rows(t: Tensor<2>) -> Vec<Vec<f64>> {
@@ -400,11 +476,8 @@ pub struct LoadedRun {
     pub epochs_done: usize,
 }
 
-/// Load a run directory's config, data and latest checkpoint onto `backend` (default: the
-/// run's backend).
-pub fn load_run(dir: &Path, backend: Option<BackendKind>) -> Result<LoadedRun, TrainError> {
-    let config = TrainConfig::load(&dir.join("config.toml"))?;
-    let data = prepare_data(&config, Path::new("."))?;
+/// Check that the regenerated data give the normalisation saved with the run.
+pub(crate) fn check_normalization(dir: &Path, data: &PreparedData) -> Result<(), TrainError> {
     let norm_path = dir.join("normalization.json");
     if let Ok(text) = std::fs::read_to_string(&norm_path) {
         let saved: Normalization = serde_json::from_str(&text).map_err(|e| TrainError::Run {
@@ -418,6 +491,15 @@ pub fn load_run(dir: &Path, backend: Option<BackendKind>) -> Result<LoadedRun, T
             });
         }
     }
+    Ok(())
+}
+
+/// Load a run directory's config, data and latest checkpoint onto `backend` (default: the
+/// run's backend).
+pub fn load_run(dir: &Path, backend: Option<BackendKind>) -> Result<LoadedRun, TrainError> {
+    let config = TrainConfig::load(&dir.join("config.toml"))?;
+    let data = prepare_data(&config, Path::new("."))?;
+    check_normalization(dir, &data)?;
     let selected = select_device(
         backend.unwrap_or(config.training.backend),
         config.training.precision,

@@ -279,3 +279,102 @@ fn a_config_trains_on_freshly_generated_physics_data() {
         &["ww"],
     );
 }
+
+#[test]
+fn physics_only_pddlvm_quick_run_and_uq_evaluation() {
+    let dir = temp_dir("cli-pddlvm");
+    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs/poisson1d-nonlinear.toml");
+    let out = varphi(
+        &[
+            "train",
+            cfg.to_str().unwrap(),
+            "--quick",
+            "--out",
+            "run",
+            "-q",
+        ],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = varphi(&["eval", "run"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run/eval.json")).unwrap()).unwrap();
+    for k in ["rel_l2", "nll", "crps", "residual_norm"] {
+        assert!(r[k].as_f64().is_some_and(f64::is_finite), "{k}: {r}");
+    }
+    for level in ["0.5", "0.9", "0.95"] {
+        let c = r["coverage"][level].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c), "{r}");
+    }
+    // 16 quick epochs without a single solution label: the surrogate mean is within 30 % of the
+    // Newton solutions (the full config reaches ~1 %, docs/experiments.md).
+    assert!(r["rel_l2"].as_f64().unwrap() < 0.3, "{r}");
+    assert!(r["inverse"]["rel_l2"].as_f64().is_some_and(f64::is_finite));
+    fails_with(
+        &varphi(&["sample", "run", "-o", "s.npy"], &dir),
+        &["pddlvm"],
+    );
+}
+
+#[test]
+fn a_non_finite_residual_stops_the_run_naming_the_term_and_keeping_the_checkpoint() {
+    let dir = temp_dir("cli-pddlvm-nan");
+    // σ_r annealed toward 1e-40: within a few steps 1/σ_r² overflows f32 and the residual
+    // log-likelihood becomes −∞, after the first epoch's checkpoint was written.
+    let cfg = write(
+        &dir,
+        "nan.toml",
+        r#"seed = 2
+[data]
+kind = "poisson1d"
+n = 200
+grid = 9
+[model]
+kind = "pddlvm"
+hidden = [16]
+[objective.residual]
+sigma = 1e-40
+schedule = "anneal"
+anneal_from = 1.0
+anneal_steps = 12
+[training]
+epochs = 10
+batch_size = 64
+"#,
+    );
+    let out = varphi(
+        &["train", cfg.to_str().unwrap(), "--out", "run", "-q"],
+        &dir,
+    );
+    fails_with(&out, &["log_residual", "checkpoint (epoch"]);
+    assert!(dir.join("run/checkpoint/model.bpk").is_file());
+    // Config errors for physics runs name the key.
+    let bad = write(
+        &dir,
+        "bad.toml",
+        "[data]\nkind = \"heat1d\"\n[model]\nkind = \"pddlvm\"\n[objective.residual]\nsigma = 0.1\n",
+    );
+    fails_with(
+        &varphi(&["train", bad.to_str().unwrap()], &dir),
+        &["data.kind"],
+    );
+    let bad = write(
+        &dir,
+        "bad2.toml",
+        "[data]\nkind = \"darcy\"\n[model]\nkind = \"pddlvm\"\n",
+    );
+    fails_with(
+        &varphi(&["train", bad.to_str().unwrap()], &dir),
+        &["objective.residual"],
+    );
+}
