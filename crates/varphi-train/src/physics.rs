@@ -340,11 +340,12 @@ pub fn sample_plot(
             .reshape([k, nu]),
     );
     let split = |v: Vec<f64>| v.chunks(nu).map(<[f64]>::to_vec).collect::<Vec<_>>();
-    plots::plot_samples(
+    plots::plot_samples_titled(
         &split(truth),
         &split(mean),
         &split(sample),
         &data.test.sample_shape,
         path,
+        &plots::SURROGATE_TITLES,
     )
 }

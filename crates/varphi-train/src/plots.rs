@@ -135,6 +135,38 @@ pub fn plot_samples(
     sample_shape: &[usize],
     path: &Path,
 ) -> Result<(), TrainError> {
+    plot_samples_titled(data, recon, prior, sample_shape, path, &VAE_TITLES)
+}
+
+/// Panel titles: `[data, second row / dots, third row / right panel, curve panel 1, curve panel 2]`.
+pub type Titles = [&'static str; 5];
+
+const VAE_TITLES: Titles = [
+    "test data",
+    "reconstructions",
+    "prior samples",
+    "test data (lines) vs reconstructions (dots)",
+    "samples from the prior",
+];
+
+/// Titles for a forward surrogate: reference solutions, surrogate means and samples.
+pub const SURROGATE_TITLES: Titles = [
+    "reference solution",
+    "surrogate mean",
+    "surrogate sample",
+    "reference (lines) vs surrogate mean (dots)",
+    "samples of the surrogate q(u|z)",
+];
+
+/// [`plot_samples`] with custom titles.
+pub fn plot_samples_titled(
+    data: &[Vec<f64>],
+    recon: &[Vec<f64>],
+    prior: &[Vec<f64>],
+    sample_shape: &[usize],
+    path: &Path,
+    titles: &Titles,
+) -> Result<(), TrainError> {
     font();
     let spatial: Vec<usize> = sample_shape
         .iter()
@@ -142,8 +174,8 @@ pub fn plot_samples(
         .skip_while(|&s| s == 1)
         .collect();
     match spatial.as_slice() {
-        [h, w] => heatmaps(data, recon, prior, *h, *w, path),
-        [..] => curves(data, recon, prior, path),
+        [h, w] => heatmaps(data, recon, prior, *h, *w, path, titles),
+        [..] => curves(data, recon, prior, path, titles),
     }
 }
 
@@ -152,6 +184,7 @@ fn curves(
     recon: &[Vec<f64>],
     prior: &[Vec<f64>],
     path: &Path,
+    titles: &Titles,
 ) -> Result<(), TrainError> {
     let root = BitMapBackend::new(path, (1100, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
@@ -164,11 +197,7 @@ fn curves(
     let (y0, y1) = range(all);
     let len = data.first().or(prior.first()).map_or(1, Vec::len);
     for (k, panel) in panels.iter().enumerate() {
-        let title = if k == 0 {
-            "test data (lines) vs reconstructions (dots)"
-        } else {
-            "samples from the prior"
-        };
+        let title = if k == 0 { titles[3] } else { titles[4] };
         let mut chart = ChartBuilder::on(panel)
             .caption(title, ("sans-serif", 18))
             .margin(12)
@@ -231,6 +260,7 @@ fn heatmaps(
     h: usize,
     w: usize,
     path: &Path,
+    titles: &Titles,
 ) -> Result<(), TrainError> {
     let cols = data.len().max(prior.len()).max(1);
     let root = BitMapBackend::new(path, (180 * cols as u32 + 40, 620)).into_drawing_area();
@@ -242,11 +272,10 @@ fn heatmaps(
         .chain(prior)
         .flat_map(|v| v.iter().map(|x| x.abs()))
         .fold(1e-12, f64::max);
-    for (row, (title, fields)) in rows.iter().zip([
-        ("test data", data),
-        ("reconstructions", recon),
-        ("prior samples", prior),
-    ]) {
+    for (row, (title, fields)) in
+        rows.iter()
+            .zip([(titles[0], data), (titles[1], recon), (titles[2], prior)])
+    {
         let row = row
             .titled(title, ("sans-serif", 16))
             .map_err(|e| plot_err(path, e))?;
