@@ -3,7 +3,8 @@
 //! The training side of varphi: a short generic loop with observers ([`trainer`]), run-time
 //! backend selection ([`backend`]), atomic checkpoints ([`checkpoint`]), the validated
 //! experiment config ([`config`]), plots ([`plots`]), evaluation and sampling ([`run`]) and the
-//! throughput benchmark ([`bench`]), and scores of predictive uncertainty ([`uq`]: relative
+//! throughput benchmark ([`bench`]), physics-only PDDLVM runs ([`physics`]), and scores of
+//! predictive uncertainty ([`uq`]: relative
 //! L2, NLL, CRPS, coverage). The `varphi` binary is a thin CLI over these.
 //!
 //! ```ignore
