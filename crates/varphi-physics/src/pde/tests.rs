@@ -80,20 +80,28 @@ fn fem(element: Element2d) -> DarcyDiscretisation {
     }
 }
 
+/// Manufactured Darcy problem: `u = sin(πx) sin(πy)`, `a = 1 + xy`, `f = −∇·(a∇u)`.
+fn mms_u(x: f64, y: f64) -> f64 {
+    (PI * x).sin() * (PI * y).sin()
+}
+
+fn mms_a(x: f64, y: f64) -> f64 {
+    1.0 + x * y
+}
+
+fn mms_f(x: f64, y: f64) -> f64 {
+    let (s, c, sy, cy) = (
+        (PI * x).sin(),
+        (PI * x).cos(),
+        (PI * y).sin(),
+        (PI * y).cos(),
+    );
+    -(y * PI * c * sy + x * PI * s * cy) + (1.0 + x * y) * 2.0 * PI * PI * s * sy
+}
+
 #[test]
 fn darcy_solvers_converge_to_a_manufactured_solution() {
-    // u = sin(πx) sin(πy), a = 1 + xy  ⇒  f = −∇·(a∇u).
-    let u_exact = |x: f64, y: f64| (PI * x).sin() * (PI * y).sin();
-    let a_fn = |x: f64, y: f64| 1.0 + x * y;
-    let f_fn = |x: f64, y: f64| {
-        let (s, c, sy, cy) = (
-            (PI * x).sin(),
-            (PI * x).cos(),
-            (PI * y).sin(),
-            (PI * y).cos(),
-        );
-        -(y * PI * c * sy + x * PI * s * cy) + (1.0 + x * y) * 2.0 * PI * PI * s * sy
-    };
+    let (u_exact, a_fn, f_fn) = (mms_u, mms_a, mms_f);
     for disc in [FD_H, fem(Element2d::Q1), fem(Element2d::P1)] {
         let errs: Vec<f64> = [9, 17, 33, 65]
             .iter()
@@ -161,17 +169,7 @@ fn darcy_reference_solutions_zero_the_residual() {
     let n = 17;
     let g = Grid2d::unit_square(n);
     let d = f64_device();
-    let a = g.eval(|x, y| 1.0 + x * y);
-    let u_exact = g.eval(|x, y| (PI * x).sin() * (PI * y).sin());
-    let f = g.eval(|x, y| {
-        let (s, c, sy, cy) = (
-            (PI * x).sin(),
-            (PI * x).cos(),
-            (PI * y).sin(),
-            (PI * y).cos(),
-        );
-        -(y * PI * c * sy + x * PI * s * cy) + (1.0 + x * y) * 2.0 * PI * PI * s * sy
-    });
+    let (a, u_exact, f) = (g.eval(mms_a), g.eval(mms_u), g.eval(mms_f));
     let u_ref = darcy(n, FD_H).solve_with_source(&a, &f).unwrap();
     let st = Stencil2d::square(1.0 / 16.0, crate::boundary::Boundary::ZERO);
     let res = |u: &[f64]| {
