@@ -308,37 +308,25 @@ pub fn generate_on(
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
 
     let n = spec.n;
-    let mut arrays = Vec::new();
-    if let PhysicsSettings::Darcy(_) = spec.physics {
-        let mut s = vec![n];
-        s.extend(&shape);
-        arrays.push(NamedArray {
-            name: "coefficient".into(),
-            shape: s,
-            data: params,
-        });
-    } else {
-        arrays.push(NamedArray {
-            name: "params".into(),
-            shape: vec![n, np],
-            data: params,
-        });
-    }
-    let mut s = vec![n];
-    s.extend(&shape);
-    arrays.push(NamedArray {
-        name: "solution".into(),
-        shape: s,
-        data: solution,
-    });
+    let named = |name: &str, shape: Vec<usize>, data: Vec<f64>| NamedArray {
+        name: name.into(),
+        shape,
+        data,
+    };
+    let per_sample: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
+    let mut arrays = vec![
+        match spec.physics {
+            PhysicsSettings::Darcy(_) => named("coefficient", per_sample.clone(), params),
+            _ => named("params", vec![n, np], params),
+        },
+        named("solution", per_sample, solution),
+    ];
     let coords = problem.coordinates();
-    for (name, c) in &coords {
-        arrays.push(NamedArray {
-            name: (*name).into(),
-            shape: vec![c.len()],
-            data: c.clone(),
-        });
-    }
+    arrays.extend(
+        coords
+            .iter()
+            .map(|(name, c)| named(name, vec![c.len()], c.clone())),
+    );
     if let Some(idx) = obs_idx {
         // Coordinates of each observed node, one column per solution axis (the order of
         // `coordinates()`).
@@ -352,27 +340,17 @@ pub fn generate_on(
             }
             loc.extend(per_axis);
         }
-        arrays.push(NamedArray {
-            name: "obs_index".into(),
-            shape: vec![m],
-            data: idx.iter().map(|&i| i as f64).collect(),
-        });
-        arrays.push(NamedArray {
-            name: "obs_coords".into(),
-            shape: vec![m, shape.len()],
-            data: loc,
-        });
         obs.truncate(n * m);
-        arrays.push(NamedArray {
-            name: "obs_values".into(),
-            shape: vec![n, m],
-            data: obs,
-        });
-        arrays.push(NamedArray {
-            name: "obs_sigma".into(),
-            shape: vec![1],
-            data: vec![sigma],
-        });
+        arrays.extend([
+            named(
+                "obs_index",
+                vec![m],
+                idx.iter().map(|&i| i as f64).collect(),
+            ),
+            named("obs_coords", vec![m, shape.len()], loc),
+            named("obs_values", vec![n, m], obs),
+            named("obs_sigma", vec![1], vec![sigma]),
+        ]);
     }
     Ok(Generated {
         arrays,
