@@ -290,6 +290,14 @@ impl Problem for Burgers {
         vec!["z0".into(), "z1".into(), "c".into()]
     }
 
+    fn prior_transform(&self) -> Option<super::PriorTransform> {
+        let s = &self.settings;
+        Some(super::PriorTransform::Uniform {
+            lo: vec![s.z0[0], s.z1[0], s.c[0]],
+            hi: vec![s.z0[1], s.z1[1], s.c[1]],
+        })
+    }
+
     fn sample_params(&self, rng: &mut dyn rand::RngCore) -> Vec<f64> {
         let s = &self.settings;
         vec![uniform(rng, s.z0), uniform(rng, s.z1), uniform(rng, s.c)]

@@ -365,6 +365,27 @@ impl Problem for Darcy {
         vec!["coefficient".into()]
     }
 
+    /// Log-normal priors only: `a = exp(μ + Σ_k √λ_k ξ_k φ_k)`.
+    fn prior_transform(&self) -> Option<super::PriorTransform> {
+        match &self.prior {
+            Prior::TwoPhase(..) => None,
+            Prior::LogNormal(kl) => {
+                let (k, nn) = (kl.len(), kl.n * kl.n);
+                let mut basis = vec![0.0; nn * k];
+                for (j, lambda) in kl.eigenvalues.iter().enumerate() {
+                    for i in 0..nn {
+                        basis[i * k + j] = lambda.sqrt() * kl.modes[j * nn + i];
+                    }
+                }
+                Some(super::PriorTransform::LogLinear {
+                    mean: kl.mean,
+                    basis,
+                    k,
+                })
+            }
+        }
+    }
+
     fn sample_params(&self, rng: &mut dyn rand::RngCore) -> Vec<f64> {
         match &self.prior {
             Prior::TwoPhase(grf, lo, hi) => threshold(&grf.sample(rng), *lo, *hi),

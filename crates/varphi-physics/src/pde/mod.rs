@@ -18,6 +18,7 @@ mod burgers;
 mod darcy;
 mod pendulum;
 mod poisson;
+mod prior;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +27,7 @@ pub use burgers::{AdvectionForm, Burgers, BurgersSettings};
 pub use darcy::{Darcy, DarcyCoefficient, DarcyDiscretisation, DarcySettings};
 pub use pendulum::{Pendulum, PendulumSettings};
 pub use poisson::{NonlinearPoisson, NonlinearPoissonSettings};
+pub use prior::PriorTransform;
 
 /// A residual split into the rows where the PDE is imposed and the rows of the boundary and
 /// initial conditions, so that a likelihood can give each its own noise scale.
@@ -120,6 +122,11 @@ pub trait Problem: PdeResidual {
     fn solve(&self, z: &[f64]) -> Result<Vec<f64>, PhysicsError>;
     /// Named coordinate arrays of the solution's axes (`x`, `y`, `t`).
     fn coordinates(&self) -> Vec<(&'static str, Vec<f64>)>;
+    /// The prior as a differentiable map from standard normals ([`PriorTransform`]), where one
+    /// exists (not for thresholded fields). Default: none.
+    fn prior_transform(&self) -> Option<PriorTransform> {
+        None
+    }
     /// Flat indices of the solution entries a sensor can observe (not fixed by a boundary or
     /// initial condition). Default: all.
     fn observable(&self) -> Vec<usize> {

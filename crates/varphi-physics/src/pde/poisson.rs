@@ -218,6 +218,15 @@ impl Problem for NonlinearPoisson {
         ]
     }
 
+    fn prior_transform(&self) -> Option<super::PriorTransform> {
+        let (z, w) = (self.settings.z, self.settings.w);
+        let mut lo = vec![z[0]; N_CHEB];
+        let mut hi = vec![z[1]; N_CHEB];
+        lo.push(w[0]);
+        hi.push(w[1]);
+        Some(super::PriorTransform::Uniform { lo, hi })
+    }
+
     fn sample_params(&self, rng: &mut dyn rand::RngCore) -> Vec<f64> {
         let mut z: Vec<f64> = (0..N_CHEB).map(|_| uniform(rng, self.settings.z)).collect();
         z.push(uniform(rng, self.settings.w));

@@ -507,3 +507,79 @@ fn preconditioned_residuals_measure_the_solution_error() {
     let pre = p.preconditioner().unwrap();
     assert_eq!((pre.n, pre.inverse.len()), (7, 49));
 }
+
+#[test]
+fn uniform_prior_transform_pushes_normals_to_the_prior() {
+    use rand_distr::{Distribution, StandardNormal};
+    let p = NonlinearPoisson::new(NonlinearPoissonSettings::default());
+    let t = p.prior_transform().expect("uniform prior");
+    assert_eq!((t.latent_dim(), t.param_dim()), (6, 6));
+    let d = f64_device();
+    // Φ at known points: Φ(0) = 1/2, Φ(1) = 0.841344746068543, Φ(−2) = 0.022750131948179.
+    let xi = tensor(vec![0.0, 1.0, -2.0, 0.0, 0.0, 0.0], [1, 6], &d);
+    let z = vec(t.apply(xi));
+    let (lo, w) = (-1.0, 2.0);
+    for (got, cdf) in z[..3]
+        .iter()
+        .zip([0.5, 0.841_344_746_068_543, 0.022_750_131_948_179])
+    {
+        assert!(
+            (got - (lo + w * cdf)).abs() < 1e-6,
+            "{got} vs {}",
+            lo + w * cdf
+        );
+    }
+    assert!((z[5] - 1.5).abs() < 1e-12, "w midpoint {}", z[5]);
+    // Moments of T(ξ) for ξ ~ N(0, I): U[−1, 1] has mean 0 and variance 1/3.
+    let n = 20_000;
+    let mut r = rng(5);
+    let xi: Vec<f64> = (0..n * 6).map(|_| StandardNormal.sample(&mut r)).collect();
+    let z = vec(t.apply(tensor(xi, [n, 6], &d)));
+    for j in 0..5 {
+        let col: Vec<f64> = z.iter().skip(j).step_by(6).copied().collect();
+        assert!(col.iter().all(|v| (-1.0..=1.0).contains(v)));
+        let m = col.iter().sum::<f64>() / n as f64;
+        let v = col.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64;
+        // Standard errors: √(1/3 / n) ≈ 0.0041 for the mean, ≈ 0.0021 for the variance.
+        assert!(m.abs() < 4.0 * 0.0041, "column {j}: mean {m}");
+        assert!(
+            (v - 1.0 / 3.0).abs() < 4.0 * 0.0021,
+            "column {j}: variance {v}"
+        );
+    }
+}
+
+#[test]
+fn log_normal_darcy_prior_transform_is_its_karhunen_loeve_field() {
+    use crate::random_field::{KarhunenLoeve, KarhunenLoeveSettings};
+    let (n, length, sigma, mean, modes) = (9, 0.3, 0.8, 0.2, 12);
+    let settings = DarcySettings {
+        coefficient: DarcyCoefficient::LogNormal {
+            length,
+            sigma,
+            mean,
+            modes,
+        },
+        ..DarcySettings::fno(n)
+    };
+    let t = Darcy::new(settings).prior_transform().expect("log-normal");
+    assert_eq!((t.latent_dim(), t.param_dim()), (modes, n * n));
+    let kl = KarhunenLoeve::new(&KarhunenLoeveSettings {
+        n,
+        length,
+        sigma,
+        mean,
+        modes,
+    });
+    let xi: Vec<f64> = (0..modes).map(|k| (k as f64 * 0.7).sin()).collect();
+    let d = f64_device();
+    let a = vec(t.apply(tensor(xi.clone(), [1, modes], &d)));
+    let want: Vec<f64> = kl.log_field(&xi).into_iter().map(f64::exp).collect();
+    assert!(max_diff(&a, &want) < 1e-12 * max_abs(&want));
+    // Thresholded fields have no such map.
+    assert!(
+        Darcy::new(DarcySettings::fno(n))
+            .prior_transform()
+            .is_none()
+    );
+}
