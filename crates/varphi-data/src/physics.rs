@@ -224,39 +224,10 @@ pub fn generate_on(
     let shape = problem.solution_shape();
     let nu: usize = shape.iter().product();
     let np = problem.param_dim();
-    let observable = problem.observable();
-    let obs_idx: Option<Vec<usize>> = match spec.observations {
-        None => None,
-        Some(o) => {
-            if !(o.sigma >= 0.0 && o.sigma.is_finite()) {
-                return Err(DataError::Invalid {
-                    key: "observations",
-                    message: format!("sigma must be finite and ≥ 0, got {}", o.sigma),
-                });
-            }
-            let m = o.count.unwrap_or(observable.len());
-            if m == 0 || m > observable.len() {
-                return Err(DataError::Invalid {
-                    key: "observations",
-                    message: format!(
-                        "count must be between 1 and the {} observable nodes, got {m}",
-                        observable.len()
-                    ),
-                });
-            }
-            let mut idx: Vec<usize> = if m == observable.len() {
-                observable.clone()
-            } else {
-                let mut rng = stream(spec.seed, 0);
-                sample_indices(&mut rng, observable.len(), m)
-                    .into_iter()
-                    .map(|k| observable[k])
-                    .collect()
-            };
-            idx.sort_unstable();
-            Some(idx)
-        }
-    };
+    let obs_idx = spec
+        .observations
+        .map(|o| observation_indices(problem.as_ref(), &o, spec.seed))
+        .transpose()?;
     let sigma = spec.observations.map_or(0.0, |o| o.sigma);
     let m = obs_idx.as_ref().map_or(0, Vec::len);
 
@@ -359,6 +330,44 @@ pub fn generate_on(
         param_names: problem.param_names(),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The nodes observed by `obs` for generator seed `seed`: `obs.count` distinct observable nodes
+/// drawn from the seed's stream 0 (all observable nodes when `count` is `None`), sorted. The
+/// same choice as the `obs_index` array of [`generate`], so a trainer can rebuild it.
+pub fn observation_indices(
+    problem: &dyn Problem,
+    obs: &Observations,
+    seed: u64,
+) -> Result<Vec<usize>, DataError> {
+    if !(obs.sigma >= 0.0 && obs.sigma.is_finite()) {
+        return Err(DataError::Invalid {
+            key: "observations",
+            message: format!("sigma must be finite and ≥ 0, got {}", obs.sigma),
+        });
+    }
+    let observable = problem.observable();
+    let m = obs.count.unwrap_or(observable.len());
+    if m == 0 || m > observable.len() {
+        return Err(DataError::Invalid {
+            key: "observations",
+            message: format!(
+                "count must be between 1 and the {} observable nodes, got {m}",
+                observable.len()
+            ),
+        });
+    }
+    let mut idx: Vec<usize> = if m == observable.len() {
+        observable
+    } else {
+        let mut rng = stream(seed, 0);
+        sample_indices(&mut rng, observable.len(), m)
+            .into_iter()
+            .map(|k| observable[k])
+            .collect()
+    };
+    idx.sort_unstable();
+    Ok(idx)
 }
 
 fn stream(seed: u64, stream: u64) -> rand_chacha::ChaCha8Rng {

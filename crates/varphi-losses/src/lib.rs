@@ -32,7 +32,7 @@ pub use likelihood::{
     LikelihoodConfig, NoiseModel,
 };
 pub use observation::{ObservationLikelihood, ObservationOperator};
-pub use pddlvm::{PddlvmElbo, PddlvmOutput};
+pub use pddlvm::{PddlvmDataElbo, PddlvmDataOutput, PddlvmElbo, PddlvmOutput};
 pub use pde_residual::{
     BoltzmannOutput, ResidualBoltzmann, ResidualBoltzmannConfig, ResidualLikelihood,
     ResidualLikelihoodConfig, SigmaSchedule,
