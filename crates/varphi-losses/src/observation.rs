@@ -87,6 +87,20 @@ impl ObservationOperator {
         }
         out.expect("at least one corner")
     }
+
+    /// `Var[H u]` of a field with independent entries of variance `var` `[batch, nodes]`:
+    /// `Σ_c w_c² var(node_c)` → `[batch, m]`.
+    pub fn apply_variance(&self, var: Tensor<2>) -> Tensor<2> {
+        let squared = Self {
+            nodes: self.nodes.clone(),
+            weights: self
+                .weights
+                .iter()
+                .map(|w| w.iter().map(|v| v * v).collect())
+                .collect(),
+        };
+        squared.apply(var)
+    }
 }
 
 /// Gaussian likelihood of observations `y = H u + σ_y ε`:
@@ -115,5 +129,33 @@ impl ObservationLikelihood {
             .squeeze_dim::<1>(1)
             .mul_scalar(-0.5 / (self.sigma * self.sigma))
             .sub_scalar(m * (self.sigma.ln() + 0.5 * LN_2PI))
+    }
+
+    /// `log ∫ p(y | u) N(u; μ, diag v) du = log N(y; H μ, σ_y² I + diag(Var[H u]) + diag(s²))`:
+    /// the observation likelihood with `u` marginalised under a diagonal Gaussian (e.g. a
+    /// probabilistic surrogate `q(u | z)`), plus an optional model-error variance `s²` per point
+    /// (`[1 or batch, m]`), per sample: `y` `[batch, m]`, `mean`, `var` `[batch, nodes]` →
+    /// `[batch]`. The cross-covariances bilinear weights would induce between points sharing a
+    /// node are dropped (exact for `by_index`).
+    pub fn log_marginal(
+        &self,
+        y: Tensor<2>,
+        mean: Tensor<2>,
+        var: Tensor<2>,
+        model_var: Option<Tensor<2>>,
+    ) -> Tensor<1> {
+        let mut total = self
+            .operator
+            .apply_variance(var)
+            .add_scalar(self.sigma * self.sigma);
+        if let Some(extra) = model_var {
+            total = total + extra;
+        }
+        let sq = (y - self.operator.apply(mean)).powi_scalar(2) / total.clone();
+        (sq + total.log())
+            .sum_dim(1)
+            .squeeze_dim::<1>(1)
+            .add_scalar(self.operator.len() as f64 * LN_2PI)
+            .mul_scalar(-0.5)
     }
 }

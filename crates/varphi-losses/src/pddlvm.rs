@@ -69,20 +69,23 @@ impl PddlvmElbo {
     }
 }
 
-/// The PDDLVM bound with observations (the "data" mode of eq. 30): an amortised posterior
+/// The PDDLVM posterior bound for observations `y` (the "data" mode): an amortised posterior
 /// `q_ψ(ξ | y)` over whitened parameters (`z = T(ξ)`, `ξ ~ N(0, I)` a priori, see
-/// `varphi_physics::pde::PriorTransform`) and the forward surrogate `q_φ(u | z)`:
+/// `varphi_physics::pde::PriorTransform`) and the forward surrogate `q_φ(u | z)` standing in for
+/// the solution map, `u` marginalised under it:
 ///
 /// ```text
-/// generative:  p(y | u) p(r̂ = 0 | u, z) p(u) p(ξ),  z = T(ξ),  p(u) flat
-/// variational: q_ψ(ξ | y) q_φ(u | T(ξ))
-/// L(y) = E_{q_ψ(ξ|y) q_φ(u|T(ξ))}[ log p(y | u) + log N(0; r(u, T(ξ)), σ_r² I) − log q_φ(u | T(ξ)) ]
+/// p(y | z) ≈ ∫ p(y | u) q_φ(u | z) du = N(y; H μ_φ(z), σ_y² I + diag(H σ_φ²(z)))
+/// L(y) = E_{q_ψ(ξ|y)}[ log N(y; H μ_φ(T(ξ)), σ_y² I + diag(H σ_φ²(T(ξ)))) ]
 ///        − KL(q_ψ(ξ | y) ‖ N(0, I))
 /// ```
 ///
-/// The surrogate's entropy is analytic, the KL closed-form; the rest is estimated with one
-/// reparameterised `u` per reparameterised `ξ`. Each likelihood is weighted only by its noise
-/// scale (σ_y inside `log p(y|u)`, σ_r inside the residual term).
+/// Why not the joint `p(y|u) p(r̂=0|u,z)` with `u ~ q(u|z)` inside the bound: with a flat `p(u)`
+/// the virtual observation integrates to `∫ N(0; r(u,z), σ_r²) du = 1 / |det ∂r/∂u|` as
+/// `σ_r → 0`, so that bound targets `p(z) p(y|u*(z)) / |det ∂r/∂u|` — a posterior tilted by the
+/// residual's Jacobian, which depends on `z` (docs/objectives.md). The surrogate, trained by
+/// [`PddlvmElbo`], is the physics; this bound only inverts it. The expectation is estimated with
+/// reparameterised `ξ`; the KL is closed-form.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PddlvmDataElbo;
 
@@ -91,12 +94,8 @@ pub struct PddlvmDataElbo;
 pub struct PddlvmDataOutput {
     /// `−mean L` (backpropagate this).
     pub loss: Tensor<1>,
-    /// `E_q log p(y | u)`, `[batch]`.
+    /// `E_q log p(y | T(ξ))`, `[batch]`.
     pub log_obs: Tensor<1>,
-    /// `E_q log p(r̂ = 0 | u, z)`, `[batch]`.
-    pub log_residual: Tensor<1>,
-    /// `E_q H[q_φ(u | T(ξ))]`, `[batch]`.
-    pub entropy: Tensor<1>,
     /// `KL(q_ψ(ξ | y) ‖ N(0, I))`, `[batch]`.
     pub kl: Tensor<1>,
 }
@@ -106,37 +105,23 @@ impl PddlvmDataElbo {
     ///
     /// # Shapes
     /// - `q_xi`: `q_ψ(ξ | y)` over `[batch, k]`; `eps_xi`: `[particles, batch, k]`
-    /// - `surrogate(ξ)`: `q_φ(u | T(ξ))` over `[particles·batch, n_u]` for `ξ`
-    ///   `[particles·batch, k]` (particle-major)
-    /// - `eps_u`: `[particles·batch, n_u]`
-    /// - `log_lik(ξ, u)`: `(log p(y | u), log p(r̂ = 0 | u, T(ξ)))`, each `[particles·batch]`
+    /// - `log_lik(ξ)`: `log p(y | T(ξ))` for `ξ` `[particles·batch, k]` (particle-major) →
+    ///   `[particles·batch]`, e.g. [`crate::ObservationLikelihood::log_marginal`] of the
+    ///   surrogate's mean and variance
     pub fn forward(
         &self,
         q_xi: &DiagGaussian,
         eps_xi: Tensor<3>,
-        surrogate: impl FnOnce(Tensor<2>) -> DiagGaussian,
-        eps_u: Tensor<2>,
-        log_lik: impl FnOnce(Tensor<2>, Tensor<2>) -> (Tensor<1>, Tensor<1>),
+        log_lik: impl FnOnce(Tensor<2>) -> Tensor<1>,
     ) -> PddlvmDataOutput {
         let [s, b, k] = eps_xi.dims();
         let xi = q_xi.rsample(eps_xi).reshape([s * b, k]);
-        let q_u = surrogate(xi.clone());
-        let nu = eps_u.dims()[1];
-        let u = q_u
-            .rsample(eps_u.reshape([1, s * b, nu]))
-            .reshape([s * b, nu]);
-        let (lo, lr) = log_lik(xi, u);
-        let per_case = |t: Tensor<1>| t.reshape([s, b]).mean_dim(0).reshape([b]);
-        let (lo, lr, h) = (per_case(lo), per_case(lr), per_case(q_u.entropy()));
+        let lo = log_lik(xi).reshape([s, b]).mean_dim(0).reshape([b]);
         let kl = q_xi.kl_standard_normal();
-        let loss = (lo.clone() + lr.clone() + h.clone() - kl.clone())
-            .mean()
-            .neg();
+        let loss = (lo.clone() - kl.clone()).mean().neg();
         PddlvmDataOutput {
             loss,
             log_obs: lo.detach(),
-            log_residual: lr.detach(),
-            entropy: h.detach(),
             kl: kl.detach(),
         }
     }

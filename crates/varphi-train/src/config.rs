@@ -255,6 +255,10 @@ pub struct ObjectiveSection {
     /// The PDE residual as a virtual observation (`pddlvm` models).
     #[serde(default)]
     pub residual: Option<ResidualSection>,
+    /// Noisy point observations of the solution and the amortised parameter posterior
+    /// `q(ξ | y)` (`pddlvm` models with a whitened prior).
+    #[serde(default)]
+    pub observations: Option<ObservationsSection>,
 }
 
 /// How `σ_r` evolves during training.
@@ -296,6 +300,41 @@ pub struct ResidualSection {
     pub u_scale: f64,
 }
 
+/// `[objective.observations]`: `y = u*(x_j) + σ_y ε` at `count` solution nodes (chosen as
+/// `varphi data` chooses them for the run's seed), simulated afresh each step from the training
+/// solutions and once, with a fixed seed, for the test cases that `varphi eval` scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationsSection {
+    /// Observed nodes (default: every observable node).
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// Noise standard deviation σ_y (physical units of `u`).
+    pub sigma: f64,
+}
+
+/// What a training stage optimises (`[[training.stages]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageMode {
+    /// The physics-only PDDLVM bound on prior draws (no observations, no solutions).
+    Physics,
+    /// The observation bound `L(y)` (amortised posterior + surrogate).
+    Data,
+    /// Both bounds, summed.
+    Joint,
+}
+
+/// One stage of a staged run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSection {
+    /// Objective of the stage.
+    pub mode: StageMode,
+    /// Epochs it lasts.
+    pub epochs: usize,
+}
+
 fn d_schedule() -> SigmaScheduleName {
     SigmaScheduleName::Fixed
 }
@@ -314,6 +353,7 @@ impl Default for ObjectiveSection {
             warmup_steps: 0,
             n_particles: d_particles(),
             residual: None,
+            observations: None,
         }
     }
 }
@@ -388,6 +428,10 @@ pub struct TrainingSection {
     /// Epochs of the small variant run by `varphi train --quick` (default: epochs / 10).
     #[serde(default)]
     pub quick_epochs: Option<usize>,
+    /// Stages in order (`pddlvm` models); their epochs must add up to `epochs`. Default: one
+    /// physics stage, or one joint stage when `[objective.observations]` is given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageSection>,
 }
 
 impl Default for TrainingSection {
@@ -399,6 +443,7 @@ impl Default for TrainingSection {
             precision: Precision::default(),
             checkpoint_every: 1,
             quick_epochs: None,
+            stages: Vec::new(),
         }
     }
 }
@@ -550,6 +595,56 @@ impl TrainConfig {
                 return Err(invalid(
                     "data.kind",
                     "kind = \"pddlvm\" needs a physics data source (darcy, poisson1d, burgers, heat, pendulum)",
+                ));
+            }
+        }
+        if let Some(o) = &self.objective.observations {
+            if m.kind != ModelKind::Pddlvm {
+                return Err(invalid(
+                    "objective.observations",
+                    "observations of the solution are used by kind = \"pddlvm\" models only",
+                ));
+            }
+            if !(o.sigma > 0.0 && o.sigma.is_finite()) {
+                return Err(invalid(
+                    "objective.observations.sigma",
+                    format!("must be > 0, got {}", o.sigma),
+                ));
+            }
+            if o.count == Some(0) {
+                return Err(invalid(
+                    "objective.observations.count",
+                    "must be at least 1",
+                ));
+            }
+        }
+        let stages = &self.training.stages;
+        if !stages.is_empty() {
+            if m.kind != ModelKind::Pddlvm {
+                return Err(invalid(
+                    "training.stages",
+                    "staged training is for kind = \"pddlvm\" models",
+                ));
+            }
+            if stages.iter().any(|s| s.epochs == 0) {
+                return Err(invalid("training.stages", "each stage needs epochs ≥ 1"));
+            }
+            let total: usize = stages.iter().map(|s| s.epochs).sum();
+            if total != self.training.epochs {
+                return Err(invalid(
+                    "training.stages",
+                    format!(
+                        "the stages last {total} epochs but training.epochs = {}; make them equal",
+                        self.training.epochs
+                    ),
+                ));
+            }
+            if self.objective.observations.is_none()
+                && stages.iter().any(|s| s.mode != StageMode::Physics)
+            {
+                return Err(invalid(
+                    "training.stages",
+                    "\"data\" and \"joint\" stages need [objective.observations]",
                 ));
             }
         }
@@ -715,6 +810,41 @@ impl TrainConfig {
             )
         };
         PddlvmConfig::new(net(p, nu), net(nu, p))
+    }
+
+    /// The stages as `(mode, first epoch after it)`, the default filled in.
+    pub fn stage_plan(&self) -> Vec<(StageMode, usize)> {
+        let stages = &self.training.stages;
+        if stages.is_empty() {
+            let mode = match self.objective.observations {
+                None => StageMode::Physics,
+                Some(_) => StageMode::Joint,
+            };
+            return vec![(mode, self.training.epochs)];
+        }
+        let mut end = 0;
+        stages
+            .iter()
+            .map(|s| {
+                end += s.epochs;
+                (s.mode, end)
+            })
+            .collect()
+    }
+
+    /// Shrink the run to `epochs` (for `--quick`), scaling the stages in proportion (each keeps
+    /// at least one epoch).
+    pub fn shrink_to(&mut self, epochs: usize) {
+        let t = &mut self.training;
+        if !t.stages.is_empty() {
+            let total = t.epochs as f64;
+            for s in &mut t.stages {
+                s.epochs = ((s.epochs as f64 * epochs as f64 / total).round() as usize).max(1);
+            }
+            t.epochs = t.stages.iter().map(|s| s.epochs).sum();
+        } else {
+            t.epochs = epochs;
+        }
     }
 
     /// The virtual-observation likelihood of `[objective.residual]`.

@@ -311,31 +311,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 r.n_samples,
                 r.epochs
             );
-            println!("  {:<26} {:>12} {:>12}", "metric", "forward u", "inverse z");
-            let cov = |c: &std::collections::BTreeMap<String, f64>, k: &str| {
-                c.get(k).copied().unwrap_or(f64::NAN)
+            let forward = varphi_train::uq::UqScores {
+                rel_l2: r.rel_l2,
+                nll: r.nll,
+                crps: r.crps,
+                coverage: r.coverage.clone(),
             };
-            for (k, a, b) in [
-                ("relative L2 of the mean", r.rel_l2, r.inverse.rel_l2),
-                ("NLL per entry", r.nll, r.inverse.nll),
-                ("CRPS per entry", r.crps, r.inverse.crps),
-                (
-                    "coverage 50 %",
-                    cov(&r.coverage, "0.5"),
-                    cov(&r.inverse.coverage, "0.5"),
-                ),
-                (
-                    "coverage 90 %",
-                    cov(&r.coverage, "0.9"),
-                    cov(&r.inverse.coverage, "0.9"),
-                ),
-                (
-                    "coverage 95 %",
-                    cov(&r.coverage, "0.95"),
-                    cov(&r.inverse.coverage, "0.95"),
-                ),
-            ] {
-                println!("  {k:<26} {a:>12.5} {b:>12.5}");
+            let mut columns = vec![("forward u|z", &forward), ("inverse z|u", &r.inverse)];
+            if let Some(p) = &r.posterior {
+                println!(
+                    "  posterior from {} noisy observations (σ_y = {}) per case",
+                    p.n_obs, p.obs_sigma
+                );
+                columns.extend([
+                    ("posterior z|y", &p.params),
+                    ("prior z", &p.prior),
+                    ("predictive u|y", &p.solution),
+                ]);
+            }
+            print!("  {:<24}", "metric");
+            columns.iter().for_each(|(name, _)| print!(" {name:>14}"));
+            println!();
+            type Get = fn(&varphi_train::uq::UqScores) -> f64;
+            let rows: [(&str, Get); 6] = [
+                ("relative L2 of the mean", |c| c.rel_l2),
+                ("NLL per entry", |c| c.nll),
+                ("CRPS per entry", |c| c.crps),
+                ("coverage 50 %", |c| {
+                    c.coverage.get("0.5").copied().unwrap_or(f64::NAN)
+                }),
+                ("coverage 90 %", |c| {
+                    c.coverage.get("0.9").copied().unwrap_or(f64::NAN)
+                }),
+                ("coverage 95 %", |c| {
+                    c.coverage.get("0.95").copied().unwrap_or(f64::NAN)
+                }),
+            ];
+            for (k, get) in rows {
+                print!("  {k:<24}");
+                columns
+                    .iter()
+                    .for_each(|(_, c)| print!(" {:>14.5}", get(c)));
+                println!();
             }
             println!(
                 "  residual norm of samples {:.4e} (reference solutions: {:.4e})",

@@ -1,24 +1,31 @@
 //! Physics-informed runs (`[model] kind = "pddlvm"`): a forward surrogate `q(u|z)` and an
 //! inverse model `p(z|u)` trained from parameter draws alone through the virtual observation of
 //! the PDE residual (primer eqs. 29–30), evaluated against the reference solver with
-//! [`crate::uq`] scores.
+//! [`crate::uq`] scores. With `[objective.observations]` an amortised posterior `q(ξ|y)` over
+//! the whitened parameters learns to invert sparse noisy observations `y` through the same
+//! surrogate and residual ([`varphi_losses::PddlvmDataElbo`]), in stages physics → data → joint.
 
 use crate::backend::{BackendKind, SelectedDevice, select_device};
 use crate::checkpoint;
-use crate::config::{DataShape, TrainConfig};
+use crate::config::{DataShape, StageMode, TrainConfig};
 use crate::error::{TrainError, io_err};
 use crate::model::NoiseSource;
 use crate::plots;
 use crate::run::{PreparedData, check_normalization, prepare_data};
 use crate::trainer::{Objective, StepOutput};
 use crate::uq::{self, UqScores};
+use burn::module::Param;
 use burn::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use varphi_data::Normalization;
-use varphi_losses::{PddlvmElbo, ResidualLikelihood};
-use varphi_models::{Pddlvm, VariationalFamily};
-use varphi_physics::pde::{Preconditioner, Problem};
+use varphi_data::{Batcher, physics::Observations};
+use varphi_losses::{
+    ObservationLikelihood, ObservationOperator, PddlvmDataElbo, PddlvmElbo, ResidualLikelihood,
+};
+use varphi_models::{
+    Activation, DiagGaussian, Encoder, EncoderConfig, MlpEncoderConfig, Pddlvm, VariationalFamily,
+};
+use varphi_physics::pde::{Preconditioner, PriorTransform, Problem};
 
 /// The trained module: both networks and the residual likelihood (whose `σ_r` may be learned).
 #[derive(Module, Debug)]
@@ -27,19 +34,55 @@ pub struct PhysicsModel {
     pub pddlvm: Pddlvm,
     /// Virtual observation of the residual.
     pub residual: ResidualLikelihood,
+    /// Amortised posterior `q_ψ(ξ | y)` over the whitened parameters (runs with observations).
+    pub posterior: Option<Encoder>,
+    /// `log s_j`, the surrogate's model error at each observed point, `[1, m]` (physical
+    /// units), learned with the posterior (type-II maximum likelihood over the training pairs).
+    pub model_error: Option<Param<Tensor<2>>>,
 }
 
 impl PhysicsModel {
-    /// Build from the config for data of `shape` (conditions = parameters).
-    pub fn init(config: &TrainConfig, shape: &DataShape, device: &Device) -> Self {
+    /// Build from the config for data of `shape` (conditions = parameters) and the objective
+    /// (which knows the observation count and the latent dimension).
+    pub fn init(
+        config: &TrainConfig,
+        shape: &DataShape,
+        objective: &PddlvmObjective,
+        device: &Device,
+    ) -> Self {
+        let act: Activation = config.model.activation.into();
         Self {
             pddlvm: config.pddlvm_config(shape).init(device),
             residual: config
                 .residual_likelihood()
                 .expect("validated: pddlvm has [objective.residual]")
                 .init(device),
+            posterior: objective.observations.as_ref().map(|o| {
+                EncoderConfig::Mlp(
+                    MlpEncoderConfig::new(o.indices.len(), o.transform.latent_dim())
+                        .with_hidden(config.model.hidden.clone())
+                        .with_activation(act),
+                )
+                .init(device)
+            }),
+            model_error: objective.observations.as_ref().map(|o| {
+                let m = o.indices.len();
+                Param::from_tensor(
+                    Tensor::<2>::zeros([1, m], device).add_scalar(o.likelihood.sigma.ln()),
+                )
+            }),
         }
     }
+}
+
+/// The observation part of a run with `[objective.observations]`.
+pub struct ObservationTerm {
+    /// Observed flat solution nodes.
+    pub indices: Vec<usize>,
+    /// `log p(y | u)` at those nodes (physical units).
+    pub likelihood: ObservationLikelihood,
+    /// `z = T(ξ)`, `ξ ~ N(0, I)`.
+    pub transform: PriorTransform,
 }
 
 /// The PDDLVM objective on normalised parameters: `z_phys = z·std + mean` enters the residual,
@@ -59,11 +102,22 @@ pub struct PddlvmObjective {
     pub n_particles: usize,
     /// Training noise.
     pub noise: NoiseSource,
+    /// Observations and the whitened prior (runs with `[objective.observations]`).
+    pub observations: Option<ObservationTerm>,
+    /// `(mode, first epoch after the stage)`.
+    pub stages: Vec<(StageMode, usize)>,
+    /// Optimiser steps per epoch (to find the stage of a step).
+    pub steps_per_epoch: usize,
+    /// Solution normalisation of the data (`u = x·x_std + x_mean`).
+    pub x_mean: f64,
+    /// Solution normalisation of the data.
+    pub x_std: f64,
 }
 
 impl PddlvmObjective {
-    /// Build from the config and the run's normalisation.
-    pub fn new(config: &TrainConfig, norm: &Normalization) -> Result<Self, TrainError> {
+    /// Build from the config and the run's (normalised) data.
+    pub fn new(config: &TrainConfig, data: &PreparedData) -> Result<Self, TrainError> {
+        let norm = &data.norm;
         let (_, physics) = config.data.physics().ok_or_else(|| TrainError::Invalid {
             key: "data.kind".into(),
             message: "pddlvm needs a physics data source".into(),
@@ -85,7 +139,47 @@ impl PddlvmObjective {
         } else {
             None
         };
+        let observations = match &config.objective.observations {
+            None => None,
+            Some(o) => {
+                let transform = problem.prior_transform().ok_or_else(|| TrainError::Invalid {
+                    key: "objective.observations".into(),
+                    message: format!(
+                        "the {} prior has no standard-normal reparameterisation (thresholded fields have none); use a log-normal coefficient or drop [objective.observations]",
+                        problem.name()
+                    ),
+                })?;
+                let obs = Observations {
+                    count: o.count,
+                    sigma: o.sigma,
+                };
+                let indices =
+                    varphi_data::physics::observation_indices(problem.as_ref(), &obs, config.seed)
+                        .map_err(|e| TrainError::Invalid {
+                            key: "objective.observations".into(),
+                            message: e.to_string(),
+                        })?;
+                Some(ObservationTerm {
+                    likelihood: ObservationLikelihood {
+                        operator: ObservationOperator::by_index(&indices),
+                        sigma: o.sigma,
+                    },
+                    indices,
+                    transform,
+                })
+            }
+        };
+        let steps_per_epoch = Batcher {
+            batch_size: config.training.batch_size,
+            seed: config.seed,
+        }
+        .batches_per_epoch(data.train.len());
         Ok(Self {
+            observations,
+            stages: config.stage_plan(),
+            steps_per_epoch,
+            x_mean: norm.x_mean,
+            x_std: norm.x_std,
             problem,
             preconditioner,
             cond_mean: norm.cond_mean.clone(),
@@ -125,6 +219,92 @@ impl PddlvmObjective {
     }
 }
 
+impl PddlvmObjective {
+    /// Normalised parameters (the networks' coordinates) from physical ones, `[b, p]`.
+    pub fn normalised(&self, z: Tensor<2>) -> Tensor<2> {
+        let device = z.device();
+        let p = self.cond_mean.len();
+        let row = |v: &[f64]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, p]), &device);
+        (z - row(&self.cond_mean)) / row(&self.cond_std)
+    }
+
+    /// The stage of optimiser step `step`.
+    pub fn mode_at(&self, step: usize) -> StageMode {
+        let epoch = step / self.steps_per_epoch.max(1);
+        self.stages
+            .iter()
+            .find(|(_, end)| epoch < *end)
+            .or(self.stages.last())
+            .map_or(StageMode::Physics, |s| s.0)
+    }
+
+    /// Noisy observations `y = u*(x_j) + σ_y ε` (physical units) of the normalised solutions
+    /// `x` `[b, n_u]`.
+    pub fn observe(&self, x: Tensor<2>, noise: NoiseSource, step: usize) -> Tensor<2> {
+        let o = self.observations.as_ref().expect("a run with observations");
+        let device = x.device();
+        let u = x.mul_scalar(self.x_std).add_scalar(self.x_mean);
+        let clean = o.likelihood.operator.apply(u);
+        let eps = noise.normal(clean.dims(), step, &device);
+        clean + eps.mul_scalar(o.likelihood.sigma)
+    }
+
+    /// `q_ψ(ξ | y)` for observations `y` `[b, m]` (physical units).
+    pub fn posterior(&self, model: &PhysicsModel, y: Tensor<2>) -> DiagGaussian {
+        model
+            .posterior
+            .as_ref()
+            .expect("a run with observations has a posterior network")
+            .forward(y.div_scalar(self.u_scale), None)
+    }
+
+    /// The observation bound [`PddlvmDataElbo`] for observations `y` `[b, m]`. The surrogate
+    /// enters frozen (its parameters as constants): gradients reach `ξ` through it, but the
+    /// observations never pull the surrogate away from the physics.
+    pub fn data_bound(
+        &self,
+        model: &PhysicsModel,
+        y: Tensor<2>,
+        noise: NoiseSource,
+        step: usize,
+    ) -> varphi_losses::PddlvmDataOutput {
+        let o = self.observations.as_ref().expect("a run with observations");
+        let device = y.device();
+        let [b, m] = y.dims();
+        let (s, k) = (self.n_particles, o.transform.latent_dim());
+        let q_xi = self.posterior(model, y.clone());
+        let eps_xi = noise.normal([s, b, k], step, &device);
+        let y_rep = y
+            .unsqueeze_dim::<3>(0)
+            .expand([s, b, m])
+            .reshape([s * b, m]);
+        // `valid()`: parameters without autodiff act as constants, inputs stay tracked.
+        let frozen = model.pddlvm.forward.valid();
+        let scale = self.u_scale;
+        PddlvmDataElbo.forward(&q_xi, eps_xi, |xi| {
+            let q_u = frozen.forward(self.normalised(o.transform.apply(xi)), None);
+            o.likelihood.log_marginal(
+                y_rep,
+                q_u.mean.clone().mul_scalar(scale),
+                q_u.variance().mul_scalar(scale * scale),
+                model
+                    .model_error
+                    .as_ref()
+                    .map(|p| p.val().mul_scalar(2.0).exp()),
+            )
+        })
+    }
+}
+
+/// Mean of a `[n]` tensor as `f64`.
+fn mean_of(t: Tensor<1>) -> f64 {
+    t.mean()
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec_as::<f64>()
+        .expect("f64")[0]
+}
+
 impl Objective<PhysicsModel> for PddlvmObjective {
     fn step(
         &self,
@@ -139,42 +319,64 @@ impl Objective<PhysicsModel> for PddlvmObjective {
         let [b, p] = z.dims();
         let nu = x.dims()[1];
         let s = self.n_particles;
-        let noise = NoiseSource {
-            stream: self.noise.stream + noise_stream,
+        // Separate streams: physics particles, observation noise, posterior particles.
+        let stream = |k: u64| NoiseSource {
+            stream: self.noise.stream + noise_stream + k * 1_000_000,
             ..self.noise
         };
-        let eps = noise.normal([s, b, nu], step, &device);
+        let mode = self.mode_at(step);
+        // A term outside the stage's loss is still reported, but computed without autodiff: a
+        // graph that is never backpropagated would pile up.
+        let untracked = model.valid();
+        let (for_physics, z) = match mode {
+            StageMode::Data => (&untracked, z.inner()),
+            _ => (model, z),
+        };
+        let (for_data, x) = match mode {
+            StageMode::Physics => (&untracked, x.inner()),
+            _ => (model, x),
+        };
+        let eps = stream(0).normal([s, b, nu], step, &device);
         let z_phys = self.physical(z.clone());
         let z_rep = z_phys
             .unsqueeze_dim::<3>(0)
             .expand([s, b, p])
             .reshape([s * b, p]);
-        let q = model.pddlvm.surrogate(z.clone());
+        let q = for_physics.pddlvm.surrogate(z.clone());
         let out = PddlvmElbo.forward(
             &q,
             eps,
             z,
-            |u| self.log_residual(model, u, z_rep, step),
-            |u| model.pddlvm.inverse(u),
+            |u| self.log_residual(for_physics, u, z_rep, step),
+            |u| for_physics.pddlvm.inverse(u),
         );
-        let mean = |t: Tensor<1>| {
-            t.mean()
-                .into_data()
-                .convert::<f64>()
-                .try_into_vec_as::<f64>()
-                .expect("f64")[0]
-        };
-        let loss = mean(out.loss.clone().detach());
+        // Component terms first: the NaN guard names the first non-finite one.
+        let mut terms = vec![
+            ("log_residual", mean_of(out.log_residual)),
+            ("log_inverse", mean_of(out.log_inverse)),
+            ("entropy", mean_of(out.entropy)),
+        ];
+        let mut loss = (mode != StageMode::Data).then_some(out.loss);
+        if self.observations.is_some() {
+            let y = self.observe(x, stream(1), step);
+            let d = self.data_bound(for_data, y, stream(2), step);
+            terms.extend([
+                ("obs_log_lik", mean_of(d.log_obs)),
+                ("obs_kl", mean_of(d.kl)),
+            ]);
+            if mode != StageMode::Physics {
+                loss = Some(match loss {
+                    Some(l) => l + d.loss,
+                    None => d.loss,
+                });
+            }
+        }
+        let loss = loss.expect("every stage has a loss");
+        terms.push(("loss", mean_of(loss.clone().detach())));
+        terms.push(("sigma_r", model.residual.current_sigma(step)));
         StepOutput {
-            // Component terms first: the NaN guard names the first non-finite one.
-            terms: vec![
-                ("log_residual", mean(out.log_residual)),
-                ("log_inverse", mean(out.log_inverse)),
-                ("entropy", mean(out.entropy)),
-                ("loss", loss),
-                ("sigma_r", model.residual.current_sigma(step)),
-            ],
-            loss: out.loss,
+            terms,
+            loss,
             beta: None,
         }
     }
@@ -203,6 +405,26 @@ pub struct PhysicsEval {
     pub reference_residual_norm: f64,
     /// Inverse model `p(z | u_true)` against the true parameters.
     pub inverse: UqScores,
+    /// Runs with observations: the parameter posterior given noisy observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posterior: Option<PosteriorEval>,
+}
+
+/// Scores of the amortised posterior on the test cases, from observations
+/// `y = u*(x_j) + σ_y ε` simulated once with a fixed seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PosteriorEval {
+    /// Observed nodes per case.
+    pub n_obs: usize,
+    /// Observation noise σ_y.
+    pub obs_sigma: f64,
+    /// `z = T(ξ)`, `ξ ~ q(ξ | y)`, against the true parameters.
+    pub params: UqScores,
+    /// The prior `T(ξ)`, `ξ ~ N(0, I)`, on the same cases: the baseline the observations improve
+    /// on (its coverage is nominal by construction, its rel_l2 is the prior's spread).
+    pub prior: UqScores,
+    /// Posterior predictive `u ~ q(u | T(ξ))`, `ξ ~ q(ξ | y)`, against the reference solutions.
+    pub solution: UqScores,
 }
 
 /// A physics run loaded for inference.
@@ -235,9 +457,9 @@ pub fn load_physics_run(
         backend.unwrap_or(config.training.backend),
         config.training.precision,
     )?;
-    let model = PhysicsModel::init(&config, &data.shape(), &device.device);
+    let objective = PddlvmObjective::new(&config, &data)?;
+    let model = PhysicsModel::init(&config, &data.shape(), &objective, &device.device);
     let (model, _, state) = checkpoint::load(dir, model, None)?;
-    let objective = PddlvmObjective::new(&config, &data.norm)?;
     Ok(PhysicsRun {
         dir: dir.to_path_buf(),
         config,
@@ -297,7 +519,48 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
         .reshape([s * n, p]);
     let zs = rows(o.physical(zs));
     let z_samples: Vec<Vec<f64>> = zs.chunks(n * p).map(<[f64]>::to_vec).collect();
-    let inverse = uq::score(&z_samples, &rows(z_phys), &uq::LEVELS);
+    let z_truth = rows(z_phys);
+    let inverse = uq::score(&z_samples, &z_truth, &uq::LEVELS);
+    let posterior = match &o.observations {
+        None => None,
+        Some(obs) => {
+            let (x, _) = run.data.test.batch(&idx, device);
+            let y = o.observe(
+                x,
+                NoiseSource {
+                    seed: run.config.seed,
+                    stream: 302,
+                },
+                0,
+            );
+            let k = obs.transform.latent_dim();
+            let split = |v: Vec<f64>, w: usize| -> Vec<Vec<f64>> {
+                v.chunks(n * w).map(<[f64]>::to_vec).collect()
+            };
+            let q_xi = o.posterior(&run.model, y);
+            let xi = q_xi
+                .rsample(noise.normal([s, n, k], 2, device))
+                .reshape([s * n, k]);
+            let z_post = obs.transform.apply(xi);
+            let q_u = run.model.pddlvm.surrogate(o.normalised(z_post.clone()));
+            let u_post = q_u
+                .rsample(noise.normal([1, s * n, nu], 3, device))
+                .reshape([s * n, nu])
+                .mul_scalar(o.u_scale);
+            let xi0 = noise.normal([s * n, k], 4, device);
+            Some(PosteriorEval {
+                n_obs: obs.indices.len(),
+                obs_sigma: obs.likelihood.sigma,
+                params: uq::score(&split(rows(z_post), p), &z_truth, &uq::LEVELS),
+                prior: uq::score(
+                    &split(rows(obs.transform.apply(xi0)), p),
+                    &z_truth,
+                    &uq::LEVELS,
+                ),
+                solution: uq::score(&split(rows(u_post), nu), &truth, &uq::LEVELS),
+            })
+        }
+    };
     let report = PhysicsEval {
         n_test: n,
         n_samples: s,
@@ -309,6 +572,7 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
         residual_norm,
         reference_residual_norm,
         inverse,
+        posterior,
     };
     let path = run.dir.join("eval.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json"))

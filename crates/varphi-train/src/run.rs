@@ -190,8 +190,9 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
     };
     let mut config = config;
     if opts.quick && !resuming {
-        let t = &mut config.training;
-        t.epochs = t.quick_epochs.unwrap_or((t.epochs / 10).max(1));
+        let t = &config.training;
+        let epochs = t.quick_epochs.unwrap_or((t.epochs / 10).max(1));
+        config.shrink_to(epochs);
     }
     let backend = opts.backend.unwrap_or(config.training.backend);
     let data = prepare_data(&config, Path::new("."))?;
@@ -231,8 +232,8 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
         quiet: opts.quiet,
     };
     if config.model.kind == ModelKind::Pddlvm {
-        let model = crate::physics::PhysicsModel::init(&config, &data.shape(), &device);
-        let objective = crate::physics::PddlvmObjective::new(&config, &data.norm)?;
+        let objective = crate::physics::PddlvmObjective::new(&config, &data)?;
+        let model = crate::physics::PhysicsModel::init(&config, &data.shape(), &objective, &device);
         let model = fit_run(&ctx, model, &objective)?;
         let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
         if !opts.no_plots {

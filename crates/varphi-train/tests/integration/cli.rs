@@ -117,6 +117,42 @@ fn bad_configs_give_one_line_errors() {
         &["model.encoder", "[1, 2, 2, 5]"],
     );
 
+    // Staged physics runs: stage lengths, stages without observations, priors without a
+    // standard-normal map.
+    let pddlvm = |extra: &str| {
+        format!(
+            "[data]\nkind = \"darcy\"\nn = 8\ngrid = 5\n[model]\nkind = \"pddlvm\"\n[objective.residual]\nsigma = 0.01\n{extra}"
+        )
+    };
+    let stage = |mode: &str, epochs: usize| {
+        format!("[[training.stages]]\nmode = \"{mode}\"\nepochs = {epochs}\n")
+    };
+    let cases = [
+        (
+            "stages.toml",
+            pddlvm(&format!("[training]\nepochs = 5\n{}", stage("physics", 3))),
+            vec!["training.stages", "3 epochs", "training.epochs = 5"],
+        ),
+        (
+            "nodata.toml",
+            pddlvm(&format!(
+                "[training]\nepochs = 4\n{}{}",
+                stage("physics", 2),
+                stage("data", 2)
+            )),
+            vec!["training.stages", "[objective.observations]"],
+        ),
+        (
+            "twophase.toml",
+            pddlvm("[objective.observations]\ncount = 4\nsigma = 0.01\n"),
+            vec!["objective.observations", "log-normal"],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let p = write(&dir, name, &text);
+        fails_with(&varphi(&["train", p.to_str().unwrap()], &dir), &needles);
+    }
+
     // Missing run directory for eval/sample.
     fails_with(&varphi(&["eval", "no-such-run"], &dir), &["no-such-run"]);
 }
@@ -316,10 +352,28 @@ fn physics_only_pddlvm_quick_run_and_uq_evaluation() {
         let c = r["coverage"][level].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&c), "{r}");
     }
-    // 16 quick epochs without a single solution label: the surrogate mean is within 30 % of the
-    // Newton solutions (the full config reaches ~1 %, docs/experiments.md).
+    // 16 physics epochs without a single solution label: the surrogate mean is within 30 % of
+    // the Newton solutions (the full config reaches ~2 %, docs/experiments.md).
     assert!(r["rel_l2"].as_f64().unwrap() < 0.3, "{r}");
     assert!(r["inverse"]["rel_l2"].as_f64().is_some_and(f64::is_finite));
+    // Then 4 data + 4 joint epochs: a posterior from 10 noisy observations, scored against the
+    // prior on the same cases (whose coverage is nominal by construction).
+    let post = &r["posterior"];
+    assert_eq!(post["n_obs"].as_u64(), Some(10), "{r}");
+    let prior_90 = post["prior"]["coverage"]["0.9"].as_f64().unwrap();
+    assert!((prior_90 - 0.9).abs() < 0.05, "{r}");
+    assert!(
+        post["params"]["rel_l2"].as_f64().unwrap() < post["prior"]["rel_l2"].as_f64().unwrap(),
+        "{r}"
+    );
+    // In the data stage (epochs 17–20) the surrogate is frozen: its entropy on the fixed test
+    // parameters stays where epoch 16 left it, while the posterior's KL moves; both train again
+    // in the joint stage.
+    let h = metric(&dir.join("run"), "test_entropy");
+    let kl = metric(&dir.join("run"), "test_obs_kl");
+    assert!(h[15..20].iter().all(|v| *v == h[15]), "{h:?}");
+    assert!(h[14] != h[15] && h[20] != h[19], "{h:?}");
+    assert!(kl[15..20].windows(2).all(|w| w[0] != w[1]), "{kl:?}");
     fails_with(
         &varphi(&["sample", "run", "-o", "s.npy"], &dir),
         &["pddlvm"],
