@@ -104,20 +104,21 @@ impl PddlvmDataElbo {
     /// Evaluate the bound.
     ///
     /// # Shapes
-    /// - `q_xi`: `q_ψ(ξ | y)` over `[batch, k]`; `eps_xi`: `[particles, batch, k]`
+    /// - `q_xi`: `q_ψ(ξ | y)` over `[batch, k]` (diagonal or full covariance); `eps_xi`: `[particles, batch, k]`
     /// - `log_lik(ξ)`: `log p(y | T(ξ))` for `ξ` `[particles·batch, k]` (particle-major) →
     ///   `[particles·batch]`, e.g. [`crate::ObservationLikelihood::log_marginal`] of the
     ///   surrogate's mean and variance
-    pub fn forward(
+    pub fn forward<Q: VariationalFamily>(
         &self,
-        q_xi: &DiagGaussian,
+        q_xi: &Q,
         eps_xi: Tensor<3>,
         log_lik: impl FnOnce(Tensor<2>) -> Tensor<1>,
     ) -> PddlvmDataOutput {
         let [s, b, k] = eps_xi.dims();
+        let device = eps_xi.device();
         let xi = q_xi.rsample(eps_xi).reshape([s * b, k]);
         let lo = log_lik(xi).reshape([s, b]).mean_dim(0).reshape([b]);
-        let kl = q_xi.kl_standard_normal();
+        let kl = q_xi.kl_to_diag(&DiagGaussian::standard(b, k, &device));
         let loss = (lo.clone() - kl.clone()).mean().neg();
         PddlvmDataOutput {
             loss,

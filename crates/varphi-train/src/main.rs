@@ -354,6 +354,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .for_each(|(_, c)| print!(" {:>14.5}", get(c)));
                 println!();
             }
+            if let Some(p) = r.posterior.as_ref().filter(|p| !p.per_parameter.is_empty()) {
+                println!("  posterior per parameter: rel_l2 / coverage 90 %");
+                for (name, c) in &p.per_parameter {
+                    println!(
+                        "    {name:<8} {:>10.4} {:>8.3}",
+                        c.rel_l2,
+                        c.coverage.get("0.9").copied().unwrap_or(f64::NAN)
+                    );
+                }
+            }
             println!(
                 "  residual norm of samples {:.4e} (reference solutions: {:.4e})",
                 r.residual_norm, r.reference_residual_norm

@@ -22,9 +22,7 @@ use varphi_data::{Batcher, physics::Observations};
 use varphi_losses::{
     ObservationLikelihood, ObservationOperator, PddlvmDataElbo, PddlvmElbo, ResidualLikelihood,
 };
-use varphi_models::{
-    Activation, DiagGaussian, Encoder, EncoderConfig, MlpEncoderConfig, Pddlvm, VariationalFamily,
-};
+use varphi_models::{Activation, FullGaussian, Mlp, MlpConfig, Pddlvm, VariationalFamily};
 use varphi_physics::pde::{Preconditioner, PriorTransform, Problem};
 
 /// The trained module: both networks and the residual likelihood (whose `σ_r` may be learned).
@@ -34,8 +32,9 @@ pub struct PhysicsModel {
     pub pddlvm: Pddlvm,
     /// Virtual observation of the residual.
     pub residual: ResidualLikelihood,
-    /// Amortised posterior `q_ψ(ξ | y)` over the whitened parameters (runs with observations).
-    pub posterior: Option<Encoder>,
+    /// Amortised full-covariance posterior `q_ψ(ξ | y) = N(μ(y), L(y)L(y)ᵀ)` over the whitened
+    /// parameters (runs with observations): an MLP `y ↦ [μ, raw L]`, `k + k²` outputs.
+    pub posterior: Option<Mlp>,
     /// `log s_j`, the surrogate's model error at each observed point, `[1, m]` (physical
     /// units), learned with the posterior (type-II maximum likelihood over the training pairs).
     pub model_error: Option<Param<Tensor<2>>>,
@@ -58,12 +57,11 @@ impl PhysicsModel {
                 .expect("validated: pddlvm has [objective.residual]")
                 .init(device),
             posterior: objective.observations.as_ref().map(|o| {
-                EncoderConfig::Mlp(
-                    MlpEncoderConfig::new(o.indices.len(), o.transform.latent_dim())
-                        .with_hidden(config.model.hidden.clone())
-                        .with_activation(act),
-                )
-                .init(device)
+                let k = o.transform.latent_dim();
+                let mut sizes = vec![o.indices.len()];
+                sizes.extend(&config.model.hidden);
+                sizes.push(k + k * k);
+                MlpConfig::new(sizes).with_activation(act).init(device)
             }),
             model_error: objective.observations.as_ref().map(|o| {
                 let m = o.indices.len();
@@ -250,12 +248,18 @@ impl PddlvmObjective {
     }
 
     /// `q_ψ(ξ | y)` for observations `y` `[b, m]` (physical units).
-    pub fn posterior(&self, model: &PhysicsModel, y: Tensor<2>) -> DiagGaussian {
-        model
+    pub fn posterior(&self, model: &PhysicsModel, y: Tensor<2>) -> FullGaussian {
+        let o = self.observations.as_ref().expect("a run with observations");
+        let k = o.transform.latent_dim();
+        let b = y.dims()[0];
+        let out = model
             .posterior
             .as_ref()
             .expect("a run with observations has a posterior network")
-            .forward(y.div_scalar(self.u_scale), None)
+            .forward(y.div_scalar(self.u_scale));
+        let mean = out.clone().slice([0..b, 0..k]);
+        let raw = out.slice([0..b, k..k + k * k]).reshape([b, k, k]);
+        FullGaussian::from_unconstrained(mean, raw)
     }
 
     /// The observation bound [`PddlvmDataElbo`] for observations `y` `[b, m]`. The surrogate
@@ -425,6 +429,17 @@ pub struct PosteriorEval {
     pub prior: UqScores,
     /// Posterior predictive `u ~ q(u | T(ξ))`, `ξ ~ q(ξ | y)`, against the reference solutions.
     pub solution: UqScores,
+    /// Per-parameter posterior scores (named), for up to 16 parameters: which ones the
+    /// observations identify and which stay at their prior.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_parameter: Vec<(String, UqScores)>,
+}
+
+/// [`uq::score`] of column `j` of `[S][n·p]` samples against `[n·p]` truth.
+fn column_scores(samples: &[Vec<f64>], truth: &[f64], p: usize, j: usize) -> UqScores {
+    let col = |v: &[f64]| v.iter().skip(j).step_by(p).copied().collect::<Vec<_>>();
+    let s: Vec<Vec<f64>> = samples.iter().map(|v| col(v)).collect();
+    uq::score(&s, &col(truth), &uq::LEVELS)
 }
 
 /// A physics run loaded for inference.
@@ -548,10 +563,23 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
                 .reshape([s * n, nu])
                 .mul_scalar(o.u_scale);
             let xi0 = noise.normal([s * n, k], 4, device);
+            let z_post = split(rows(z_post), p);
+            let names = o.problem.param_names();
+            let per_parameter = if p <= 16 {
+                (0..p)
+                    .map(|j| {
+                        let name = names.get(j).cloned().unwrap_or_else(|| format!("z{j}"));
+                        (name, column_scores(&z_post, &z_truth, p, j))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             Some(PosteriorEval {
                 n_obs: obs.indices.len(),
                 obs_sigma: obs.likelihood.sigma,
-                params: uq::score(&split(rows(z_post), p), &z_truth, &uq::LEVELS),
+                per_parameter,
+                params: uq::score(&z_post, &z_truth, &uq::LEVELS),
                 prior: uq::score(
                     &split(rows(obs.transform.apply(xi0)), p),
                     &z_truth,
