@@ -277,11 +277,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 s.run_dir.display()
             );
         }
-        Command::Sample { run, .. } if is_physics_run(&run) => {
-            anyhow::bail!(
-                "{} is a pddlvm run: its predictive samples are scored by `varphi eval {}` and drawn in samples.png; sampling it from the CLI is not supported yet",
-                run.display(),
-                run.display()
+        Command::Sample {
+            run,
+            n,
+            output,
+            condition,
+            noise,
+            backend,
+        } if is_physics_run(&run) => {
+            if n == 0 {
+                anyhow::bail!("-n must be at least 1");
+            }
+            if noise {
+                anyhow::bail!(
+                    "--noise is for data likelihoods; a pddlvm surrogate's samples already carry its predictive spread"
+                );
+            }
+            let loaded = varphi_train::physics::load_physics_run(&run, backend)?;
+            let z =
+                varphi_train::physics::sample_surrogate(&loaded, n, condition.as_deref(), &output)?;
+            let shown: Vec<String> = z.iter().take(6).map(|v| format!("{v:.4}")).collect();
+            println!(
+                "wrote {n} surrogate samples u ~ q(u|z) {:?} to {} (z = [{}{}])",
+                loaded.objective.problem.solution_shape(),
+                output.display(),
+                shown.join(", "),
+                if z.len() > 6 { ", ..." } else { "" }
             );
         }
         Command::Sample {

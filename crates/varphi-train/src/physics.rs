@@ -641,3 +641,58 @@ pub fn sample_plot(
         &plots::SURROGATE_TITLES,
     )
 }
+
+/// `n` predictive samples `u ~ q(u | z)` of the forward surrogate (physical units), for the
+/// physical parameters `condition` (or, without it, those of the first test case), written to
+/// `out` as float32 `.npy` `[n, ...solution shape]`. Returns the parameters used.
+pub fn sample_surrogate(
+    run: &PhysicsRun,
+    n: usize,
+    condition: Option<&[f64]>,
+    out: &Path,
+) -> Result<Vec<f64>, TrainError> {
+    let device = &run.device.device;
+    let o = &run.objective;
+    let p = o.cond_mean.len();
+    let z: Vec<f64> = match condition {
+        Some(v) if v.len() == p => v.to_vec(),
+        Some(v) => {
+            return Err(TrainError::Invalid {
+                key: "--condition".into(),
+                message: format!(
+                    "this {} run takes {p} comma-separated parameter value(s) ({}), got {}",
+                    o.problem.name(),
+                    if p <= 8 {
+                        o.problem.param_names().join(", ")
+                    } else {
+                        "the coefficient field".into()
+                    },
+                    v.len()
+                ),
+            });
+        }
+        None => {
+            let (_, cond) = run.data.test.batch(&[0], device);
+            rows(o.physical(cond.expect("parameters")))
+        }
+    };
+    if let Some(bad) = z.iter().find(|v| !v.is_finite()) {
+        return Err(TrainError::Invalid {
+            key: "--condition".into(),
+            message: format!("parameter values must be finite, got {bad}"),
+        });
+    }
+    let zt = Tensor::<2>::from_data(TensorData::new(z.clone(), [1, p]), device);
+    let q = run.model.pddlvm.surrogate(o.normalised(zt));
+    let nu = q.mean.dims()[1];
+    let eps = NoiseSource {
+        seed: run.config.seed,
+        stream: 200,
+    }
+    .normal([n, 1, nu], 0, device);
+    let values = rows(q.rsample(eps).reshape([n, nu]).mul_scalar(o.u_scale));
+    let mut shape = vec![n];
+    shape.extend(o.problem.solution_shape());
+    varphi_data::npy::save_npy_f32(out, &shape, &values).map_err(io_err(out))?;
+    Ok(z)
+}

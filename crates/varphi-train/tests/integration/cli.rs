@@ -374,9 +374,54 @@ fn physics_only_pddlvm_quick_run_and_uq_evaluation() {
     assert!(h[15..20].iter().all(|v| *v == h[15]), "{h:?}");
     assert!(h[14] != h[15] && h[20] != h[19], "{h:?}");
     assert!(kl[15..20].windows(2).all(|w| w[0] != w[1]), "{kl:?}");
+    // Surrogate samples for given parameters, and a wrong parameter count named.
+    let out = varphi(
+        &[
+            "sample",
+            "run",
+            "-n",
+            "5",
+            "-o",
+            "s.npy",
+            "--condition",
+            "0,0,0,0,0,1.5",
+        ],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(dir.join("s.npy")).unwrap();
+    let start = 10 + (bytes[8] as usize | (bytes[9] as usize) << 8);
+    assert_eq!(bytes.len() - start, 5 * 33 * 4);
+    let u: Vec<f64> = bytes[start..]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+        .collect();
+    // z = 0 makes k = ln 2 + 0.1 constant: u = w (1 − x²) / (2k) on (−1, 1). The quick
+    // surrogate's sample mean is within 30 % of it.
+    let k = std::f64::consts::LN_2 + 0.1;
+    let (mut err, mut norm) = (0.0, 0.0);
+    for i in 0..33 {
+        let x = -1.0 + i as f64 / 16.0;
+        let exact = 1.5 * (1.0 - x * x) / (2.0 * k);
+        let mean = (0..5).map(|s| u[s * 33 + i]).sum::<f64>() / 5.0;
+        err += (mean - exact).powi(2);
+        norm += exact * exact;
+    }
+    assert!(
+        (err / norm).sqrt() < 0.3,
+        "relative error {}",
+        (err / norm).sqrt()
+    );
     fails_with(
-        &varphi(&["sample", "run", "-o", "s.npy"], &dir),
-        &["pddlvm"],
+        &varphi(
+            &["sample", "run", "-o", "s.npy", "--condition", "1,2"],
+            &dir,
+        ),
+        &["--condition", "6", "z0"],
     );
 }
 
