@@ -284,43 +284,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             condition,
             noise,
             backend,
-        } if is_physics_run(&run) => {
-            if n == 0 {
-                anyhow::bail!("-n must be at least 1");
-            }
-            if noise {
-                anyhow::bail!(
-                    "--noise is for data likelihoods; a pddlvm surrogate's samples already carry its predictive spread"
-                );
-            }
-            let loaded = varphi_train::physics::load_physics_run(&run, backend)?;
-            let z =
-                varphi_train::physics::sample_surrogate(&loaded, n, condition.as_deref(), &output)?;
-            let shown: Vec<String> = z.iter().take(6).map(|v| format!("{v:.4}")).collect();
-            println!(
-                "wrote {n} surrogate samples u ~ q(u|z) {:?} to {} (z = [{}{}])",
-                loaded.objective.problem.solution_shape(),
-                output.display(),
-                shown.join(", "),
-                if z.len() > 6 { ", ..." } else { "" }
-            );
-        }
-        Command::Sample {
-            run,
-            n,
-            output,
-            condition,
-            noise,
-            backend,
         } => {
             if n == 0 {
                 anyhow::bail!("-n must be at least 1");
             }
-            let loaded = load_run(&run, backend)?;
-            sample_run(&loaded, n, condition.as_deref(), noise, &output)?;
-            let mut shape = vec![n];
-            shape.extend(&loaded.data.test.sample_shape);
-            println!("wrote {} samples {:?} to {}", n, shape, output.display());
+            if is_physics_run(&run) {
+                if noise {
+                    anyhow::bail!(
+                        "--noise is for data likelihoods; a pddlvm surrogate's samples already carry its predictive spread"
+                    );
+                }
+                let loaded = varphi_train::physics::load_physics_run(&run, backend)?;
+                let z = varphi_train::physics::sample_surrogate(
+                    &loaded,
+                    n,
+                    condition.as_deref(),
+                    &output,
+                )?;
+                let shown: Vec<String> = z.iter().take(6).map(|v| format!("{v:.4}")).collect();
+                println!(
+                    "wrote {n} surrogate samples u ~ q(u|z) {:?} to {} (z = [{}{}])",
+                    loaded.objective.problem.solution_shape(),
+                    output.display(),
+                    shown.join(", "),
+                    if z.len() > 6 { ", ..." } else { "" }
+                );
+            } else {
+                let loaded = load_run(&run, backend)?;
+                sample_run(&loaded, n, condition.as_deref(), noise, &output)?;
+                let mut shape = vec![n];
+                shape.extend(&loaded.data.test.sample_shape);
+                println!("wrote {} samples {:?} to {}", n, shape, output.display());
+            }
         }
         Command::Eval { run, backend } if is_physics_run(&run) => {
             let loaded = varphi_train::physics::load_physics_run(&run, backend)?;
