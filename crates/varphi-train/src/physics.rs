@@ -58,13 +58,13 @@ impl PhysicsModel {
                 .init(device),
             posterior: objective.observations.as_ref().map(|o| {
                 let k = o.transform.latent_dim();
-                let mut sizes = vec![o.indices.len()];
+                let mut sizes = vec![o.likelihood.operator.len()];
                 sizes.extend(&config.model.hidden);
                 sizes.push(k + k * k);
                 MlpConfig::new(sizes).with_activation(act).init(device)
             }),
             model_error: objective.observations.as_ref().map(|o| {
-                let m = o.indices.len();
+                let m = o.likelihood.operator.len();
                 Param::from_tensor(
                     Tensor::<2>::zeros([1, m], device).add_scalar(o.likelihood.sigma.ln()),
                 )
@@ -75,9 +75,7 @@ impl PhysicsModel {
 
 /// The observation part of a run with `[objective.observations]`.
 pub struct ObservationTerm {
-    /// Observed flat solution nodes.
-    pub indices: Vec<usize>,
-    /// `log p(y | u)` at those nodes (physical units).
+    /// `log p(y | u)` at the observed nodes (physical units).
     pub likelihood: ObservationLikelihood,
     /// `z = T(ξ)`, `ξ ~ N(0, I)`.
     pub transform: PriorTransform,
@@ -162,7 +160,6 @@ impl PddlvmObjective {
                         operator: ObservationOperator::by_index(&indices),
                         sigma: o.sigma,
                     },
-                    indices,
                     transform,
                 })
             }
@@ -191,12 +188,23 @@ impl PddlvmObjective {
         })
     }
 
+    /// `(mean, std)` of the parameter normalisation as `[1, p]` rows on `device`.
+    fn cond_rows(&self, device: &Device) -> (Tensor<2>, Tensor<2>) {
+        let p = self.cond_mean.len();
+        let row = |v: &[f64]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, p]), device);
+        (row(&self.cond_mean), row(&self.cond_std))
+    }
+
     /// Physical parameters from normalised ones, `[b, p]`.
     pub fn physical(&self, z: Tensor<2>) -> Tensor<2> {
-        let device = z.device();
-        let p = self.cond_mean.len();
-        let row = |v: &[f64]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, p]), &device);
-        z * row(&self.cond_std) + row(&self.cond_mean)
+        let (mean, std) = self.cond_rows(&z.device());
+        z * std + mean
+    }
+
+    /// Normalised parameters (the networks' coordinates) from physical ones, `[b, p]`.
+    pub fn normalised(&self, z: Tensor<2>) -> Tensor<2> {
+        let (mean, std) = self.cond_rows(&z.device());
+        (z - mean) / std
     }
 
     /// `log p(r̂ = 0 | u, z)` for surrogate outputs `u` `[rows, n_u]` (units of `u_scale`) and
@@ -215,16 +223,6 @@ impl PddlvmObjective {
         };
         model.residual.log_prob(&r, step)
     }
-}
-
-impl PddlvmObjective {
-    /// Normalised parameters (the networks' coordinates) from physical ones, `[b, p]`.
-    pub fn normalised(&self, z: Tensor<2>) -> Tensor<2> {
-        let device = z.device();
-        let p = self.cond_mean.len();
-        let row = |v: &[f64]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, p]), &device);
-        (z - row(&self.cond_mean)) / row(&self.cond_std)
-    }
 
     /// The stage of optimiser step `step`.
     pub fn mode_at(&self, step: usize) -> StageMode {
@@ -236,12 +234,10 @@ impl PddlvmObjective {
             .map_or(StageMode::Physics, |s| s.0)
     }
 
-    /// Noisy observations `y = u*(x_j) + σ_y ε` (physical units) of the normalised solutions
-    /// `x` `[b, n_u]`.
-    pub fn observe(&self, x: Tensor<2>, noise: NoiseSource, step: usize) -> Tensor<2> {
+    /// Noisy observations `y = u(x_j) + σ_y ε` of solutions `u` `[b, n_u]` (physical units).
+    pub fn observe(&self, u: Tensor<2>, noise: NoiseSource, step: usize) -> Tensor<2> {
         let o = self.observations.as_ref().expect("a run with observations");
-        let device = x.device();
-        let u = x.mul_scalar(self.x_std).add_scalar(self.x_mean);
+        let device = u.device();
         let clean = o.likelihood.operator.apply(u);
         let eps = noise.normal(clean.dims(), step, &device);
         clean + eps.mul_scalar(o.likelihood.sigma)
@@ -331,13 +327,14 @@ impl Objective<PhysicsModel> for PddlvmObjective {
         let mode = self.mode_at(step);
         // A term outside the stage's loss is still reported, but computed without autodiff: a
         // graph that is never backpropagated would pile up.
-        let untracked = model.valid();
-        let (for_physics, z) = match mode {
-            StageMode::Data => (&untracked, z.inner()),
+        let untracked =
+            (mode != StageMode::Joint && self.observations.is_some()).then(|| model.valid());
+        let (for_physics, z) = match (mode, &untracked) {
+            (StageMode::Data, Some(valid)) => (valid, z.inner()),
             _ => (model, z),
         };
-        let (for_data, x) = match mode {
-            StageMode::Physics => (&untracked, x.inner()),
+        let (for_data, x) = match (mode, &untracked) {
+            (StageMode::Physics, Some(valid)) => (valid, x.inner()),
             _ => (model, x),
         };
         let eps = stream(0).normal([s, b, nu], step, &device);
@@ -362,7 +359,9 @@ impl Objective<PhysicsModel> for PddlvmObjective {
         ];
         let mut loss = (mode != StageMode::Data).then_some(out.loss);
         if self.observations.is_some() {
-            let y = self.observe(x, stream(1), step);
+            // The batch holds normalised solutions.
+            let u = x.mul_scalar(self.x_std).add_scalar(self.x_mean);
+            let y = self.observe(u, stream(1), step);
             let d = self.data_bound(for_data, y, stream(2), step);
             terms.extend([
                 ("obs_log_lik", mean_of(d.log_obs)),
@@ -512,8 +511,10 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
     let u = q
         .rsample(noise.normal([s, n, nu], 0, device))
         .mul_scalar(o.u_scale);
-    let u_flat = rows(u.clone().reshape([s * n, nu]));
-    let samples: Vec<Vec<f64>> = u_flat.chunks(n * nu).map(<[f64]>::to_vec).collect();
+    // `[S·n, w]` samples as `[S][n·w]`.
+    let split =
+        |v: Vec<f64>, w: usize| -> Vec<Vec<f64>> { v.chunks(n * w).map(<[f64]>::to_vec).collect() };
+    let samples = split(rows(u.clone().reshape([s * n, nu])), nu);
     let fwd = uq::score(&samples, &truth, &uq::LEVELS);
     let norm_of = |u: Tensor<2>, z: Tensor<2>| {
         let r = o.problem.residual(u, z).all();
@@ -528,20 +529,18 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
     let truth_t = Tensor::<2>::from_data(TensorData::new(truth.clone(), [n, nu]), device);
     let reference_residual_norm = norm_of(truth_t.clone(), z_phys.clone());
     // Inverse: p(z | u_true).
-    let qz = run.model.pddlvm.inverse(truth_t.div_scalar(o.u_scale));
+    let qz = run.model.pddlvm.inverse(truth_t.clone().div_scalar(o.u_scale));
     let zs = qz
         .rsample(noise.normal([s, n, p], 1, device))
         .reshape([s * n, p]);
-    let zs = rows(o.physical(zs));
-    let z_samples: Vec<Vec<f64>> = zs.chunks(n * p).map(<[f64]>::to_vec).collect();
+    let z_samples = split(rows(o.physical(zs)), p);
     let z_truth = rows(z_phys);
     let inverse = uq::score(&z_samples, &z_truth, &uq::LEVELS);
     let posterior = match &o.observations {
         None => None,
         Some(obs) => {
-            let (x, _) = run.data.test.batch(&idx, device);
             let y = o.observe(
-                x,
+                truth_t,
                 NoiseSource {
                     seed: run.config.seed,
                     stream: 302,
@@ -549,9 +548,6 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
                 0,
             );
             let k = obs.transform.latent_dim();
-            let split = |v: Vec<f64>, w: usize| -> Vec<Vec<f64>> {
-                v.chunks(n * w).map(<[f64]>::to_vec).collect()
-            };
             let q_xi = o.posterior(&run.model, y);
             let xi = q_xi
                 .rsample(noise.normal([s, n, k], 2, device))
@@ -576,7 +572,7 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
                 Vec::new()
             };
             Some(PosteriorEval {
-                n_obs: obs.indices.len(),
+                n_obs: obs.likelihood.operator.len(),
                 obs_sigma: obs.likelihood.sigma,
                 per_parameter,
                 params: uq::score(&z_post, &z_truth, &uq::LEVELS),
