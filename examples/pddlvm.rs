@@ -93,7 +93,7 @@ fn main() {
     let enc = |d_in: usize, d_out: usize| {
         EncoderConfig::Mlp(MlpEncoderConfig::new(d_in, d_out).with_hidden(vec![256, 256]))
     };
-    let mut model = PddlvmConfig::new(enc(p, nu), enc(nu, p)).init(&device);
+    let mut model = PddlvmConfig::new(enc(p, nu).into(), enc(nu, p).into()).init(&device);
     let lik = ResidualLikelihoodConfig::new(1e-3 * u_scale)
         .with_schedule(SigmaSchedule::Anneal {
             initial: 1e-1 * u_scale,

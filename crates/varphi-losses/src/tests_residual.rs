@@ -364,7 +364,7 @@ fn pddlvm_bound_is_the_sum_of_its_terms_and_trains_a_physics_only_surrogate() {
     let enc = |i: usize, o: usize| {
         EncoderConfig::Mlp(MlpEncoderConfig::new(i, o).with_hidden(vec![32, 32]))
     };
-    let mut model = PddlvmConfig::new(enc(6, 9), enc(9, 6)).init(&ad);
+    let mut model = PddlvmConfig::new(enc(6, 9).into(), enc(9, 6).into()).init(&ad);
     let lik = ResidualLikelihoodConfig::new(1e-3)
         .with_schedule(SigmaSchedule::Anneal {
             initial: 0.1,

@@ -8,6 +8,7 @@
 //!   coordinate decoders whose PDE residual needs `u_x`, `u_xx` and mixed partials.
 //! - Gaussian [`Encoder`]s and [`Decoder`]s, dense or convolutional (1-D signals, 2-D fields,
 //!   channels first), and the [`Vae`] and [`Cvae`] models.
+//! - [`UNet`]: a field-to-field U-Net, the forward surrogate of a [`Pddlvm`] over parameter fields.
 //!
 //! Every module follows Burn's conventions: a `#[derive(Config)]` `FooConfig` with
 //! `init(&self, device: &Device)`, a `#[derive(Module)]` `Foo` and a `forward` method. Nothing
@@ -38,6 +39,7 @@ pub mod distributions;
 pub mod encoder;
 pub mod mlp;
 pub mod pddlvm;
+pub mod unet;
 pub mod vae;
 
 pub use activation::Activation;
@@ -49,7 +51,8 @@ pub use distributions::{
 };
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use mlp::{Jet, Mlp, MlpConfig};
-pub use pddlvm::{Pddlvm, PddlvmConfig};
+pub use pddlvm::{GaussianNet, GaussianNetConfig, Pddlvm, PddlvmConfig};
+pub use unet::{ConvBlock, UNet, UNetConfig};
 pub use vae::{
     Cvae, CvaeConfig, CvaePriorConfig, LatentVariableModel, LearnedPriorConfig, Vae, VaeConfig,
 };

@@ -12,7 +12,8 @@ use varphi_losses::{
 };
 use varphi_models::{
     Activation, ConvDecoderConfig, ConvEncoderConfig, CvaeConfig, CvaePriorConfig, DecoderConfig,
-    EncoderConfig, LearnedPriorConfig, MlpDecoderConfig, MlpEncoderConfig, PddlvmConfig, VaeConfig,
+    EncoderConfig, GaussianNetConfig, LearnedPriorConfig, MlpDecoderConfig, MlpEncoderConfig,
+    PddlvmConfig, UNetConfig, VaeConfig,
 };
 
 /// A whole experiment. Saved as `config.toml` in every run directory.
@@ -94,6 +95,9 @@ pub enum NetKind {
     Mlp,
     /// Convolutions over the sample's grid (1-D or 2-D, channels first).
     Conv,
+    /// A U-Net from a 2-D field to a field on the same grid (PDDLVM networks whose parameter is
+    /// a field on the solution grid, e.g. Darcy's coefficient).
+    Unet,
 }
 
 /// Prior of a CVAE.
@@ -252,9 +256,14 @@ pub struct ObjectiveSection {
     /// Monte-Carlo particles per datum.
     #[serde(default = "d_particles")]
     pub n_particles: usize,
-    /// The PDE residual as a virtual observation (`pddlvm` models).
+    /// The PDE residual as a virtual observation: the training signal of `pddlvm` models, and
+    /// a second likelihood term of `cvae` surrogates (parameters → solution).
     #[serde(default)]
     pub residual: Option<ResidualSection>,
+    /// CVAE surrogates with `[objective.residual]`: keep the data likelihood `log p(x | z, c)`
+    /// (true: data × physics) or train on the residual alone (false: no solution labels).
+    #[serde(default = "d_true")]
+    pub data_likelihood: bool,
     /// Noisy point observations of the solution and the amortised parameter posterior
     /// `q(ξ | y)` (`pddlvm` models with a whitened prior).
     #[serde(default)]
@@ -353,6 +362,7 @@ impl Default for ObjectiveSection {
             warmup_steps: 0,
             n_particles: d_particles(),
             residual: None,
+            data_likelihood: true,
             observations: None,
         }
     }
@@ -384,6 +394,10 @@ pub struct OptimizerSection {
     /// Learning rate.
     #[serde(default = "d_lr")]
     pub lr: f64,
+    /// Cosine decay of the learning rate from `lr` to this value over the run (constant if
+    /// absent).
+    #[serde(default)]
+    pub lr_final: Option<f64>,
     /// Clip each parameter's gradient to this L2 norm (off if absent).
     #[serde(default)]
     pub grad_clip: Option<f64>,
@@ -396,6 +410,7 @@ impl Default for OptimizerSection {
     fn default() -> Self {
         Self {
             lr: d_lr(),
+            lr_final: None,
             grad_clip: None,
             weight_decay: 0.0,
         }
@@ -584,6 +599,29 @@ impl TrainConfig {
                 ));
             }
         }
+        if self.objective.residual.is_some() && m.kind == ModelKind::Vae {
+            return Err(invalid(
+                "objective.residual",
+                "a PDE residual needs the parameters of each sample: use kind = \"cvae\" (a surrogate parameters → solution) or \"pddlvm\"",
+            ));
+        }
+        if !self.objective.data_likelihood
+            && !(m.kind == ModelKind::Cvae && self.objective.residual.is_some())
+        {
+            return Err(invalid(
+                "objective.data_likelihood",
+                "false (train without solution labels) needs kind = \"cvae\" and [objective.residual]",
+            ));
+        }
+        if m.kind == ModelKind::Cvae
+            && self.objective.residual.is_some()
+            && self.data.physics().is_none()
+        {
+            return Err(invalid(
+                "objective.residual",
+                "a CVAE residual needs a physics data source ([data] kind = \"darcy\", \"poisson1d\", ...)",
+            ));
+        }
         if m.kind == ModelKind::Pddlvm {
             if self.objective.residual.is_none() {
                 return Err(invalid(
@@ -671,6 +709,14 @@ impl TrainConfig {
                 format!("must be > 0, got {}", p.lr),
             ));
         }
+        if let Some(f) = p.lr_final
+            && !(f.is_finite() && f >= 0.0 && f <= p.lr)
+        {
+            return Err(invalid(
+                "optimizer.lr_final",
+                format!("must be in [0, lr = {}], got {f}", p.lr),
+            ));
+        }
         if let Some(c) = p.grad_clip
             && !(c.is_finite() && c > 0.0)
         {
@@ -705,6 +751,32 @@ impl TrainConfig {
             return Err(invalid(
                 "model.kind",
                 "\"cvae\" needs a condition per sample, but the data have none (set cond_path/cond_key in [data], or use kind = \"vae\")",
+            ));
+        }
+        let uses_unet = m.encoder == NetKind::Unet || m.decoder == NetKind::Unet;
+        if uses_unet {
+            let field = match shape.sample_shape.as_slice() {
+                [h, w] | [1, h, w] => Some(h * w),
+                _ => None,
+            };
+            if m.kind != ModelKind::Pddlvm || field != Some(shape.cond_dim) {
+                return Err(invalid(
+                    if m.decoder == NetKind::Unet {
+                        "model.decoder"
+                    } else {
+                        "model.encoder"
+                    },
+                    format!(
+                        "\"unet\" maps a 2-D field to a field on the same grid: it needs kind = \"pddlvm\" with parameters on the solution grid, but the samples have shape {:?} and {} parameters (use \"mlp\")",
+                        shape.sample_shape, shape.cond_dim
+                    ),
+                ));
+            }
+        }
+        if m.kind == ModelKind::Pddlvm && m.decoder == NetKind::Conv {
+            return Err(invalid(
+                "model.decoder",
+                "the PDDLVM surrogate q(u|z) is \"mlp\" or \"unet\" (\"conv\" is for the inverse model, model.encoder)",
             ));
         }
         let uses_conv = m.encoder == NetKind::Conv || m.decoder == NetKind::Conv;
@@ -759,6 +831,7 @@ impl TrainConfig {
                     .with_activation(act)
                     .with_d_cond(d_cond),
             ),
+            NetKind::Unet => unreachable!("check_data rejects unet outside pddlvm"),
             NetKind::Conv => EncoderConfig::Conv(
                 ConvEncoderConfig::new(shape.conv_shape().expect("checked"), m.latent_dim)
                     .with_channels(m.channels.clone())
@@ -781,6 +854,7 @@ impl TrainConfig {
                     .with_hidden(m.hidden.clone())
                     .with_activation(act),
             ),
+            NetKind::Unet => unreachable!("check_data rejects unet outside pddlvm"),
             NetKind::Conv => {
                 let mut out = shape.conv_shape().expect("checked");
                 out[0] *= k;
@@ -796,20 +870,46 @@ impl TrainConfig {
         }
     }
 
-    /// The PDDLVM networks: `q(u | z)` from `cond_dim` parameters to the flattened solution and
-    /// `p(z | u)` back (dense Gaussian encoders with the model's hidden widths).
+    /// The PDDLVM networks: `q(u | z)` from `cond_dim` parameters to the flattened solution
+    /// (`model.decoder`: dense, or a U-Net when the parameter is a field on the solution grid)
+    /// and `p(z | u)` back (`model.encoder`: dense, convolutional or U-Net).
     pub fn pddlvm_config(&self, shape: &DataShape) -> PddlvmConfig {
         let m = &self.model;
         let act: Activation = m.activation.into();
         let (p, nu) = (shape.cond_dim, shape.features());
-        let net = |i: usize, o: usize| {
+        let dense = |i: usize, o: usize| -> GaussianNetConfig {
             EncoderConfig::Mlp(
                 MlpEncoderConfig::new(i, o)
                     .with_hidden(m.hidden.clone())
                     .with_activation(act),
             )
+            .into()
         };
-        PddlvmConfig::new(net(p, nu), net(nu, p))
+        let unet = || {
+            let field = shape.conv_shape().expect("checked: a 2-D field");
+            GaussianNetConfig::UNet(
+                UNetConfig::new(field, 2)
+                    .with_channels(m.channels.clone())
+                    .with_activation(act),
+            )
+        };
+        let forward = match m.decoder {
+            NetKind::Unet => unet(),
+            _ => dense(p, nu),
+        };
+        let inverse = match m.encoder {
+            NetKind::Unet => unet(),
+            NetKind::Conv => EncoderConfig::Conv(
+                ConvEncoderConfig::new(shape.conv_shape().expect("checked"), p)
+                    .with_channels(m.channels.clone())
+                    .with_hidden(m.hidden.clone())
+                    .with_kernel(m.kernel)
+                    .with_activation(act),
+            )
+            .into(),
+            NetKind::Mlp => dense(nu, p),
+        };
+        PddlvmConfig::new(forward, inverse)
     }
 
     /// The stages as `(mode, first epoch after it)`, the default filled in.

@@ -304,7 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let shown: Vec<String> = z.iter().take(6).map(|v| format!("{v:.4}")).collect();
                 println!(
                     "wrote {n} surrogate samples u ~ q(u|z) {:?} to {} (z = [{}{}])",
-                    loaded.objective.problem.solution_shape(),
+                    loaded.objective.physics.problem.solution_shape(),
                     output.display(),
                     shown.join(", "),
                     if z.len() > 6 { ", ..." } else { "" }
@@ -404,6 +404,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ("reconstruction relative L2", r.recon_rel_l2),
             ] {
                 println!("  {k:<34} {v:>12.5}");
+            }
+            if let Some(s) = &r.surrogate {
+                println!("  surrogate x | c (64 samples per test case, data units)");
+                println!("  {:<34} {:>12.5}", "relative L2 of the mean", s.rel_l2);
+                println!("  {:<34} {:>12.5}", "NLL per entry", s.nll);
+                println!("  {:<34} {:>12.5}", "CRPS per entry", s.crps);
+                for (level, c) in &s.coverage {
+                    let pct = level.parse::<f64>().unwrap_or(f64::NAN) * 100.0;
+                    println!("  {:<34} {c:>12.5}", format!("coverage {pct:.0} %"));
+                }
             }
             println!("wrote {}", run.join("eval.json").display());
         }

@@ -1,11 +1,13 @@
 //! The trained module (latent-variable model + likelihood) and its objective.
 
 use crate::config::{ModelConfig, TrainConfig};
+use crate::physics::PhysicsTerm;
 use crate::trainer::{Objective, StepOutput};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-use varphi_losses::{Elbo, Likelihood};
+use std::sync::Arc;
+use varphi_losses::{Elbo, ElboOutput, Likelihood, ResidualLikelihood};
 use varphi_models::{Cvae, DiagGaussian, LatentVariableModel, Vae};
 
 /// A VAE or CVAE.
@@ -58,6 +60,9 @@ pub struct GenerativeModel {
     pub model: LatentModel,
     /// Observation likelihood.
     pub likelihood: Likelihood,
+    /// Virtual observation of the PDE residual of the decoded mean (CVAE surrogates with
+    /// `[objective.residual]`).
+    pub residual: Option<ResidualLikelihood>,
 }
 
 impl GenerativeModel {
@@ -70,6 +75,7 @@ impl GenerativeModel {
         Self {
             model,
             likelihood: config.likelihood().init(device),
+            residual: config.residual_likelihood().map(|r| r.init(device)),
         }
     }
 }
@@ -101,12 +107,111 @@ impl NoiseSource {
 }
 
 /// The ELBO objective for a [`GenerativeModel`].
+///
+/// Without physics, the usual (C)VAE bound `E_q[log p(x | z, c)] − β KL(q(z | x, c) ‖ p(z | c))`.
+/// A CVAE surrogate `c → x` (parameters → solution) with [`CvaePhysics`] adds the virtual
+/// observation of the PDE residual of the decoded mean `ū(z, c)` (primer eq. 29) to the
+/// likelihood, `log p(x, r̂ = 0 | z, c) = log p(x | z, c) + log N(0; r(ū(z, c), c), σ_r²)`, or,
+/// without solution labels, uses it alone: `E_{q(z|c)}[log N(0; r(ū(z, c), c), σ_r²)] −
+/// KL(q(z | c) ‖ N(0, I))` with the conditional network `q(z | c)` (the CVAE's learned prior
+/// net; `N(0, I)` itself, KL = 0, for a standard prior).
 #[derive(Debug, Clone)]
 pub struct ElboObjective {
     /// The bound.
     pub elbo: Elbo,
     /// Training noise.
     pub noise: NoiseSource,
+    /// The residual term of a CVAE surrogate.
+    pub physics: Option<Arc<CvaePhysics>>,
+}
+
+/// The residual term of a CVAE surrogate (see [`ElboObjective`]).
+pub struct CvaePhysics {
+    /// Problem, preconditioner and parameter normalisation.
+    pub term: PhysicsTerm,
+    /// Solution normalisation of the data: `u = x·x_std + x_mean`.
+    pub x_mean: f64,
+    /// Solution normalisation of the data.
+    pub x_std: f64,
+    /// Include the data likelihood `log p(x | z, c)` (false: residual only, no labels).
+    pub data: bool,
+}
+
+impl std::fmt::Debug for CvaePhysics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CvaePhysics")
+            .field("problem", &self.term.problem.name())
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+impl CvaePhysics {
+    /// `log p(r̂ = 0 | ū, c)` `[s, b]` for decoded means `mean` `[s, b, n]` (normalised units)
+    /// and normalised parameters `cond` `[b, p]`.
+    pub fn log_residual(
+        &self,
+        residual: &ResidualLikelihood,
+        mean: Tensor<3>,
+        cond: Tensor<2>,
+        step: usize,
+    ) -> Tensor<2> {
+        let [s, b, n] = mean.dims();
+        let p = cond.dims()[1];
+        let u = mean
+            .reshape([s * b, n])
+            .mul_scalar(self.x_std)
+            .add_scalar(self.x_mean);
+        let z = self
+            .term
+            .physical(cond)
+            .unsqueeze_dim::<3>(0)
+            .expand([s, b, p])
+            .reshape([s * b, p]);
+        residual
+            .log_prob(&self.term.residual(u, z), step)
+            .reshape([s, b])
+    }
+
+    /// The bound of a CVAE surrogate for data `x` `[b, n]` (normalised) with parameters `cond`.
+    pub fn elbo(
+        &self,
+        elbo: &Elbo,
+        model: &GenerativeModel,
+        x: Tensor<2>,
+        cond: Tensor<2>,
+        eps: Tensor<3>,
+        step: usize,
+    ) -> ElboOutput {
+        let [b, _] = x.dims();
+        let device = x.device();
+        let residual = model
+            .residual
+            .as_ref()
+            .expect("a CVAE surrogate with [objective.residual] has a residual likelihood");
+        let m = &model.model;
+        let prior = m.prior(b, Some(cond.clone()), &device);
+        let log_lik = |z: Tensor<3>, with_data: bool| {
+            let params = m.decode(z, Some(cond.clone()));
+            let lr = self.log_residual(
+                residual,
+                model.likelihood.mean(params.clone()),
+                cond.clone(),
+                step,
+            );
+            match with_data {
+                true => model.likelihood.log_prob(x.clone(), params) + lr,
+                false => lr,
+            }
+        };
+        if self.data {
+            let q = m.posterior(x.clone(), Some(cond.clone()));
+            elbo.forward(&q, &prior, eps, |z| log_lik(z, true), step)
+        } else {
+            let standard = DiagGaussian::standard(b, m.latent_dim(), &device);
+            elbo.forward(&prior, &standard, eps, |z| log_lik(z, false), step)
+        }
+    }
 }
 
 impl Objective<GenerativeModel> for ElboObjective {
@@ -129,9 +234,19 @@ impl Objective<GenerativeModel> for ElboObjective {
             step,
             &device,
         );
-        let out = self
-            .elbo
-            .forward_model(&model.model, &model.likelihood, x, cond, eps, step);
+        let out = match &self.physics {
+            Some(p) => p.elbo(
+                &self.elbo,
+                model,
+                x,
+                cond.expect("CVAE data carry conditions"),
+                eps,
+                step,
+            ),
+            None => self
+                .elbo
+                .forward_model(&model.model, &model.likelihood, x, cond, eps, step),
+        };
         let s = out.scalars();
         StepOutput {
             loss: out.loss,

@@ -23,7 +23,7 @@ use varphi_losses::{
     ObservationLikelihood, ObservationOperator, PddlvmDataElbo, PddlvmElbo, ResidualLikelihood,
 };
 use varphi_models::{Activation, FullGaussian, Mlp, MlpConfig, Pddlvm, VariationalFamily};
-use varphi_physics::pde::{Preconditioner, PriorTransform, Problem};
+use varphi_physics::pde::{Preconditioner, PriorTransform, Problem, Residual};
 
 /// The trained module: both networks and the residual likelihood (whose `σ_r` may be learned).
 #[derive(Module, Debug)]
@@ -84,14 +84,8 @@ pub struct ObservationTerm {
 /// The PDDLVM objective on normalised parameters: `z_phys = z·std + mean` enters the residual,
 /// the surrogate predicts `u / u_scale`.
 pub struct PddlvmObjective {
-    /// The problem (residual, reference solver).
-    pub problem: Box<dyn Problem + Send + Sync>,
-    /// `P⁻¹` when the residual is preconditioned.
-    pub preconditioner: Option<Preconditioner>,
-    /// Parameter normalisation (per column).
-    pub cond_mean: Vec<f64>,
-    /// Parameter normalisation (per column).
-    pub cond_std: Vec<f64>,
+    /// The problem, its residual and the parameter normalisation.
+    pub physics: PhysicsTerm,
     /// Physical scale of `u`.
     pub u_scale: f64,
     /// Particles per parameter draw.
@@ -110,13 +104,27 @@ pub struct PddlvmObjective {
     pub x_std: f64,
 }
 
-impl PddlvmObjective {
-    /// Build from the config and the run's (normalised) data.
+/// The physics shared by residual-based objectives: the problem, the optional preconditioner
+/// of its residual, and the per-column normalisation of the parameters (the networks see
+/// normalised parameters, the residual physical ones).
+pub struct PhysicsTerm {
+    /// The problem (residual, reference solver).
+    pub problem: Box<dyn Problem + Send + Sync>,
+    /// `P⁻¹` when the residual is preconditioned.
+    pub preconditioner: Option<Preconditioner>,
+    /// Parameter normalisation (per column).
+    pub cond_mean: Vec<f64>,
+    /// Parameter normalisation (per column).
+    pub cond_std: Vec<f64>,
+}
+
+impl PhysicsTerm {
+    /// Build from the config's physics data source and `[objective.residual]`.
     pub fn new(config: &TrainConfig, data: &PreparedData) -> Result<Self, TrainError> {
-        let norm = &data.norm;
         let (_, physics) = config.data.physics().ok_or_else(|| TrainError::Invalid {
             key: "data.kind".into(),
-            message: "pddlvm needs a physics data source".into(),
+            message: "a PDE residual needs a physics data source (darcy, poisson1d, burgers, ...)"
+                .into(),
         })?;
         let problem = physics.build();
         let r = config.objective.residual.as_ref().expect("validated");
@@ -135,6 +143,51 @@ impl PddlvmObjective {
         } else {
             None
         };
+        Ok(Self {
+            problem,
+            preconditioner,
+            cond_mean: data.norm.cond_mean.clone(),
+            cond_std: data.norm.cond_std.clone(),
+        })
+    }
+
+    /// `(mean, std)` of the parameter normalisation as `[1, p]` rows on `device`.
+    fn cond_rows(&self, device: &Device) -> (Tensor<2>, Tensor<2>) {
+        let p = self.cond_mean.len();
+        let row = |v: &[f64]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, p]), device);
+        (row(&self.cond_mean), row(&self.cond_std))
+    }
+
+    /// Physical parameters from normalised ones, `[b, p]`.
+    pub fn physical(&self, z: Tensor<2>) -> Tensor<2> {
+        let (mean, std) = self.cond_rows(&z.device());
+        z * std + mean
+    }
+
+    /// Normalised parameters (the networks' coordinates) from physical ones, `[b, p]`.
+    pub fn normalised(&self, z: Tensor<2>) -> Tensor<2> {
+        let (mean, std) = self.cond_rows(&z.device());
+        (z - mean) / std
+    }
+
+    /// The (preconditioned, where configured) residual of physical solutions `u` `[rows, n_u]`
+    /// at physical parameters `z` `[rows, p]`.
+    pub fn residual(&self, u: Tensor<2>, z: Tensor<2>) -> Residual {
+        let r = self.problem.residual(u, z);
+        match &self.preconditioner {
+            Some(p) => Preconditioner::apply_with(&p.tensor(&r.pde.device()), r),
+            None => r,
+        }
+    }
+}
+
+impl PddlvmObjective {
+    /// Build from the config and the run's (normalised) data.
+    pub fn new(config: &TrainConfig, data: &PreparedData) -> Result<Self, TrainError> {
+        let norm = &data.norm;
+        let physics = PhysicsTerm::new(config, data)?;
+        let problem = &physics.problem;
+        let r = config.objective.residual.as_ref().expect("validated");
         let observations = match &config.objective.observations {
             None => None,
             Some(o) => {
@@ -175,10 +228,7 @@ impl PddlvmObjective {
             steps_per_epoch,
             x_mean: norm.x_mean,
             x_std: norm.x_std,
-            problem,
-            preconditioner,
-            cond_mean: norm.cond_mean.clone(),
-            cond_std: norm.cond_std.clone(),
+            physics,
             u_scale: r.u_scale,
             n_particles: config.objective.n_particles,
             noise: NoiseSource {
@@ -188,23 +238,14 @@ impl PddlvmObjective {
         })
     }
 
-    /// `(mean, std)` of the parameter normalisation as `[1, p]` rows on `device`.
-    fn cond_rows(&self, device: &Device) -> (Tensor<2>, Tensor<2>) {
-        let p = self.cond_mean.len();
-        let row = |v: &[f64]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, p]), device);
-        (row(&self.cond_mean), row(&self.cond_std))
-    }
-
     /// Physical parameters from normalised ones, `[b, p]`.
     pub fn physical(&self, z: Tensor<2>) -> Tensor<2> {
-        let (mean, std) = self.cond_rows(&z.device());
-        z * std + mean
+        self.physics.physical(z)
     }
 
     /// Normalised parameters (the networks' coordinates) from physical ones, `[b, p]`.
     pub fn normalised(&self, z: Tensor<2>) -> Tensor<2> {
-        let (mean, std) = self.cond_rows(&z.device());
-        (z - mean) / std
+        self.physics.normalised(z)
     }
 
     /// `log p(r̂ = 0 | u, z)` for surrogate outputs `u` `[rows, n_u]` (units of `u_scale`) and
@@ -216,11 +257,7 @@ impl PddlvmObjective {
         z: Tensor<2>,
         step: usize,
     ) -> Tensor<1> {
-        let r = self.problem.residual(u.mul_scalar(self.u_scale), z);
-        let r = match &self.preconditioner {
-            Some(p) => Preconditioner::apply_with(&p.tensor(&r.pde.device()), r),
-            None => r,
-        };
+        let r = self.physics.residual(u.mul_scalar(self.u_scale), z);
         model.residual.log_prob(&r, step)
     }
 
@@ -282,7 +319,7 @@ impl PddlvmObjective {
         let frozen = model.pddlvm.forward.valid();
         let scale = self.u_scale;
         PddlvmDataElbo.forward(&q_xi, eps_xi, |xi| {
-            let q_u = frozen.forward(self.normalised(o.transform.apply(xi)), None);
+            let q_u = frozen.forward(self.normalised(o.transform.apply(xi)));
             o.likelihood.log_marginal(
                 y_rep,
                 q_u.mean.clone().mul_scalar(scale),
@@ -517,7 +554,7 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
     let samples = split(rows(u.clone().reshape([s * n, nu])), nu);
     let fwd = uq::score(&samples, &truth, &uq::LEVELS);
     let norm_of = |u: Tensor<2>, z: Tensor<2>| {
-        let r = o.problem.residual(u, z).all();
+        let r = o.physics.problem.residual(u, z).all();
         rows(r.powi_scalar(2).sum_dim(1).sqrt().mean().unsqueeze::<2>())[0]
     };
     let z_rep = z_phys
@@ -529,7 +566,10 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
     let truth_t = Tensor::<2>::from_data(TensorData::new(truth.clone(), [n, nu]), device);
     let reference_residual_norm = norm_of(truth_t.clone(), z_phys.clone());
     // Inverse: p(z | u_true).
-    let qz = run.model.pddlvm.inverse(truth_t.clone().div_scalar(o.u_scale));
+    let qz = run
+        .model
+        .pddlvm
+        .inverse(truth_t.clone().div_scalar(o.u_scale));
     let zs = qz
         .rsample(noise.normal([s, n, p], 1, device))
         .reshape([s * n, p]);
@@ -560,7 +600,7 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
                 .mul_scalar(o.u_scale);
             let xi0 = noise.normal([s * n, k], 4, device);
             let z_post = split(rows(z_post), p);
-            let names = o.problem.param_names();
+            let names = o.physics.problem.param_names();
             let per_parameter = if p <= 16 {
                 (0..p)
                     .map(|j| {
@@ -649,7 +689,7 @@ pub fn sample_surrogate(
 ) -> Result<Vec<f64>, TrainError> {
     let device = &run.device.device;
     let o = &run.objective;
-    let p = o.cond_mean.len();
+    let p = o.physics.cond_mean.len();
     let z: Vec<f64> = match condition {
         Some(v) if v.len() == p => v.to_vec(),
         Some(v) => {
@@ -657,9 +697,9 @@ pub fn sample_surrogate(
                 key: "--condition".into(),
                 message: format!(
                     "this {} run takes {p} comma-separated parameter value(s) ({}), got {}",
-                    o.problem.name(),
+                    o.physics.problem.name(),
                     if p <= 8 {
-                        o.problem.param_names().join(", ")
+                        o.physics.problem.param_names().join(", ")
                     } else {
                         "the coefficient field".into()
                     },
@@ -688,7 +728,7 @@ pub fn sample_surrogate(
     .normal([n, 1, nu], 0, device);
     let values = rows(q.rsample(eps).reshape([n, nu]).mul_scalar(o.u_scale));
     let mut shape = vec![n];
-    shape.extend(o.problem.solution_shape());
+    shape.extend(o.physics.problem.solution_shape());
     varphi_data::npy::save_npy_f32(out, &shape, &values).map_err(io_err(out))?;
     Ok(z)
 }

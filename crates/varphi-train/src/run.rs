@@ -262,6 +262,7 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
             seed: config.seed,
             stream: 0,
         },
+        physics: cvae_physics(&config, &data)?,
     };
     let model = fit_run(&ctx, model, &objective)?;
 
@@ -373,6 +374,7 @@ where
             seed: config.seed,
         },
         lr: config.optimizer.lr,
+        lr_final: config.optimizer.lr_final,
         start_epoch,
         epochs: config.training.epochs,
         device: ctx.device.clone(),
@@ -538,6 +540,73 @@ pub struct EvalReport {
     pub recon_rmse: f64,
     /// Relative L2 error of reconstructions, `‖x̂ − x‖ / ‖x‖` over the test set.
     pub recon_rel_l2: f64,
+    /// CVAE runs: the conditional model as a surrogate `c → x`, scored against the test
+    /// solutions (data units) with 64 samples `x = ū(z, c) + σ ε`, `z ~ p(z | c)`; without a
+    /// trained data likelihood (`data_likelihood = false`) the decoded means `ū(z, c)` alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub surrogate: Option<crate::uq::UqScores>,
+}
+
+/// The residual term of a CVAE surrogate run (`kind = "cvae"` with `[objective.residual]`).
+fn cvae_physics(
+    config: &TrainConfig,
+    data: &PreparedData,
+) -> Result<Option<std::sync::Arc<crate::model::CvaePhysics>>, TrainError> {
+    if config.model.kind != ModelKind::Cvae || config.objective.residual.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(std::sync::Arc::new(crate::model::CvaePhysics {
+        term: crate::physics::PhysicsTerm::new(config, data)?,
+        x_mean: data.norm.x_mean,
+        x_std: data.norm.x_std,
+        data: config.objective.data_likelihood,
+    })))
+}
+
+/// Predictive scores of a CVAE as a surrogate (see [`EvalReport::surrogate`]).
+fn surrogate_scores(run: &LoadedRun) -> crate::uq::UqScores {
+    const S: usize = 64;
+    let device = &run.device.device;
+    let n = run.data.test.len();
+    let idx: Vec<usize> = (0..n).collect();
+    let mut samples = vec![Vec::new(); S];
+    let mut truth = Vec::new();
+    for (c, chunk) in idx.chunks(256).enumerate() {
+        let (x, cond) = run.data.test.batch(chunk, device);
+        let b = chunk.len();
+        let m = &run.model.model;
+        let prior = m.prior(b, cond.clone(), device);
+        let eps = NoiseSource {
+            seed: run.config.seed,
+            stream: 300,
+        }
+        .normal([S, b, m.latent_dim()], c, device);
+        let params = m.decode(prior.rsample(eps), cond);
+        let mut mean = run.model.likelihood.mean(params.clone());
+        if run.config.objective.data_likelihood
+            && let Some(std) = run.model.likelihood.std(params)
+        {
+            let eps = NoiseSource {
+                seed: run.config.seed,
+                stream: 301,
+            }
+            .normal::<3>(mean.dims(), c, device);
+            mean = mean + std * eps;
+        }
+        let nx = mean.dims()[2];
+        for (s, rows) in samples.iter_mut().enumerate() {
+            let t = mean.clone().slice([s..s + 1, 0..b, 0..nx]).reshape([b, nx]);
+            for mut r in to_rows(t) {
+                run.data.norm.invert_x(&mut r);
+                rows.extend(r);
+            }
+        }
+        for mut r in to_rows(x) {
+            run.data.norm.invert_x(&mut r);
+            truth.extend(r);
+        }
+    }
+    crate::uq::score(&samples, &truth, &crate::uq::LEVELS)
 }
 
 /// Evaluate a run on its test split and write `eval.json`.
@@ -549,6 +618,7 @@ pub fn evaluate_run(run: &LoadedRun) -> Result<EvalReport, TrainError> {
             seed: run.config.seed,
             stream: 100,
         },
+        physics: cvae_physics(&run.config, &run.data)?,
     };
     let terms = trainer::evaluate(
         &run.model,
@@ -586,6 +656,7 @@ pub fn evaluate_run(run: &LoadedRun) -> Result<EvalReport, TrainError> {
         test_kl: get("kl"),
         recon_rmse: (se / count.max(1) as f64).sqrt(),
         recon_rel_l2: (se / sx.max(1e-300)).sqrt(),
+        surrogate: (run.config.model.kind == ModelKind::Cvae).then(|| surrogate_scores(run)),
     };
     let p = run.dir.join("eval.json");
     std::fs::write(&p, serde_json::to_string_pretty(&report).expect("json")).map_err(io_err(&p))?;

@@ -122,14 +122,33 @@ pub struct FitSpec<'a> {
     pub test: Option<&'a Dataset>,
     /// Batch order.
     pub batcher: Batcher,
-    /// Learning rate.
+    /// Learning rate (the initial one when `lr_final` is set).
     pub lr: f64,
+    /// Cosine decay to this learning rate at the last step:
+    /// `lr_t = lr_final + ½(lr − lr_final)(1 + cos(π t / T))`, `T` = all steps of the run.
+    pub lr_final: Option<f64>,
     /// First epoch (resume).
     pub start_epoch: usize,
     /// Total epochs.
     pub epochs: usize,
     /// The autodiff device.
     pub device: Device,
+}
+
+impl FitSpec<'_> {
+    /// The learning rate of optimiser step `step` (see [`FitSpec::lr_final`]).
+    pub fn lr_at(&self, step: usize, steps_per_epoch: usize) -> f64 {
+        match self.lr_final {
+            None => self.lr,
+            Some(end) => cosine_lr(self.lr, end, step, self.epochs * steps_per_epoch),
+        }
+    }
+}
+
+/// `end + ½(start − end)(1 + cos(π t / total))`, held at `end` after `total` steps.
+pub fn cosine_lr(start: f64, end: f64, step: usize, total: usize) -> f64 {
+    let t = (step as f64 / total.max(1) as f64).min(1.0);
+    end + 0.5 * (start - end) * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
 fn mean_terms(sum: &[(&'static str, f64)], n: usize) -> Vec<(&'static str, f64)> {
@@ -212,7 +231,7 @@ pub fn fit<M: Module, O: Objective<M>>(
             }
             beta = out.beta;
             let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-            model = optim.step(spec.lr, model, grads);
+            model = optim.step(spec.lr_at(step, steps_per_epoch), model, grads);
             accumulate(&mut sum, &out.terms, batch.len() as f64);
             let record = StepRecord {
                 epoch,
@@ -253,4 +272,20 @@ pub fn fit<M: Module, O: Objective<M>>(
         o.on_finish(&termination)?;
     }
     Ok((model, optim, termination))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cosine_lr;
+
+    #[test]
+    fn cosine_schedule_runs_from_start_to_end() {
+        assert_eq!(cosine_lr(1e-3, 1e-5, 0, 100), 1e-3);
+        assert!((cosine_lr(1e-3, 1e-5, 50, 100) - 0.5 * (1e-3 + 1e-5)).abs() < 1e-15);
+        // cos(π/4): ½(1 + √2/2) of the way from end to start.
+        let q = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1.0 + std::f64::consts::FRAC_1_SQRT_2);
+        assert!((cosine_lr(1e-3, 1e-5, 25, 100) - q).abs() < 1e-15);
+        assert!((cosine_lr(1e-3, 1e-5, 100, 100) - 1e-5).abs() < 1e-18);
+        assert!((cosine_lr(1e-3, 1e-5, 250, 100) - 1e-5).abs() < 1e-18);
+    }
 }

@@ -51,6 +51,7 @@ fn one_step_changes_the_weights() {
     let objective = ElboObjective {
         elbo: config.elbo().init(),
         noise: NoiseSource { seed: 1, stream: 0 },
+        physics: None,
     };
     let (x, cond) = data.train.batch(&(0..32).collect::<Vec<_>>(), &device);
     let out = objective.step(&model, x, cond, 0, 0);
