@@ -10,6 +10,7 @@
 //!   their noise scales; [`ResidualBoltzmann`] `E_q[β‖r‖²] − H[q]` (eqs. 27–28).
 //! - [`Elbo`]: the evidence lower bound with a [`KlEstimator`] (analytic or Monte Carlo), β,
 //!   linear KL warm-up and `n_particles` (primer eqs. 14, 17, 18).
+//! - [`RenyiBound`]: importance-weighted bounds, IWAE (`α = 0`) and Rényi-α (`α → 1`: ELBO).
 //!
 //! Each objective returns named parts: `loss` to backpropagate and detached terms for logging.
 //!
@@ -20,12 +21,14 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bounds;
 pub mod elbo;
 pub mod likelihood;
 pub mod observation;
 pub mod pddlvm;
 pub mod pde_residual;
 
+pub use bounds::{BoundOutput, RenyiBound, log_mean_exp, renyi_bound};
 pub use elbo::{Elbo, ElboConfig, ElboOutput, ElboScalars, KlEstimator};
 pub use likelihood::{
     BernoulliLikelihood, GaussianLikelihood, GaussianLikelihoodConfig, Likelihood,
