@@ -11,6 +11,7 @@
 //! - [`Elbo`]: the evidence lower bound with a [`KlEstimator`] (analytic or Monte Carlo), β,
 //!   linear KL warm-up and `n_particles` (primer eqs. 14, 17, 18).
 //! - [`RenyiBound`]: importance-weighted bounds, IWAE (`α = 0`) and Rényi-α (`α → 1`: ELBO).
+//! - [`skew_js`]: the skew Jensen–Shannon divergence `JS_α` (primer eq. 21).
 //!
 //! Each objective returns named parts: `loss` to backpropagate and detached terms for logging.
 //!
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod bounds;
+pub mod divergences;
 pub mod elbo;
 pub mod likelihood;
 pub mod observation;
@@ -29,6 +31,7 @@ pub mod pddlvm;
 pub mod pde_residual;
 
 pub use bounds::{BoundOutput, RenyiBound, log_mean_exp, renyi_bound};
+pub use divergences::skew_js;
 pub use elbo::{Elbo, ElboConfig, ElboOutput, ElboScalars, KlEstimator};
 pub use likelihood::{
     BernoulliLikelihood, GaussianLikelihood, GaussianLikelihoodConfig, Likelihood,
