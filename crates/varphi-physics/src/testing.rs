@@ -78,3 +78,16 @@ pub fn gradient_check(f: impl Fn(Tensor<1>) -> Tensor<1>, x0: &[f64], step: f64)
         .map(|(a, b)| (a - b).abs() / b.abs().max(scale).max(1e-300))
         .fold(0.0, f64::max)
 }
+
+/// Standard normals of `shape` from a seeded ChaCha8 stream, independent of the device's
+/// shared RNG (which concurrently running tests also draw from).
+pub fn normals<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|_| rand_distr::StandardNormal.sample(&mut rng))
+        .collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}

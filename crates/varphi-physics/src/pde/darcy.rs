@@ -215,64 +215,65 @@ impl Darcy {
             .collect()
     }
 
-    fn solve_fd(
-        &self,
-        a: &[f64],
-        f: &[f64],
-        average: FaceAverage,
-    ) -> Result<Vec<f64>, PhysicsError> {
+    /// The discrete operator `A(a)` on the interior nodes as triplets (FD: the `h⁻²`-scaled
+    /// 5-point `−∇·(a∇·)`; FEM: the stiffness matrix restricted to the interior). Symmetric.
+    fn operator(&self, a: &[f64]) -> Vec<(usize, usize, f64)> {
         let n = self.settings.grid;
-        let m = n - 2;
-        let h2 = self.h() * self.h();
-        let id = |i: usize, j: usize| (i - 1) * m + (j - 1);
-        let mut t = Vec::with_capacity(5 * m * m);
-        for i in 1..n - 1 {
-            for j in 1..n - 1 {
-                let mut diag = 0.0;
-                for (ni, nj) in [(i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)] {
-                    let c = average.of(&[a[i * n + j], a[ni * n + nj]]) / h2;
-                    diag += c;
-                    if !self.grid.on_boundary(ni, nj) {
-                        t.push((id(i, j), id(ni, nj), -c));
+        match self.settings.discretisation {
+            DarcyDiscretisation::FiniteDifference { average } => {
+                let m = n - 2;
+                let h2 = self.h() * self.h();
+                let id = |i: usize, j: usize| (i - 1) * m + (j - 1);
+                let mut t = Vec::with_capacity(5 * m * m);
+                for i in 1..n - 1 {
+                    for j in 1..n - 1 {
+                        let mut diag = 0.0;
+                        for (ni, nj) in [(i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)] {
+                            let c = average.of(&[a[i * n + j], a[ni * n + nj]]) / h2;
+                            diag += c;
+                            if !self.grid.on_boundary(ni, nj) {
+                                t.push((id(i, j), id(ni, nj), -c));
+                            }
+                        }
+                        t.push((id(i, j), id(i, j), diag));
                     }
                 }
-                t.push((id(i, j), id(i, j), diag));
+                t
+            }
+            DarcyDiscretisation::FiniteElement { element, average } => {
+                let fem = Fem2d::unit_square(n, element);
+                let cells: Vec<f64> = (0..n - 1)
+                    .flat_map(|i| (0..n - 1).map(move |j| (i, j)))
+                    .map(|(i, j)| {
+                        average.of(&[
+                            a[i * n + j],
+                            a[(i + 1) * n + j],
+                            a[i * n + j + 1],
+                            a[(i + 1) * n + j + 1],
+                        ])
+                    })
+                    .collect();
+                sparse::restrict(&fem.assemble(&cells), n * n, &self.interior())
             }
         }
-        let rhs: Vec<f64> = self.interior().iter().map(|&p| f[p]).collect();
-        let x = sparse::solve_spd(m * m, &t, &rhs, "darcy (FD)")?;
-        Ok(self.embed(&x))
     }
 
-    fn solve_fem(
-        &self,
-        a: &[f64],
-        f: &[f64],
-        element: Element2d,
-        average: FaceAverage,
-    ) -> Result<Vec<f64>, PhysicsError> {
+    /// The interior right-hand side for a nodal source `f` (FD: `f`; FEM: `M f`).
+    fn load(&self, f: &[f64]) -> Vec<f64> {
         let n = self.settings.grid;
-        let fem = Fem2d::unit_square(n, element);
-        let cells: Vec<f64> = (0..n - 1)
-            .flat_map(|i| (0..n - 1).map(move |j| (i, j)))
-            .map(|(i, j)| {
-                average.of(&[
-                    a[i * n + j],
-                    a[(i + 1) * n + j],
-                    a[i * n + j + 1],
-                    a[(i + 1) * n + j + 1],
-                ])
-            })
-            .collect();
-        let keep = self.interior();
-        let k = sparse::restrict(&fem.assemble(&cells), n * n, &keep);
-        let mut load = vec![0.0; n * n];
-        for (r, c, v) in fem.assemble_mass() {
-            load[r] += v * f[c];
+        match self.settings.discretisation {
+            DarcyDiscretisation::FiniteDifference { .. } => {
+                self.interior().iter().map(|&p| f[p]).collect()
+            }
+            DarcyDiscretisation::FiniteElement { element, .. } => {
+                let fem = Fem2d::unit_square(n, element);
+                let mut load = vec![0.0; n * n];
+                for (r, c, v) in fem.assemble_mass() {
+                    load[r] += v * f[c];
+                }
+                self.interior().iter().map(|&p| load[p]).collect()
+            }
         }
-        let rhs: Vec<f64> = keep.iter().map(|&p| load[p]).collect();
-        let x = sparse::solve_spd(keep.len(), &k, &rhs, "darcy (FEM)")?;
-        Ok(self.embed(&x))
     }
 
     fn embed(&self, interior: &[f64]) -> Vec<f64> {
@@ -430,11 +431,64 @@ impl Darcy {
                 "darcy: coefficient must be positive and finite, found {v}"
             )));
         }
-        match self.settings.discretisation {
-            DarcyDiscretisation::FiniteDifference { average } => self.solve_fd(a, f, average),
-            DarcyDiscretisation::FiniteElement { element, average } => {
-                self.solve_fem(a, f, element, average)
-            }
-        }
+        let m = self.interior().len();
+        let solver = match self.settings.discretisation {
+            DarcyDiscretisation::FiniteDifference { .. } => "darcy (FD)",
+            DarcyDiscretisation::FiniteElement { .. } => "darcy (FEM)",
+        };
+        let x = sparse::solve_spd(m, &self.operator(a), &self.load(f), solver)?;
+        Ok(self.embed(&x))
     }
+
+    /// The forward map `a ↦ u*(a)` for a batch of coefficient fields `a` `[b, n²]`: one
+    /// sparse Cholesky solve per row on the CPU in f64, returned on `a`'s device as a constant
+    /// (no autodiff graph). Differentiate through it with [`Darcy::adjoint_pullback`].
+    pub fn solve_batch(&self, a: &Tensor<2>) -> Result<Tensor<2>, PhysicsError> {
+        let [b, nn] = a.dims();
+        let host = to_host(a.clone().inner().into_data())?;
+        let mut u = Vec::with_capacity(b * nn);
+        for row in host.chunks(nn) {
+            u.extend(self.solve(row)?);
+        }
+        Ok(Tensor::<2>::from_data(TensorData::new(u, [b, nn]), &a.device()).detach())
+    }
+
+    /// The adjoint (implicit-function) gradient of the forward map. For `u* = u*(a)` (from
+    /// [`Darcy::solve_batch`]) and `g = ∂L/∂u*` `[b, n²]` of any downstream loss `L`, solves
+    /// `A(a)ᵀ λ = g` on the interior (the operator is symmetric) and returns the scalar
+    /// `s(a) = −Σ_rows λ · r(u*, a)`, whose gradient w.r.t. `a` is `dL/da` exactly
+    /// (`r(u*(a), a) = 0` ⇒ `du*/da = −A⁻¹ ∂r/∂a`). Backpropagate `s` to send `dL/da` on to
+    /// whatever produced `a`; `λ` and `u*` enter as constants.
+    pub fn adjoint_pullback(
+        &self,
+        a: Tensor<2>,
+        u_star: Tensor<2>,
+        grad_u: Tensor<2>,
+    ) -> Result<Tensor<1>, PhysicsError> {
+        let [b, nn] = a.dims();
+        let device = a.device();
+        let coef = to_host(a.clone().inner().into_data())?;
+        let g = to_host(grad_u.inner().into_data())?;
+        let keep = self.interior();
+        let m = keep.len();
+        let mut lambda = Vec::with_capacity(b * m);
+        for (row, g) in coef.chunks(nn).zip(g.chunks(nn)) {
+            let rhs: Vec<f64> = keep.iter().map(|&p| g[p]).collect();
+            lambda.extend(sparse::solve_spd(
+                m,
+                &self.operator(row),
+                &rhs,
+                "darcy adjoint",
+            )?);
+        }
+        let lambda = Tensor::<2>::from_data(TensorData::new(lambda, [b, m]), &device);
+        let r = self.residual(u_star.detach(), a).pde;
+        Ok((lambda * r).sum().neg())
+    }
+}
+
+fn to_host(data: TensorData) -> Result<Vec<f64>, PhysicsError> {
+    data.convert::<f64>()
+        .try_into_vec_as::<f64>()
+        .map_err(|e| PhysicsError::Shape(format!("darcy: reading a tensor: {e:?}")))
 }
