@@ -87,7 +87,7 @@ impl LinearPde {
 
 /// `S` standard-normal draws whose sample mean is 0 and sample covariance exactly `I`, so the
 /// Monte-Carlo ELBO of a linear-Gaussian model equals its expectation.
-fn whitened_noise(s: usize, d: usize, seed: u64) -> Tensor<3> {
+pub(crate) fn whitened_noise(s: usize, d: usize, seed: u64) -> Tensor<3> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut e: Vec<Vec<f64>> = (0..s)
         .map(|_| (0..d).map(|_| StandardNormal.sample(&mut rng)).collect())

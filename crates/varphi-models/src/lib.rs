@@ -8,6 +8,7 @@
 //!   coordinate decoders whose PDE residual needs `u_x`, `u_xx` and mixed partials.
 //! - Gaussian [`Encoder`]s and [`Decoder`]s, dense or convolutional (1-D signals, 2-D fields,
 //!   channels first), and the [`Vae`] and [`Cvae`] models.
+//! - [`GaussianPosterior`]: non-amortised mean-field or full-covariance `q(z)` for Bayes VI.
 //! - [`UNet`]: a field-to-field U-Net, the forward surrogate of a [`Pddlvm`] over parameter fields.
 //!
 //! Every module follows Burn's conventions: a `#[derive(Config)]` `FooConfig` with
@@ -39,6 +40,7 @@ pub mod distributions;
 pub mod encoder;
 pub mod mlp;
 pub mod pddlvm;
+pub mod posterior;
 pub mod unet;
 pub mod vae;
 
@@ -52,6 +54,7 @@ pub use distributions::{
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use mlp::{Jet, Mlp, MlpConfig};
 pub use pddlvm::{GaussianNet, GaussianNetConfig, Pddlvm, PddlvmConfig};
+pub use posterior::{GaussianFamily, GaussianPosterior, GaussianPosteriorConfig, GaussianQ};
 pub use unet::{ConvBlock, UNet, UNetConfig};
 pub use vae::{
     Cvae, CvaeConfig, CvaePriorConfig, LatentVariableModel, LearnedPriorConfig, Vae, VaeConfig,
