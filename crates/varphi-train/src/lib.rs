@@ -19,6 +19,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod infer;
 pub mod model;
 pub mod observers;
 pub mod physics;

@@ -84,6 +84,18 @@ enum Command {
         #[arg(long, value_enum)]
         backend: Option<BackendKind>,
     },
+    /// Bayes VI with the solver in the likelihood (adjoint gradients): fit q(ξ) to noisy
+    /// observations of each test case; writes summary.json, samples.npy and truth.npy.
+    Infer {
+        /// Inference config (see configs/darcy-bayes-vi.toml).
+        config: PathBuf,
+        /// Output folder (default: runs/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// No per-case output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Generate a physics dataset (paper set-up, reference solver) into an .npz archive with a
     /// .json sidecar of the settings.
     Data {
@@ -385,6 +397,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 r.residual_norm, r.reference_residual_norm
             );
             println!("wrote {}", run.join("eval.json").display());
+        }
+        Command::Infer { config, out, quiet } => {
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
+            });
+            let r = varphi_train::infer::infer(&config, &out, quiet)?;
+            println!(
+                "Bayes VI ({:?}) on {} cases, {} observations each (σ_y = {}), {:.1} s",
+                r.family, r.n_cases, r.n_obs, r.obs_sigma, r.wall_s
+            );
+            println!("  metric                      posterior        prior");
+            println!(
+                "  relative L2 of the mean  {:>12.5} {:>12.5}",
+                r.posterior.rel_l2, r.prior.rel_l2
+            );
+            println!(
+                "  NLL per entry            {:>12.5} {:>12.5}",
+                r.posterior.nll, r.prior.nll
+            );
+            println!(
+                "  CRPS per entry           {:>12.5} {:>12.5}",
+                r.posterior.crps, r.prior.crps
+            );
+            for (level, c) in &r.posterior.coverage {
+                let pct = level.parse::<f64>().unwrap_or(f64::NAN) * 100.0;
+                let prior = r.prior.coverage.get(level).copied().unwrap_or(f64::NAN);
+                println!(
+                    "  {:<24} {c:>12.5} {prior:>12.5}",
+                    format!("coverage {pct:.0} %")
+                );
+            }
+            println!(
+                "wrote {}/{{summary.json, samples.npy, truth.npy}}",
+                out.display()
+            );
         }
         Command::Eval { run, backend } => {
             let loaded = load_run(&run, backend)?;

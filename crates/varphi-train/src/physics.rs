@@ -334,7 +334,7 @@ impl PddlvmObjective {
 }
 
 /// Mean of a `[n]` tensor as `f64`.
-fn mean_of(t: Tensor<1>) -> f64 {
+pub(crate) fn mean_of(t: Tensor<1>) -> f64 {
     t.mean()
         .into_data()
         .convert::<f64>()
@@ -522,7 +522,7 @@ pub fn load_physics_run(
     })
 }
 
-fn rows(t: Tensor<2>) -> Vec<f64> {
+pub(crate) fn rows(t: Tensor<2>) -> Vec<f64> {
     t.into_data().try_into_vec_as::<f64>().expect("f64")
 }
 

@@ -1,0 +1,413 @@
+//! `varphi infer`: Bayes VI (primer eqs. 10–12) with the physics in the likelihood. For each of
+//! `n` test cases a true parameter field is drawn from the prior, its solution observed at
+//! `count` nodes with noise `σ_y`, and a non-amortised Gaussian `q(ξ)` over the whitened
+//! parameters (`z = T(ξ)`, `ξ ~ N(0, I)`) is fitted by maximising
+//!
+//! ```text
+//! ELBO(q) = E_q[ log N(y; H u*(T(ξ)), σ_y² I) ] − KL(q(ξ) ‖ N(0, I))
+//! ```
+//! where `u*` is the reference solver's solution, differentiated by the adjoint method
+//! ([`varphi_physics::pde::Darcy::adjoint_pullback`]): no surrogate, no unrolled solver.
+//! Posterior samples and scores against the true field are written to the output folder.
+
+use crate::backend::{BackendKind, Precision, select_device};
+use crate::config::ObservationsSection;
+use crate::error::{TrainError, io_err};
+use crate::model::NoiseSource;
+use crate::trainer::cosine_lr;
+use crate::uq::{self, UqScores};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use varphi_data::DataSource;
+use varphi_data::physics::{Observations, PhysicsSettings, observation_indices};
+use varphi_losses::{ObservationLikelihood, ObservationOperator};
+use varphi_models::{DiagGaussian, GaussianFamily, GaussianPosteriorConfig, VariationalFamily};
+use varphi_physics::pde::{Darcy, PdeResidual, PriorTransform, Problem};
+
+/// A `varphi infer` config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferConfig {
+    /// Seed of the true fields, the observation noise, the sensors and the optimisation.
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// The problem (`kind = "darcy"` with a log-normal coefficient); `n` = number of test cases.
+    pub data: DataSource,
+    /// Sensors and their noise.
+    pub observations: ObservationsSection,
+    /// The variational family.
+    #[serde(default)]
+    pub posterior: PosteriorSection,
+    /// Adam settings.
+    #[serde(default)]
+    pub optimizer: InferOptimizer,
+}
+
+fn d_seed() -> u64 {
+    1
+}
+
+/// `[posterior]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PosteriorSection {
+    /// `full-covariance` (default) or `mean-field`.
+    #[serde(default = "d_family")]
+    pub family: FamilyName,
+    /// Monte-Carlo particles per step.
+    #[serde(default = "d_particles")]
+    pub particles: usize,
+    /// Posterior samples written and scored per case.
+    #[serde(default = "d_samples")]
+    pub samples: usize,
+}
+
+impl Default for PosteriorSection {
+    fn default() -> Self {
+        Self {
+            family: d_family(),
+            particles: d_particles(),
+            samples: d_samples(),
+        }
+    }
+}
+
+fn d_family() -> FamilyName {
+    FamilyName::FullCovariance
+}
+fn d_particles() -> usize {
+    8
+}
+fn d_samples() -> usize {
+    200
+}
+
+/// Family names in configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FamilyName {
+    /// Full covariance (Cholesky).
+    FullCovariance,
+    /// Diagonal covariance.
+    MeanField,
+}
+
+/// `[optimizer]` of `varphi infer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferOptimizer {
+    /// Adam steps per case.
+    #[serde(default = "d_steps")]
+    pub steps: usize,
+    /// Initial learning rate.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// Final learning rate (cosine decay).
+    #[serde(default = "d_lr_final")]
+    pub lr_final: f64,
+}
+
+impl Default for InferOptimizer {
+    fn default() -> Self {
+        Self {
+            steps: d_steps(),
+            lr: d_lr(),
+            lr_final: d_lr_final(),
+        }
+    }
+}
+
+fn d_steps() -> usize {
+    1000
+}
+fn d_lr() -> f64 {
+    0.02
+}
+fn d_lr_final() -> f64 {
+    1e-4
+}
+
+fn solver_err(e: varphi_physics::PhysicsError) -> TrainError {
+    TrainError::Invalid {
+        key: "optimizer.lr".into(),
+        message: format!(
+            "the forward solve failed ({e}); a smaller learning rate keeps the fields in range"
+        ),
+    }
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> TrainError {
+    TrainError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl InferConfig {
+    /// Read, parse and validate.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Config {
+            path: path.to_path_buf(),
+            message: format!("cannot read config: {e}"),
+        })?;
+        let config: InferConfig = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
+                .unwrap_or_default();
+            TrainError::Config {
+                path: path.to_path_buf(),
+                message: format!("{}{line}", e.message().trim().replace('\n', "; ")),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), TrainError> {
+        self.data.validate()?;
+        let o = &self.observations;
+        if !(o.sigma > 0.0 && o.sigma.is_finite()) {
+            return Err(invalid(
+                "observations.sigma",
+                format!("must be > 0, got {}", o.sigma),
+            ));
+        }
+        if o.count == Some(0) {
+            return Err(invalid("observations.count", "must be at least 1"));
+        }
+        let p = &self.posterior;
+        if p.particles == 0 || p.samples < 2 {
+            return Err(invalid(
+                "posterior",
+                "particles must be ≥ 1 and samples ≥ 2",
+            ));
+        }
+        let t = &self.optimizer;
+        if t.steps == 0 || !(t.lr > 0.0 && t.lr.is_finite()) || !(0.0..=t.lr).contains(&t.lr_final)
+        {
+            return Err(invalid(
+                "optimizer",
+                "needs steps ≥ 1, lr > 0 and 0 ≤ lr_final ≤ lr",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The Darcy problem and its whitened prior (the only forward map with an adjoint so far).
+    fn problem(&self) -> Result<(Darcy, PriorTransform), TrainError> {
+        let settings = match self.data.physics() {
+            Some((_, PhysicsSettings::Darcy(s))) => s,
+            _ => {
+                return Err(invalid(
+                    "data.kind",
+                    "varphi infer needs an adjoint forward map: kind = \"darcy\" (the only one so far)",
+                ));
+            }
+        };
+        let darcy = Darcy::new(settings);
+        let transform = darcy.prior_transform().ok_or_else(|| {
+            invalid(
+                "data.settings.coefficient",
+                "Bayes VI works on whitened parameters: use kind = \"log-normal\" (a thresholded two-phase field has no standard-normal map)",
+            )
+        })?;
+        Ok((darcy, transform))
+    }
+}
+
+/// Scores of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// Posterior of the field `a` against the true field.
+    pub posterior: UqScores,
+    /// Prior on the same case (baseline).
+    pub prior: UqScores,
+    /// Final ELBO estimate (mean of the last 50 steps).
+    pub elbo: f64,
+}
+
+/// `summary.json` of `varphi infer`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InferSummary {
+    /// Cases inverted.
+    pub n_cases: usize,
+    /// Sensors per case.
+    pub n_obs: usize,
+    /// Noise of the observations.
+    pub obs_sigma: f64,
+    /// Family used.
+    pub family: FamilyName,
+    /// Mean over cases of the posterior scores (coverage per level averaged).
+    pub posterior: UqScores,
+    /// Mean over cases of the prior scores.
+    pub prior: UqScores,
+    /// Each case.
+    pub cases: Vec<CaseResult>,
+    /// Wall time in seconds.
+    pub wall_s: f64,
+}
+
+fn mean_scores(all: &[&UqScores]) -> UqScores {
+    let n = all.len().max(1) as f64;
+    let mut coverage = std::collections::BTreeMap::new();
+    for s in all {
+        for (k, v) in &s.coverage {
+            *coverage.entry(k.clone()).or_insert(0.0) += v / n;
+        }
+    }
+    UqScores {
+        rel_l2: all.iter().map(|s| s.rel_l2).sum::<f64>() / n,
+        nll: all.iter().map(|s| s.nll).sum::<f64>() / n,
+        crps: all.iter().map(|s| s.crps).sum::<f64>() / n,
+        coverage,
+    }
+}
+
+/// Run `varphi infer`: write `summary.json` and `samples.npy` (`[n, samples, grid, grid]`
+/// posterior draws of the field, float32) and `truth.npy` into `out`.
+pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary, TrainError> {
+    let start = std::time::Instant::now();
+    let config = InferConfig::load(config_path)?;
+    let (darcy, transform) = config.problem()?;
+    let (n_cases, _) = config.data.physics().expect("checked");
+    let obs = Observations {
+        count: config.observations.count,
+        sigma: config.observations.sigma,
+    };
+    let indices = observation_indices(&darcy, &obs, config.seed)?;
+    let likelihood = ObservationLikelihood {
+        operator: ObservationOperator::by_index(&indices),
+        sigma: obs.sigma,
+    };
+    let device = select_device(BackendKind::Flex, Precision::F64)?.device;
+    let ad = device.clone().autodiff();
+    let k = transform.latent_dim();
+    let nn = darcy.param_dim();
+    let grid = darcy.solution_shape()[0];
+    let family = match config.posterior.family {
+        FamilyName::FullCovariance => GaussianFamily::FullCovariance,
+        FamilyName::MeanField => GaussianFamily::MeanField,
+    };
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let (s_fit, n_samples) = (config.posterior.particles, config.posterior.samples);
+    let mut cases = Vec::with_capacity(n_cases);
+    let mut all_samples = Vec::with_capacity(n_cases * n_samples * nn);
+    let mut truths = Vec::with_capacity(n_cases * nn);
+    for case in 0..n_cases {
+        let noise = |stream: u64| NoiseSource {
+            seed: config.seed,
+            stream: 1000 * case as u64 + stream,
+        };
+        // Truth and its observations.
+        let xi_true = noise(0).normal([1, k], 0, &device);
+        let a_true = transform.apply(xi_true);
+        let u_true = darcy.solve_batch(&a_true).map_err(solver_err)?;
+        let clean = likelihood.operator.apply(u_true);
+        let y = clean.clone()
+            + noise(1)
+                .normal(clean.dims(), 0, &device)
+                .mul_scalar(obs.sigma);
+        let y_ad = Tensor::<2>::from_data(y.into_data(), &ad);
+        let m = indices.len();
+        let y_rep = y_ad.expand([s_fit, m]);
+        // Fit q(ξ).
+        let mut q = GaussianPosteriorConfig::new(k)
+            .with_family(family)
+            .with_init_log_std(-1.0)
+            .init(&ad);
+        let mut opt = AdamConfig::new().init();
+        let prior = DiagGaussian::standard(1, k, &ad);
+        let mut recent = Vec::new();
+        for step in 0..config.optimizer.steps {
+            let dist = q.forward();
+            let eps = noise(2).normal([s_fit, 1, k], step, &ad);
+            let xi = dist.rsample(eps).reshape([s_fit, k]);
+            let a = transform.apply(xi);
+            let u_star = darcy.solve_batch(&a).map_err(solver_err)?;
+            // Pass 1: ∂ log p(y | u*) / ∂u* at the solver's solution.
+            let u_leaf = Tensor::<2>::from_data(u_star.clone().into_data(), &ad).require_grad();
+            let log_lik =
+                likelihood.log_marginal(y_rep.clone(), u_leaf.clone(), u_leaf.zeros_like(), None);
+            let grads = log_lik.clone().sum().backward();
+            let g = u_leaf
+                .grad(&grads)
+                .expect("u* takes part in the likelihood");
+            let g = Tensor::<2>::from_data(g.into_data(), &ad);
+            // Pass 2: the adjoint pullback carries the same gradient to a, ξ and q.
+            let pull = darcy.adjoint_pullback(a, u_star, g).map_err(solver_err)?;
+            let kl = dist.kl_to_diag(&prior);
+            let loss = kl.clone().sum() - pull.div_scalar(s_fit as f64);
+            let value = crate::physics::mean_of(log_lik.mean()) - crate::physics::mean_of(kl.sum());
+            if !value.is_finite() {
+                return Err(TrainError::Invalid {
+                    key: "optimizer.lr".into(),
+                    message: format!(
+                        "case {case}, step {step}: the ELBO became {value}; lower the learning rate"
+                    ),
+                });
+            }
+            if step + 50 >= config.optimizer.steps {
+                recent.push(value);
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &q);
+            let lr = cosine_lr(
+                config.optimizer.lr,
+                config.optimizer.lr_final,
+                step,
+                config.optimizer.steps,
+            );
+            q = opt.step(lr, q, grads);
+        }
+        // Posterior and prior samples of the field, scored against the truth.
+        let dist = q.valid().forward();
+        let eps = noise(3).normal([n_samples, 1, k], 0, &device);
+        let post = transform.apply(dist.rsample(eps).reshape([n_samples, k]));
+        let prior_draws = transform.apply(noise(4).normal([n_samples, k], 0, &device));
+        let rows = |t: Tensor<2>| -> Vec<Vec<f64>> {
+            let v = crate::physics::rows(t);
+            v.chunks(nn).map(|r| r.to_vec()).collect()
+        };
+        let truth = crate::physics::rows(a_true);
+        let post_rows = rows(post);
+        let posterior = uq::score(&post_rows, &truth, &uq::LEVELS);
+        let prior_scores = uq::score(&rows(prior_draws), &truth, &uq::LEVELS);
+        if !quiet {
+            println!(
+                "case {case}: posterior rel_l2 {:.4} (prior {:.4}), 90 % coverage {:.3}, ELBO {:.2}",
+                posterior.rel_l2,
+                prior_scores.rel_l2,
+                posterior.coverage.get("0.9").copied().unwrap_or(f64::NAN),
+                recent.iter().sum::<f64>() / recent.len().max(1) as f64
+            );
+        }
+        all_samples.extend(post_rows.into_iter().flatten());
+        truths.extend(truth);
+        cases.push(CaseResult {
+            posterior,
+            prior: prior_scores,
+            elbo: recent.iter().sum::<f64>() / recent.len().max(1) as f64,
+        });
+    }
+    let summary = InferSummary {
+        n_cases,
+        n_obs: indices.len(),
+        obs_sigma: obs.sigma,
+        family: config.posterior.family,
+        posterior: mean_scores(&cases.iter().map(|c| &c.posterior).collect::<Vec<_>>()),
+        prior: mean_scores(&cases.iter().map(|c| &c.prior).collect::<Vec<_>>()),
+        cases,
+        wall_s: start.elapsed().as_secs_f64(),
+    };
+    let p = out.join("samples.npy");
+    varphi_data::npy::save_npy_f32(&p, &[n_cases, n_samples, grid, grid], &all_samples)
+        .map_err(io_err(&p))?;
+    let p = out.join("truth.npy");
+    varphi_data::npy::save_npy_f32(&p, &[n_cases, grid, grid], &truths).map_err(io_err(&p))?;
+    let p = out.join("summary.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&summary).expect("json"))
+        .map_err(io_err(&p))?;
+    Ok(summary)
+}
