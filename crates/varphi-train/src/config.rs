@@ -505,30 +505,43 @@ impl DataShape {
     }
 }
 
+/// Read a config file's text (errors name the file).
+pub fn read_config(path: &Path) -> Result<String, TrainError> {
+    std::fs::read_to_string(path).map_err(|e| TrainError::Config {
+        path: path.to_path_buf(),
+        message: format!("cannot read config: {e}"),
+    })
+}
+
+/// Deserialize TOML into `T`; a syntax or schema error becomes one line naming `origin` and the
+/// line number.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &Path,
+) -> Result<T, TrainError> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
+            .unwrap_or_default();
+        TrainError::Config {
+            path: origin.to_path_buf(),
+            message: format!("{}{line}", e.message().trim().replace('\n', "; ")),
+        }
+    })
+}
+
 impl TrainConfig {
     /// Parse a TOML string; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, TrainError> {
-        let config: TrainConfig = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
-                .unwrap_or_default();
-            TrainError::Config {
-                path: origin.to_path_buf(),
-                message: format!("{}{line}", e.message().trim().replace('\n', "; ")),
-            }
-        })?;
+        let config: TrainConfig = parse_toml(text, origin)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Config {
-            path: path.to_path_buf(),
-            message: format!("cannot read config: {e}"),
-        })?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&read_config(path)?, path)
     }
 
     /// Serialise to TOML.

@@ -11,7 +11,7 @@
 //! Posterior samples and scores against the true field are written to the output folder.
 
 use crate::backend::{BackendKind, Precision, select_device};
-use crate::config::ObservationsSection;
+use crate::config::{ObservationsSection, parse_toml, read_config};
 use crate::error::{TrainError, io_err};
 use crate::model::NoiseSource;
 use crate::trainer::cosine_lr;
@@ -148,20 +148,7 @@ fn invalid(key: &str, message: impl Into<String>) -> TrainError {
 impl InferConfig {
     /// Read, parse and validate.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Config {
-            path: path.to_path_buf(),
-            message: format!("cannot read config: {e}"),
-        })?;
-        let config: InferConfig = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
-                .unwrap_or_default();
-            TrainError::Config {
-                path: path.to_path_buf(),
-                message: format!("{}{line}", e.message().trim().replace('\n', "; ")),
-            }
-        })?;
+        let config: InferConfig = parse_toml(&read_config(path)?, path)?;
         config.validate()?;
         Ok(config)
     }

@@ -12,6 +12,20 @@ fn varphi(args: &[&str], cwd: &Path) -> Output {
         .expect("run varphi")
 }
 
+/// Assert a successful run, showing its stderr otherwise.
+fn succeeds(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Parse a JSON file the run wrote.
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// Assert a failed run with a one-line error containing every `needle`.
 fn fails_with(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
@@ -182,11 +196,7 @@ fn train_sample_eval_from_the_command_line() {
     let dir = temp_dir("cli-flow");
     let cfg = write(&dir, "tiny.toml", &small_config(3, ""));
     let out = varphi(&["train", cfg.to_str().unwrap(), "--out", "run"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     for f in [
         "config.toml",
         "normalization.json",
@@ -200,23 +210,14 @@ fn train_sample_eval_from_the_command_line() {
         assert!(dir.join("run").join(f).is_file(), "missing {f}");
     }
     let out = varphi(&["sample", "run", "-n", "5", "-o", "s.npy"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     let s = varphi_data::npy::load_npy(&dir.join("s.npy")).unwrap();
     assert_eq!(s.shape, vec![5, 1, 16]);
     assert!(s.data.iter().all(|v| v.is_finite()));
 
     let out = varphi(&["eval", "run"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("run/eval.json")).unwrap()).unwrap();
+    succeeds(&out);
+    let report: serde_json::Value = read_json(&dir.join("run/eval.json"));
     for k in [
         "test_elbo",
         "test_log_lik",
@@ -251,19 +252,14 @@ fn data_command_writes_archives_and_rejects_bad_arguments() {
         ],
         &dir,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     let u = varphi_data::npy::load_npz(&dir.join("d.npz"), "solution").unwrap();
     assert_eq!(u.shape, vec![6, 12, 12]);
     let a = varphi_data::npy::load_npz(&dir.join("d.npz"), "coefficient").unwrap();
     assert!(a.data.iter().all(|&v| v == 3.0 || v == 12.0));
     let y = varphi_data::npy::load_npz(&dir.join("d.npz"), "obs_values").unwrap();
     assert_eq!(y.shape, vec![6, 64]);
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("d.json")).unwrap()).unwrap();
+    let meta: serde_json::Value = read_json(&dir.join("d.json"));
     assert_eq!(meta["spec"]["seed"], 4);
     assert_eq!(meta["spec"]["physics"]["grid"], 12);
 
@@ -305,17 +301,9 @@ fn a_config_trains_on_freshly_generated_physics_data() {
         &["train", cfg.to_str().unwrap(), "--out", "run", "-q"],
         &dir,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     let out = varphi(&["sample", "run", "-n", "3", "-o", "s.npy"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     assert_eq!(
         varphi_data::npy::load_npy(&dir.join("s.npy"))
             .unwrap()
@@ -352,19 +340,10 @@ fn physics_only_pddlvm_quick_run_and_uq_evaluation() {
         ],
         &dir,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     let out = varphi(&["eval", "run"], &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("run/eval.json")).unwrap()).unwrap();
+    succeeds(&out);
+    let r: serde_json::Value = read_json(&dir.join("run/eval.json"));
     for k in ["rel_l2", "nll", "crps", "residual_norm"] {
         assert!(r[k].as_f64().is_some_and(f64::is_finite), "{k}: {r}");
     }
@@ -408,11 +387,7 @@ fn physics_only_pddlvm_quick_run_and_uq_evaluation() {
         ],
         &dir,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     let bytes = std::fs::read(dir.join("s.npy")).unwrap();
     let start = 10 + (bytes[8] as usize | (bytes[9] as usize) << 8);
     assert_eq!(bytes.len() - start, 5 * 33 * 4);
@@ -517,14 +492,9 @@ fn cvae_surrogate_trains_on_the_residual_alone() {
         vec!["eval", "run"],
     ] {
         let out = varphi(&args, &dir);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeds(&out);
     }
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("run/eval.json")).unwrap()).unwrap();
+    let r: serde_json::Value = read_json(&dir.join("run/eval.json"));
     let s = &r["surrogate"];
     let rel = s["rel_l2"].as_f64().unwrap();
     assert!(rel < 0.3, "{r}");
@@ -552,14 +522,8 @@ fn bayes_vi_with_adjoint_gradients_beats_the_prior() {
         &["infer", cfg.to_str().unwrap(), "--out", "bvi", "-q"],
         &dir,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("bvi/summary.json")).unwrap())
-            .unwrap();
+    succeeds(&out);
+    let r: serde_json::Value = read_json(&dir.join("bvi/summary.json"));
     let (post, prior) = (
         r["posterior"]["rel_l2"].as_f64().unwrap(),
         r["prior"]["rel_l2"].as_f64().unwrap(),
