@@ -8,6 +8,7 @@
 //!   coordinate decoders whose PDE residual needs `u_x`, `u_xx` and mixed partials.
 //! - Gaussian [`Encoder`]s and [`Decoder`]s, dense or convolutional (1-D signals, 2-D fields,
 //!   channels first), and the [`Vae`] and [`Cvae`] models.
+//! - [`RealNvp`]: RealNVP flow (ActNorm + affine couplings, exact log-det), optionally conditional.
 //! - [`GaussianPosterior`]: non-amortised mean-field or full-covariance `q(z)` for Bayes VI.
 //! - [`UNet`]: a field-to-field U-Net, the forward surrogate of a [`Pddlvm`] over parameter fields.
 //!
@@ -38,6 +39,7 @@ pub mod coordinate_decoder;
 pub mod decoder;
 pub mod distributions;
 pub mod encoder;
+pub mod flow;
 pub mod mlp;
 pub mod pddlvm;
 pub mod posterior;
@@ -52,6 +54,7 @@ pub use distributions::{
     Bernoulli, DiagGaussian, FullGaussian, VariationalFamily, standard_normal,
 };
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
+pub use flow::{ActNorm, AffineCoupling, RealNvp, RealNvpConfig};
 pub use mlp::{Jet, Mlp, MlpConfig};
 pub use pddlvm::{GaussianNet, GaussianNetConfig, Pddlvm, PddlvmConfig};
 pub use posterior::{GaussianFamily, GaussianPosterior, GaussianPosteriorConfig, GaussianQ};
