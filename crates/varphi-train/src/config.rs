@@ -85,6 +85,11 @@ pub enum ModelKind {
     /// observation of the PDE residual (needs a physics `[data]` source and
     /// `[objective.residual]`).
     Pddlvm,
+    /// Forward-KL amortised posterior (neural posterior estimation, primer eqs. 19–20): a
+    /// conditional RealNVP `q(z | y)` trained by maximum likelihood on simulated pairs, `y`
+    /// noisy observations of the solution (needs a physics `[data]` source and
+    /// `[objective.observations]`).
+    Npe,
 }
 
 /// Network architecture of an encoder or decoder.
@@ -141,6 +146,13 @@ pub struct ModelSection {
     /// CVAE prior.
     #[serde(default = "d_prior")]
     pub prior: PriorKind,
+    /// Coupling layers of a flow (`npe`).
+    #[serde(default = "d_flow_layers")]
+    pub flow_layers: usize,
+}
+
+fn d_flow_layers() -> usize {
+    6
 }
 
 /// Activation names accepted in configs.
@@ -649,11 +661,28 @@ impl TrainConfig {
                 ));
             }
         }
-        if let Some(o) = &self.objective.observations {
-            if m.kind != ModelKind::Pddlvm {
+        if m.kind == ModelKind::Npe {
+            if self.objective.observations.is_none() {
                 return Err(invalid(
                     "objective.observations",
-                    "observations of the solution are used by kind = \"pddlvm\" models only",
+                    "kind = \"npe\" learns q(z | y) from noisy observations y: add [objective.observations] with sigma = ...",
+                ));
+            }
+            if self.data.physics().is_none() {
+                return Err(invalid(
+                    "data.kind",
+                    "kind = \"npe\" simulates its training pairs: use a physics data source (darcy, poisson1d, burgers, heat, pendulum)",
+                ));
+            }
+            if m.flow_layers == 0 {
+                return Err(invalid("model.flow_layers", "must be at least 1"));
+            }
+        }
+        if let Some(o) = &self.objective.observations {
+            if !matches!(m.kind, ModelKind::Pddlvm | ModelKind::Npe) {
+                return Err(invalid(
+                    "objective.observations",
+                    "observations of the solution are used by kind = \"pddlvm\" and \"npe\" models only",
                 ));
             }
             if !(o.sigma > 0.0 && o.sigma.is_finite()) {
@@ -760,10 +789,21 @@ impl TrainConfig {
     /// Checks that need the data's shape, e.g. a CVAE without conditions.
     pub fn check_data(&self, shape: &DataShape) -> Result<(), TrainError> {
         let m = &self.model;
-        if matches!(m.kind, ModelKind::Cvae | ModelKind::Pddlvm) && shape.cond_dim == 0 {
+        if matches!(m.kind, ModelKind::Cvae | ModelKind::Pddlvm | ModelKind::Npe)
+            && shape.cond_dim == 0
+        {
             return Err(invalid(
                 "model.kind",
                 "\"cvae\" needs a condition per sample, but the data have none (set cond_path/cond_key in [data], or use kind = \"vae\")",
+            ));
+        }
+        if m.kind == ModelKind::Npe && shape.cond_dim < 2 {
+            return Err(invalid(
+                "model.kind",
+                format!(
+                    "\"npe\" fits a RealNVP flow, which needs at least 2 parameters; the data have {}",
+                    shape.cond_dim
+                ),
             ));
         }
         let uses_unet = m.encoder == NetKind::Unet || m.decoder == NetKind::Unet;
@@ -985,7 +1025,9 @@ impl TrainConfig {
                 self.encoder(shape, 0),
                 self.decoder(shape, 0),
             )),
-            ModelKind::Pddlvm => unreachable!("pddlvm runs build their model with pddlvm_config"),
+            ModelKind::Pddlvm | ModelKind::Npe => {
+                unreachable!("pddlvm and npe runs build their own models")
+            }
             ModelKind::Cvae => {
                 let c = shape.cond_dim;
                 let prior = match self.model.prior {

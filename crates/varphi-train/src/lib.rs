@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod infer;
 pub mod model;
+pub mod npe;
 pub mod observers;
 pub mod physics;
 pub mod plots;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use varphi_data::physics::{GeneratorSpec, Observations, PhysicsSettings, ProblemKind};
 use varphi_train::backend::{BackendKind, wgpu_available};
 use varphi_train::bench::{BenchSpec, vae_throughput};
+use varphi_train::config::ModelKind;
 use varphi_train::run::{TrainOptions, evaluate_run, load_run, sample_run, train};
 
 /// Training allocates and frees the same large activation buffers every step. glibc's malloc
@@ -300,6 +301,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if n == 0 {
                 anyhow::bail!("-n must be at least 1");
             }
+            if run_kind(&run) == Some(ModelKind::Npe) {
+                anyhow::bail!(
+                    "{} is an npe run (a posterior over parameters given observations, not a generative model of solutions); `varphi eval` scores and samples it",
+                    run.display()
+                );
+            }
             if is_physics_run(&run) {
                 if noise {
                     anyhow::bail!(
@@ -328,6 +335,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 shape.extend(&loaded.data.test.sample_shape);
                 println!("wrote {} samples {:?} to {}", n, shape, output.display());
             }
+        }
+        Command::Eval { run, backend } if run_kind(&run) == Some(ModelKind::Npe) => {
+            let loaded = varphi_train::npe::load_npe_run(&run, backend)?;
+            let r = varphi_train::npe::evaluate_npe_run(&loaded)?;
+            println!(
+                "evaluation of {} ({} test cases × {} posterior samples, {} epochs)",
+                run.display(),
+                r.n_test,
+                r.n_samples,
+                r.epochs
+            );
+            println!(
+                "  posterior q(z|y) from {} noisy observations (σ_y = {}) per case",
+                r.n_obs, r.obs_sigma
+            );
+            let mut rows = vec![("all".to_string(), &r.posterior)];
+            rows.extend(r.per_parameter.iter().map(|(n, s)| (n.clone(), s)));
+            println!(
+                "  {:<10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+                "parameter", "rel_l2", "NLL", "CRPS", "cov 50", "cov 90", "cov 95"
+            );
+            for (name, s) in rows {
+                let c = |l: &str| s.coverage.get(l).copied().unwrap_or(f64::NAN);
+                println!(
+                    "  {name:<10} {:>10.4} {:>10.4} {:>10.4} {:>8.3} {:>8.3} {:>8.3}",
+                    s.rel_l2,
+                    s.nll,
+                    s.crps,
+                    c("0.5"),
+                    c("0.9"),
+                    c("0.95")
+                );
+            }
+            println!("wrote {}", run.join("eval.json").display());
         }
         Command::Eval { run, backend } if is_physics_run(&run) => {
             let loaded = varphi_train::physics::load_physics_run(&run, backend)?;
@@ -558,9 +599,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Whether `run` holds a physics (pddlvm) run; errors surface later, in the loaders.
-fn is_physics_run(run: &std::path::Path) -> bool {
+fn run_kind(run: &std::path::Path) -> Option<ModelKind> {
     varphi_train::TrainConfig::load(&run.join("config.toml"))
-        .is_ok_and(|c| c.model.kind == varphi_train::config::ModelKind::Pddlvm)
+        .ok()
+        .map(|c| c.model.kind)
+}
+
+fn is_physics_run(run: &std::path::Path) -> bool {
+    run_kind(run) == Some(ModelKind::Pddlvm)
 }
 
 #[allow(clippy::too_many_arguments)]

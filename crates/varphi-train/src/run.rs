@@ -231,6 +231,27 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
         device: &device,
         quiet: opts.quiet,
     };
+    if config.model.kind == ModelKind::Npe {
+        let objective = crate::npe::NpeObjective::new(&config, &data)?;
+        let model = crate::npe::NpeModel::init(
+            &config,
+            data.shape().cond_dim,
+            objective.operator.len(),
+            &device,
+        );
+        fit_run(&ctx, model, &objective)?;
+        let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
+        if !opts.no_plots {
+            plots::plot_losses(&metrics, &run_dir.join("loss.png"))?;
+        }
+        return Ok(summary(
+            &config,
+            &metrics,
+            run_dir,
+            selected.description,
+            &["loss", "nll"],
+        ));
+    }
     if config.model.kind == ModelKind::Pddlvm {
         let objective = crate::physics::PddlvmObjective::new(&config, &data)?;
         let model = crate::physics::PhysicsModel::init(&config, &data.shape(), &objective, &device);
