@@ -11,6 +11,8 @@
 //! - [`Elbo`]: the evidence lower bound with a [`KlEstimator`] (analytic or Monte Carlo), β,
 //!   linear KL warm-up and `n_particles` (primer eqs. 14, 17, 18).
 //! - [`RenyiBound`]: importance-weighted bounds, IWAE (`α = 0`) and Rényi-α (`α → 1`: ELBO).
+//! - [`free_bits_kl`], [`mmd2`] (PI-VAE's MMD term) and [`score_function_surrogate`]
+//!   (REINFORCE with a leave-one-out baseline).
 //! - [`skew_js`]: the skew Jensen–Shannon divergence `JS_α` (primer eq. 21).
 //!
 //! Each objective returns named parts: `loss` to backpropagate and detached terms for logging.
@@ -25,6 +27,7 @@
 pub mod bounds;
 pub mod divergences;
 pub mod elbo;
+pub mod estimators;
 pub mod likelihood;
 pub mod observation;
 pub mod pddlvm;
@@ -33,6 +36,7 @@ pub mod pde_residual;
 pub use bounds::{BoundOutput, RenyiBound, log_mean_exp, renyi_bound};
 pub use divergences::skew_js;
 pub use elbo::{Elbo, ElboConfig, ElboOutput, ElboScalars, KlEstimator};
+pub use estimators::{free_bits_kl, mmd2, score_function_surrogate};
 pub use likelihood::{
     BernoulliLikelihood, GaussianLikelihood, GaussianLikelihoodConfig, Likelihood,
     LikelihoodConfig, NoiseModel,

@@ -68,12 +68,15 @@ impl DiagGaussian {
 
     /// Closed-form `KL(self ‖ other)`, `[batch]`.
     pub fn kl(&self, other: &DiagGaussian) -> Tensor<1> {
+        self.kl_per_dim(other).sum_dim(1).squeeze_dim::<1>(1)
+    }
+
+    /// `KL(q_j ‖ p_j)` of each dimension, `[batch, dim]` (they sum to [`DiagGaussian::kl`]).
+    pub fn kl_per_dim(&self, other: &DiagGaussian) -> Tensor<2> {
         let var_q = self.variance();
         let inv_var_p = other.log_var.clone().neg().exp();
         let diff2 = (self.mean.clone() - other.mean.clone()).powi_scalar(2);
         ((other.log_var.clone() - self.log_var.clone()) + (var_q + diff2) * inv_var_p - 1.0)
-            .sum_dim(1)
-            .squeeze_dim::<1>(1)
             .mul_scalar(0.5)
     }
 
