@@ -71,3 +71,63 @@ fn residuals_agree_between_ndarray_and_wgpu() {
         eprintln!("{kind:?}: pde rows {} agree", pc.len());
     }
 }
+
+#[test]
+fn unet_flow_and_pendulum_map_agree_between_ndarray_and_wgpu() {
+    if !wgpu_or_skip() {
+        return;
+    }
+    use varphi_models::{RealNvpConfig, UNetConfig};
+    use varphi_physics::pde::{Pendulum, PendulumSettings};
+    #[allow(deprecated)]
+    let cpu = Device::ndarray();
+    let gpu = varphi_train::select_device(BackendKind::Wgpu, varphi_train::Precision::F32)
+        .unwrap()
+        .device;
+    cpu.seed(5);
+    let close = |name: &str, a: Vec<f64>, b: Vec<f64>| {
+        let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff <= 1e-4 * scale,
+            "{name}: max |ndarray − wgpu| = {diff:e} (scale {scale:e})"
+        );
+    };
+    let input = |n: usize, d: usize, device: &Device| {
+        let v: Vec<f64> = (0..n * d)
+            .map(|i| ((i * 37 % 101) as f64 / 50.0) - 1.0)
+            .collect();
+        Tensor::<2>::from_data(TensorData::new(v, [n, d]), device)
+    };
+    let unet = UNetConfig::new(vec![1, 9, 12], 2)
+        .with_channels(vec![4, 8])
+        .init(&cpu);
+    close(
+        "unet",
+        values(unet.forward(input(2, 108, &cpu))),
+        values(unet.clone().to_device(&gpu).forward(input(2, 108, &gpu))),
+    );
+    let flow = RealNvpConfig::new(3).with_d_cond(2).init(&cpu);
+    let (y, c) = (input(4, 3, &cpu), input(4, 2, &cpu));
+    let lp_cpu = flow.log_prob(y, Some(c)).unsqueeze_dim::<2>(1);
+    let flow_gpu = flow.to_device(&gpu);
+    let lp_gpu = flow_gpu
+        .log_prob(input(4, 3, &gpu), Some(input(4, 2, &gpu)))
+        .unsqueeze_dim::<2>(1);
+    close("realnvp log_prob", values(lp_cpu), values(lp_gpu));
+    let pendulum = Pendulum::new(PendulumSettings {
+        substeps: 2,
+        ..PendulumSettings::physvae(4)
+    });
+    let z = vec![1.0, 1.2, 0.2, 0.5, 2.0, 0.3, 0.9, 0.1, 0.8, 2.5];
+    let map = |device: &Device| {
+        values(pendulum.forward_map(Tensor::<2>::from_data(
+            TensorData::new(z.clone(), [2, 5]),
+            device,
+        )))
+    };
+    close("pendulum forward map", map(&cpu), map(&gpu));
+}
