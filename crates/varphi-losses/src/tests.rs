@@ -309,7 +309,7 @@ fn beta_weights_only_the_loss() {
 /// sample covariance I), so for this model the Monte-Carlo ELBO equals its expectation and the
 /// optimum is exact.
 fn fit_bayes_vi(family: varphi_models::GaussianFamily) -> (Vec<f64>, Vec<f64>) {
-    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+    use burn::optim::{AdamConfig, GradientsParams};
     use varphi_models::GaussianPosteriorConfig;
     let lg = LinearGaussian::new();
     let ad = dev().autodiff();

@@ -5,13 +5,13 @@
 //! Evaluation is simulation-based calibration: coverage of the true parameters by the central
 //! intervals of `q(z | y)` over the held-out cases.
 
-use crate::backend::{BackendKind, SelectedDevice, select_device};
+use crate::backend::{BackendKind, SelectedDevice};
 use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::error::{TrainError, io_err};
 use crate::model::NoiseSource;
 use crate::physics::{mean_of, rows};
-use crate::run::{PreparedData, check_normalization, prepare_data};
+use crate::run::{PreparedData, open_run};
 use crate::trainer::{Objective, StepOutput};
 use crate::uq::{self, UqScores};
 use burn::prelude::*;
@@ -144,13 +144,7 @@ pub struct NpeRun {
 
 /// Load an NPE run's last checkpoint.
 pub fn load_npe_run(dir: &Path, backend: Option<BackendKind>) -> Result<NpeRun, TrainError> {
-    let config = TrainConfig::load(&dir.join("config.toml"))?;
-    let data = prepare_data(&config, Path::new("."))?;
-    check_normalization(dir, &data)?;
-    let device = select_device(
-        backend.unwrap_or(config.training.backend),
-        config.training.precision,
-    )?;
+    let (config, data, device) = open_run(dir, backend)?;
     let objective = NpeObjective::new(&config, &data)?;
     let model = NpeModel::init(
         &config,

@@ -5,13 +5,13 @@
 //! the whitened parameters learns to invert sparse noisy observations `y` through the same
 //! surrogate and residual ([`varphi_losses::PddlvmDataElbo`]), in stages physics → data → joint.
 
-use crate::backend::{BackendKind, SelectedDevice, select_device};
+use crate::backend::{BackendKind, SelectedDevice};
 use crate::checkpoint;
 use crate::config::{DataShape, StageMode, TrainConfig};
 use crate::error::{TrainError, io_err};
 use crate::model::NoiseSource;
 use crate::plots;
-use crate::run::{PreparedData, check_normalization, prepare_data};
+use crate::run::PreparedData;
 use crate::trainer::{Objective, StepOutput};
 use crate::uq::{self, UqScores};
 use burn::module::Param;
@@ -501,13 +501,7 @@ pub fn load_physics_run(
     dir: &Path,
     backend: Option<BackendKind>,
 ) -> Result<PhysicsRun, TrainError> {
-    let config = TrainConfig::load(&dir.join("config.toml"))?;
-    let data = prepare_data(&config, Path::new("."))?;
-    check_normalization(dir, &data)?;
-    let device = select_device(
-        backend.unwrap_or(config.training.backend),
-        config.training.precision,
-    )?;
+    let (config, data, device) = crate::run::open_run(dir, backend)?;
     let objective = PddlvmObjective::new(&config, &data)?;
     let model = PhysicsModel::init(&config, &data.shape(), &objective, &device.device);
     let (model, _, state) = checkpoint::load(dir, model, None)?;

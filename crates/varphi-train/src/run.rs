@@ -518,9 +518,13 @@ pub(crate) fn check_normalization(dir: &Path, data: &PreparedData) -> Result<(),
     Ok(())
 }
 
-/// Load a run directory's config, data and latest checkpoint onto `backend` (default: the
-/// run's backend).
-pub fn load_run(dir: &Path, backend: Option<BackendKind>) -> Result<LoadedRun, TrainError> {
+/// A run directory's config, its data (regenerated or reloaded, checked against the saved
+/// normalisation) and the device for `backend` (default: the run's) — what every run loader
+/// needs before its model.
+pub fn open_run(
+    dir: &Path,
+    backend: Option<BackendKind>,
+) -> Result<(TrainConfig, PreparedData, SelectedDevice), TrainError> {
     let config = TrainConfig::load(&dir.join("config.toml"))?;
     let data = prepare_data(&config, Path::new("."))?;
     check_normalization(dir, &data)?;
@@ -528,6 +532,13 @@ pub fn load_run(dir: &Path, backend: Option<BackendKind>) -> Result<LoadedRun, T
         backend.unwrap_or(config.training.backend),
         config.training.precision,
     )?;
+    Ok((config, data, selected))
+}
+
+/// Load a run directory's config, data and latest checkpoint onto `backend` (default: the
+/// run's backend).
+pub fn load_run(dir: &Path, backend: Option<BackendKind>) -> Result<LoadedRun, TrainError> {
+    let (config, data, selected) = open_run(dir, backend)?;
     let model = GenerativeModel::init(
         &config.model_config(&data.shape()),
         &config,

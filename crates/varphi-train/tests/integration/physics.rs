@@ -6,6 +6,19 @@ use rand::SeedableRng;
 use varphi_data::physics::{PhysicsSettings, ProblemKind};
 use varphi_train::backend::BackendKind;
 
+/// Max |a − b| within 1e-4 of max |a| (f32 on both sides).
+fn assert_close(name: &str, a: Vec<f64>, b: Vec<f64>) {
+    let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        diff <= 1e-4 * scale,
+        "{name}: max |ndarray − wgpu| = {diff:e} (scale {scale:e})"
+    );
+}
+
 fn values(t: Tensor<2>) -> Vec<f64> {
     t.into_data()
         .try_into_vec_as::<f64>()
@@ -57,16 +70,8 @@ fn residuals_agree_between_ndarray_and_wgpu() {
         };
         let (pc, bc) = eval(&cpu);
         let (pg, bg) = eval(&gpu);
-        for (name, a, b) in [("pde", &pc, &pg), ("boundary", &bc, &bg)] {
-            let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-            let diff = a
-                .iter()
-                .zip(b)
-                .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
-            assert!(
-                diff <= 1e-4 * scale,
-                "{kind:?} {name}: max |ndarray − wgpu| = {diff:e} (scale {scale:e})"
-            );
+        for (name, a, b) in [("pde", pc.clone(), pg), ("boundary", bc, bg)] {
+            assert_close(&format!("{kind:?} {name}"), a, b);
         }
         eprintln!("{kind:?}: pde rows {} agree", pc.len());
     }
@@ -85,17 +90,6 @@ fn unet_flow_and_pendulum_map_agree_between_ndarray_and_wgpu() {
         .unwrap()
         .device;
     cpu.seed(5);
-    let close = |name: &str, a: Vec<f64>, b: Vec<f64>| {
-        let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-        let diff = a
-            .iter()
-            .zip(&b)
-            .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
-        assert!(
-            diff <= 1e-4 * scale,
-            "{name}: max |ndarray − wgpu| = {diff:e} (scale {scale:e})"
-        );
-    };
     let input = |n: usize, d: usize, device: &Device| {
         let v: Vec<f64> = (0..n * d)
             .map(|i| ((i * 37 % 101) as f64 / 50.0) - 1.0)
@@ -105,7 +99,7 @@ fn unet_flow_and_pendulum_map_agree_between_ndarray_and_wgpu() {
     let unet = UNetConfig::new(vec![1, 9, 12], 2)
         .with_channels(vec![4, 8])
         .init(&cpu);
-    close(
+    assert_close(
         "unet",
         values(unet.forward(input(2, 108, &cpu))),
         values(unet.clone().to_device(&gpu).forward(input(2, 108, &gpu))),
@@ -117,7 +111,7 @@ fn unet_flow_and_pendulum_map_agree_between_ndarray_and_wgpu() {
     let lp_gpu = flow_gpu
         .log_prob(input(4, 3, &gpu), Some(input(4, 2, &gpu)))
         .unsqueeze_dim::<2>(1);
-    close("realnvp log_prob", values(lp_cpu), values(lp_gpu));
+    assert_close("realnvp log_prob", values(lp_cpu), values(lp_gpu));
     let pendulum = Pendulum::new(PendulumSettings {
         substeps: 2,
         ..PendulumSettings::physvae(4)
@@ -129,5 +123,5 @@ fn unet_flow_and_pendulum_map_agree_between_ndarray_and_wgpu() {
             device,
         )))
     };
-    close("pendulum forward map", map(&cpu), map(&gpu));
+    assert_close("pendulum forward map", map(&cpu), map(&gpu));
 }
