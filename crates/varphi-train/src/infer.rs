@@ -315,14 +315,14 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
             let a = transform.apply(xi);
             let u_star = darcy.solve_batch(&a).map_err(solver_err)?;
             // Pass 1: ∂ log p(y | u*) / ∂u* at the solver's solution.
-            let u_leaf = Tensor::<2>::from_data(u_star.clone().into_data(), &ad).require_grad();
+            let u_leaf = u_star.clone().require_grad();
             let log_lik =
                 likelihood.log_marginal(y_rep.clone(), u_leaf.clone(), u_leaf.zeros_like(), None);
             let grads = log_lik.clone().sum().backward();
             let g = u_leaf
                 .grad(&grads)
                 .expect("u* takes part in the likelihood");
-            let g = Tensor::<2>::from_data(g.into_data(), &ad);
+            let g = Tensor::<2>::from_inner(g);
             // Pass 2: the adjoint pullback carries the same gradient to a, ξ and q.
             let pull = darcy.adjoint_pullback(a, u_star, g).map_err(solver_err)?;
             let kl = dist.kl_to_diag(&prior);

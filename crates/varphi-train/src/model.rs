@@ -191,7 +191,7 @@ impl CvaePhysics {
             .expect("a CVAE surrogate with [objective.residual] has a residual likelihood");
         let m = &model.model;
         let prior = m.prior(b, Some(cond.clone()), &device);
-        let log_lik = |z: Tensor<3>, with_data: bool| {
+        let log_lik = |z: Tensor<3>| {
             let params = m.decode(z, Some(cond.clone()));
             let lr = self.log_residual(
                 residual,
@@ -199,17 +199,18 @@ impl CvaePhysics {
                 cond.clone(),
                 step,
             );
-            match with_data {
-                true => model.likelihood.log_prob(x.clone(), params) + lr,
-                false => lr,
+            if self.data {
+                model.likelihood.log_prob(x.clone(), params) + lr
+            } else {
+                lr
             }
         };
         if self.data {
             let q = m.posterior(x.clone(), Some(cond.clone()));
-            elbo.forward(&q, &prior, eps, |z| log_lik(z, true), step)
+            elbo.forward(&q, &prior, eps, log_lik, step)
         } else {
             let standard = DiagGaussian::standard(b, m.latent_dim(), &device);
-            elbo.forward(&prior, &standard, eps, |z| log_lik(z, false), step)
+            elbo.forward(&prior, &standard, eps, log_lik, step)
         }
     }
 }

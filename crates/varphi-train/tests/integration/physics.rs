@@ -19,6 +19,16 @@ fn assert_close(name: &str, a: Vec<f64>, b: Vec<f64>) {
     );
 }
 
+/// ndarray (f32) and wgpu (f32) devices.
+fn cpu_and_gpu() -> (Device, Device) {
+    #[allow(deprecated)]
+    let cpu = Device::ndarray();
+    let gpu = varphi_train::select_device(BackendKind::Wgpu, varphi_train::Precision::F32)
+        .unwrap()
+        .device;
+    (cpu, gpu)
+}
+
 fn values(t: Tensor<2>) -> Vec<f64> {
     t.into_data()
         .try_into_vec_as::<f64>()
@@ -30,11 +40,7 @@ fn residuals_agree_between_ndarray_and_wgpu() {
     if !wgpu_or_skip() {
         return;
     }
-    #[allow(deprecated)]
-    let cpu = Device::ndarray();
-    let gpu = varphi_train::select_device(BackendKind::Wgpu, varphi_train::Precision::F32)
-        .unwrap()
-        .device;
+    let (cpu, gpu) = cpu_and_gpu();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     for (kind, grid) in [
         (ProblemKind::Darcy, 16),
@@ -84,11 +90,7 @@ fn unet_flow_and_pendulum_map_agree_between_ndarray_and_wgpu() {
     }
     use varphi_models::{RealNvpConfig, UNetConfig};
     use varphi_physics::pde::{Pendulum, PendulumSettings};
-    #[allow(deprecated)]
-    let cpu = Device::ndarray();
-    let gpu = varphi_train::select_device(BackendKind::Wgpu, varphi_train::Precision::F32)
-        .unwrap()
-        .device;
+    let (cpu, gpu) = cpu_and_gpu();
     cpu.seed(5);
     let input = |n: usize, d: usize, device: &Device| {
         let v: Vec<f64> = (0..n * d)
