@@ -239,10 +239,20 @@ mod tests {
             .with_hidden(vec![8])
             .with_d_cond(d_cond)
             .init(device);
+        // Every weight is seeded here: `init` draws from the device RNG, which other tests in
+        // the process share, so a flow left to it would differ (and could be near volume
+        // preserving) from run to run.
         for (i, c) in f.couplings.iter_mut().enumerate() {
-            let last = c.net.layers.last_mut().unwrap();
-            let w = normals(last.weight.val().dims(), 10 + i as u64, device).mul_scalar(0.4);
-            last.weight = Param::from_tensor(w);
+            for (j, layer) in c.net.layers.iter_mut().enumerate() {
+                let seed = 100 * (i as u64 + 1) + 2 * j as u64;
+                let w = normals(layer.weight.val().dims(), seed, device).mul_scalar(0.4);
+                layer.weight = Param::from_tensor(w);
+                if let Some(b) = layer.bias.as_mut() {
+                    *b = Param::from_tensor(
+                        normals(b.val().dims(), seed + 1, device).mul_scalar(0.1),
+                    );
+                }
+            }
         }
         for (i, n) in f.norms.iter_mut().enumerate() {
             n.log_scale =
