@@ -25,6 +25,32 @@ impl ObservationOperator {
         }
     }
 
+    /// Sub-sampling in time: of a trajectory stored level-major as `[levels × nodes]` values,
+    /// observe every `every`-th level from `t_0` (levels `0, every, 2·every, …`) at the given
+    /// spatial `nodes` (all nodes when `None`). The observed values are ordered level-major.
+    ///
+    /// # Panics
+    /// If `every` is 0 or a node index is `≥ nodes_per_level`.
+    pub fn time_subsampled(
+        levels: usize,
+        nodes_per_level: usize,
+        every: usize,
+        nodes: Option<&[usize]>,
+    ) -> Self {
+        assert!(every > 0, "time_subsampled: every must be at least 1");
+        let all: Vec<usize> = (0..nodes_per_level).collect();
+        let nodes = nodes.unwrap_or(&all);
+        assert!(
+            nodes.iter().all(|&i| i < nodes_per_level),
+            "time_subsampled: node index out of range (nodes per level: {nodes_per_level})"
+        );
+        let idx: Vec<usize> = (0..levels)
+            .step_by(every)
+            .flat_map(|k| nodes.iter().map(move |&i| k * nodes_per_level + i))
+            .collect();
+        Self::by_index(&idx)
+    }
+
     /// Bilinear interpolation at points `(x, y)` of a field on the `nx × ny` closed grid of
     /// `[x0, x1] × [y0, y1]` (row-major, `x` first). Points outside are clamped to the domain.
     pub fn bilinear(points: &[[f64; 2]], nx: usize, ny: usize, x: [f64; 2], y: [f64; 2]) -> Self {

@@ -336,6 +336,18 @@ fn observation_operators_are_exact_for_bilinear_fields() {
         vec(by.apply(u.clone())),
         [field(0.0, 0.0), field(0.5, 1.0), field(2.0, 1.0)]
     );
+    // Sub-sampling in time: a trajectory u(t_k, x_i) = 10k + i on 7 levels × 3 nodes.
+    let traj: Vec<f64> = (0..7)
+        .flat_map(|k| (0..3).map(move |i| (10 * k + i) as f64))
+        .collect();
+    let traj = testing::tensor(traj, [1, 21], &dev);
+    let every3 = ObservationOperator::time_subsampled(7, 3, 3, Some(&[0, 2]));
+    assert_eq!(
+        vec(every3.apply(traj.clone())),
+        [0.0, 2.0, 30.0, 32.0, 60.0, 62.0]
+    );
+    let all = ObservationOperator::time_subsampled(7, 3, 4, None);
+    assert_eq!(vec(all.apply(traj)), [0.0, 1.0, 2.0, 40.0, 41.0, 42.0]);
     // Gaussian data likelihood.
     let lik = ObservationLikelihood {
         operator: by,
