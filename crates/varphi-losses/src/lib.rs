@@ -32,6 +32,7 @@ pub mod likelihood;
 pub mod observation;
 pub mod pddlvm;
 pub mod pde_residual;
+pub mod physvae;
 
 pub use bounds::{BoundOutput, RenyiBound, log_mean_exp, renyi_bound};
 pub use divergences::skew_js;
@@ -47,8 +48,11 @@ pub use pde_residual::{
     BoltzmannOutput, ResidualBoltzmann, ResidualBoltzmannConfig, ResidualLikelihood,
     ResidualLikelihoodConfig, SigmaSchedule,
 };
+pub use physvae::{PhysVaeLoss, PhysVaeTerms};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_physvae;
 #[cfg(test)]
 mod tests_residual;

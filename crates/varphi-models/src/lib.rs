@@ -42,6 +42,7 @@ pub mod encoder;
 pub mod flow;
 pub mod mlp;
 pub mod pddlvm;
+pub mod physvae;
 pub mod posterior;
 pub mod unet;
 pub mod vae;
@@ -57,6 +58,7 @@ pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use flow::{ActNorm, AffineCoupling, RealNvp, RealNvpConfig};
 pub use mlp::{Jet, Mlp, MlpConfig};
 pub use pddlvm::{GaussianNet, GaussianNetConfig, Pddlvm, PddlvmConfig};
+pub use physvae::{PhysVae, PhysVaeConfig, PhysVaeOutput};
 pub use posterior::{GaussianFamily, GaussianPosterior, GaussianPosteriorConfig, GaussianQ};
 pub use unet::{ConvBlock, UNet, UNetConfig};
 pub use vae::{

@@ -1,0 +1,92 @@
+//! The objective of the physics-integrated VAE ([`varphi_models::PhysVae`], Takeishi &
+//! Kalousis 2021): a Gaussian-likelihood ELBO over `(z_phys, z_aux)` plus the two regularisers
+//! that keep the physics in charge of what it can explain.
+
+use varphi_models::distributions::LN_2PI;
+use varphi_models::{DiagGaussian, PhysVaeOutput};
+
+use burn::prelude::*;
+
+/// Loss of a physics-integrated VAE, per sample (then averaged over the batch):
+///
+/// ```text
+/// L = −log N(y; x, σ² I) + β [KL(q(s|y) ‖ N(0,I)) + KL(q(z_aux|y) ‖ N(0,I))]
+///     + λ_aux ‖x − x_phys‖² / 2σ²                                  (correction penalty)
+/// ```
+///
+/// The first two terms are the negative ELBO (primer eq. 12 with the physics-model decoder of
+/// §3.1); the correction penalty is phys-vae's `R_DA`: the auxiliary network pays for every unit
+/// of signal it explains in the same currency as the data misfit, weighted by `λ_aux`, so a
+/// sufficient physics model leaves it idle. The physics-augmentation regulariser
+/// ([`augmentation`](Self::augmentation)) is added by the caller on simulated physics-only
+/// data.
+#[derive(Debug, Clone, Copy)]
+pub struct PhysVaeLoss {
+    /// Observation noise `σ` (the data's units).
+    pub sigma: f64,
+    /// KL weight `β`.
+    pub beta: f64,
+    /// Correction-penalty weight `λ_aux`.
+    pub aux_weight: f64,
+}
+
+/// Per-sample terms of [`PhysVaeLoss::forward`], each `[b]`.
+#[derive(Debug, Clone)]
+pub struct PhysVaeTerms {
+    /// `log N(y; x, σ²I)`.
+    pub log_lik: Tensor<1>,
+    /// `KL(q(s|y) ‖ N(0,I))`.
+    pub kl_phys: Tensor<1>,
+    /// `KL(q(z_aux|y) ‖ N(0,I))` (zeros without `z_aux`).
+    pub kl_aux: Tensor<1>,
+    /// `‖x − x_phys‖² / 2σ²`.
+    pub correction: Tensor<1>,
+    /// `L` of the formula above.
+    pub loss: Tensor<1>,
+}
+
+impl PhysVaeLoss {
+    /// The terms for observations `y: [b, m]` (same units and layout as `out.x`).
+    pub fn forward(&self, y: Tensor<2>, out: &PhysVaeOutput) -> PhysVaeTerms {
+        assert_eq!(
+            y.dims(),
+            out.x.dims(),
+            "PhysVaeLoss: observations and reconstruction must have the same shape"
+        );
+        let m = y.dims()[1] as f64;
+        let inv = 1.0 / (2.0 * self.sigma * self.sigma);
+        let sq = |t: Tensor<2>| t.powi_scalar(2).sum_dim(1).squeeze_dim::<1>(1);
+        let log_lik = sq(y - out.x.clone())
+            .mul_scalar(-inv)
+            .sub_scalar(m * (self.sigma.ln() + 0.5 * LN_2PI));
+        let kl_phys = out.q_phys.kl_standard_normal();
+        let kl_aux = match &out.q_aux {
+            Some(q) => q.kl_standard_normal(),
+            None => kl_phys.zeros_like(),
+        };
+        let correction = sq(out.x.clone() - out.x_phys.clone()).mul_scalar(inv);
+        let loss = log_lik.clone().neg()
+            + (kl_phys.clone() + kl_aux.clone()).mul_scalar(self.beta)
+            + correction.clone().mul_scalar(self.aux_weight);
+        PhysVaeTerms {
+            log_lik,
+            kl_phys,
+            kl_aux,
+            correction,
+            loss,
+        }
+    }
+
+    /// Physics-augmentation regulariser (phys-vae's "physics-based data augmentation"): for
+    /// parameters `s_true` drawn from the prior and decoded by the physics alone (plus noise),
+    /// the encoder's mean must return them: `½ ‖μ_φ(y_aug) − s_true‖²`, `[b]`. It ties `z_phys`
+    /// to its physical meaning, which the ELBO alone does not (the correction network could
+    /// absorb it).
+    pub fn augmentation(q_phys: &DiagGaussian, s_true: Tensor<2>) -> Tensor<1> {
+        (q_phys.mean.clone() - s_true)
+            .powi_scalar(2)
+            .sum_dim(1)
+            .squeeze_dim::<1>(1)
+            .mul_scalar(0.5)
+    }
+}

@@ -1,0 +1,192 @@
+//! Physics-integrated VAE: the loss against its formula, and parameter recovery on a toy
+//! problem whose physics is incomplete (a sine with an unmodelled drift).
+
+use crate::physvae::PhysVaeLoss;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use rand::{Rng, SeedableRng};
+use varphi_models::distributions::LN_2PI;
+use varphi_models::testing::{f64_device, normals, tensor, vec};
+use varphi_models::{PhysVae, PhysVaeConfig};
+
+const T: usize = 24;
+
+fn times() -> Vec<f64> {
+    (0..T).map(|k| k as f64 * 0.25).collect()
+}
+
+/// `G†(ω, a) = a sin(ω t_k)`.
+fn physics(p: Tensor<2>) -> Tensor<2> {
+    let t = tensor(times(), [1, T], &p.device());
+    let (w, a) = (p.clone().narrow(1, 0, 1), p.narrow(1, 1, 1));
+    a * (w * t).sin()
+}
+
+/// `n` cases `y = a sin(ωt) + d·t/6 + σε`, ω ~ U[1, 2], a ~ U[.5, 1.5], d ~ U[0, 1.5]:
+/// `(y [n, T], ω)`.
+fn simulate(n: usize, seed: u64, sigma: f64, device: &Device) -> (Tensor<2>, Vec<f64>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut y = Vec::with_capacity(n * T);
+    let mut omega = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (w, a, d): (f64, f64, f64) = (
+            rng.random_range(1.0..2.0),
+            rng.random_range(0.5..1.5),
+            rng.random_range(0.0..1.5),
+        );
+        omega.push(w);
+        y.extend(times().iter().map(|t| a * (w * t).sin() + d * t / 6.0));
+    }
+    let noise = normals([n, T], seed + 1, device).mul_scalar(sigma);
+    (tensor(y, [n, T], device) + noise, omega)
+}
+
+#[test]
+fn phys_vae_loss_is_its_formula() {
+    let dev = f64_device();
+    let model = PhysVaeConfig::new(T, T, vec![[0.5, 2.5], [0.2, 2.0]])
+        .with_hidden(vec![8])
+        .init(&dev);
+    let (y, _) = simulate(3, 1, 0.1, &dev);
+    let out = model.forward(
+        y.clone(),
+        normals([3, 2], 2, &dev),
+        normals([3, 2], 3, &dev),
+        &physics,
+    );
+    let loss = PhysVaeLoss {
+        sigma: 0.1,
+        beta: 0.5,
+        aux_weight: 2.0,
+    };
+    let terms = loss.forward(y.clone(), &out);
+    let (yv, xv, xp) = (vec(y), vec(out.x.clone()), vec(out.x_phys.clone()));
+    let kl = |q: &varphi_models::DiagGaussian| -> Vec<f64> {
+        let (m, lv) = (vec(q.mean.clone()), vec(q.log_var.clone()));
+        let d = q.mean.dims()[1];
+        (0..3)
+            .map(|i| {
+                (0..d)
+                    .map(|j| {
+                        let (m, lv) = (m[i * d + j], lv[i * d + j]);
+                        0.5 * (lv.exp() + m * m - lv - 1.0)
+                    })
+                    .sum()
+            })
+            .collect()
+    };
+    let (kp, ka) = (kl(&out.q_phys), kl(out.q_aux.as_ref().unwrap()));
+    let got = vec(terms.loss);
+    for i in 0..3 {
+        let r = |v: &[f64], w: &[f64]| -> f64 {
+            (0..T).map(|k| (v[i * T + k] - w[i * T + k]).powi(2)).sum()
+        };
+        let ll = -r(&yv, &xv) / 0.02 - T as f64 * (0.1f64.ln() + 0.5 * LN_2PI);
+        let want = -ll + 0.5 * (kp[i] + ka[i]) + 2.0 * r(&xv, &xp) / 0.02;
+        assert!(
+            (got[i] - want).abs() < 1e-9 * want.abs(),
+            "{} vs {want}",
+            got[i]
+        );
+    }
+    // Augmentation: ½‖μ − s‖².
+    let s = normals([3, 2], 9, &dev);
+    let aug = vec(PhysVaeLoss::augmentation(&out.q_phys, s.clone()));
+    let (mu, sv) = (vec(out.q_phys.mean.clone()), vec(s));
+    for i in 0..3 {
+        let want: f64 = (0..2)
+            .map(|j| 0.5 * (mu[2 * i + j] - sv[2 * i + j]).powi(2))
+            .sum();
+        assert!((aug[i] - want).abs() < 1e-12);
+    }
+}
+
+/// Train on fresh simulated batches; return the mean relative error of the posterior-mean ω on
+/// 200 new cases.
+fn fit(aux_dim: usize) -> f64 {
+    let dev = f64_device();
+    let ad = dev.clone().autodiff();
+    let sigma = 0.02;
+    let mut model: PhysVae = PhysVaeConfig::new(T, T, vec![[0.5, 2.5], [0.2, 2.0]])
+        .with_aux_dim(aux_dim)
+        .with_hidden(vec![64, 64])
+        .init(&ad);
+    // Deterministic weights: the device RNG is shared with parallel tests. (The auxiliary
+    // decoder's last layer stays at zero.)
+    let seed_mlp = |net: &mut varphi_models::Mlp, seed: u64, skip_last: bool| {
+        let n = net.layers.len() - usize::from(skip_last);
+        for (i, layer) in net.layers.iter_mut().take(n).enumerate() {
+            let [fan_in, fan_out] = layer.weight.dims();
+            let w = normals([fan_in, fan_out], seed + i as u64, &ad)
+                .mul_scalar(1.0 / (fan_in as f64).sqrt());
+            layer.weight = burn::module::Param::from_tensor(w);
+            if let Some(b) = layer.bias.as_mut() {
+                *b = burn::module::Param::from_tensor(b.val().zeros_like());
+            }
+        }
+    };
+    seed_mlp(&mut model.encoder, 40, false);
+    if let Some(net) = model.aux_decoder.as_mut() {
+        seed_mlp(net, 80, true);
+    }
+    let loss = PhysVaeLoss {
+        sigma,
+        beta: 1.0,
+        aux_weight: 1e-3,
+    };
+    let mut opt = AdamConfig::new().init();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(77);
+    let steps = 4000;
+    for step in 0..steps {
+        let (y, _) = simulate(64, 1000 + 2 * step as u64, sigma, &ad);
+        let out = model.forward(
+            y.clone(),
+            normals([64, 2], 50_000 + step as u64, &ad),
+            normals([64, aux_dim.max(1)], 60_000 + step as u64, &ad).narrow(1, 0, aux_dim.max(1)),
+            &physics,
+        );
+        let mut total = loss.forward(y, &out).loss.mean();
+        // Physics augmentation: prior parameters through the physics alone.
+        let p: Vec<f64> = (0..64)
+            .flat_map(|_| [rng.random_range(0.6..2.4), rng.random_range(0.3..1.9)])
+            .collect();
+        let p = tensor(p, [64, 2], &ad);
+        let y_aug =
+            physics(p.clone()) + normals([64, T], 70_000 + step as u64, &ad).mul_scalar(sigma);
+        let (q_aug, _) = model.encode(y_aug);
+        total = total + PhysVaeLoss::augmentation(&q_aug, model.to_latent(p)).mean();
+        let lr = if step < steps * 2 / 3 { 3e-3 } else { 3e-4 };
+        let grads = GradientsParams::from_grads(total.backward(), &model);
+        model = opt.step(lr, model, grads);
+    }
+    let model = model.valid();
+    let (y, omega) = simulate(200, 5, sigma, &dev);
+    let (q, _) = model.encode(y);
+    // Posterior mean of ω over 256 draws.
+    let s = q.mean.clone().unsqueeze_dim::<3>(0)
+        + q.std().unsqueeze_dim::<3>(0) * normals([256, 200, 2], 6, &dev);
+    let w = vec(model.to_physical(s.reshape([256 * 200, 2])).narrow(1, 0, 1));
+    (0..200)
+        .map(|i| {
+            let m: f64 = (0..256).map(|k| w[k * 200 + i]).sum::<f64>() / 256.0;
+            (m - omega[i]).abs() / omega[i]
+        })
+        .sum::<f64>()
+        / 200.0
+}
+
+#[test]
+fn phys_vae_recovers_the_physical_parameter_despite_unmodelled_drift() {
+    // The drift d·t/6 is outside G†: the physics-only model must bend ω to fit it, the
+    // physics-integrated model explains it with z_aux.
+    let with_aux = fit(1);
+    let physics_only = fit(0);
+    eprintln!("rel. error of E[ω]: with z_aux {with_aux:.4}, physics only {physics_only:.4}");
+    // Measured (4000 steps): 0.0141 with z_aux, 0.0505 physics only at λ_aux = 1e-3; with
+    // λ_aux = 0 (augmentation alone anchoring z_phys) 0.0267.
+    assert!(with_aux < 0.02, "with z_aux: {with_aux}");
+    assert!(
+        physics_only > 2.0 * with_aux,
+        "the incomplete physics alone should be biased: {physics_only} vs {with_aux}"
+    );
+}
