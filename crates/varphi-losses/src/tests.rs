@@ -370,6 +370,22 @@ fn bayes_vi_full_covariance_recovers_the_exact_posterior() {
 }
 
 #[test]
+fn bayes_vi_low_rank_plus_diagonal_recovers_the_exact_posterior() {
+    // Every 2 × 2 covariance is rank 1 + diagonal, so the family contains the posterior.
+    let (mean, cov) = LinearGaussian::new().posterior();
+    let (m, c) = fit_bayes_vi(varphi_models::GaussianFamily::LowRank { rank: 1 });
+    for i in 0..2 {
+        assert!((m[i] - mean[i]).abs() < 1e-3, "mean {m:?} vs {mean:?}");
+        for j in 0..2 {
+            assert!(
+                (c[2 * i + j] - cov[i][j]).abs() < 1e-3,
+                "cov {c:?} vs {cov:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bayes_vi_mean_field_finds_the_mean_and_the_inverse_precision_diagonal() {
     let (mean, cov) = LinearGaussian::new().posterior();
     let prec = spd_inverse(&cov);

@@ -59,7 +59,9 @@ pub use flow::{ActNorm, AffineCoupling, RealNvp, RealNvpConfig};
 pub use mlp::{Jet, Mlp, MlpConfig};
 pub use pddlvm::{GaussianNet, GaussianNetConfig, Pddlvm, PddlvmConfig};
 pub use physvae::{PhysVae, PhysVaeConfig, PhysVaeOutput};
-pub use posterior::{GaussianFamily, GaussianPosterior, GaussianPosteriorConfig, GaussianQ};
+pub use posterior::{
+    GaussianFamily, GaussianPosterior, GaussianPosteriorConfig, GaussianQ, cholesky,
+};
 pub use unet::{ConvBlock, UNet, UNetConfig};
 pub use vae::{
     Cvae, CvaeConfig, CvaePriorConfig, LatentVariableModel, LearnedPriorConfig, Vae, VaeConfig,

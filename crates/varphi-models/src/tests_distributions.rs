@@ -129,3 +129,48 @@ fn unconstrained_parameterisation_is_lower_triangular_with_positive_diagonal() {
     let l = vec(q.scale_tril);
     assert_eq!(l, vec![1.0, 0.0, 0.7, (-1.0f64).exp()]);
 }
+
+#[test]
+fn tensor_cholesky_matches_the_reference_and_differentiates() {
+    use crate::posterior::cholesky;
+    use varphi_physics::testing::gradient_check;
+    let dev = f64_device();
+    // A = MMᵀ + I for a fixed M.
+    let d = 5;
+    let m: Vec<f64> = (0..d * d)
+        .map(|k| ((k * 7 % 11) as f64 - 5.0) / 4.0)
+        .collect();
+    let a: Vec<Vec<f64>> = (0..d)
+        .map(|i| {
+            (0..d)
+                .map(|j| {
+                    (0..d).map(|k| m[i * d + k] * m[j * d + k]).sum::<f64>()
+                        + if i == j { 1.0 } else { 0.0 }
+                })
+                .collect()
+        })
+        .collect();
+    let want = varphi_physics::testing::cholesky(&a);
+    let got = vec(cholesky(tensor(a.concat(), [d, d], &dev)));
+    for i in 0..d {
+        for j in 0..d {
+            assert!((got[i * d + j] - want[i][j]).abs() < 1e-12, "L[{i}][{j}]");
+        }
+    }
+    // d/dA of Σ_ij w_ij L_ij (symmetric perturbations through A = S + Sᵀ).
+    let w = tensor(
+        (0..d * d).map(|k| (k as f64 * 0.3).sin()).collect(),
+        [d, d],
+        &dev.clone().autodiff(),
+    );
+    let s0: Vec<f64> = a.concat().iter().map(|v| v / 2.0).collect();
+    let err = gradient_check(
+        |s| {
+            let s = s.reshape([d, d]);
+            cholesky(s.clone() + s.transpose()).mul(w.clone()).sum()
+        },
+        &s0,
+        1e-6,
+    );
+    assert!(err < 1e-6, "cholesky gradient rel. error {err:e}");
+}

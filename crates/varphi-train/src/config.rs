@@ -6,6 +6,7 @@ use crate::error::TrainError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use varphi_data::DataSource;
+use varphi_data::physics::PhysicsSettings;
 use varphi_losses::{
     ElboConfig, GaussianLikelihoodConfig, KlEstimator, LikelihoodConfig, NoiseModel,
     ResidualLikelihoodConfig, SigmaSchedule,
@@ -90,6 +91,11 @@ pub enum ModelKind {
     /// noisy observations of the solution (needs a physics `[data]` source and
     /// `[objective.observations]`).
     Npe,
+    /// Physics-integrated VAE (Takeishi & Kalousis; primer §3.1): physical latents decoded by
+    /// the problem's own forward map (pendulum: undamped, unforced RK4; heat: pure diffusion by
+    /// the θ-scheme), auxiliary latents by a correction network (needs a pendulum or heat data
+    /// source and `[objective.observations]`).
+    PhysVae,
 }
 
 /// Network architecture of an encoder or decoder.
@@ -149,6 +155,13 @@ pub struct ModelSection {
     /// Coupling layers of a flow (`npe`).
     #[serde(default = "d_flow_layers")]
     pub flow_layers: usize,
+    /// Auxiliary latent dimension of a `phys-vae` (0: physics only).
+    #[serde(default = "d_aux_dim")]
+    pub aux_dim: usize,
+}
+
+fn d_aux_dim() -> usize {
+    2
 }
 
 fn d_flow_layers() -> usize {
@@ -280,6 +293,45 @@ pub struct ObjectiveSection {
     /// `q(ξ | y)` (`pddlvm` models with a whitened prior).
     #[serde(default)]
     pub observations: Option<ObservationsSection>,
+    /// Regularisers and decoder physics of a `phys-vae`.
+    #[serde(default)]
+    pub physvae: PhysVaeSection,
+}
+
+/// `[objective.physvae]`: `L = −log N(y; x, σ_y²) + β KL + aux_weight·‖x − x_phys‖²/2σ_y² +
+/// augmentation·½‖μ_φ(G†(θ) + σ_y ε) − s‖²` (see `varphi_losses::PhysVaeLoss`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhysVaeSection {
+    /// Weight of the correction penalty `λ_aux`.
+    #[serde(default = "d_aux_weight")]
+    pub aux_weight: f64,
+    /// Weight of the physics-augmentation regulariser (0: off).
+    #[serde(default = "d_unit")]
+    pub augmentation: f64,
+    /// Time steps per stored level of the decoder's forward map (RK4 / θ-scheme).
+    #[serde(default = "d_phys_substeps")]
+    pub substeps: usize,
+}
+
+impl Default for PhysVaeSection {
+    fn default() -> Self {
+        Self {
+            aux_weight: d_aux_weight(),
+            augmentation: d_unit(),
+            substeps: d_phys_substeps(),
+        }
+    }
+}
+
+fn d_aux_weight() -> f64 {
+    1e-3
+}
+fn d_unit() -> f64 {
+    1.0
+}
+fn d_phys_substeps() -> usize {
+    2
 }
 
 /// How `σ_r` evolves during training.
@@ -332,6 +384,10 @@ pub struct ObservationsSection {
     pub count: Option<usize>,
     /// Noise standard deviation σ_y (physical units of `u`).
     pub sigma: f64,
+    /// Time-dependent problems with `phys-vae`: observe every `every`-th stored level (from
+    /// `t = 0`) at every node — sub-sampling in time (default 1: every level).
+    #[serde(default)]
+    pub every: Option<usize>,
 }
 
 /// What a training stage optimises (`[[training.stages]]`).
@@ -359,9 +415,6 @@ pub struct StageSection {
 fn d_schedule() -> SigmaScheduleName {
     SigmaScheduleName::Fixed
 }
-fn d_unit() -> f64 {
-    1.0
-}
 
 impl Default for ObjectiveSection {
     fn default() -> Self {
@@ -376,6 +429,7 @@ impl Default for ObjectiveSection {
             residual: None,
             data_likelihood: true,
             observations: None,
+            physvae: PhysVaeSection::default(),
         }
     }
 }
@@ -678,11 +732,61 @@ impl TrainConfig {
                 return Err(invalid("model.flow_layers", "must be at least 1"));
             }
         }
-        if let Some(o) = &self.objective.observations {
-            if !matches!(m.kind, ModelKind::Pddlvm | ModelKind::Npe) {
+        if m.kind == ModelKind::PhysVae {
+            if self.objective.observations.is_none() {
                 return Err(invalid(
                     "objective.observations",
-                    "observations of the solution are used by kind = \"pddlvm\" and \"npe\" models only",
+                    "kind = \"phys-vae\" encodes noisy observations y: add [objective.observations] with sigma = ...",
+                ));
+            }
+            if !matches!(
+                self.data.physics().map(|(_, p)| p),
+                Some(PhysicsSettings::Pendulum(_) | PhysicsSettings::Heat(_))
+            ) {
+                return Err(invalid(
+                    "data.kind",
+                    "kind = \"phys-vae\" decodes through a forward map written for the pendulum and heat problems: use [data] kind = \"pendulum\" or \"heat\"",
+                ));
+            }
+            let pv = &self.objective.physvae;
+            if pv.substeps == 0 {
+                return Err(invalid("objective.physvae.substeps", "must be at least 1"));
+            }
+            for (key, v) in [
+                ("objective.physvae.aux_weight", pv.aux_weight),
+                ("objective.physvae.augmentation", pv.augmentation),
+            ] {
+                if !(v >= 0.0 && v.is_finite()) {
+                    return Err(invalid(key, format!("must be finite and ≥ 0, got {v}")));
+                }
+            }
+        }
+        if let Some(o) = &self.objective.observations {
+            if !matches!(
+                m.kind,
+                ModelKind::Pddlvm | ModelKind::Npe | ModelKind::PhysVae
+            ) {
+                return Err(invalid(
+                    "objective.observations",
+                    "observations of the solution are used by kind = \"pddlvm\", \"npe\" and \"phys-vae\" models only",
+                ));
+            }
+            if o.every == Some(0) {
+                return Err(invalid(
+                    "objective.observations.every",
+                    "must be at least 1",
+                ));
+            }
+            if o.every.is_some() && m.kind != ModelKind::PhysVae {
+                return Err(invalid(
+                    "objective.observations.every",
+                    "sub-sampling in time is implemented for kind = \"phys-vae\" (the other kinds choose `count` nodes)",
+                ));
+            }
+            if o.count.is_some() && m.kind == ModelKind::PhysVae {
+                return Err(invalid(
+                    "objective.observations.count",
+                    "a phys-vae observes every node of the observed levels; choose the levels with `every`",
                 ));
             }
             if !(o.sigma > 0.0 && o.sigma.is_finite()) {
@@ -789,8 +893,10 @@ impl TrainConfig {
     /// Checks that need the data's shape, e.g. a CVAE without conditions.
     pub fn check_data(&self, shape: &DataShape) -> Result<(), TrainError> {
         let m = &self.model;
-        if matches!(m.kind, ModelKind::Cvae | ModelKind::Pddlvm | ModelKind::Npe)
-            && shape.cond_dim == 0
+        if matches!(
+            m.kind,
+            ModelKind::Cvae | ModelKind::Pddlvm | ModelKind::Npe | ModelKind::PhysVae
+        ) && shape.cond_dim == 0
         {
             return Err(invalid(
                 "model.kind",
@@ -1025,8 +1131,8 @@ impl TrainConfig {
                 self.encoder(shape, 0),
                 self.decoder(shape, 0),
             )),
-            ModelKind::Pddlvm | ModelKind::Npe => {
-                unreachable!("pddlvm and npe runs build their own models")
+            ModelKind::Pddlvm | ModelKind::Npe | ModelKind::PhysVae => {
+                unreachable!("pddlvm, npe and phys-vae runs build their own models")
             }
             ModelKind::Cvae => {
                 let c = shape.cond_dim;

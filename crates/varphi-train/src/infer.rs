@@ -53,9 +53,12 @@ fn d_seed() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PosteriorSection {
-    /// `full-covariance` (default) or `mean-field`.
+    /// `full-covariance` (default), `mean-field` or `low-rank` (with `rank`).
     #[serde(default = "d_family")]
     pub family: FamilyName,
+    /// Columns of `B` in the `low-rank` family `N(μ, BBᵀ + diag σ²)`.
+    #[serde(default)]
+    pub rank: Option<usize>,
     /// Monte-Carlo particles per step.
     #[serde(default = "d_particles")]
     pub particles: usize,
@@ -68,6 +71,7 @@ impl Default for PosteriorSection {
     fn default() -> Self {
         Self {
             family: d_family(),
+            rank: None,
             particles: d_particles(),
             samples: d_samples(),
         }
@@ -92,6 +96,8 @@ pub enum FamilyName {
     FullCovariance,
     /// Diagonal covariance.
     MeanField,
+    /// Low rank plus diagonal, `N(μ, BBᵀ + diag σ²)` (`[posterior] rank`).
+    LowRank,
 }
 
 /// `[optimizer]` of `varphi infer`.
@@ -171,6 +177,21 @@ impl InferConfig {
                 "posterior",
                 "particles must be ≥ 1 and samples ≥ 2",
             ));
+        }
+        match (p.family, p.rank) {
+            (FamilyName::LowRank, None | Some(0)) => {
+                return Err(invalid(
+                    "posterior.rank",
+                    "family = \"low-rank\" needs rank = k ≥ 1 (columns of B in BBᵀ + diag σ²)",
+                ));
+            }
+            (FamilyName::FullCovariance | FamilyName::MeanField, Some(_)) => {
+                return Err(invalid(
+                    "posterior.rank",
+                    "rank applies to family = \"low-rank\" only",
+                ));
+            }
+            _ => {}
         }
         let t = &self.optimizer;
         if t.steps == 0 || !(t.lr > 0.0 && t.lr.is_finite()) || !(0.0..=t.lr).contains(&t.lr_final)
@@ -277,6 +298,9 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
     let family = match config.posterior.family {
         FamilyName::FullCovariance => GaussianFamily::FullCovariance,
         FamilyName::MeanField => GaussianFamily::MeanField,
+        FamilyName::LowRank => GaussianFamily::LowRank {
+            rank: config.posterior.rank.expect("validated"),
+        },
     };
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let (s_fit, n_samples) = (config.posterior.particles, config.posterior.samples);

@@ -24,6 +24,7 @@ pub mod model;
 pub mod npe;
 pub mod observers;
 pub mod physics;
+pub mod physvae;
 pub mod plots;
 pub mod run;
 pub mod trainer;

@@ -285,10 +285,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("done: {} epochs on {}", s.epochs_done, s.device);
             println!("  train: {}", fmt(&s.last_train));
             println!("  test:  {}", fmt(&s.last_test));
-            println!(
-                "  wrote {}/{{config.toml, metrics.csv, checkpoint/, loss.png, samples.png}}",
-                s.run_dir.display()
-            );
+            let written: Vec<&str> = [
+                "config.toml",
+                "metrics.csv",
+                "checkpoint/",
+                "loss.png",
+                "samples.png",
+            ]
+            .into_iter()
+            .filter(|f| s.run_dir.join(f.trim_end_matches('/')).exists())
+            .collect();
+            println!("  wrote {}/{{{}}}", s.run_dir.display(), written.join(", "));
         }
         Command::Sample {
             run,
@@ -301,10 +308,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if n == 0 {
                 anyhow::bail!("-n must be at least 1");
             }
-            if run_kind(&run) == Some(ModelKind::Npe) {
+            if let Some(kind @ (ModelKind::Npe | ModelKind::PhysVae)) = run_kind(&run) {
                 anyhow::bail!(
-                    "{} is an npe run (a posterior over parameters given observations, not a generative model of solutions); `varphi eval` scores and samples it",
-                    run.display()
+                    "{} is a{} run (a posterior over parameters given observations, not a generative model of solutions); `varphi eval` scores and samples it",
+                    run.display(),
+                    if kind == ModelKind::Npe {
+                        "n npe"
+                    } else {
+                        " phys-vae"
+                    }
                 );
             }
             if is_physics_run(&run) {
@@ -368,6 +380,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     c("0.95")
                 );
             }
+            println!("wrote {}", run.join("eval.json").display());
+        }
+        Command::Eval { run, backend } if run_kind(&run) == Some(ModelKind::PhysVae) => {
+            let loaded = varphi_train::physvae::load_physvae_run(&run, backend)?;
+            let r = varphi_train::physvae::evaluate_physvae_run(&loaded)?;
+            println!(
+                "evaluation of {} ({} test cases × {} posterior samples, {} epochs)",
+                run.display(),
+                r.n_test,
+                r.n_samples,
+                r.epochs
+            );
+            println!(
+                "  physical latents from {} noisy observations (σ_y = {}) per case",
+                r.n_obs, r.obs_sigma
+            );
+            println!(
+                "  {:<10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+                "parameter", "rel_err", "NLL", "CRPS", "cov 50", "cov 90", "cov 95"
+            );
+            for p in &r.parameters {
+                let c = |l: &str| p.scores.coverage.get(l).copied().unwrap_or(f64::NAN);
+                println!(
+                    "  {:<10} {:>10.4} {:>10.4} {:>10.4} {:>8.3} {:>8.3} {:>8.3}",
+                    p.name,
+                    p.rel_error_mean,
+                    p.scores.nll,
+                    p.scores.crps,
+                    c("0.5"),
+                    c("0.9"),
+                    c("0.95")
+                );
+            }
+            println!(
+                "  reconstruction rel. L2 {:.4} (physics part alone {:.4})",
+                r.reconstruction_rel_l2, r.physics_rel_l2
+            );
             println!("wrote {}", run.join("eval.json").display());
         }
         Command::Eval { run, backend } if is_physics_run(&run) => {

@@ -252,6 +252,22 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
             &["loss", "nll"],
         ));
     }
+    if config.model.kind == ModelKind::PhysVae {
+        let objective = crate::physvae::PhysVaeObjective::new(&config, &data);
+        let model = crate::physvae::PhysVaeModel::init(&config, &objective.physics, &device);
+        fit_run(&ctx, model, &objective)?;
+        let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
+        if !opts.no_plots {
+            plots::plot_losses(&metrics, &run_dir.join("loss.png"))?;
+        }
+        return Ok(summary(
+            &config,
+            &metrics,
+            run_dir,
+            selected.description,
+            &["loss", "nll", "kl_phys", "correction"],
+        ));
+    }
     if config.model.kind == ModelKind::Pddlvm {
         let objective = crate::physics::PddlvmObjective::new(&config, &data)?;
         let model = crate::physics::PhysicsModel::init(&config, &data.shape(), &objective, &device);

@@ -84,7 +84,7 @@ fn residuals_agree_between_ndarray_and_wgpu() {
 }
 
 #[test]
-fn unet_flow_and_pendulum_map_agree_between_ndarray_and_wgpu() {
+fn unet_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
     if !wgpu_or_skip() {
         return;
     }
@@ -126,4 +126,24 @@ fn unet_flow_and_pendulum_map_agree_between_ndarray_and_wgpu() {
         )))
     };
     assert_close("pendulum forward map", map(&cpu), map(&gpu));
+    // Pure diffusion through the spectral θ-scheme (exact in f32) and the tensor Cholesky of
+    // the low-rank posterior family.
+    use varphi_physics::pde::{AdvectionDiffusion, AdvectionDiffusionSettings};
+    let heat = AdvectionDiffusion::new(AdvectionDiffusionSettings {
+        levels: 6,
+        ..AdvectionDiffusionSettings::physvae(12)
+    });
+    let zh = vec![0.05, 0.0, 1.2, 0.09, 0.0, 0.7];
+    let heat_map = |device: &Device| {
+        values(heat.forward_map(
+            Tensor::<2>::from_data(TensorData::new(zh.clone(), [2, 3]), device),
+            0.5,
+        ))
+    };
+    assert_close("heat forward map", heat_map(&cpu), heat_map(&gpu));
+    let spd = |device: &Device| {
+        let m = input(4, 4, device);
+        varphi_models::cholesky(m.clone().matmul(m.transpose()) + Tensor::<2>::eye(4, device))
+    };
+    assert_close("cholesky", values(spd(&cpu)), values(spd(&gpu)));
 }

@@ -1,0 +1,408 @@
+//! Physics-integrated VAE runs (`[model] kind = "phys-vae"`, Takeishi & Kalousis 2021).
+//!
+//! The data come from the full simulator (pendulum: damped and forced; heat: advection and
+//! diffusion); the decoder's physics is deliberately incomplete, as in phys-vae:
+//!
+//! - pendulum: `z_phys = (θ0, ω)` through `θ″ = −ω² sin θ` (RK4, `Pendulum::forward_map` with
+//!   `γ = A = 0`); damping and forcing are left to `z_aux`;
+//! - heat: `z_phys = (D, a)` through `u_t = D u_xx`, `u(x, 0) = a sin x` (θ-scheme,
+//!   `AdvectionDiffusion::forward_map` with `c = 0`); advection is left to `z_aux`.
+//!
+//! Each step observes `y = H u + σ_y ε` afresh (`H`: every `every`-th level, all nodes) and
+//! minimises [`PhysVaeLoss`] plus the physics-augmentation regulariser on `G†(θ(s)) + σ_y ε`,
+//! `s ~ N(0, I)`. `varphi eval` scores the posterior of the physical parameters against the
+//! simulator's true values (relative error of the posterior mean, coverage, CRPS).
+
+use crate::backend::{BackendKind, SelectedDevice};
+use crate::checkpoint;
+use crate::config::TrainConfig;
+use crate::error::{TrainError, io_err};
+use crate::model::NoiseSource;
+use crate::physics::{mean_of, rows};
+use crate::run::{PreparedData, open_run};
+use crate::trainer::{Objective, StepOutput};
+use crate::uq::{self, UqScores};
+use burn::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use varphi_data::physics::PhysicsSettings;
+use varphi_losses::{ObservationOperator, PhysVaeLoss};
+use varphi_models::{PhysVae, PhysVaeConfig};
+use varphi_physics::pde::{AdvectionDiffusion, Pendulum};
+
+/// A decoder physics: physical parameters `[b, p]` → observations `[b, m]` (physical units).
+pub type ForwardMap = Arc<dyn Fn(Tensor<2>) -> Tensor<2> + Send + Sync>;
+
+/// The incomplete physics of a phys-vae run and how its parameters relate to the simulator's.
+#[derive(Clone)]
+pub struct PhysVaePhysics {
+    /// `H ∘ G†`.
+    pub map: ForwardMap,
+    /// Names of the physical latents.
+    pub names: Vec<String>,
+    /// `[lo, hi]` of each physical latent.
+    pub ranges: Vec<[f64; 2]>,
+    /// Column of each physical latent in the simulator's parameter vector.
+    pub columns: Vec<usize>,
+    /// The observation operator `H`.
+    pub operator: ObservationOperator,
+}
+
+fn widen(r: [f64; 2], frac: f64) -> [f64; 2] {
+    let w = (r[1] - r[0]).max(1e-6);
+    [r[0] - frac * w, r[1] + frac * w]
+}
+
+impl PhysVaePhysics {
+    /// Build from the config (validated: pendulum or heat data, observations present).
+    pub fn new(config: &TrainConfig) -> Self {
+        let (_, settings) = config.data.physics().expect("validated");
+        let every = config
+            .objective
+            .observations
+            .as_ref()
+            .and_then(|o| o.every)
+            .unwrap_or(1);
+        let substeps = config.objective.physvae.substeps;
+        match settings {
+            PhysicsSettings::Pendulum(s) => {
+                let operator = ObservationOperator::time_subsampled(s.levels, 1, every, None);
+                let pendulum =
+                    Pendulum::new(varphi_physics::pde::PendulumSettings { substeps, ..s });
+                let h = operator.clone();
+                let map: ForwardMap = Arc::new(move |p: Tensor<2>| {
+                    // [θ0, ω] → [θ0, ω, γ = 0, A = 0, f = 0]
+                    let zeros = p.clone().narrow(1, 0, 1).zeros_like();
+                    let z = Tensor::cat(vec![p, zeros.clone(), zeros.clone(), zeros], 1);
+                    h.apply(pendulum.forward_map(z))
+                });
+                Self {
+                    map,
+                    names: vec!["theta0".into(), "omega".into()],
+                    // phys-vae's physics prior: ω ∈ [0, π].
+                    ranges: vec![widen(s.theta0, 0.1), [0.0, std::f64::consts::PI]],
+                    columns: vec![0, 1],
+                    operator,
+                }
+            }
+            PhysicsSettings::Heat(s) => {
+                let operator = ObservationOperator::time_subsampled(s.levels, s.grid, every, None);
+                let theta = s.theta;
+                let heat =
+                    AdvectionDiffusion::new(varphi_physics::pde::AdvectionDiffusionSettings {
+                        substeps,
+                        ..s
+                    });
+                let h = operator.clone();
+                let map: ForwardMap = Arc::new(move |p: Tensor<2>| {
+                    // [D, a] → [D, c = 0, a]
+                    let (d, a) = (p.clone().narrow(1, 0, 1), p.narrow(1, 1, 1));
+                    let z = Tensor::cat(vec![d.clone(), d.zeros_like(), a], 1);
+                    h.apply(heat.forward_map(z, theta))
+                });
+                let d_hi = s.diffusivity[1].max(1e-6);
+                Self {
+                    map,
+                    names: vec!["D".into(), "a".into()],
+                    ranges: vec![[0.02 * d_hi, 2.0 * d_hi], widen(s.amplitude, 0.1)],
+                    columns: vec![0, 2],
+                    operator,
+                }
+            }
+            _ => unreachable!("validated: phys-vae runs on pendulum or heat data"),
+        }
+    }
+}
+
+/// The trained module.
+#[derive(Module, Debug)]
+pub struct PhysVaeModel {
+    /// Encoder over normalised observations, physics + correction decoder.
+    pub vae: PhysVae,
+}
+
+impl PhysVaeModel {
+    /// Build for the run's physics.
+    pub fn init(config: &TrainConfig, physics: &PhysVaePhysics, device: &Device) -> Self {
+        let m = physics.operator.len();
+        Self {
+            vae: PhysVaeConfig::new(m, m, physics.ranges.clone())
+                .with_aux_dim(config.model.aux_dim)
+                .with_hidden(config.model.hidden.clone())
+                .with_activation(config.model.activation.into())
+                .init(device),
+        }
+    }
+}
+
+/// The phys-vae objective.
+pub struct PhysVaeObjective {
+    /// Decoder physics.
+    pub physics: PhysVaePhysics,
+    /// ELBO + correction penalty.
+    pub loss: PhysVaeLoss,
+    /// Weight of the physics-augmentation regulariser.
+    pub augmentation: f64,
+    /// Solution normalisation `u = x·x_std + x_mean`; encoder inputs are `(y − x_mean)/x_std`.
+    pub x_mean: f64,
+    /// Solution normalisation.
+    pub x_std: f64,
+    /// Training noise.
+    pub noise: NoiseSource,
+}
+
+impl PhysVaeObjective {
+    /// Build from the config and the run's data.
+    pub fn new(config: &TrainConfig, data: &PreparedData) -> Self {
+        let sigma = config
+            .objective
+            .observations
+            .as_ref()
+            .expect("validated")
+            .sigma;
+        Self {
+            physics: PhysVaePhysics::new(config),
+            loss: PhysVaeLoss {
+                sigma,
+                beta: config.objective.beta,
+                aux_weight: config.objective.physvae.aux_weight,
+            },
+            augmentation: config.objective.physvae.augmentation,
+            x_mean: data.norm.x_mean,
+            x_std: data.norm.x_std,
+            noise: NoiseSource {
+                seed: config.seed,
+                stream: 0,
+            },
+        }
+    }
+
+    /// Noisy observations (physical units) of normalised solutions `x`.
+    pub fn observe(&self, x: Tensor<2>, noise: NoiseSource, step: usize) -> Tensor<2> {
+        let clean = self
+            .physics
+            .operator
+            .apply(x.mul_scalar(self.x_std).add_scalar(self.x_mean));
+        let eps = noise.normal(clean.dims(), step, &clean.device());
+        clean + eps.mul_scalar(self.loss.sigma)
+    }
+
+    /// Encoder input for observations `y` (physical units).
+    pub fn encoder_input(&self, y: Tensor<2>) -> Tensor<2> {
+        y.sub_scalar(self.x_mean).div_scalar(self.x_std)
+    }
+}
+
+impl Objective<PhysVaeModel> for PhysVaeObjective {
+    fn step(
+        &self,
+        model: &PhysVaeModel,
+        x: Tensor<2>,
+        _cond: Option<Tensor<2>>,
+        step: usize,
+        noise_stream: u64,
+    ) -> StepOutput {
+        let noise = |k: u64| NoiseSource {
+            seed: self.noise.seed,
+            stream: self.noise.stream + 4 * noise_stream + k,
+        };
+        let device = x.device();
+        let b = x.dims()[0];
+        let (p, a) = (model.vae.phys_dim(), model.vae.aux_dim);
+        let y = self.observe(x, noise(0), step);
+        let out = model.vae.forward(
+            self.encoder_input(y.clone()),
+            noise(1).normal([b, p], step, &device),
+            noise(2)
+                .normal([b, a.max(1)], step, &device)
+                .narrow(1, 0, a.max(1)),
+            self.physics.map.as_ref(),
+        );
+        let terms = self.loss.forward(y, &out);
+        let mut loss = terms.loss.clone().mean();
+        let mut reported = vec![
+            ("nll", mean_of(terms.log_lik.clone().neg())),
+            ("kl_phys", mean_of(terms.kl_phys.clone())),
+            ("kl_aux", mean_of(terms.kl_aux.clone())),
+            ("correction", mean_of(terms.correction.clone())),
+        ];
+        if self.augmentation > 0.0 {
+            // s ~ N(0, I) through the physics alone, observed with the same noise.
+            let s = noise(3).normal([b, p], 2 * step, &device);
+            let clean = (self.physics.map)(model.vae.to_physical(s.clone()));
+            let y_aug = clean.clone()
+                + noise(3)
+                    .normal(clean.dims(), 2 * step + 1, &device)
+                    .mul_scalar(self.loss.sigma);
+            let (q_aug, _) = model.vae.encode(self.encoder_input(y_aug));
+            let aug = PhysVaeLoss::augmentation(&q_aug, s);
+            reported.push(("augmentation", mean_of(aug.clone())));
+            loss = loss + aug.mean().mul_scalar(self.augmentation);
+        }
+        reported.push(("loss", mean_of(loss.clone().detach())));
+        StepOutput {
+            terms: reported,
+            loss,
+            beta: None,
+        }
+    }
+}
+
+/// A loaded phys-vae run.
+pub struct PhysVaeRun {
+    /// Run directory.
+    pub dir: PathBuf,
+    /// Config.
+    pub config: TrainConfig,
+    /// Data.
+    pub data: PreparedData,
+    /// Model (no autodiff).
+    pub model: PhysVaeModel,
+    /// Objective.
+    pub objective: PhysVaeObjective,
+    /// Device.
+    pub device: SelectedDevice,
+    /// Epochs done.
+    pub epochs_done: usize,
+}
+
+/// Load a phys-vae run's last checkpoint.
+pub fn load_physvae_run(
+    dir: &Path,
+    backend: Option<BackendKind>,
+) -> Result<PhysVaeRun, TrainError> {
+    let (config, data, device) = open_run(dir, backend)?;
+    let objective = PhysVaeObjective::new(&config, &data);
+    let model = PhysVaeModel::init(&config, &objective.physics, &device.device);
+    let (model, _, state) = checkpoint::load(dir, model, None)?;
+    Ok(PhysVaeRun {
+        dir: dir.to_path_buf(),
+        config,
+        data,
+        model,
+        objective,
+        device,
+        epochs_done: state.epochs_done,
+    })
+}
+
+/// Scores of one physical parameter.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParameterScores {
+    /// Name (`omega`, `D`, ...).
+    pub name: String,
+    /// Relative error of the posterior mean, `Σ_i |E_q[θ_i] − θ*_i| / Σ_i |θ*_i|` over the cases
+    /// (robust to truths near zero, e.g. the pendulum's θ0).
+    pub rel_error_mean: f64,
+    /// Posterior scores against the truths (rel. L2 over cases, NLL, CRPS, coverage).
+    pub scores: UqScores,
+}
+
+/// `eval.json` of a phys-vae run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhysVaeEval {
+    /// Test cases scored.
+    pub n_test: usize,
+    /// Posterior samples per case.
+    pub n_samples: usize,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Observed values per case.
+    pub n_obs: usize,
+    /// Observation noise.
+    pub obs_sigma: f64,
+    /// Per physical latent.
+    pub parameters: Vec<ParameterScores>,
+    /// Relative L2 of the posterior-mean reconstruction `E[x]` against the clean observations.
+    pub reconstruction_rel_l2: f64,
+    /// Relative L2 of the physics part alone, `E[x_phys]`, against the clean observations.
+    pub physics_rel_l2: f64,
+}
+
+/// Score the physical posterior on the first (up to) 200 test cases with 256 samples each;
+/// write `eval.json`.
+pub fn evaluate_physvae_run(run: &PhysVaeRun) -> Result<PhysVaeEval, TrainError> {
+    const S: usize = 256;
+    let device = &run.device.device;
+    let obj = &run.objective;
+    let n = run.data.test.len().min(200);
+    let idx: Vec<usize> = (0..n).collect();
+    let (x, cond) = run.data.test.batch(&idx, device);
+    let clean = obj
+        .physics
+        .operator
+        .apply(x.clone().mul_scalar(obj.x_std).add_scalar(obj.x_mean));
+    let seed = run.config.seed;
+    let y = obj.observe(x, NoiseSource { seed, stream: 500 }, 0);
+    let m = y.dims()[1];
+    let vae = &run.model.vae;
+    let (p, a) = (vae.phys_dim(), vae.aux_dim);
+    let rep = |t: Tensor<2>| {
+        let w = t.dims()[1];
+        t.unsqueeze_dim::<3>(0)
+            .expand([S, n, w])
+            .reshape([S * n, w])
+    };
+    let out = vae.forward(
+        rep(obj.encoder_input(y)),
+        NoiseSource { seed, stream: 501 }.normal([S * n, p], 0, device),
+        NoiseSource { seed, stream: 502 }
+            .normal([S * n, a.max(1)], 0, device)
+            .narrow(1, 0, a.max(1)),
+        obj.physics.map.as_ref(),
+    );
+    let mean_over_samples = |t: Tensor<2>| t.reshape([S, n, m]).mean_dim(0).reshape([n, m]);
+    let rel_l2 = |est: Tensor<2>| -> f64 {
+        let (e, c) = (rows(est), rows(clean.clone()));
+        let num: f64 = e.iter().zip(&c).map(|(a, b)| (a - b).powi(2)).sum();
+        let den: f64 = c.iter().map(|b| b * b).sum();
+        (num / den).sqrt()
+    };
+    let reconstruction_rel_l2 = rel_l2(mean_over_samples(out.x.clone()));
+    let physics_rel_l2 = rel_l2(mean_over_samples(out.x_phys.clone()));
+    let params = rows(out.params); // [S·n, p], sample-major
+    let truth_all = rows(cond.expect("physics data carry parameters"));
+    let k = truth_all.len() / n;
+    let norm = &run.data.norm;
+    let parameters = obj
+        .physics
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(j, &col)| {
+            let truth: Vec<f64> = (0..n)
+                .map(|i| truth_all[i * k + col] * norm.cond_std[col] + norm.cond_mean[col])
+                .collect();
+            let samples: Vec<Vec<f64>> = (0..S)
+                .map(|s| (0..n).map(|i| params[(s * n + i) * p + j]).collect())
+                .collect();
+            let abs_err: f64 = (0..n)
+                .map(|i| {
+                    let m: f64 = samples.iter().map(|r| r[i]).sum::<f64>() / S as f64;
+                    (m - truth[i]).abs()
+                })
+                .sum();
+            let rel_error_mean = abs_err / truth.iter().map(|t| t.abs()).sum::<f64>();
+            ParameterScores {
+                name: obj.physics.names[j].clone(),
+                rel_error_mean,
+                scores: uq::score(&samples, &truth, &uq::LEVELS),
+            }
+        })
+        .collect();
+    let report = PhysVaeEval {
+        n_test: n,
+        n_samples: S,
+        epochs: run.epochs_done,
+        n_obs: m,
+        obs_sigma: obj.loss.sigma,
+        parameters,
+        reconstruction_rel_l2,
+        physics_rel_l2,
+    };
+    let path = run.dir.join("eval.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json"))
+        .map_err(io_err(&path))?;
+    Ok(report)
+}
