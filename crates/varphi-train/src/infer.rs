@@ -248,6 +248,9 @@ pub struct InferSummary {
     pub obs_sigma: f64,
     /// Family used.
     pub family: FamilyName,
+    /// Rank of a `low-rank` family.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
     /// Mean over cases of the posterior scores (coverage per level averaged).
     pub posterior: UqScores,
     /// Mean over cases of the prior scores.
@@ -407,6 +410,7 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
         n_obs: indices.len(),
         obs_sigma: obs.sigma,
         family: config.posterior.family,
+        rank: config.posterior.rank,
         posterior: mean_scores(&cases.iter().map(|c| &c.posterior).collect::<Vec<_>>()),
         prior: mean_scores(&cases.iter().map(|c| &c.prior).collect::<Vec<_>>()),
         cases,

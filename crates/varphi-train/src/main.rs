@@ -494,8 +494,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             });
             let r = varphi_train::infer::infer(&config, &out, quiet)?;
             println!(
-                "Bayes VI ({:?}) on {} cases, {} observations each (σ_y = {}), {:.1} s",
-                r.family, r.n_cases, r.n_obs, r.obs_sigma, r.wall_s
+                "Bayes VI ({}) on {} cases, {} observations each (σ_y = {}), {:.1} s",
+                match (r.family, r.rank) {
+                    (varphi_train::infer::FamilyName::LowRank, Some(k)) =>
+                        format!("low-rank, rank {k}"),
+                    (varphi_train::infer::FamilyName::MeanField, _) => "mean-field".into(),
+                    _ => "full-covariance".into(),
+                },
+                r.n_cases,
+                r.n_obs,
+                r.obs_sigma,
+                r.wall_s
             );
             println!("  metric                      posterior        prior");
             println!(

@@ -543,6 +543,16 @@ fn bayes_vi_with_adjoint_gradients_beats_the_prior() {
         &varphi(&["infer", bad.to_str().unwrap()], &dir),
         &["data.settings.coefficient", "log-normal"],
     );
+    // The low-rank family needs its rank.
+    let bad = write(
+        &dir,
+        "norank.toml",
+        "[data]\nkind = \"darcy\"\nn = 2\ngrid = 9\n[observations]\nsigma = 0.01\n[posterior]\nfamily = \"low-rank\"\n",
+    );
+    fails_with(
+        &varphi(&["infer", bad.to_str().unwrap()], &dir),
+        &["posterior.rank", "low-rank"],
+    );
 }
 
 #[test]
