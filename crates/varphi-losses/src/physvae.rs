@@ -77,6 +77,22 @@ impl PhysVaeLoss {
         }
     }
 
+    /// The supervised, forward-KL part of the UQ-VAE objective (Goh et al.; primer eqs. 21–22)
+    /// for training pairs whose true latents `s_true` are known:
+    /// `−log q(s_true | y) = ½‖s_true − μ_φ‖²_{C_φ⁻¹} + ½ log|C_φ| + (p/2) log 2π`, `[b]`.
+    /// The trainer weights it by `(1 − α)/α` next to the ELBO terms: `α = 1` is the reverse-KL
+    /// ELBO alone (mode-seeking, over-confident under misspecification), `α → 0` the forward KL
+    /// of a posterior fitted to simulated pairs (mass-covering).
+    pub fn supervised(q_phys: &DiagGaussian, s_true: Tensor<2>) -> Tensor<1> {
+        let p = s_true.dims()[1] as f64;
+        let maha = (s_true - q_phys.mean.clone()).powi_scalar(2) / q_phys.variance();
+        (maha + q_phys.log_var.clone())
+            .sum_dim(1)
+            .squeeze_dim::<1>(1)
+            .mul_scalar(0.5)
+            .add_scalar(0.5 * p * LN_2PI)
+    }
+
     /// Physics-augmentation regulariser (phys-vae's "physics-based data augmentation"): for
     /// parameters `s_true` drawn from the prior and decoded by the physics alone (plus noise),
     /// the encoder's mean must return them: `½ ‖μ_φ(y_aug) − s_true‖²`, `[b]`. It ties `z_phys`

@@ -89,6 +89,23 @@ fn phys_vae_loss_is_its_formula() {
             got[i]
         );
     }
+    // Supervised (UQ-VAE) term: −log N(s; μ, diag σ²).
+    let s_true = normals([3, 2], 10, &dev);
+    let sup = vec(PhysVaeLoss::supervised(&out.q_phys, s_true.clone()));
+    let (mu, lv, st) = (
+        vec(out.q_phys.mean.clone()),
+        vec(out.q_phys.log_var.clone()),
+        vec(s_true),
+    );
+    for i in 0..3 {
+        let want: f64 = (0..2)
+            .map(|j| {
+                let k = 2 * i + j;
+                0.5 * ((st[k] - mu[k]).powi(2) / lv[k].exp() + lv[k] + LN_2PI)
+            })
+            .sum();
+        assert!((sup[i] - want).abs() < 1e-10, "{} vs {want}", sup[i]);
+    }
     // Augmentation: ½‖μ − s‖².
     let s = normals([3, 2], 9, &dev);
     let aug = vec(PhysVaeLoss::augmentation(&out.q_phys, s.clone()));

@@ -312,6 +312,11 @@ pub struct PhysVaeSection {
     /// Time steps per stored level of the decoder's forward map (RK4 / θ-scheme).
     #[serde(default = "d_phys_substeps")]
     pub substeps: usize,
+    /// UQ-VAE skew-JS weight `α ∈ (0, 1]` (primer eqs. 21–22): adds the supervised forward-KL
+    /// term `(1 − α)/α · (−log q(s_true | y))` on the simulator's true physical parameters.
+    /// Absent (or 1): the reverse-KL ELBO alone.
+    #[serde(default)]
+    pub uq_alpha: Option<f64>,
 }
 
 impl Default for PhysVaeSection {
@@ -320,6 +325,7 @@ impl Default for PhysVaeSection {
             aux_weight: d_aux_weight(),
             augmentation: d_unit(),
             substeps: d_phys_substeps(),
+            uq_alpha: None,
         }
     }
 }
@@ -751,6 +757,14 @@ impl TrainConfig {
             let pv = &self.objective.physvae;
             if pv.substeps == 0 {
                 return Err(invalid("objective.physvae.substeps", "must be at least 1"));
+            }
+            if let Some(a) = pv.uq_alpha
+                && !(a > 0.0 && a <= 1.0)
+            {
+                return Err(invalid(
+                    "objective.physvae.uq_alpha",
+                    format!("must be in (0, 1] (1: reverse KL only), got {a}"),
+                ));
             }
             for (key, v) in [
                 ("objective.physvae.aux_weight", pv.aux_weight),

@@ -144,10 +144,16 @@ pub struct PhysVaeObjective {
     pub loss: PhysVaeLoss,
     /// Weight of the physics-augmentation regulariser.
     pub augmentation: f64,
+    /// `(1 − α)/α` of the UQ-VAE supervised term (0: off).
+    pub supervised: f64,
     /// Solution normalisation `u = x·x_std + x_mean`; encoder inputs are `(y − x_mean)/x_std`.
     pub x_mean: f64,
     /// Solution normalisation.
     pub x_std: f64,
+    /// Parameter normalisation (per column of the data's parameters).
+    pub cond_mean: Vec<f64>,
+    /// Parameter normalisation.
+    pub cond_std: Vec<f64>,
     /// Training noise.
     pub noise: NoiseSource,
 }
@@ -169,8 +175,15 @@ impl PhysVaeObjective {
                 aux_weight: config.objective.physvae.aux_weight,
             },
             augmentation: config.objective.physvae.augmentation,
+            supervised: config
+                .objective
+                .physvae
+                .uq_alpha
+                .map_or(0.0, |a| (1.0 - a) / a),
             x_mean: data.norm.x_mean,
             x_std: data.norm.x_std,
+            cond_mean: data.norm.cond_mean.clone(),
+            cond_std: data.norm.cond_std.clone(),
             noise: NoiseSource {
                 seed: config.seed,
                 stream: 0,
@@ -188,6 +201,23 @@ impl PhysVaeObjective {
         clean + eps.mul_scalar(self.loss.sigma)
     }
 
+    /// The physical parameters `[b, p]` of the physical latents, from the data's normalised
+    /// parameter columns.
+    pub fn physical_truth(&self, cond: Tensor<2>) -> Tensor<2> {
+        let cols: Vec<Tensor<2>> = self
+            .physics
+            .columns
+            .iter()
+            .map(|&c| {
+                cond.clone()
+                    .narrow(1, c, 1)
+                    .mul_scalar(self.cond_std[c])
+                    .add_scalar(self.cond_mean[c])
+            })
+            .collect();
+        Tensor::cat(cols, 1)
+    }
+
     /// Encoder input for observations `y` (physical units).
     pub fn encoder_input(&self, y: Tensor<2>) -> Tensor<2> {
         y.sub_scalar(self.x_mean).div_scalar(self.x_std)
@@ -199,7 +229,7 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
         &self,
         model: &PhysVaeModel,
         x: Tensor<2>,
-        _cond: Option<Tensor<2>>,
+        cond: Option<Tensor<2>>,
         step: usize,
         noise_stream: u64,
     ) -> StepOutput {
@@ -227,6 +257,15 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
             ("kl_aux", mean_of(terms.kl_aux.clone())),
             ("correction", mean_of(terms.correction.clone())),
         ];
+        if self.supervised > 0.0 {
+            // The simulator's true physical parameters, mapped to the unconstrained latents.
+            let cond = cond.expect("physics data carry their parameters");
+            // (The latent ranges contain the simulator's parameter ranges, so the logit is finite.)
+            let s_true = model.vae.to_latent(self.physical_truth(cond));
+            let sup = PhysVaeLoss::supervised(&out.q_phys, s_true);
+            reported.push(("supervised", mean_of(sup.clone())));
+            loss = loss + sup.mean().mul_scalar(self.supervised);
+        }
         if self.augmentation > 0.0 {
             // s ~ N(0, I) through the physics alone, observed with the same noise.
             let s = noise(3).normal([b, p], 2 * step, &device);

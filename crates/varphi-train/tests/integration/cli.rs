@@ -653,4 +653,13 @@ fn phys_vae_recovers_the_pendulum_frequency() {
         &varphi(&["train", bad.to_str().unwrap()], &dir),
         &["objective.observations.count", "every"],
     );
+    let bad = write(
+        &dir,
+        "alpha.toml",
+        "[data]\nkind = \"pendulum\"\nn = 8\n[model]\nkind = \"phys-vae\"\n[objective.observations]\nsigma = 0.01\n[objective.physvae]\nuq_alpha = 0.0\n",
+    );
+    fails_with(
+        &varphi(&["train", bad.to_str().unwrap()], &dir),
+        &["objective.physvae.uq_alpha", "(0, 1]"],
+    );
 }
