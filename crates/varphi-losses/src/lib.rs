@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod bounds;
+pub mod dgp;
 pub mod divergences;
 pub mod elbo;
 pub mod estimators;
@@ -35,6 +36,7 @@ pub mod pde_residual;
 pub mod physvae;
 
 pub use bounds::{BoundOutput, RenyiBound, log_mean_exp, renyi_bound};
+pub use dgp::{chi_mean, chi_shell};
 pub use divergences::skew_js;
 pub use elbo::{Elbo, ElboConfig, ElboOutput, ElboScalars, KlEstimator};
 pub use estimators::{free_bits_kl, mmd2, score_function_surrogate};
@@ -52,6 +54,8 @@ pub use physvae::{PhysVaeLoss, PhysVaeTerms};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dgp;
 #[cfg(test)]
 mod tests_physvae;
 #[cfg(test)]
