@@ -130,3 +130,30 @@ pub fn load<M: Module>(
     };
     Ok((model, optim, state))
 }
+
+/// Give every float parameter of `model` the float dtype of `device` (weights are stored in the
+/// dtype they were trained in; loading an f32 run into a module built on an f64 device keeps
+/// f32 parameters, which then cannot meet f64 inputs).
+pub fn cast_floats<M: Module>(model: M, device: &burn::prelude::Device) -> M {
+    use burn::module::{ModuleMapper, Param};
+    use burn::prelude::*;
+    struct Cast {
+        device: Device,
+        dtype: burn::tensor::DType,
+    }
+    impl ModuleMapper for Cast {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let t = param.val();
+            if t.dtype() == self.dtype {
+                return param;
+            }
+            let data = t.into_data().convert_dtype(self.dtype);
+            Param::from_tensor(Tensor::from_data(data, &self.device))
+        }
+    }
+    let dtype = Tensor::<1>::zeros([1], device).dtype();
+    model.map(&mut Cast {
+        device: device.clone(),
+        dtype,
+    })
+}

@@ -9,6 +9,11 @@
 //! where `u*` is the reference solver's solution, differentiated by the adjoint method
 //! ([`varphi_physics::pde::Darcy::adjoint_pullback`]): no surrogate, no unrolled solver.
 //! Posterior samples and scores against the true field are written to the output folder.
+//!
+//! With `[prior] kind = "dgp"` (a deep generative prior, primer eq. 26, VI-DGP) the latents
+//! are those of a VAE trained beforehand on coefficient fields (`run = "<run dir>"`): `z =
+//! f_θ*(w)` is the frozen decoder's mean, `q(w)` the fitted family, and the true fields are drawn
+//! from the problem's own prior (e.g. the two-phase field, which has no whitened form).
 
 use crate::backend::{BackendKind, Precision, select_device};
 use crate::config::{ObservationsSection, parse_toml, read_config};
@@ -43,6 +48,33 @@ pub struct InferConfig {
     /// Adam settings.
     #[serde(default)]
     pub optimizer: InferOptimizer,
+    /// Where the latents live: the problem's whitened prior (default) or a deep generative
+    /// prior.
+    #[serde(default)]
+    pub prior: PriorSection,
+}
+
+/// `[prior]` of `varphi infer`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorSection {
+    /// `whitened` (default): `z = T(ξ)`, `ξ ~ N(0, I)`; `dgp`: `z = f_θ*(w)`, `w ~ N(0, I)`.
+    #[serde(default)]
+    pub kind: PriorKindName,
+    /// `dgp`: the run folder of a VAE trained on coefficient fields (relative to the config).
+    #[serde(default)]
+    pub run: Option<std::path::PathBuf>,
+}
+
+/// Prior kinds of `varphi infer`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PriorKindName {
+    /// The problem's whitened prior.
+    #[default]
+    Whitened,
+    /// A VAE decoder trained on parameter fields.
+    Dgp,
 }
 
 fn d_seed() -> u64 {
@@ -178,6 +210,12 @@ impl InferConfig {
                 "particles must be ≥ 1 and samples ≥ 2",
             ));
         }
+        if self.prior.kind == PriorKindName::Dgp && self.prior.run.is_none() {
+            return Err(invalid(
+                "prior.run",
+                "kind = \"dgp\" needs run = \"<folder of a VAE trained on coefficient fields>\"",
+            ));
+        }
         match (p.family, p.rank) {
             (FamilyName::LowRank, None | Some(0)) => {
                 return Err(invalid(
@@ -205,7 +243,7 @@ impl InferConfig {
     }
 
     /// The Darcy problem and its whitened prior (the only forward map with an adjoint so far).
-    fn problem(&self) -> Result<(Darcy, PriorTransform), TrainError> {
+    fn problem(&self) -> Result<(Darcy, Option<PriorTransform>), TrainError> {
         let settings = match self.data.physics() {
             Some((_, PhysicsSettings::Darcy(s))) => s,
             _ => {
@@ -216,13 +254,16 @@ impl InferConfig {
             }
         };
         let darcy = Darcy::new(settings);
+        if self.prior.kind == PriorKindName::Dgp {
+            return Ok((darcy, None));
+        }
         let transform = darcy.prior_transform().ok_or_else(|| {
             invalid(
                 "data.settings.coefficient",
-                "Bayes VI works on whitened parameters: use kind = \"log-normal\" (a thresholded two-phase field has no standard-normal map)",
+                "Bayes VI works on whitened parameters: use kind = \"log-normal\" (a thresholded two-phase field has no standard-normal map; [prior] kind = \"dgp\" learns one)",
             )
         })?;
-        Ok((darcy, transform))
+        Ok((darcy, Some(transform)))
     }
 }
 
@@ -283,6 +324,7 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
     let start = std::time::Instant::now();
     let config = InferConfig::load(config_path)?;
     let (darcy, transform) = config.problem()?;
+    let base = config_path.parent().unwrap_or(Path::new("."));
     let (n_cases, _) = config.data.physics().expect("checked");
     let obs = Observations {
         count: config.observations.count,
@@ -295,8 +337,16 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
     };
     let device = select_device(BackendKind::Flex, Precision::F64)?.device;
     let ad = device.clone().autodiff();
-    let k = transform.latent_dim();
     let nn = darcy.param_dim();
+    let prior_map = match transform {
+        Some(t) => FieldPrior::Whitened(t),
+        None => FieldPrior::dgp(
+            &base.join(config.prior.run.as_ref().expect("validated")),
+            nn,
+            &ad,
+        )?,
+    };
+    let k = prior_map.latent_dim();
     let grid = darcy.solution_shape()[0];
     let family = match config.posterior.family {
         FamilyName::FullCovariance => GaussianFamily::FullCovariance,
@@ -316,8 +366,17 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
             stream: 1000 * case as u64 + stream,
         };
         // Truth and its observations.
-        let xi_true = noise(0).normal([1, k], 0, &device);
-        let a_true = transform.apply(xi_true);
+        let a_true = match &prior_map {
+            FieldPrior::Whitened(t) => t.apply(noise(0).normal([1, k], 0, &device)),
+            FieldPrior::Dgp { .. } => {
+                // The problem's own prior (e.g. two-phase), not the generator's.
+                let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(
+                    config.seed ^ (0x9E37_79B9 * (case as u64 + 1)),
+                );
+                let v = darcy.sample_params(&mut rng);
+                Tensor::<2>::from_data(TensorData::new(v, [1, nn]), &device)
+            }
+        };
         let u_true = darcy.solve_batch(&a_true).map_err(solver_err)?;
         let clean = likelihood.operator.apply(u_true);
         let y = clean.clone()
@@ -339,7 +398,7 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
             let dist = q.forward();
             let eps = noise(2).normal([s_fit, 1, k], step, &ad);
             let xi = dist.rsample(eps).reshape([s_fit, k]);
-            let a = transform.apply(xi);
+            let a = prior_map.field(xi);
             let u_star = darcy.solve_batch(&a).map_err(solver_err)?;
             // Pass 1: ∂ log p(y | u*) / ∂u* at the solver's solution.
             let u_leaf = u_star.clone().require_grad();
@@ -378,8 +437,8 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
         // Posterior and prior samples of the field, scored against the truth.
         let dist = q.valid().forward();
         let eps = noise(3).normal([n_samples, 1, k], 0, &device);
-        let post = transform.apply(dist.rsample(eps).reshape([n_samples, k]));
-        let prior_draws = transform.apply(noise(4).normal([n_samples, k], 0, &device));
+        let post = prior_map.field_plain(dist.rsample(eps).reshape([n_samples, k]));
+        let prior_draws = prior_map.field_plain(noise(4).normal([n_samples, k], 0, &device));
         let rows = |t: Tensor<2>| -> Vec<Vec<f64>> {
             let v = crate::physics::rows(t);
             v.chunks(nn).map(|r| r.to_vec()).collect()
@@ -425,4 +484,107 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
     std::fs::write(&p, serde_json::to_string_pretty(&summary).expect("json"))
         .map_err(io_err(&p))?;
     Ok(summary)
+}
+
+/// How latents become the coefficient field.
+enum FieldPrior {
+    /// `a = T(ξ)`.
+    Whitened(PriorTransform),
+    /// `a = max(f_θ*(w)·x_std + x_mean, floor)`: a frozen VAE decoder's mean.
+    Dgp {
+        /// The decoder on the autodiff device.
+        model: crate::model::GenerativeModel,
+        /// The same without autodiff.
+        plain: crate::model::GenerativeModel,
+        /// Data normalisation of the VAE run.
+        x_mean: f64,
+        /// Data normalisation of the VAE run.
+        x_std: f64,
+        /// Positive floor of the decoded coefficient (5 % of the training fields' mean).
+        floor: f64,
+    },
+}
+
+impl FieldPrior {
+    fn dgp(run: &Path, nn: usize, ad: &Device) -> Result<Self, TrainError> {
+        use crate::model::GenerativeModel;
+        let (config, data, _) = crate::run::open_run(run, Some(BackendKind::Flex))?;
+        let shape = data.shape();
+        if config.model.kind != crate::config::ModelKind::Vae || shape.features() != nn {
+            return Err(invalid(
+                "prior.run",
+                format!(
+                    "{} must hold a VAE trained on coefficient fields of {nn} values (it has kind {:?} and samples of shape {:?})",
+                    run.display(),
+                    config.model.kind,
+                    shape.sample_shape
+                ),
+            ));
+        }
+        let model = GenerativeModel::init(&config.model_config(&shape), &config, ad);
+        let (model, _, _) = crate::checkpoint::load(run, model, None)?;
+        let model = crate::checkpoint::cast_floats(model, ad);
+        let model = model.no_grad();
+        let plain = model.valid();
+        Ok(Self::Dgp {
+            model,
+            plain,
+            x_mean: data.norm.x_mean,
+            x_std: data.norm.x_std,
+            floor: 0.05 * data.norm.x_mean.abs().max(1e-6),
+        })
+    }
+
+    fn latent_dim(&self) -> usize {
+        use varphi_models::LatentVariableModel;
+        match self {
+            FieldPrior::Whitened(t) => t.latent_dim(),
+            FieldPrior::Dgp { model, .. } => model.model.latent_dim(),
+        }
+    }
+
+    fn decode(
+        m: &crate::model::GenerativeModel,
+        w: Tensor<2>,
+        x_mean: f64,
+        x_std: f64,
+        floor: f64,
+    ) -> Tensor<2> {
+        use varphi_models::LatentVariableModel;
+        let [s, _] = w.dims();
+        let mean = m.likelihood.mean(m.model.decode(w.unsqueeze_dim(1), None));
+        let out = mean.dims()[2];
+        mean.reshape([s, out])
+            .mul_scalar(x_std)
+            .add_scalar(x_mean)
+            .clamp_min(floor)
+    }
+
+    /// The field of latents on the autodiff device, `[S, nn]`.
+    fn field(&self, latents: Tensor<2>) -> Tensor<2> {
+        match self {
+            FieldPrior::Whitened(t) => t.apply(latents),
+            FieldPrior::Dgp {
+                model,
+                x_mean,
+                x_std,
+                floor,
+                ..
+            } => Self::decode(model, latents, *x_mean, *x_std, *floor),
+        }
+    }
+
+    /// The field of latents on the plain device, `[S, nn]`.
+    fn field_plain(&self, latents: Tensor<2>) -> Tensor<2> {
+        match self {
+            FieldPrior::Whitened(t) => t.apply(latents),
+            FieldPrior::Dgp {
+                plain,
+                x_mean,
+                x_std,
+                floor,
+                ..
+            } => Self::decode(plain, latents, *x_mean, *x_std, *floor),
+        }
+    }
 }
