@@ -28,7 +28,10 @@ use std::path::Path;
 use varphi_data::DataSource;
 use varphi_data::physics::{Observations, PhysicsSettings, observation_indices};
 use varphi_losses::{ObservationLikelihood, ObservationOperator};
-use varphi_models::{DiagGaussian, GaussianFamily, GaussianPosteriorConfig, VariationalFamily};
+use varphi_models::{
+    DiagGaussian, GaussianFamily, GaussianPosteriorConfig, RealNvp, RealNvpConfig,
+    VariationalFamily,
+};
 use varphi_physics::pde::{Darcy, PdeResidual, PriorTransform, Problem};
 
 /// A `varphi infer` config.
@@ -91,6 +94,12 @@ pub struct PosteriorSection {
     /// Columns of `B` in the `low-rank` family `N(μ, BBᵀ + diag σ²)`.
     #[serde(default)]
     pub rank: Option<usize>,
+    /// Coupling layers of the `flow` family.
+    #[serde(default = "d_flow_layers")]
+    pub flow_layers: usize,
+    /// Hidden widths of the `flow` family's coupling networks.
+    #[serde(default = "d_flow_hidden")]
+    pub hidden: Vec<usize>,
     /// Monte-Carlo particles per step.
     #[serde(default = "d_particles")]
     pub particles: usize,
@@ -104,6 +113,8 @@ impl Default for PosteriorSection {
         Self {
             family: d_family(),
             rank: None,
+            flow_layers: d_flow_layers(),
+            hidden: d_flow_hidden(),
             particles: d_particles(),
             samples: d_samples(),
         }
@@ -112,6 +123,12 @@ impl Default for PosteriorSection {
 
 fn d_family() -> FamilyName {
     FamilyName::FullCovariance
+}
+fn d_flow_layers() -> usize {
+    4
+}
+fn d_flow_hidden() -> Vec<usize> {
+    vec![64, 64]
 }
 fn d_particles() -> usize {
     8
@@ -130,6 +147,9 @@ pub enum FamilyName {
     MeanField,
     /// Low rank plus diagonal, `N(μ, BBᵀ + diag σ²)` (`[posterior] rank`).
     LowRank,
+    /// A RealNVP normalising flow (`[posterior] flow_layers`, `hidden`); the KL term by
+    /// Monte Carlo, `E_q[log q(ξ) − log p(ξ)]`.
+    Flow,
 }
 
 /// `[optimizer]` of `varphi infer`.
@@ -223,7 +243,7 @@ impl InferConfig {
                     "family = \"low-rank\" needs rank = k ≥ 1 (columns of B in BBᵀ + diag σ²)",
                 ));
             }
-            (FamilyName::FullCovariance | FamilyName::MeanField, Some(_)) => {
+            (FamilyName::FullCovariance | FamilyName::MeanField | FamilyName::Flow, Some(_)) => {
                 return Err(invalid(
                     "posterior.rank",
                     "rank applies to family = \"low-rank\" only",
@@ -347,13 +367,22 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
         )?,
     };
     let k = prior_map.latent_dim();
+    if config.posterior.family == FamilyName::Flow && k < 2 {
+        return Err(invalid(
+            "posterior.family",
+            format!(
+                "a RealNVP flow needs at least 2 latents, the prior has {k}: use a Gaussian family"
+            ),
+        ));
+    }
     let grid = darcy.solution_shape()[0];
     let family = match config.posterior.family {
-        FamilyName::FullCovariance => GaussianFamily::FullCovariance,
-        FamilyName::MeanField => GaussianFamily::MeanField,
-        FamilyName::LowRank => GaussianFamily::LowRank {
+        FamilyName::FullCovariance => Some(GaussianFamily::FullCovariance),
+        FamilyName::MeanField => Some(GaussianFamily::MeanField),
+        FamilyName::LowRank => Some(GaussianFamily::LowRank {
             rank: config.posterior.rank.expect("validated"),
-        },
+        }),
+        FamilyName::Flow => None,
     };
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let (s_fit, n_samples) = (config.posterior.particles, config.posterior.samples);
@@ -387,17 +416,25 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
         let m = indices.len();
         let y_rep = y_ad.expand([s_fit, m]);
         // Fit q(ξ).
-        let mut q = GaussianPosteriorConfig::new(k)
-            .with_family(family)
-            .with_init_log_std(-1.0)
-            .init(&ad);
+        let mut q = match family {
+            Some(f) => Posterior::Gaussian(
+                GaussianPosteriorConfig::new(k)
+                    .with_family(f)
+                    .with_init_log_std(-1.0)
+                    .init(&ad),
+            ),
+            None => Posterior::Flow(
+                RealNvpConfig::new(k)
+                    .with_layers(config.posterior.flow_layers)
+                    .with_hidden(config.posterior.hidden.clone())
+                    .init(&ad),
+            ),
+        };
         let mut opt = AdamConfig::new().init();
-        let prior = DiagGaussian::standard(1, k, &ad);
         let mut recent = Vec::new();
         for step in 0..config.optimizer.steps {
-            let dist = q.forward();
-            let eps = noise(2).normal([s_fit, 1, k], step, &ad);
-            let xi = dist.rsample(eps).reshape([s_fit, k]);
+            let eps = noise(2).normal([s_fit, k], step, &ad);
+            let (xi, kl) = q.sample_with_kl(eps);
             let a = prior_map.field(xi);
             let u_star = darcy.solve_batch(&a).map_err(solver_err)?;
             // Pass 1: ∂ log p(y | u*) / ∂u* at the solver's solution.
@@ -411,9 +448,8 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
             let g = Tensor::<2>::from_inner(g);
             // Pass 2: the adjoint pullback carries the same gradient to a, ξ and q.
             let pull = darcy.adjoint_pullback(a, u_star, g).map_err(solver_err)?;
-            let kl = dist.kl_to_diag(&prior);
-            let loss = kl.clone().sum() - pull.div_scalar(s_fit as f64);
-            let value = crate::physics::mean_of(log_lik.mean()) - crate::physics::mean_of(kl.sum());
+            let loss = kl.clone() - pull.div_scalar(s_fit as f64);
+            let value = crate::physics::mean_of(log_lik.mean()) - crate::physics::mean_of(kl);
             if !value.is_finite() {
                 return Err(TrainError::Invalid {
                     key: "optimizer.lr".into(),
@@ -435,9 +471,9 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
             q = opt.step(lr, q, grads);
         }
         // Posterior and prior samples of the field, scored against the truth.
-        let dist = q.valid().forward();
-        let eps = noise(3).normal([n_samples, 1, k], 0, &device);
-        let post = prior_map.field_plain(dist.rsample(eps).reshape([n_samples, k]));
+        let eps = noise(3).normal([n_samples, k], 0, &device);
+        let (xi_post, _) = q.valid().sample_with_kl(eps);
+        let post = prior_map.field_plain(xi_post);
         let prior_draws = prior_map.field_plain(noise(4).normal([n_samples, k], 0, &device));
         let rows = |t: Tensor<2>| -> Vec<Vec<f64>> {
             let v = crate::physics::rows(t);
@@ -585,6 +621,40 @@ impl FieldPrior {
                 floor,
                 ..
             } => Self::decode(plain, latents, *x_mean, *x_std, *floor),
+        }
+    }
+}
+
+/// The fitted `q(ξ)`: a Gaussian family or a normalising flow.
+#[derive(Module, Debug)]
+enum Posterior {
+    Gaussian(varphi_models::GaussianPosterior),
+    Flow(RealNvp),
+}
+
+impl Posterior {
+    /// Reparameterised draws `ξ = T(ε)` for `eps: [S, k]` and the KL term to `N(0, I)`: in
+    /// closed form for the Gaussians, `mean_s [log q(ξ_s) − log N(ξ_s; 0, I)]` for the flow.
+    fn sample_with_kl(&self, eps: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
+        let [s, k] = eps.dims();
+        match self {
+            Posterior::Gaussian(q) => {
+                let dist = q.forward();
+                let prior = DiagGaussian::standard(1, k, &eps.device());
+                let xi = dist.rsample(eps.unsqueeze_dim(1)).reshape([s, k]);
+                (xi, dist.kl_to_diag(&prior))
+            }
+            Posterior::Flow(f) => {
+                let (xi, log_q) = f.rsample_with_log_prob(eps, None);
+                let log_p = xi
+                    .clone()
+                    .powi_scalar(2)
+                    .sum_dim(1)
+                    .squeeze_dim::<1>(1)
+                    .add_scalar(k as f64 * varphi_models::distributions::LN_2PI)
+                    .mul_scalar(-0.5);
+                (xi, (log_q - log_p).mean().reshape([1]))
+            }
         }
     }
 }

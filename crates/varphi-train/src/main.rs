@@ -499,6 +499,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (varphi_train::infer::FamilyName::LowRank, Some(k)) =>
                         format!("low-rank, rank {k}"),
                     (varphi_train::infer::FamilyName::MeanField, _) => "mean-field".into(),
+                    (varphi_train::infer::FamilyName::Flow, _) => "RealNVP flow".into(),
                     _ => "full-covariance".into(),
                 },
                 r.n_cases,

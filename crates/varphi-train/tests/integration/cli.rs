@@ -532,6 +532,25 @@ fn bayes_vi_with_adjoint_gradients_beats_the_prior() {
     let c90 = r["posterior"]["coverage"]["0.9"].as_f64().unwrap();
     assert!((0.6..=1.0).contains(&c90), "{r}");
     assert!(dir.join("bvi/samples.npy").exists() && dir.join("bvi/truth.npy").exists());
+    // The same cases with a RealNVP q(ξ) (Monte-Carlo KL) reach the same accuracy.
+    let flow = write(
+        &dir,
+        "flow.toml",
+        &std::fs::read_to_string(&cfg).unwrap().replace(
+            "[posterior]\n",
+            "[posterior]\nfamily = \"flow\"\nhidden = [32]\n",
+        ),
+    );
+    succeeds(&varphi(
+        &["infer", flow.to_str().unwrap(), "--out", "flow", "-q"],
+        &dir,
+    ));
+    let f: serde_json::Value = read_json(&dir.join("flow/summary.json"));
+    let flow_post = f["posterior"]["rel_l2"].as_f64().unwrap();
+    assert!(
+        flow_post < 0.8 * prior && (flow_post - post).abs() < 0.25 * post,
+        "flow {flow_post} vs Gaussian {post} vs prior {prior}"
+    );
 
     // A two-phase coefficient has no whitened prior: a one-line error naming the key.
     let bad = write(
