@@ -4,7 +4,11 @@
 //! y = f(ε) = f_L ∘ … ∘ f_1(ε),  ε ~ N(0, I),   log q(y) = log N(ε; 0, I) − Σ_l log|det ∂f_l|
 //! ActNorm:         y = x ⊙ exp(s) + b,                         log|det| = Σ s
 //! affine coupling: y_a = x_a,  y_b = x_b ⊙ exp(s(x_a, c)) + t(x_a, c),  log|det| = Σ s(x_a, c)
+//! invertible linear (`lu_mixing`, Glow's "1×1 convolution" for vectors):
+//!                  y = x Wᵀ,  W = P L (U + diag(e^σ)),           log|det| = Σ σ
 //! ```
+//! (`P` a fixed permutation — the reversal — `L` unit lower, `U` strictly upper triangular,
+//! all learned but `P`; at initialisation `W = P`, a pure permutation.)
 //! Layers alternate which half (`a` = first ⌊d/2⌋ or the rest) conditions the other, which is
 //! a fixed permutation between couplings; `s = 2 tanh(raw / 2)` keeps each layer's scale in
 //! `(e⁻², e²)`. Both directions and the log-determinant are exact. With `d_cond > 0` the
@@ -34,6 +38,82 @@ pub struct RealNvpConfig {
     /// Width of a condition vector (0: unconditional).
     #[config(default = 0)]
     pub d_cond: usize,
+    /// An invertible linear layer (LU-parameterised, starting as the reversal permutation)
+    /// between each ActNorm and coupling, mixing all dimensions instead of only swapping halves.
+    #[config(default = false)]
+    pub lu_mixing: bool,
+}
+
+/// An invertible linear map `y = x Wᵀ` with `W = P L (U + diag(e^σ))` (see the module docs).
+#[derive(Module, Debug)]
+pub struct InvertibleLinear {
+    /// Strictly lower part of `L` (the rest is ignored), `[d, d]`.
+    pub lower: Param<Tensor<2>>,
+    /// Strictly upper part of `U` (the rest is ignored), `[d, d]`.
+    pub upper: Param<Tensor<2>>,
+    /// `σ`, `[1, d]`.
+    pub log_scale: Param<Tensor<2>>,
+}
+
+impl InvertibleLinear {
+    fn new(d: usize, device: &Device) -> Self {
+        Self {
+            lower: Param::from_tensor(Tensor::zeros([d, d], device)),
+            upper: Param::from_tensor(Tensor::zeros([d, d], device)),
+            log_scale: Param::from_tensor(Tensor::zeros([1, d], device)),
+        }
+    }
+
+    /// `(P, L, U + diag(e^σ))`.
+    fn factors(&self) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+        let [d, _] = self.lower.dims();
+        let device = self.lower.device();
+        let eye = Tensor::<2>::eye(d, &device);
+        let rev: Vec<f64> = (0..d)
+            .flat_map(|i| (0..d).map(move |j| if i + j == d - 1 { 1.0 } else { 0.0 }))
+            .collect();
+        let p = Tensor::<2>::from_data(TensorData::new(rev, [d, d]), &device);
+        let l = self.lower.val().tril(-1) + eye.clone();
+        let u = self.upper.val().triu(1) + eye * self.log_scale.val().exp();
+        (p, l, u)
+    }
+
+    /// `y = x Wᵀ` and `log|det W|` (the same for every row).
+    pub fn forward(&self, x: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
+        let (p, l, u) = self.factors();
+        let w = p.matmul(l).matmul(u);
+        (x.matmul(w.transpose()), self.log_scale.val().sum())
+    }
+
+    /// `x = y W⁻ᵀ` and `log|det W⁻¹|`.
+    pub fn inverse(&self, y: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
+        let (p, l, u) = self.factors();
+        // W⁻¹ = U⁻¹ L⁻¹ Pᵀ, the triangular inverses by substitution.
+        let u_inv = tril_inverse(u.transpose()).transpose();
+        let w_inv = u_inv.matmul(tril_inverse(l)).matmul(p.transpose());
+        (
+            y.matmul(w_inv.transpose()),
+            self.log_scale.val().sum().neg(),
+        )
+    }
+}
+
+/// Inverse of a lower-triangular `[d, d]` matrix by forward substitution, row by row
+/// (`X_i = (e_i − Σ_{j<i} L_ij X_j) / L_ii`; differentiable, `≈ 4d` tensor ops).
+fn tril_inverse(l: Tensor<2>) -> Tensor<2> {
+    let [d, _] = l.dims();
+    let device = l.device();
+    let eye = Tensor::<2>::eye(d, &device);
+    let mut rows: Vec<Tensor<2>> = Vec::with_capacity(d);
+    for i in 0..d {
+        let mut r = eye.clone().slice([i..i + 1, 0..d]);
+        if i > 0 {
+            let prev = Tensor::cat(rows.clone(), 0); // [i, d]
+            r = r - l.clone().slice([i..i + 1, 0..i]).matmul(prev);
+        }
+        rows.push(r / l.clone().slice([i..i + 1, i..i + 1]));
+    }
+    Tensor::cat(rows, 0)
 }
 
 /// One affine coupling layer.
@@ -62,6 +142,8 @@ pub struct RealNvp {
     pub norms: Vec<ActNorm>,
     /// Couplings.
     pub couplings: Vec<AffineCoupling>,
+    /// Invertible linear layers before each coupling (empty without `lu_mixing`).
+    pub mixers: Vec<InvertibleLinear>,
     /// Dimension.
     #[module(skip)]
     pub dim: usize,
@@ -107,9 +189,17 @@ impl RealNvpConfig {
                 bias: Param::from_tensor(Tensor::zeros([1, self.dim], device)),
             })
             .collect();
+        let mixers = if self.lu_mixing {
+            (0..self.layers)
+                .map(|_| InvertibleLinear::new(self.dim, device))
+                .collect()
+        } else {
+            Vec::new()
+        };
         RealNvp {
             norms,
             couplings,
+            mixers,
             dim: self.dim,
             d_cond: self.d_cond,
         }
@@ -168,9 +258,14 @@ impl RealNvp {
         let [n, _] = eps.dims();
         let mut x = eps;
         let mut log_det = Tensor::<1>::zeros([n], &x.device());
-        for (norm, c) in self.norms.iter().zip(&self.couplings) {
+        for (l, (norm, c)) in self.norms.iter().zip(&self.couplings).enumerate() {
             x = x * norm.log_scale.val().exp() + norm.bias.val();
             log_det = log_det + norm.log_scale.val().sum().expand([n]);
+            if let Some(m) = self.mixers.get(l) {
+                let (y, ld) = m.forward(x);
+                x = y;
+                log_det = log_det + ld.expand([n]);
+            }
             let (a, b) = c.split(x, self.dim);
             let (s, t) = c.scale_shift(a.clone(), cond.clone());
             let b = b * s.clone().exp() + t;
@@ -186,12 +281,17 @@ impl RealNvp {
         let [n, _] = y.dims();
         let mut x = y;
         let mut log_det = Tensor::<1>::zeros([n], &x.device());
-        for (norm, c) in self.norms.iter().zip(&self.couplings).rev() {
+        for (l, (norm, c)) in self.norms.iter().zip(&self.couplings).enumerate().rev() {
             let (a, b) = c.split(x, self.dim);
             let (s, t) = c.scale_shift(a.clone(), cond.clone());
             let b = (b - t) * s.clone().neg().exp();
             log_det = log_det - s.sum_dim(1).squeeze_dim::<1>(1);
             x = c.join(a, b);
+            if let Some(m) = self.mixers.get(l) {
+                let (y, ld) = m.inverse(x);
+                x = y;
+                log_det = log_det + ld.expand([n]);
+            }
             x = (x - norm.bias.val()) * norm.log_scale.val().neg().exp();
             log_det = log_det - norm.log_scale.val().sum().expand([n]);
         }
@@ -235,6 +335,7 @@ mod tests {
     /// A flow with non-trivial couplings: random last layers instead of zeros.
     fn random_flow(dim: usize, d_cond: usize, device: &Device) -> RealNvp {
         let mut f = RealNvpConfig::new(dim)
+            .with_lu_mixing(d_cond > 0)
             .with_layers(3)
             .with_hidden(vec![8])
             .with_d_cond(d_cond)
@@ -253,6 +354,14 @@ mod tests {
                     );
                 }
             }
+        }
+        for (i, m) in f.mixers.iter_mut().enumerate() {
+            let r = |k: u64, shape: [usize; 2]| {
+                Param::from_tensor(normals(shape, 40 + 3 * i as u64 + k, device).mul_scalar(0.3))
+            };
+            m.lower = r(0, [dim, dim]);
+            m.upper = r(1, [dim, dim]);
+            m.log_scale = r(2, [1, dim]);
         }
         for (i, n) in f.norms.iter_mut().enumerate() {
             n.log_scale =
@@ -285,6 +394,7 @@ mod tests {
     #[test]
     fn log_det_matches_finite_differences_and_inverse_inverts() {
         let dev = f64_device();
+        // (5, 2): conditional, with random LU mixing layers.
         for (dim, d_cond) in [(4, 0), (5, 2)] {
             let flow = random_flow(dim, d_cond, &dev);
             let cond = (d_cond > 0).then(|| normals([1, d_cond], 7, &dev));

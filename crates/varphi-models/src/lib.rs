@@ -55,7 +55,7 @@ pub use distributions::{
     Bernoulli, DiagGaussian, FullGaussian, VariationalFamily, standard_normal,
 };
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
-pub use flow::{ActNorm, AffineCoupling, RealNvp, RealNvpConfig};
+pub use flow::{ActNorm, AffineCoupling, InvertibleLinear, RealNvp, RealNvpConfig};
 pub use mlp::{Jet, Mlp, MlpConfig};
 pub use pddlvm::{GaussianNet, GaussianNetConfig, Pddlvm, PddlvmConfig};
 pub use physvae::{PhysVae, PhysVaeConfig, PhysVaeOutput};

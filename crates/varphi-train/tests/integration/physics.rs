@@ -106,7 +106,10 @@ fn unet_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
         values(unet.forward(input(2, 108, &cpu))),
         values(unet.clone().to_device(&gpu).forward(input(2, 108, &gpu))),
     );
-    let flow = RealNvpConfig::new(3).with_d_cond(2).init(&cpu);
+    let flow = RealNvpConfig::new(3)
+        .with_d_cond(2)
+        .with_lu_mixing(true)
+        .init(&cpu);
     let (y, c) = (input(4, 3, &cpu), input(4, 2, &cpu));
     let lp_cpu = flow.log_prob(y, Some(c)).unsqueeze_dim::<2>(1);
     let flow_gpu = flow.to_device(&gpu);
