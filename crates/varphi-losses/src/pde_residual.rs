@@ -222,4 +222,15 @@ impl ResidualBoltzmann {
             entropy: entropy.detach(),
         }
     }
+
+    /// The objective for a surrogate without a closed-form entropy (e.g. a conditional
+    /// [`varphi_models::RealNvp`]): `H[q] ≈ −(1/S) Σ_s log q(u_s | z)` from the same samples,
+    /// `E_q[β‖r‖² + log q(u | z)]`.
+    ///
+    /// # Shapes
+    /// - `residual_sq`, `log_q`: `[particles, batch]` for samples `u_s ~ q(u | z)`
+    pub fn forward_mc(&self, residual_sq: Tensor<2>, log_q: Tensor<2>) -> BoltzmannOutput {
+        let entropy = log_q.mean_dim(0).squeeze_dim::<1>(0).neg();
+        self.forward(residual_sq, entropy)
+    }
 }

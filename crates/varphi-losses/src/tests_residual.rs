@@ -540,3 +540,91 @@ fn pddlvm_data_bound_optimum_is_the_gaussian_posterior_of_the_parameters() {
         "bound {l} vs log evidence {log_evidence}"
     );
 }
+
+#[test]
+fn a_flow_surrogate_trained_on_the_boltzmann_objective_reaches_the_gaussian_target() {
+    // r(u, z) = Au − bz with SPD A: p_β(u | z) ∝ exp(−β‖Au − bz‖²) is N(A⁻¹bz, (2βAᵀA)⁻¹).
+    // A conditional RealNVP q(u | z) (LU mixing) trained by E_q[β‖r‖² + log q] on z ~ U[−1, 1]
+    // must match that mean and covariance at a held-out z.
+    use varphi_models::RealNvpConfig;
+    let dev = f64_device();
+    let ad = dev.clone().autodiff();
+    let a: Mat = vec![
+        vec![2.0, -1.0, 0.0],
+        vec![-1.0, 2.0, -1.0],
+        vec![0.0, -1.0, 2.0],
+    ];
+    let b = [1.0, 0.5, -1.0];
+    let beta = 2.0;
+    let at = testing::tensor(transpose(&a).concat(), [3, 3], &ad);
+    let b_row = testing::tensor(b.to_vec(), [1, 3], &ad);
+    let mut flow = RealNvpConfig::new(3)
+        .with_d_cond(1)
+        .with_layers(4)
+        .with_hidden(vec![32, 32])
+        .with_lu_mixing(true)
+        .init(&ad);
+    let objective = ResidualBoltzmannConfig::new(beta).init();
+    let mut opt = AdamConfig::new().init();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
+    let n = 128;
+    for step in 0..2000 {
+        let z: Vec<f64> = (0..n)
+            .map(|_| rand::Rng::random_range(&mut rng, -1.0..1.0))
+            .collect();
+        let z = testing::tensor(z, [n, 1], &ad);
+        let eps = testing::normals([n, 3], 10_000 + step as u64, &ad);
+        let (u, log_q) = flow.rsample_with_log_prob(eps, Some(z.clone()));
+        let r = u.matmul(at.clone()) - z * b_row.clone();
+        let r2 = r.powi_scalar(2).sum_dim(1).reshape([1, n]);
+        let out = objective.forward_mc(r2, log_q.reshape([1, n]));
+        let grads = GradientsParams::from_grads(out.loss.backward(), &flow);
+        let lr = if step < 1500 { 3e-3 } else { 3e-4 };
+        flow = opt.step(lr, flow, grads);
+    }
+    // Closed form at z = 0.7.
+    let mut prec = matmul(&transpose(&a), &a);
+    for row in prec.iter_mut() {
+        for v in row.iter_mut() {
+            *v *= 2.0 * beta;
+        }
+    }
+    let cov = spd_inverse(&prec);
+    let a_inv = spd_inverse(&a);
+    let mean: Vec<f64> = (0..3)
+        .map(|i| (0..3).map(|j| a_inv[i][j] * b[j] * 0.7).sum())
+        .collect();
+    let s = 20_000;
+    let flow = flow.valid();
+    let (u, _) = flow.forward(
+        testing::normals([s, 3], 7, &dev),
+        Some(Tensor::<2>::zeros([s, 1], &dev).add_scalar(0.7)),
+    );
+    let u = vec(u);
+    let m: Vec<f64> = (0..3)
+        .map(|j| u.iter().skip(j).step_by(3).sum::<f64>() / s as f64)
+        .collect();
+    let scale = cov
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r[i])
+        .fold(0.0, f64::max);
+    for i in 0..3 {
+        assert!(
+            (m[i] - mean[i]).abs() < 0.05 * scale.sqrt(),
+            "mean {m:?} vs {mean:?}"
+        );
+        for j in 0..3 {
+            let c: f64 = u
+                .chunks(3)
+                .map(|r| (r[i] - m[i]) * (r[j] - m[j]))
+                .sum::<f64>()
+                / (s - 1) as f64;
+            assert!(
+                (c - cov[i][j]).abs() < 0.05 * scale,
+                "cov[{i}][{j}] {c} vs {}",
+                cov[i][j]
+            );
+        }
+    }
+}
