@@ -94,6 +94,9 @@ pub struct PosteriorSection {
     /// Columns of `B` in the `low-rank` family `N(μ, BBᵀ + diag σ²)`.
     #[serde(default)]
     pub rank: Option<usize>,
+    /// Chi-shell weight `β` of the `map` family.
+    #[serde(default = "d_chi_beta")]
+    pub chi_beta: f64,
     /// Coupling layers of the `flow` family.
     #[serde(default = "d_flow_layers")]
     pub flow_layers: usize,
@@ -113,6 +116,7 @@ impl Default for PosteriorSection {
         Self {
             family: d_family(),
             rank: None,
+            chi_beta: d_chi_beta(),
             flow_layers: d_flow_layers(),
             hidden: d_flow_hidden(),
             particles: d_particles(),
@@ -123,6 +127,9 @@ impl Default for PosteriorSection {
 
 fn d_family() -> FamilyName {
     FamilyName::FullCovariance
+}
+fn d_chi_beta() -> f64 {
+    1.0
 }
 fn d_flow_layers() -> usize {
     4
@@ -150,6 +157,10 @@ pub enum FamilyName {
     /// A RealNVP normalising flow (`[posterior] flow_layers`, `hidden`); the KL term by
     /// Monte Carlo, `E_q[log q(ξ) − log p(ξ)]`.
     Flow,
+    /// A point estimate (primer eq. 25): `argmin_w ‖Hu*(w) − y‖²/2σ_y² + β(‖w‖ − μ_χ)²`, the
+    /// chi-shell keeping `w` at a standard Gaussian's typical norm (`[posterior] chi_beta`).
+    /// One particle; its "samples" are the point, so coverage is 0 and CRPS the absolute error.
+    Map,
 }
 
 /// `[optimizer]` of `varphi infer`.
@@ -243,13 +254,25 @@ impl InferConfig {
                     "family = \"low-rank\" needs rank = k ≥ 1 (columns of B in BBᵀ + diag σ²)",
                 ));
             }
-            (FamilyName::FullCovariance | FamilyName::MeanField | FamilyName::Flow, Some(_)) => {
+            (
+                FamilyName::FullCovariance
+                | FamilyName::MeanField
+                | FamilyName::Flow
+                | FamilyName::Map,
+                Some(_),
+            ) => {
                 return Err(invalid(
                     "posterior.rank",
                     "rank applies to family = \"low-rank\" only",
                 ));
             }
             _ => {}
+        }
+        if !(p.chi_beta >= 0.0 && p.chi_beta.is_finite()) {
+            return Err(invalid(
+                "posterior.chi_beta",
+                format!("must be finite and ≥ 0, got {}", p.chi_beta),
+            ));
         }
         let t = &self.optimizer;
         if t.steps == 0 || !(t.lr > 0.0 && t.lr.is_finite()) || !(0.0..=t.lr).contains(&t.lr_final)
@@ -382,10 +405,17 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
         FamilyName::LowRank => Some(GaussianFamily::LowRank {
             rank: config.posterior.rank.expect("validated"),
         }),
-        FamilyName::Flow => None,
+        FamilyName::Flow | FamilyName::Map => None,
     };
     std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let (s_fit, n_samples) = (config.posterior.particles, config.posterior.samples);
+    let (s_fit, n_samples) = (
+        if config.posterior.family == FamilyName::Map {
+            1
+        } else {
+            config.posterior.particles
+        },
+        config.posterior.samples,
+    );
     let mut cases = Vec::with_capacity(n_cases);
     let mut all_samples = Vec::with_capacity(n_cases * n_samples * nn);
     let mut truths = Vec::with_capacity(n_cases * nn);
@@ -423,6 +453,11 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
                     .with_init_log_std(-1.0)
                     .init(&ad),
             ),
+            None if config.posterior.family == FamilyName::Map => Posterior::Map(MapPoint {
+                // Just off the origin, where ‖w‖ has no gradient.
+                w: burn::module::Param::from_tensor(Tensor::zeros([1, k], &ad).add_scalar(1e-2)),
+                beta: config.posterior.chi_beta,
+            }),
             None => Posterior::Flow(
                 RealNvpConfig::new(k)
                     .with_layers(config.posterior.flow_layers)
@@ -630,6 +665,15 @@ impl FieldPrior {
 enum Posterior {
     Gaussian(varphi_models::GaussianPosterior),
     Flow(RealNvp),
+    Map(MapPoint),
+}
+
+/// A point estimate `w` with the chi-shell weight.
+#[derive(Module, Debug)]
+struct MapPoint {
+    w: burn::module::Param<Tensor<2>>,
+    #[module(skip)]
+    beta: f64,
 }
 
 impl Posterior {
@@ -654,6 +698,11 @@ impl Posterior {
                     .add_scalar(k as f64 * varphi_models::distributions::LN_2PI)
                     .mul_scalar(-0.5);
                 (xi, (log_q - log_p).mean().reshape([1]))
+            }
+            Posterior::Map(p) => {
+                let w = p.w.val();
+                let shell = varphi_losses::chi_shell(w.clone(), p.beta);
+                (w.expand([s, k]), shell)
             }
         }
     }

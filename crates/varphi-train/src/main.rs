@@ -500,6 +500,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         format!("low-rank, rank {k}"),
                     (varphi_train::infer::FamilyName::MeanField, _) => "mean-field".into(),
                     (varphi_train::infer::FamilyName::Flow, _) => "RealNVP flow".into(),
+                    (varphi_train::infer::FamilyName::Map, _) => "MAP point with chi-shell".into(),
                     _ => "full-covariance".into(),
                 },
                 r.n_cases,

@@ -728,6 +728,25 @@ fn vi_dgp_infers_a_two_phase_field_through_a_vae_prior() {
         r["prior"]["rel_l2"].as_f64().unwrap(),
     );
     assert!(post < 0.9 * prior, "posterior {post} vs prior {prior}: {r}");
+    // The point estimate of eq. 25 (chi-shell MAP) on the same cases.
+    let map = write(
+        &dir,
+        "map.toml",
+        &std::fs::read_to_string(&cfg).unwrap().replace(
+            "[posterior]\n",
+            "[posterior]\nfamily = \"map\"\nchi_beta = 1.0\n",
+        ),
+    );
+    succeeds(&varphi(
+        &["infer", map.to_str().unwrap(), "--out", "map", "-q"],
+        &dir,
+    ));
+    let m = read_json(&dir.join("map/summary.json"));
+    let map_post = m["posterior"]["rel_l2"].as_f64().unwrap();
+    assert!(
+        map_post < 0.9 * prior,
+        "MAP {map_post} vs prior {prior}: {m}"
+    );
     // A dgp prior needs its run.
     let bad = write(
         &dir,
