@@ -169,14 +169,10 @@ impl RealNvpConfig {
                 let mut sizes = vec![d_a + self.d_cond];
                 sizes.extend(&self.hidden);
                 sizes.push(2 * d_b);
-                let mut net = MlpConfig::new(sizes)
+                let net = MlpConfig::new(sizes)
                     .with_activation(self.activation)
-                    .init(device);
-                let last = net.layers.last_mut().expect("a layer");
-                last.weight = Param::from_tensor(last.weight.val().zeros_like());
-                if let Some(b) = &last.bias {
-                    last.bias = Some(Param::from_tensor(b.val().zeros_like()));
-                }
+                    .init(device)
+                    .with_zero_last_layer();
                 AffineCoupling {
                     net,
                     first_conditions,

@@ -96,6 +96,17 @@ impl MlpConfig {
 }
 
 impl Mlp {
+    /// The same network with its last layer's weights and bias set to zero, so that it starts
+    /// as the constant 0 (identity-initialised flow couplings, correction networks).
+    pub fn with_zero_last_layer(mut self) -> Self {
+        let last = self.layers.last_mut().expect("an Mlp has a layer");
+        last.weight = burn::module::Param::from_tensor(last.weight.val().zeros_like());
+        if let Some(b) = &last.bias {
+            last.bias = Some(burn::module::Param::from_tensor(b.val().zeros_like()));
+        }
+        self
+    }
+
     /// Input width.
     pub fn d_input(&self) -> usize {
         self.layers[0].weight.dims()[0]

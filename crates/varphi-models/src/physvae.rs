@@ -18,7 +18,6 @@
 use crate::activation::Activation;
 use crate::distributions::DiagGaussian;
 use crate::mlp::{Mlp, MlpConfig};
-use burn::module::Param;
 use burn::prelude::*;
 
 /// Configuration of a [`PhysVae`].
@@ -101,15 +100,10 @@ impl PhysVaeConfig {
             .with_activation(self.activation)
             .init(device);
         let aux_decoder = (self.aux_dim > 0).then(|| {
-            let mut net = MlpConfig::new(sizes(self.out_dim + self.aux_dim, self.out_dim))
+            MlpConfig::new(sizes(self.out_dim + self.aux_dim, self.out_dim))
                 .with_activation(self.activation)
-                .init(device);
-            let last = net.layers.last_mut().expect("a layer");
-            last.weight = Param::from_tensor(last.weight.val().zeros_like());
-            if let Some(b) = &last.bias {
-                last.bias = Some(Param::from_tensor(b.val().zeros_like()));
-            }
-            net
+                .init(device)
+                .with_zero_last_layer()
         });
         PhysVae {
             encoder,

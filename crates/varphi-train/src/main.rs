@@ -351,68 +351,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval { run, backend } if run_kind(&run) == Some(ModelKind::Npe) => {
             let loaded = varphi_train::npe::load_npe_run(&run, backend)?;
             let r = varphi_train::npe::evaluate_npe_run(&loaded)?;
-            println!(
-                "evaluation of {} ({} test cases × {} posterior samples, {} epochs)",
-                run.display(),
-                r.n_test,
-                r.n_samples,
-                r.epochs
+            print_parameter_table(
+                &run,
+                (r.n_test, r.n_samples, r.epochs),
+                &format!(
+                    "posterior q(z|y) from {} noisy observations (σ_y = {}) per case",
+                    r.n_obs, r.obs_sigma
+                ),
+                "rel_l2",
+                std::iter::once(("all".to_string(), r.posterior.rel_l2, &r.posterior))
+                    .chain(
+                        r.per_parameter
+                            .iter()
+                            .map(|(n, s)| (n.clone(), s.rel_l2, s)),
+                    )
+                    .collect(),
             );
-            println!(
-                "  posterior q(z|y) from {} noisy observations (σ_y = {}) per case",
-                r.n_obs, r.obs_sigma
-            );
-            let mut rows = vec![("all".to_string(), &r.posterior)];
-            rows.extend(r.per_parameter.iter().map(|(n, s)| (n.clone(), s)));
-            println!(
-                "  {:<10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
-                "parameter", "rel_l2", "NLL", "CRPS", "cov 50", "cov 90", "cov 95"
-            );
-            for (name, s) in rows {
-                let c = |l: &str| s.coverage.get(l).copied().unwrap_or(f64::NAN);
-                println!(
-                    "  {name:<10} {:>10.4} {:>10.4} {:>10.4} {:>8.3} {:>8.3} {:>8.3}",
-                    s.rel_l2,
-                    s.nll,
-                    s.crps,
-                    c("0.5"),
-                    c("0.9"),
-                    c("0.95")
-                );
-            }
             println!("wrote {}", run.join("eval.json").display());
         }
         Command::Eval { run, backend } if run_kind(&run) == Some(ModelKind::PhysVae) => {
             let loaded = varphi_train::physvae::load_physvae_run(&run, backend)?;
             let r = varphi_train::physvae::evaluate_physvae_run(&loaded)?;
-            println!(
-                "evaluation of {} ({} test cases × {} posterior samples, {} epochs)",
-                run.display(),
-                r.n_test,
-                r.n_samples,
-                r.epochs
+            print_parameter_table(
+                &run,
+                (r.n_test, r.n_samples, r.epochs),
+                &format!(
+                    "physical latents from {} noisy observations (σ_y = {}) per case",
+                    r.n_obs, r.obs_sigma
+                ),
+                "rel_err",
+                r.parameters
+                    .iter()
+                    .map(|p| (p.name.clone(), p.rel_error_mean, &p.scores))
+                    .collect(),
             );
-            println!(
-                "  physical latents from {} noisy observations (σ_y = {}) per case",
-                r.n_obs, r.obs_sigma
-            );
-            println!(
-                "  {:<10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
-                "parameter", "rel_err", "NLL", "CRPS", "cov 50", "cov 90", "cov 95"
-            );
-            for p in &r.parameters {
-                let c = |l: &str| p.scores.coverage.get(l).copied().unwrap_or(f64::NAN);
-                println!(
-                    "  {:<10} {:>10.4} {:>10.4} {:>10.4} {:>8.3} {:>8.3} {:>8.3}",
-                    p.name,
-                    p.rel_error_mean,
-                    p.scores.nll,
-                    p.scores.crps,
-                    c("0.5"),
-                    c("0.9"),
-                    c("0.95")
-                );
-            }
             println!(
                 "  reconstruction rel. L2 {:.4} (physics part alone {:.4})",
                 r.reconstruction_rel_l2, r.physics_rel_l2
@@ -659,6 +631,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Whether `run` holds a physics (pddlvm) run; errors surface later, in the loaders.
+/// The evaluation table of a parameter posterior: one row per parameter with a point-error
+/// column, NLL, CRPS and coverage at 50/90/95 %.
+fn print_parameter_table(
+    run: &std::path::Path,
+    (n_test, n_samples, epochs): (usize, usize, usize),
+    what: &str,
+    error_name: &str,
+    rows: Vec<(String, f64, &varphi_train::uq::UqScores)>,
+) {
+    println!(
+        "evaluation of {} ({n_test} test cases × {n_samples} posterior samples, {epochs} epochs)",
+        run.display()
+    );
+    println!("  {what}");
+    println!(
+        "  {:<10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "parameter", error_name, "NLL", "CRPS", "cov 50", "cov 90", "cov 95"
+    );
+    for (name, err, s) in rows {
+        let c = |l: &str| s.coverage.get(l).copied().unwrap_or(f64::NAN);
+        println!(
+            "  {name:<10} {err:>10.4} {:>10.4} {:>10.4} {:>8.3} {:>8.3} {:>8.3}",
+            s.nll,
+            s.crps,
+            c("0.5"),
+            c("0.9"),
+            c("0.95")
+        );
+    }
+}
+
 fn run_kind(run: &std::path::Path) -> Option<ModelKind> {
     varphi_train::TrainConfig::load(&run.join("config.toml"))
         .ok()

@@ -240,33 +240,25 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
             &device,
         );
         fit_run(&ctx, model, &objective)?;
-        let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
-        if !opts.no_plots {
-            plots::plot_losses(&metrics, &run_dir.join("loss.png"))?;
-        }
-        return Ok(summary(
+        return loss_plot_and_summary(
             &config,
-            &metrics,
             run_dir,
+            opts,
             selected.description,
             &["loss", "nll"],
-        ));
+        );
     }
     if config.model.kind == ModelKind::PhysVae {
         let objective = crate::physvae::PhysVaeObjective::new(&config, &data);
         let model = crate::physvae::PhysVaeModel::init(&config, &objective.physics, &device);
         fit_run(&ctx, model, &objective)?;
-        let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
-        if !opts.no_plots {
-            plots::plot_losses(&metrics, &run_dir.join("loss.png"))?;
-        }
-        return Ok(summary(
+        return loss_plot_and_summary(
             &config,
-            &metrics,
             run_dir,
+            opts,
             selected.description,
             &["loss", "nll", "kl_phys", "correction"],
-        ));
+        );
     }
     if config.model.kind == ModelKind::Pddlvm {
         let objective = crate::physics::PddlvmObjective::new(&config, &data)?;
@@ -322,6 +314,21 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
         selected.description,
         &["loss", "elbo", "log_lik", "kl"],
     ))
+}
+
+/// After a run whose only plot is the loss curve: plot it (unless `--no-plots`) and summarise.
+fn loss_plot_and_summary(
+    config: &TrainConfig,
+    run_dir: PathBuf,
+    opts: &TrainOptions,
+    device: String,
+    keys: &[&'static str],
+) -> Result<TrainSummary, TrainError> {
+    let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
+    if !opts.no_plots {
+        plots::plot_losses(&metrics, &run_dir.join("loss.png"))?;
+    }
+    Ok(summary(config, &metrics, run_dir, device, keys))
 }
 
 fn summary(
