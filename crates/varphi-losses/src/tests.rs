@@ -309,15 +309,9 @@ fn beta_weights_only_the_loss() {
 /// sample covariance I), so for this model the Monte-Carlo ELBO equals its expectation and the
 /// optimum is exact.
 fn fit_bayes_vi(family: varphi_models::GaussianFamily) -> (Vec<f64>, Vec<f64>) {
-    use burn::optim::{AdamConfig, GradientsParams};
-    use varphi_models::GaussianPosteriorConfig;
     let lg = LinearGaussian::new();
     let ad = dev().autodiff();
     let s = 64;
-    let eps = Tensor::<3>::from_data(
-        crate::tests_residual::whitened_noise(s, 2, 9).into_data(),
-        &ad,
-    );
     let lik = LikelihoodConfig::Gaussian(
         GaussianLikelihoodConfig::new()
             .with_sigma(lg.sigma)
@@ -328,21 +322,37 @@ fn fit_bayes_vi(family: varphi_models::GaussianFamily) -> (Vec<f64>, Vec<f64>) {
         .expand([s, 2, 3]);
     let b = Tensor::<3>::from_data(TensorData::new(lg.b.clone(), [1, 1, 3]), &ad);
     let x = Tensor::<2>::from_data(TensorData::new(lg.x.clone(), [1, 3]), &ad);
+    fit_gaussian_q(family, 2, 9, &ad, |z| {
+        lik.log_prob(x.clone(), z.matmul(at.clone()) + b.clone())
+    })
+}
+
+/// Maximise the ELBO of a non-amortised `q(z)` (`dim` latents, 64 whitened particles from
+/// `seed`, prior `N(0, I)`) for `log p(x | z)` given by `log_lik: [64, 1, dim] → [64, 1]`, with
+/// Adam in three learning-rate stages; return the mean and the covariance (flattened).
+pub(crate) fn fit_gaussian_q(
+    family: varphi_models::GaussianFamily,
+    dim: usize,
+    seed: u64,
+    ad: &Device,
+    log_lik: impl Fn(Tensor<3>) -> Tensor<2>,
+) -> (Vec<f64>, Vec<f64>) {
+    use burn::optim::{AdamConfig, GradientsParams};
+    use varphi_models::GaussianPosteriorConfig;
+    let s = 64;
+    let eps = Tensor::<3>::from_data(
+        crate::tests_residual::whitened_noise(s, dim, seed).into_data(),
+        ad,
+    );
     let elbo = ElboConfig::new().with_n_particles(s).init();
-    let prior = DiagGaussian::standard(1, 2, &ad);
-    let mut q = GaussianPosteriorConfig::new(2)
+    let prior = DiagGaussian::standard(1, dim, ad);
+    let mut q = GaussianPosteriorConfig::new(dim)
         .with_family(family)
-        .init(&ad);
+        .init(ad);
     let mut opt = AdamConfig::new().init();
     for (n, lr) in [(3000, 0.02), (2000, 0.002), (1000, 0.0002)] {
         for _ in 0..n {
-            let out = elbo.forward(
-                &q.forward(),
-                &prior,
-                eps.clone(),
-                |z| lik.log_prob(x.clone(), z.matmul(at.clone()) + b.clone()),
-                0,
-            );
+            let out = elbo.forward(&q.forward(), &prior, eps.clone(), &log_lik, 0);
             let grads = GradientsParams::from_grads(out.loss.backward(), &q);
             q = opt.step(lr, q, grads);
         }

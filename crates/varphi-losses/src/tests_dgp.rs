@@ -2,13 +2,11 @@
 //! against the exact posterior, and the chi-shell keeping a MAP latent on the typical set.
 
 use crate::dgp::{chi_mean, chi_shell};
-use crate::elbo::ElboConfig;
 use crate::tests::{matmul, spd_inverse, transpose};
 use burn::module::Param;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
+use varphi_models::MlpConfig;
 use varphi_models::testing::{f64_device, normals, tensor, vec};
-use varphi_models::{DiagGaussian, GaussianPosteriorConfig, MlpConfig};
 
 #[test]
 fn chi_mean_matches_closed_forms_and_monte_carlo() {
@@ -85,38 +83,23 @@ fn vi_dgp_through_a_frozen_generator_recovers_the_exact_latent_posterior() {
         .map(|v| v[0])
         .collect();
     // VI-DGP: full-covariance q(w), likelihood through the generator and G.
-    let s = 64;
-    let eps = Tensor::<3>::from_data(
-        crate::tests_residual::whitened_noise(s, 2, 11).into_data(),
-        &ad,
-    );
     let at = tensor(transpose(&a).concat(), [3, 4], &ad);
     let y_t = tensor(y.to_vec(), [1, 4], &ad);
-    let elbo = ElboConfig::new().with_n_particles(s).init();
-    let prior = DiagGaussian::standard(1, 2, &ad);
-    let mut q = GaussianPosteriorConfig::new(2).init(&ad);
-    let mut opt = AdamConfig::new().init();
-    for (n, lr) in [(3000, 0.02), (2000, 0.002), (1000, 0.0002)] {
-        for _ in 0..n {
-            let out = elbo.forward(
-                &q.forward(),
-                &prior,
-                eps.clone(),
-                |w| {
-                    let z = generator.forward(w.reshape([s, 2]));
-                    let r = z.matmul(at.clone()) - y_t.clone();
-                    r.powi_scalar(2)
-                        .sum_dim(1)
-                        .mul_scalar(-0.5 / (sigma * sigma))
-                        .reshape([s, 1])
-                },
-                0,
-            );
-            let grads = GradientsParams::from_grads(out.loss.backward(), &q);
-            q = opt.step(lr, q, grads);
-        }
-    }
-    let (m, cv) = (vec(q.mean.val()), vec(q.covariance()));
+    let (m, cv) = crate::tests::fit_gaussian_q(
+        varphi_models::GaussianFamily::FullCovariance,
+        2,
+        11,
+        &ad,
+        |w| {
+            let s = w.dims()[0];
+            let z = generator.forward(w.reshape([s, 2]));
+            let r = z.matmul(at.clone()) - y_t.clone();
+            r.powi_scalar(2)
+                .sum_dim(1)
+                .mul_scalar(-0.5 / (sigma * sigma))
+                .reshape([s, 1])
+        },
+    );
     for i in 0..2 {
         assert!((m[i] - mean[i]).abs() < 1e-3, "mean {m:?} vs {mean:?}");
         for j in 0..2 {
