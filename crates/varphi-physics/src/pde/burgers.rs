@@ -145,6 +145,76 @@ impl Burgers {
         self.settings.t_end / self.settings.steps as f64
     }
 
+    /// The forward map `z ↦ u(t_n, x_i)` as tensor ops: the same semi-discrete system as the
+    /// residual and the reference solver (`du/dt = F(u)` at interior nodes, `u = 0` at the
+    /// ends, the configured advection form) integrated by explicit classical RK4 with
+    /// `substeps` steps per stored level, for `z: [b, 3] = [z0, z1, c]`; returns
+    /// `[b, (steps + 1)·grid]` (level-major, like [`Problem::solve`]). Autodiff differentiates
+    /// through the unrolled steps (first order), so the map can sit in a likelihood or decoder.
+    ///
+    /// Explicit: stable for `Δt/substeps ≲ 2.8 / max|λ(F′)|`, roughly `h²/(1.4 z0)` for the
+    /// diffusion and `2.8h/(z1 max|u|)` for the advection — one substep at the RGNP set-up on 33
+    /// nodes (Δt = 0.01), more on finer grids. The reference solver's Crank–Nicolson steps
+    /// differ from it by their own `O(Δt²)` error.
+    pub fn forward_map(&self, z: Tensor<2>, substeps: usize) -> Tensor<2> {
+        let [b, p] = z.dims();
+        assert_eq!(
+            p, 3,
+            "Burgers::forward_map: z must be [batch, 3] = [z0, z1, c]"
+        );
+        assert!(substeps >= 1, "Burgers::forward_map: substeps must be ≥ 1");
+        let n = self.settings.grid;
+        let h = self.grid.dx;
+        let device = z.device();
+        let col = |i: usize| z.clone().narrow(1, i, 1);
+        let (z0, z1, c) = (col(0), col(1), col(2));
+        let x = row(self.grid.x.clone(), &device);
+        let sin_pi_x = row(
+            self.grid.x.iter().map(|&x| (PI * x).sin()).collect(),
+            &device,
+        );
+        // Interior mask: the boundary values stay exactly 0.
+        let mask = row(
+            (0..n)
+                .map(|i| if i == 0 || i + 1 == n { 0.0 } else { 1.0 })
+                .collect(),
+            &device,
+        );
+        let u0 = (c * x).mul_scalar(2.0 * PI).sin() * sin_pi_x * mask.clone();
+        let k = z0.div_scalar(h * h);
+        let form = self.settings.advection;
+        let rhs = |u: Tensor<2>| -> Tensor<2> {
+            let (l, m, r) = (
+                u.clone().narrow(1, 0, n - 2),
+                u.clone().narrow(1, 1, n - 2),
+                u.narrow(1, 2, n - 2),
+            );
+            let a = match form {
+                AdvectionForm::SkewSymmetric => {
+                    (r.clone() + m.clone() + l.clone()) * (r.clone() - l.clone()) / (6.0 * h)
+                }
+                AdvectionForm::NonConservative => m.clone() * (r.clone() - l.clone()) / (2.0 * h),
+            };
+            let f = z1.clone().neg() * a + k.clone() * (r - m.mul_scalar(2.0) + l);
+            let zero = Tensor::<2>::zeros([b, 1], &device);
+            Tensor::cat(vec![zero.clone(), f, zero], 1)
+        };
+        let dt = self.dt() / substeps as f64;
+        let mut u = u0.clone();
+        let mut out = vec![u0];
+        for _ in 0..self.settings.steps {
+            for _ in 0..substeps {
+                let k1 = rhs(u.clone());
+                let k2 = rhs(u.clone() + k1.clone().mul_scalar(dt / 2.0));
+                let k3 = rhs(u.clone() + k2.clone().mul_scalar(dt / 2.0));
+                let k4 = rhs(u.clone() + k3.clone().mul_scalar(dt));
+                u = u + (k1 + k2.mul_scalar(2.0) + k3.mul_scalar(2.0) + k4).mul_scalar(dt / 6.0);
+            }
+            out.push(u.clone());
+        }
+        Tensor::cat(out, 1)
+    }
+
     /// `F(u)` at interior nodes and its tridiagonal derivative (sub, diag, super) per row.
     fn rhs(&self, u: &[f64], z0: f64, z1: f64) -> (Vec<f64>, Vec<[f64; 3]>) {
         let h = self.grid.dx;

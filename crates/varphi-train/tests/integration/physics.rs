@@ -144,6 +144,19 @@ fn unet_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
         ))
     };
     assert_close("heat forward map", heat_map(&cpu), heat_map(&gpu));
+    use varphi_physics::pde::{Burgers, BurgersSettings};
+    let burgers = Burgers::new(BurgersSettings {
+        steps: 4,
+        t_end: 0.04,
+        ..BurgersSettings::rgnp(9)
+    });
+    let burgers_map = |device: &Device| {
+        values(burgers.forward_map(
+            Tensor::<2>::from_data(TensorData::new(vec![0.008, 0.9, 1.3], [1, 3]), device),
+            1,
+        ))
+    };
+    assert_close("burgers forward map", burgers_map(&cpu), burgers_map(&gpu));
     let spd = |device: &Device| {
         let m = input(4, 4, device);
         varphi_models::cholesky(m.clone().matmul(m.transpose()) + Tensor::<2>::eye(4, device))
