@@ -401,18 +401,15 @@ pub fn evaluate_physvae_run(run: &PhysVaeRun) -> Result<PhysVaeEval, TrainError>
     let reconstruction_rel_l2 = rel_l2(mean_over_samples(out.x.clone()));
     let physics_rel_l2 = rel_l2(mean_over_samples(out.x_phys.clone()));
     let params = rows(out.params); // [S·n, p], sample-major
-    let truth_all = rows(cond.expect("physics data carry parameters"));
-    let k = truth_all.len() / n;
-    let norm = &run.data.norm;
+    // [n, p] physical truths of the physical latents.
+    let truth_all = rows(obj.physical_truth(cond.expect("physics data carry parameters")));
     let parameters = obj
         .physics
-        .columns
+        .names
         .iter()
         .enumerate()
-        .map(|(j, &col)| {
-            let truth: Vec<f64> = (0..n)
-                .map(|i| truth_all[i * k + col] * norm.cond_std[col] + norm.cond_mean[col])
-                .collect();
+        .map(|(j, name)| {
+            let truth: Vec<f64> = (0..n).map(|i| truth_all[i * p + j]).collect();
             let samples: Vec<Vec<f64>> = (0..S)
                 .map(|s| (0..n).map(|i| params[(s * n + i) * p + j]).collect())
                 .collect();
@@ -424,7 +421,7 @@ pub fn evaluate_physvae_run(run: &PhysVaeRun) -> Result<PhysVaeEval, TrainError>
                 .sum();
             let rel_error_mean = abs_err / truth.iter().map(|t| t.abs()).sum::<f64>();
             ParameterScores {
-                name: obj.physics.names[j].clone(),
+                name: name.clone(),
                 rel_error_mean,
                 scores: uq::score(&samples, &truth, &uq::LEVELS),
             }
