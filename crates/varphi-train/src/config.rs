@@ -317,6 +317,11 @@ pub struct PhysVaeSection {
     /// Absent (or 1): the reverse-KL ELBO alone.
     #[serde(default)]
     pub uq_alpha: Option<f64>,
+    /// Decode through a learned surrogate `S_ψ(θ) ≈ H G†(θ)` (an MLP with `[model] hidden`),
+    /// trained on the simulator's pairs `(θ*, H u*)` alongside the VAE, instead of the forward
+    /// map (for a `G†` too expensive to call at every step).
+    #[serde(default)]
+    pub surrogate: bool,
 }
 
 impl Default for PhysVaeSection {
@@ -326,6 +331,7 @@ impl Default for PhysVaeSection {
             augmentation: d_unit(),
             substeps: d_phys_substeps(),
             uq_alpha: None,
+            surrogate: false,
         }
     }
 }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use varphi_data::physics::PhysicsSettings;
 use varphi_losses::{ObservationOperator, PhysVaeLoss};
-use varphi_models::{PhysVae, PhysVaeConfig};
+use varphi_models::{Mlp, MlpConfig, PhysVae, PhysVaeConfig};
 use varphi_physics::pde::{AdvectionDiffusion, Pendulum};
 
 /// A decoder physics: physical parameters `[b, p]` → observations `[b, m]` (physical units).
@@ -120,18 +120,53 @@ impl PhysVaePhysics {
 pub struct PhysVaeModel {
     /// Encoder over normalised observations, physics + correction decoder.
     pub vae: PhysVae,
+    /// A learned surrogate `S_ψ(θ) ≈ H G†(θ)` that replaces the forward map in the decoder
+    /// (`objective.physvae.surrogate = true`, for an expensive `G†`): input `(θ − lo)/(hi − lo)`,
+    /// output in normalised solution units.
+    pub surrogate: Option<Mlp>,
 }
 
 impl PhysVaeModel {
     /// Build for the run's physics.
     pub fn init(config: &TrainConfig, physics: &PhysVaePhysics, device: &Device) -> Self {
         let m = physics.operator.len();
+        let p = physics.ranges.len();
+        let surrogate = config.objective.physvae.surrogate.then(|| {
+            let mut sizes = vec![p];
+            sizes.extend(&config.model.hidden);
+            sizes.push(m);
+            MlpConfig::new(sizes)
+                .with_activation(config.model.activation.into())
+                .init(device)
+        });
         Self {
             vae: PhysVaeConfig::new(m, m, physics.ranges.clone())
                 .with_aux_dim(config.model.aux_dim)
                 .with_hidden(config.model.hidden.clone())
                 .with_activation(config.model.activation.into())
                 .init(device),
+            surrogate,
+        }
+    }
+
+    /// The decoder's physics: the surrogate when there is one, else `H ∘ G†`.
+    pub fn decoder_physics<'a>(
+        &'a self,
+        objective: &'a PhysVaeObjective,
+    ) -> Box<dyn Fn(Tensor<2>) -> Tensor<2> + 'a> {
+        match &self.surrogate {
+            Some(net) => Box::new(move |theta: Tensor<2>| {
+                let device = theta.device();
+                let row = |v: &[f64]| {
+                    Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device)
+                        .unsqueeze_dim::<2>(0)
+                };
+                let u = (theta - row(&self.vae.lo)) / row(&self.vae.span);
+                net.forward(u)
+                    .mul_scalar(objective.x_std)
+                    .add_scalar(objective.x_mean)
+            }),
+            None => Box::new(move |theta: Tensor<2>| (objective.physics.map)(theta)),
         }
     }
 }
@@ -240,6 +275,12 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
         let device = x.device();
         let b = x.dims()[0];
         let (p, a) = (model.vae.phys_dim(), model.vae.aux_dim);
+        let physics = model.decoder_physics(self);
+        let clean_obs = model.surrogate.as_ref().map(|_| {
+            self.physics
+                .operator
+                .apply(x.clone().mul_scalar(self.x_std).add_scalar(self.x_mean))
+        });
         let y = self.observe(x, noise(0), step);
         let out = model.vae.forward(
             self.encoder_input(y.clone()),
@@ -247,7 +288,7 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
             noise(2)
                 .normal([b, a.max(1)], step, &device)
                 .narrow(1, 0, a.max(1)),
-            self.physics.map.as_ref(),
+            physics.as_ref(),
         );
         let terms = self.loss.forward(y, &out);
         let mut loss = terms.loss.clone().mean();
@@ -257,6 +298,17 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
             ("kl_aux", mean_of(terms.kl_aux.clone())),
             ("correction", mean_of(terms.correction.clone())),
         ];
+        if let Some(clean) = clean_obs {
+            // The surrogate learns the simulator's pairs (θ*, H u*) in the data's own currency.
+            let theta = self.physical_truth(cond.clone().expect("physics data carry parameters"));
+            let fit = (physics(theta) - clean)
+                .powi_scalar(2)
+                .sum_dim(1)
+                .squeeze_dim::<1>(1)
+                .div_scalar(2.0 * self.loss.sigma * self.loss.sigma);
+            reported.push(("surrogate", mean_of(fit.clone())));
+            loss = loss + fit.mean();
+        }
         if self.supervised > 0.0 {
             // The simulator's true physical parameters, mapped to the unconstrained latents.
             let cond = cond.expect("physics data carry their parameters");
@@ -269,7 +321,7 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
         if self.augmentation > 0.0 {
             // s ~ N(0, I) through the physics alone, observed with the same noise.
             let s = noise(3).normal([b, p], 2 * step, &device);
-            let clean = (self.physics.map)(model.vae.to_physical(s.clone()));
+            let clean = physics(model.vae.to_physical(s.clone()));
             let y_aug = clean.clone()
                 + noise(3)
                     .normal(clean.dims(), 2 * step + 1, &device)
@@ -389,7 +441,7 @@ pub fn evaluate_physvae_run(run: &PhysVaeRun) -> Result<PhysVaeEval, TrainError>
         NoiseSource { seed, stream: 502 }
             .normal([S * n, a.max(1)], 0, device)
             .narrow(1, 0, a.max(1)),
-        obj.physics.map.as_ref(),
+        run.model.decoder_physics(obj).as_ref(),
     );
     let mean_over_samples = |t: Tensor<2>| t.reshape([S, n, m]).mean_dim(0).reshape([n, m]);
     let rel_l2 = |est: Tensor<2>| -> f64 {
