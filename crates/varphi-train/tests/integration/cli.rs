@@ -622,23 +622,34 @@ fn phys_vae_recovers_the_pendulum_frequency() {
     // 30–100 % off the true ω ∈ [π/4, π/2]; the physics-integrated posterior must beat it
     // clearly and reconstruct the trajectories better than its physics part alone.
     let dir = temp_dir("cli-physvae");
-    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../configs/pendulum-physvae.toml");
-    succeeds(&varphi(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--quick",
-            "--out",
-            "run",
-            "-q",
-        ],
-        &dir,
-    ));
-    succeeds(&varphi(&["eval", "run"], &dir));
-    let r = read_json(&dir.join("run/eval.json"));
-    let params = r["parameters"].as_array().unwrap();
-    let omega = params.iter().find(|p| p["name"] == "omega").expect("omega");
+    // Train a shipped config with --quick into `out`, evaluate it; (eval.json, ω's scores).
+    let quick_omega = |config: &str, out: &str| {
+        let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs")
+            .join(config);
+        succeeds(&varphi(
+            &[
+                "train",
+                cfg.to_str().unwrap(),
+                "--quick",
+                "--out",
+                out,
+                "-q",
+            ],
+            &dir,
+        ));
+        succeeds(&varphi(&["eval", out], &dir));
+        let r = read_json(&dir.join(out).join("eval.json"));
+        let omega = r["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "omega")
+            .expect("omega")
+            .clone();
+        (r, omega)
+    };
+    let (r, omega) = quick_omega("pendulum-physvae.toml", "run");
     assert!(omega["rel_error_mean"].as_f64().unwrap() < 0.25, "{r}");
     for key in ["0.5", "0.9", "0.95"] {
         let c = omega["scores"]["coverage"][key].as_f64().unwrap();
@@ -655,28 +666,7 @@ fn phys_vae_recovers_the_pendulum_frequency() {
     );
     // The UQ-VAE with a learned surrogate decoder instead of the RK4 map (--quick: 20 epochs,
     // 4 s; ω error 0.069).
-    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../configs/pendulum-uqvae-surrogate.toml");
-    succeeds(&varphi(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--quick",
-            "--out",
-            "sur",
-            "-q",
-        ],
-        &dir,
-    ));
-    succeeds(&varphi(&["eval", "sur"], &dir));
-    let r = read_json(&dir.join("sur/eval.json"));
-    let omega = r["parameters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "omega")
-        .expect("omega")
-        .clone();
+    let (r, omega) = quick_omega("pendulum-uqvae-surrogate.toml", "sur");
     assert!(omega["rel_error_mean"].as_f64().unwrap() < 0.25, "{r}");
     // Problems without a decoder physics, and `count` instead of `every`.
     let bad = write(
