@@ -360,10 +360,11 @@ pub(crate) fn fit_gaussian_q(
     (vec(q.mean.val()), vec(q.covariance()))
 }
 
-#[test]
-fn bayes_vi_full_covariance_recovers_the_exact_posterior() {
+/// Fit `family` by Bayes VI and check mean and covariance against the closed-form posterior
+/// (1e-3); returns the exact covariance.
+fn assert_fit_is_the_exact_posterior(family: varphi_models::GaussianFamily) -> Mat {
     let (mean, cov) = LinearGaussian::new().posterior();
-    let (m, c) = fit_bayes_vi(varphi_models::GaussianFamily::FullCovariance);
+    let (m, c) = fit_bayes_vi(family);
     for i in 0..2 {
         assert!((m[i] - mean[i]).abs() < 1e-3, "mean {m:?} vs {mean:?}");
         for j in 0..2 {
@@ -373,6 +374,12 @@ fn bayes_vi_full_covariance_recovers_the_exact_posterior() {
             );
         }
     }
+    cov
+}
+
+#[test]
+fn bayes_vi_full_covariance_recovers_the_exact_posterior() {
+    let cov = assert_fit_is_the_exact_posterior(varphi_models::GaussianFamily::FullCovariance);
     assert!(
         cov[0][1].abs() > 0.01,
         "the test needs a correlated posterior"
@@ -382,17 +389,7 @@ fn bayes_vi_full_covariance_recovers_the_exact_posterior() {
 #[test]
 fn bayes_vi_low_rank_plus_diagonal_recovers_the_exact_posterior() {
     // Every 2 × 2 covariance is rank 1 + diagonal, so the family contains the posterior.
-    let (mean, cov) = LinearGaussian::new().posterior();
-    let (m, c) = fit_bayes_vi(varphi_models::GaussianFamily::LowRank { rank: 1 });
-    for i in 0..2 {
-        assert!((m[i] - mean[i]).abs() < 1e-3, "mean {m:?} vs {mean:?}");
-        for j in 0..2 {
-            assert!(
-                (c[2 * i + j] - cov[i][j]).abs() < 1e-3,
-                "cov {c:?} vs {cov:?}"
-            );
-        }
-    }
+    assert_fit_is_the_exact_posterior(varphi_models::GaussianFamily::LowRank { rank: 1 });
 }
 
 #[test]

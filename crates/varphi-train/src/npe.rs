@@ -5,18 +5,17 @@
 //! Evaluation is simulation-based calibration: coverage of the true parameters by the central
 //! intervals of `q(z | y)` over the held-out cases.
 
-use crate::backend::{BackendKind, SelectedDevice};
-use crate::checkpoint;
+use crate::backend::BackendKind;
 use crate::config::TrainConfig;
-use crate::error::{TrainError, io_err};
+use crate::error::TrainError;
 use crate::model::NoiseSource;
 use crate::physics::{mean_of, rows};
-use crate::run::{PreparedData, open_run};
+use crate::run::PreparedData;
 use crate::trainer::{Objective, StepOutput};
 use crate::uq::{self, UqScores};
 use burn::prelude::*;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use varphi_data::physics::{Observations, observation_indices};
 use varphi_losses::ObservationOperator;
 use varphi_models::{RealNvp, RealNvpConfig};
@@ -125,42 +124,19 @@ impl Objective<NpeModel> for NpeObjective {
 }
 
 /// A loaded NPE run.
-pub struct NpeRun {
-    /// Run directory.
-    pub dir: PathBuf,
-    /// Config.
-    pub config: TrainConfig,
-    /// Data.
-    pub data: PreparedData,
-    /// Model (no autodiff).
-    pub model: NpeModel,
-    /// Objective.
-    pub objective: NpeObjective,
-    /// Device.
-    pub device: SelectedDevice,
-    /// Epochs done.
-    pub epochs_done: usize,
-}
+pub type NpeRun = crate::run::KindRun<NpeModel, NpeObjective>;
 
 /// Load an NPE run's last checkpoint.
 pub fn load_npe_run(dir: &Path, backend: Option<BackendKind>) -> Result<NpeRun, TrainError> {
-    let (config, data, device) = open_run(dir, backend)?;
-    let objective = NpeObjective::new(&config, &data)?;
-    let model = NpeModel::init(
-        &config,
-        data.shape().cond_dim,
-        objective.operator.len(),
-        &device.device,
-    );
-    let (model, _, state) = checkpoint::load(dir, model, None)?;
-    Ok(NpeRun {
-        dir: dir.to_path_buf(),
-        config,
-        data,
-        model,
-        objective,
-        device,
-        epochs_done: state.epochs_done,
+    crate::run::load_kind_run(dir, backend, |config, data, device| {
+        let objective = NpeObjective::new(config, data)?;
+        let model = NpeModel::init(
+            config,
+            data.shape().cond_dim,
+            objective.operator.len(),
+            device,
+        );
+        Ok((model, objective))
     })
 }
 
@@ -248,8 +224,6 @@ pub fn evaluate_npe_run(run: &NpeRun) -> Result<NpeEval, TrainError> {
         posterior,
         per_parameter,
     };
-    let path = run.dir.join("eval.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json"))
-        .map_err(io_err(&path))?;
+    crate::run::write_eval(&run.dir, &report)?;
     Ok(report)
 }

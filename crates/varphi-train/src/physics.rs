@@ -5,8 +5,7 @@
 //! the whitened parameters learns to invert sparse noisy observations `y` through the same
 //! surrogate and residual ([`varphi_losses::PddlvmDataElbo`]), in stages physics → data → joint.
 
-use crate::backend::{BackendKind, SelectedDevice};
-use crate::checkpoint;
+use crate::backend::BackendKind;
 use crate::config::{DataShape, StageMode, TrainConfig};
 use crate::error::{TrainError, io_err};
 use crate::model::NoiseSource;
@@ -17,7 +16,7 @@ use crate::uq::{self, UqScores};
 use burn::module::Param;
 use burn::prelude::*;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use varphi_data::{Batcher, physics::Observations};
 use varphi_losses::{
     ObservationLikelihood, ObservationOperator, PddlvmDataElbo, PddlvmElbo, ResidualLikelihood,
@@ -479,40 +478,17 @@ fn column_scores(samples: &[Vec<f64>], truth: &[f64], p: usize, j: usize) -> UqS
 }
 
 /// A physics run loaded for inference.
-pub struct PhysicsRun {
-    /// Run directory.
-    pub dir: PathBuf,
-    /// Config.
-    pub config: TrainConfig,
-    /// Data.
-    pub data: PreparedData,
-    /// Model (no autodiff).
-    pub model: PhysicsModel,
-    /// Objective (problem, scales).
-    pub objective: PddlvmObjective,
-    /// Device.
-    pub device: SelectedDevice,
-    /// Epochs done.
-    pub epochs_done: usize,
-}
+pub type PhysicsRun = crate::run::KindRun<PhysicsModel, PddlvmObjective>;
 
 /// Load a physics run's config, data and latest checkpoint.
 pub fn load_physics_run(
     dir: &Path,
     backend: Option<BackendKind>,
 ) -> Result<PhysicsRun, TrainError> {
-    let (config, data, device) = crate::run::open_run(dir, backend)?;
-    let objective = PddlvmObjective::new(&config, &data)?;
-    let model = PhysicsModel::init(&config, &data.shape(), &objective, &device.device);
-    let (model, _, state) = checkpoint::load(dir, model, None)?;
-    Ok(PhysicsRun {
-        dir: dir.to_path_buf(),
-        config,
-        data,
-        model,
-        objective,
-        device,
-        epochs_done: state.epochs_done,
+    crate::run::load_kind_run(dir, backend, |config, data, device| {
+        let objective = PddlvmObjective::new(config, data)?;
+        let model = PhysicsModel::init(config, &data.shape(), &objective, device);
+        Ok((model, objective))
     })
 }
 
@@ -632,9 +608,7 @@ pub fn evaluate_physics_run(run: &PhysicsRun) -> Result<PhysicsEval, TrainError>
         inverse,
         posterior,
     };
-    let path = run.dir.join("eval.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json"))
-        .map_err(io_err(&path))?;
+    crate::run::write_eval(&run.dir, &report)?;
     Ok(report)
 }
 

@@ -13,18 +13,17 @@
 //! `s ~ N(0, I)`. `varphi eval` scores the posterior of the physical parameters against the
 //! simulator's true values (relative error of the posterior mean, coverage, CRPS).
 
-use crate::backend::{BackendKind, SelectedDevice};
-use crate::checkpoint;
+use crate::backend::BackendKind;
 use crate::config::TrainConfig;
-use crate::error::{TrainError, io_err};
+use crate::error::TrainError;
 use crate::model::NoiseSource;
 use crate::physics::{mean_of, rows};
-use crate::run::{PreparedData, open_run};
+use crate::run::PreparedData;
 use crate::trainer::{Objective, StepOutput};
 use crate::uq::{self, UqScores};
 use burn::prelude::*;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use varphi_data::physics::PhysicsSettings;
 use varphi_losses::{ObservationOperator, PhysVaeLoss};
@@ -341,40 +340,17 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
 }
 
 /// A loaded phys-vae run.
-pub struct PhysVaeRun {
-    /// Run directory.
-    pub dir: PathBuf,
-    /// Config.
-    pub config: TrainConfig,
-    /// Data.
-    pub data: PreparedData,
-    /// Model (no autodiff).
-    pub model: PhysVaeModel,
-    /// Objective.
-    pub objective: PhysVaeObjective,
-    /// Device.
-    pub device: SelectedDevice,
-    /// Epochs done.
-    pub epochs_done: usize,
-}
+pub type PhysVaeRun = crate::run::KindRun<PhysVaeModel, PhysVaeObjective>;
 
 /// Load a phys-vae run's last checkpoint.
 pub fn load_physvae_run(
     dir: &Path,
     backend: Option<BackendKind>,
 ) -> Result<PhysVaeRun, TrainError> {
-    let (config, data, device) = open_run(dir, backend)?;
-    let objective = PhysVaeObjective::new(&config, &data);
-    let model = PhysVaeModel::init(&config, &objective.physics, &device.device);
-    let (model, _, state) = checkpoint::load(dir, model, None)?;
-    Ok(PhysVaeRun {
-        dir: dir.to_path_buf(),
-        config,
-        data,
-        model,
-        objective,
-        device,
-        epochs_done: state.epochs_done,
+    crate::run::load_kind_run(dir, backend, |config, data, device| {
+        let objective = PhysVaeObjective::new(config, data);
+        let model = PhysVaeModel::init(config, &objective.physics, device);
+        Ok((model, objective))
     })
 }
 
@@ -489,8 +465,6 @@ pub fn evaluate_physvae_run(run: &PhysVaeRun) -> Result<PhysVaeEval, TrainError>
         reconstruction_rel_l2,
         physics_rel_l2,
     };
-    let path = run.dir.join("eval.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json"))
-        .map_err(io_err(&path))?;
+    crate::run::write_eval(&run.dir, &report)?;
     Ok(report)
 }

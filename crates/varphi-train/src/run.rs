@@ -713,9 +713,54 @@ pub fn evaluate_run(run: &LoadedRun) -> Result<EvalReport, TrainError> {
         recon_rel_l2: (se / sx.max(1e-300)).sqrt(),
         surrogate: (run.config.model.kind == ModelKind::Cvae).then(|| surrogate_scores(run)),
     };
-    let p = run.dir.join("eval.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&report).expect("json")).map_err(io_err(&p))?;
+    write_eval(&run.dir, &report)?;
     Ok(report)
+}
+
+/// Write an evaluation report as `RUN/eval.json`.
+pub fn write_eval(dir: &Path, report: &impl Serialize) -> Result<(), TrainError> {
+    let p = dir.join("eval.json");
+    std::fs::write(&p, serde_json::to_string_pretty(report).expect("json")).map_err(io_err(&p))
+}
+
+/// A run whose model is built by its own module (`pddlvm`, `npe`, `phys-vae`), loaded from its
+/// last checkpoint for evaluation.
+pub struct KindRun<M, O> {
+    /// Run directory.
+    pub dir: PathBuf,
+    /// Config.
+    pub config: TrainConfig,
+    /// Data.
+    pub data: PreparedData,
+    /// Model (no autodiff).
+    pub model: M,
+    /// Objective (problem, scales, observation operator).
+    pub objective: O,
+    /// Device.
+    pub device: SelectedDevice,
+    /// Epochs done.
+    pub epochs_done: usize,
+}
+
+/// Open `dir`, build the objective and an untrained model with `build`, and load the last
+/// checkpoint into the model.
+pub fn load_kind_run<M: Module, O>(
+    dir: &Path,
+    backend: Option<BackendKind>,
+    build: impl FnOnce(&TrainConfig, &PreparedData, &Device) -> Result<(M, O), TrainError>,
+) -> Result<KindRun<M, O>, TrainError> {
+    let (config, data, device) = open_run(dir, backend)?;
+    let (model, objective) = build(&config, &data, &device.device)?;
+    let (model, _, state) = checkpoint::load(dir, model, None)?;
+    Ok(KindRun {
+        dir: dir.to_path_buf(),
+        config,
+        data,
+        model,
+        objective,
+        device,
+        epochs_done: state.epochs_done,
+    })
 }
 
 /// Draw `n` samples from the prior predictive and write them (data units, float32) to `out`
