@@ -70,8 +70,8 @@ impl RenyiBound {
         eps: Tensor<3>,
         log_lik: impl FnOnce(Tensor<3>) -> Tensor<2>,
     ) -> BoundOutput {
-        let z = q.rsample(eps);
-        let log_w = log_lik(z.clone()) + prior.log_prob(z.clone()) - q.log_prob(z);
+        let (z, log_q) = q.rsample_with_log_prob(eps);
+        let log_w = log_lik(z.clone()) + prior.log_prob(z) - log_q;
         let bound = renyi_bound(log_w.clone(), self.alpha);
         let lw = log_w.detach();
         let [k, _] = lw.dims();

@@ -147,17 +147,17 @@ impl Elbo {
         log_lik: impl FnOnce(Tensor<3>) -> Tensor<2>,
         step: usize,
     ) -> ElboOutput {
-        let z = q.rsample(eps);
-        let ll = log_lik(z.clone()).mean_dim(0).squeeze_dim::<1>(0); // [b]
-        let kl = match self.config.kl {
-            KlEstimator::Analytic => q.kl_to_diag(prior),
+        let (z, kl) = match self.config.kl {
+            KlEstimator::Analytic => (q.rsample(eps), q.kl_to_diag(prior)),
             KlEstimator::MonteCarlo => {
-                use varphi_models::VariationalFamily as _;
-                (q.log_prob(z.clone()) - prior.log_prob(z))
+                let (z, log_q) = q.rsample_with_log_prob(eps);
+                let kl = (log_q - prior.log_prob(z.clone()))
                     .mean_dim(0)
-                    .squeeze_dim::<1>(0)
+                    .squeeze_dim::<1>(0);
+                (z, kl)
             }
         };
+        let ll = log_lik(z).mean_dim(0).squeeze_dim::<1>(0); // [b]
         let beta = self.beta_at(step);
         let loss = (ll.clone() - kl.clone().mul_scalar(beta)).mean().neg();
         let elbo = (ll.clone() - kl.clone()).detach();
@@ -170,7 +170,9 @@ impl Elbo {
         }
     }
 
-    /// Evaluate the ELBO of a [`LatentVariableModel`] with an observation likelihood.
+    /// Evaluate the ELBO of a [`LatentVariableModel`] with an observation likelihood, under
+    /// its [`variational`](LatentVariableModel::variational) posterior (a flow posterior needs
+    /// `KlEstimator::MonteCarlo`).
     ///
     /// `x: [batch, features]`, `cond: [batch, d_cond]` or `None`,
     /// `eps: [n_particles, batch, latent]`.
@@ -185,7 +187,7 @@ impl Elbo {
     ) -> ElboOutput {
         let [b, _] = x.dims();
         let device = x.device();
-        let q = model.posterior(x.clone(), cond.clone());
+        let q = model.variational(x.clone(), cond.clone());
         let prior = model.prior(b, cond.clone(), &device);
         self.forward(
             &q,

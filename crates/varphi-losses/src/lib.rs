@@ -57,6 +57,8 @@ mod tests;
 #[cfg(test)]
 mod tests_dgp;
 #[cfg(test)]
+mod tests_flow_posterior;
+#[cfg(test)]
 mod tests_physvae;
 #[cfg(test)]
 mod tests_residual;

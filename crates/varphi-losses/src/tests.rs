@@ -53,7 +53,7 @@ pub(crate) fn spd_inverse(a: &Mat) -> Mat {
     inv
 }
 /// log N(x; m, C).
-fn log_normal(x: &[f64], m: &[f64], c: &Mat) -> f64 {
+pub(crate) fn log_normal(x: &[f64], m: &[f64], c: &Mat) -> f64 {
     let l = cholesky(c);
     let n = x.len();
     let mut y = vec![0.0; n];

@@ -40,6 +40,7 @@ pub mod decoder;
 pub mod distributions;
 pub mod encoder;
 pub mod flow;
+pub mod flow_posterior;
 pub mod mlp;
 pub mod pddlvm;
 pub mod physvae;
@@ -56,6 +57,7 @@ pub use distributions::{
 };
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use flow::{ActNorm, AffineCoupling, InvertibleLinear, RealNvp, RealNvpConfig};
+pub use flow_posterior::{AmortisedQ, FlowQ, PosteriorFlow, PosteriorFlowConfig};
 pub use mlp::{Jet, Mlp, MlpConfig};
 pub use pddlvm::{GaussianNet, GaussianNetConfig, Pddlvm, PddlvmConfig};
 pub use physvae::{PhysVae, PhysVaeConfig, PhysVaeOutput};

@@ -4,10 +4,12 @@ use crate::activation::Activation;
 use crate::decoder::{Decoder, DecoderConfig};
 use crate::distributions::DiagGaussian;
 use crate::encoder::{Encoder, EncoderConfig, MlpEncoderConfig};
+use crate::flow_posterior::{AmortisedQ, PosteriorFlow, PosteriorFlowConfig};
 use burn::prelude::*;
 
-/// A latent-variable model `p(x, z | c) = p(x | z, c) p(z | c)` with an amortised Gaussian
-/// posterior `q(z | x, c)`. Objectives in `varphi-losses` and the trainer work through it.
+/// A latent-variable model `p(x, z | c) = p(x | z, c) p(z | c)` with an amortised posterior
+/// `q(z | x, c)` (the encoder's Gaussian, optionally followed by a flow). Objectives in
+/// `varphi-losses` and the trainer work through it.
 ///
 /// `cond` is `None` for unconditional models.
 pub trait LatentVariableModel {
@@ -15,8 +17,14 @@ pub trait LatentVariableModel {
     fn latent_dim(&self) -> usize;
     /// Width of the condition vector (0 for unconditional models).
     fn cond_dim(&self) -> usize;
-    /// `q(z | x, c)` for `x: [batch, features]`.
+    /// The encoder's Gaussian for `x: [batch, features]`: `q(z | x, c)` itself, or the base
+    /// of a flow posterior.
     fn posterior(&self, x: Tensor<2>, cond: Option<Tensor<2>>) -> DiagGaussian;
+    /// The variational posterior `q(z | x, c)` that objectives sample from: the Gaussian of
+    /// [`posterior`](Self::posterior) unless the model has a flow on top of it.
+    fn variational(&self, x: Tensor<2>, cond: Option<Tensor<2>>) -> AmortisedQ {
+        AmortisedQ::Gaussian(self.posterior(x, cond))
+    }
     /// `p(z | c)` for a batch of `batch` rows.
     fn prior(&self, batch: usize, cond: Option<Tensor<2>>, device: &Device) -> DiagGaussian;
     /// Likelihood parameters for `z: [particles, batch, latent]`, `[particles, batch, out]`.
@@ -30,6 +38,9 @@ pub struct VaeConfig {
     pub encoder: EncoderConfig,
     /// Decoder `z ↦ likelihood parameters`.
     pub decoder: DecoderConfig,
+    /// A flow on top of the encoder's Gaussian (`None`: Gaussian posterior).
+    #[config(default = "None")]
+    pub flow: Option<PosteriorFlowConfig>,
 }
 
 /// A VAE with standard-normal prior `p(z) = N(0, I)` (primer eq. 18).
@@ -39,15 +50,27 @@ pub struct Vae {
     pub encoder: Encoder,
     /// Generative network.
     pub decoder: Decoder,
+    /// Flow posterior on top of the encoder, if any.
+    pub flow: Option<PosteriorFlow>,
 }
 
 impl VaeConfig {
     /// Build the VAE.
     pub fn init(&self, device: &Device) -> Vae {
+        let encoder = self.encoder.init(device);
+        let flow = self.flow.as_ref().map(|f| f.init(encoder.d_latent, device));
         Vae {
-            encoder: self.encoder.init(device),
+            encoder,
             decoder: self.decoder.init(device),
+            flow,
         }
+    }
+}
+
+fn with_flow(flow: &Option<PosteriorFlow>, base: DiagGaussian) -> AmortisedQ {
+    match flow {
+        None => AmortisedQ::Gaussian(base),
+        Some(f) => AmortisedQ::Flow(f.forward(base)),
     }
 }
 
@@ -60,6 +83,9 @@ impl LatentVariableModel for Vae {
     }
     fn posterior(&self, x: Tensor<2>, _cond: Option<Tensor<2>>) -> DiagGaussian {
         self.encoder.forward(x, None)
+    }
+    fn variational(&self, x: Tensor<2>, cond: Option<Tensor<2>>) -> AmortisedQ {
+        with_flow(&self.flow, self.posterior(x, cond))
     }
     fn prior(&self, batch: usize, _cond: Option<Tensor<2>>, device: &Device) -> DiagGaussian {
         DiagGaussian::standard(batch, self.latent_dim(), device)
@@ -102,6 +128,9 @@ pub struct CvaeConfig {
     /// Prior over z.
     #[config(default = "CvaePriorConfig::Standard")]
     pub prior: CvaePriorConfig,
+    /// A flow on top of the encoder's Gaussian (`None`: Gaussian posterior).
+    #[config(default = "None")]
+    pub flow: Option<PosteriorFlowConfig>,
 }
 
 /// A conditional VAE:
@@ -118,6 +147,8 @@ pub struct Cvae {
     pub decoder: Decoder,
     /// Learned conditional prior, or `None` for `N(0, I)`.
     pub prior_net: Option<Encoder>,
+    /// Flow posterior on top of the encoder, if any.
+    pub flow: Option<PosteriorFlow>,
     /// Condition width.
     pub d_cond: usize,
 }
@@ -141,6 +172,7 @@ impl CvaeConfig {
             encoder: self.encoder.init(device),
             decoder: self.decoder.init(device),
             prior_net,
+            flow: self.flow.as_ref().map(|f| f.init(d_latent, device)),
             d_cond: self.d_cond,
         }
     }
@@ -167,6 +199,9 @@ impl LatentVariableModel for Cvae {
     fn posterior(&self, x: Tensor<2>, cond: Option<Tensor<2>>) -> DiagGaussian {
         let c = expect_cond(cond, self.d_cond, "posterior");
         self.encoder.forward(x, Some(c))
+    }
+    fn variational(&self, x: Tensor<2>, cond: Option<Tensor<2>>) -> AmortisedQ {
+        with_flow(&self.flow, self.posterior(x, cond))
     }
     fn prior(&self, batch: usize, cond: Option<Tensor<2>>, device: &Device) -> DiagGaussian {
         match &self.prior_net {

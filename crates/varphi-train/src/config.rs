@@ -14,7 +14,7 @@ use varphi_losses::{
 use varphi_models::{
     Activation, ConvDecoderConfig, ConvEncoderConfig, CvaeConfig, CvaePriorConfig, DecoderConfig,
     EncoderConfig, GaussianNetConfig, LearnedPriorConfig, MlpDecoderConfig, MlpEncoderConfig,
-    PddlvmConfig, UNetConfig, VaeConfig,
+    PddlvmConfig, PosteriorFlowConfig, UNetConfig, VaeConfig,
 };
 
 /// A whole experiment. Saved as `config.toml` in every run directory.
@@ -121,6 +121,18 @@ pub enum PriorKind {
     Learned,
 }
 
+/// The amortised posterior family of `vae`, `cvae` and `phys-vae` models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PosteriorKind {
+    /// The encoder's diagonal Gaussian.
+    Gaussian,
+    /// A RealNVP flow (`flow_layers` couplings, `hidden` widths, LU mixing) on top of the
+    /// encoder's Gaussian, conditioned on its mean and log-variance; the KL is estimated by
+    /// Monte Carlo.
+    Flow,
+}
+
 /// `[model]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,7 +164,10 @@ pub struct ModelSection {
     /// CVAE prior.
     #[serde(default = "d_prior")]
     pub prior: PriorKind,
-    /// Coupling layers of a flow (`npe`).
+    /// Amortised posterior of `vae`, `cvae` and `phys-vae` models: `gaussian` or `flow`.
+    #[serde(default = "d_posterior")]
+    pub posterior: PosteriorKind,
+    /// Coupling layers of a flow (`npe`, and `posterior = "flow"`).
     #[serde(default = "d_flow_layers")]
     pub flow_layers: usize,
     /// Auxiliary latent dimension of a `phys-vae` (0: physics only).
@@ -162,6 +177,10 @@ pub struct ModelSection {
 
 fn d_aux_dim() -> usize {
     2
+}
+
+fn d_posterior() -> PosteriorKind {
+    PosteriorKind::Gaussian
 }
 
 fn d_flow_layers() -> usize {
@@ -655,6 +674,32 @@ impl TrainConfig {
                 format!("must be odd, got {}", m.kernel),
             ));
         }
+        if m.posterior == PosteriorKind::Flow {
+            if !matches!(
+                m.kind,
+                ModelKind::Vae | ModelKind::Cvae | ModelKind::PhysVae
+            ) {
+                return Err(invalid(
+                    "model.posterior",
+                    "a flow posterior is built for kind = \"vae\", \"cvae\" and \"phys-vae\" (npe is a flow already; pddlvm uses Gaussian posteriors)",
+                ));
+            }
+            if m.kind != ModelKind::PhysVae && m.latent_dim < 2 {
+                return Err(invalid(
+                    "model.latent_dim",
+                    "a flow posterior needs latent_dim ≥ 2 (a 1-D flow is a monotone map a Gaussian with learned mean and variance nearly covers)",
+                ));
+            }
+            if m.kind != ModelKind::PhysVae && self.objective.kl != KlName::MonteCarlo {
+                return Err(invalid(
+                    "objective.kl",
+                    "a flow posterior has no closed-form KL: set kl = \"monte-carlo\"",
+                ));
+            }
+            if m.flow_layers == 0 {
+                return Err(invalid("model.flow_layers", "must be at least 1"));
+            }
+        }
         if m.prior == PriorKind::Learned && m.kind != ModelKind::Cvae {
             return Err(invalid(
                 "model.prior",
@@ -1144,13 +1189,23 @@ impl TrainConfig {
         )
     }
 
+    /// The flow on top of the encoder's Gaussian (`posterior = "flow"`), with the model's
+    /// hidden widths and activation.
+    pub fn posterior_flow(&self) -> Option<PosteriorFlowConfig> {
+        (self.model.posterior == PosteriorKind::Flow).then(|| {
+            PosteriorFlowConfig::new()
+                .with_layers(self.model.flow_layers)
+                .with_hidden(self.model.hidden.clone())
+        })
+    }
+
     /// The model config for data of the given shape (VAE / CVAE).
     pub fn model_config(&self, shape: &DataShape) -> ModelConfig {
         match self.model.kind {
-            ModelKind::Vae => ModelConfig::Vae(VaeConfig::new(
-                self.encoder(shape, 0),
-                self.decoder(shape, 0),
-            )),
+            ModelKind::Vae => ModelConfig::Vae(
+                VaeConfig::new(self.encoder(shape, 0), self.decoder(shape, 0))
+                    .with_flow(self.posterior_flow()),
+            ),
             ModelKind::Pddlvm | ModelKind::Npe | ModelKind::PhysVae => {
                 unreachable!("pddlvm, npe and phys-vae runs build their own models")
             }
@@ -1166,7 +1221,8 @@ impl TrainConfig {
                 };
                 ModelConfig::Cvae(
                     CvaeConfig::new(self.encoder(shape, c), self.decoder(shape, c), c)
-                        .with_prior(prior),
+                        .with_prior(prior)
+                        .with_flow(self.posterior_flow()),
                 )
             }
         }

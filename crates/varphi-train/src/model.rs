@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::sync::Arc;
 use varphi_losses::{Elbo, ElboOutput, Likelihood, ResidualLikelihood};
-use varphi_models::{Cvae, DiagGaussian, LatentVariableModel, Vae};
+use varphi_models::{AmortisedQ, Cvae, DiagGaussian, LatentVariableModel, Vae};
 
 /// A VAE or CVAE.
 #[derive(Module, Debug)]
@@ -36,6 +36,12 @@ impl LatentVariableModel for LatentModel {
         match self {
             LatentModel::Vae(m) => m.posterior(x, cond),
             LatentModel::Cvae(m) => m.posterior(x, cond),
+        }
+    }
+    fn variational(&self, x: Tensor<2>, cond: Option<Tensor<2>>) -> AmortisedQ {
+        match self {
+            LatentModel::Vae(m) => m.variational(x, cond),
+            LatentModel::Cvae(m) => m.variational(x, cond),
         }
     }
     fn prior(&self, batch: usize, cond: Option<Tensor<2>>, device: &Device) -> DiagGaussian {
@@ -206,7 +212,7 @@ impl CvaePhysics {
             }
         };
         if self.data {
-            let q = m.posterior(x.clone(), Some(cond.clone()));
+            let q = m.variational(x.clone(), Some(cond.clone()));
             elbo.forward(&q, &prior, eps, log_lik, step)
         } else {
             let standard = DiagGaussian::standard(b, m.latent_dim(), &device);

@@ -468,7 +468,7 @@ fn recon_and_prior(
 ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let (x, cond) = data.test.batch(indices, device);
     let b = indices.len();
-    let q = model.model.posterior(x.clone(), cond.clone());
+    let q = model.model.variational(x.clone(), cond.clone());
     let recon = model
         .likelihood
         .mean(model.model.decode(q.mean().unsqueeze::<3>(), cond.clone()))

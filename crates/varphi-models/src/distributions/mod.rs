@@ -19,7 +19,8 @@ pub const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
 /// A reparameterisable variational family over `R^dim`, one distribution per batch row.
 ///
-/// Implemented by [`DiagGaussian`] and [`FullGaussian`]; objectives in `varphi-losses` are
+/// Implemented by [`DiagGaussian`], [`FullGaussian`] and the flow posteriors
+/// ([`crate::FlowQ`], [`crate::AmortisedQ`]); objectives in `varphi-losses` are
 /// generic over it.
 pub trait VariationalFamily {
     /// `[batch, dim]`.
@@ -28,6 +29,13 @@ pub trait VariationalFamily {
     fn rsample(&self, eps: Tensor<3>) -> Tensor<3>;
     /// `log q(z)` for `z: [particles, batch, dim]`, returns `[particles, batch]`.
     fn log_prob(&self, z: Tensor<3>) -> Tensor<2>;
+    /// A pathwise sample with its `log q(z)`: `([particles, batch, dim], [particles, batch])`.
+    /// Flows override it to reuse the forward pass's log-determinant instead of inverting.
+    fn rsample_with_log_prob(&self, eps: Tensor<3>) -> (Tensor<3>, Tensor<2>) {
+        let z = self.rsample(eps);
+        let log_q = self.log_prob(z.clone());
+        (z, log_q)
+    }
     /// Entropy `H[q] = −E_q log q`, `[batch]`.
     fn entropy(&self) -> Tensor<1>;
     /// Closed-form `KL(q ‖ p)` to a diagonal Gaussian `p` of the same shape, `[batch]`.
