@@ -3,7 +3,7 @@
 //! that keep the physics in charge of what it can explain.
 
 use varphi_models::distributions::LN_2PI;
-use varphi_models::{DiagGaussian, PhysVaeOutput};
+use varphi_models::{AmortisedQ, DiagGaussian, PhysVaeOutput, VariationalFamily};
 
 use burn::prelude::*;
 
@@ -13,6 +13,8 @@ use burn::prelude::*;
 /// L = −log N(y; x, σ² I) + β [KL(q(s|y) ‖ N(0,I)) + KL(q(z_aux|y) ‖ N(0,I))]
 ///     + λ_aux ‖x − x_phys‖² / 2σ²                                  (correction penalty)
 /// ```
+/// Both KLs are closed-form for Gaussians; a flow `q(s|y)` uses the one-sample estimate
+/// `log q(s|y) − log N(s; 0, I)` at the decoded sample `s`.
 ///
 /// The first two terms are the negative ELBO (primer eq. 12 with the physics-model decoder of
 /// §3.1); the correction penalty is phys-vae's `R_DA`: the auxiliary network pays for every unit
@@ -59,7 +61,14 @@ impl PhysVaeLoss {
         let log_lik = sq(y - out.x.clone())
             .mul_scalar(-inv)
             .sub_scalar(m * (self.sigma.ln() + 0.5 * LN_2PI));
-        let kl_phys = out.q_phys.kl_standard_normal();
+        let kl_phys = match &out.q_phys {
+            AmortisedQ::Gaussian(q) => q.kl_standard_normal(),
+            AmortisedQ::Flow(_) => {
+                let [b, p] = out.s.dims();
+                let prior = DiagGaussian::standard(b, p, &out.s.device());
+                out.log_q_phys.clone() - prior.log_prob(out.s.clone().unsqueeze()).squeeze_dim(0)
+            }
+        };
         let kl_aux = match &out.q_aux {
             Some(q) => q.kl_standard_normal(),
             None => kl_phys.zeros_like(),
@@ -78,28 +87,27 @@ impl PhysVaeLoss {
     }
 
     /// The supervised, forward-KL part of the UQ-VAE objective (Goh et al.; primer eqs. 21–22)
-    /// for training pairs whose true latents `s_true` are known:
-    /// `−log q(s_true | y) = ½‖s_true − μ_φ‖²_{C_φ⁻¹} + ½ log|C_φ| + (p/2) log 2π`, `[b]`.
+    /// for training pairs whose true latents `s_true` are known: `−log q(s_true | y)`, `[b]`
+    /// (Gaussian: `½‖s_true − μ_φ‖²_{C_φ⁻¹} + ½ log|C_φ| + (p/2) log 2π`; a flow: through its
+    /// inverse).
     /// The trainer weights it by `(1 − α)/α` next to the ELBO terms: `α = 1` is the reverse-KL
     /// ELBO alone (mode-seeking, over-confident under misspecification), `α → 0` the forward KL
     /// of a posterior fitted to simulated pairs (mass-covering).
-    pub fn supervised(q_phys: &DiagGaussian, s_true: Tensor<2>) -> Tensor<1> {
-        let p = s_true.dims()[1] as f64;
-        let maha = (s_true - q_phys.mean.clone()).powi_scalar(2) / q_phys.variance();
-        (maha + q_phys.log_var.clone())
-            .sum_dim(1)
-            .squeeze_dim::<1>(1)
-            .mul_scalar(0.5)
-            .add_scalar(0.5 * p * LN_2PI)
+    pub fn supervised<Q: VariationalFamily>(q_phys: &Q, s_true: Tensor<2>) -> Tensor<1> {
+        q_phys
+            .log_prob(s_true.unsqueeze())
+            .squeeze_dim::<1>(0)
+            .neg()
     }
 
     /// Physics-augmentation regulariser (phys-vae's "physics-based data augmentation"): for
     /// parameters `s_true` drawn from the prior and decoded by the physics alone (plus noise),
-    /// the encoder's mean must return them: `½ ‖μ_φ(y_aug) − s_true‖²`, `[b]`. It ties `z_phys`
+    /// the encoder's point estimate must return them: `½ ‖μ_φ(y_aug) − s_true‖²`, `[b]`
+    /// (`μ_φ` the Gaussian's mean, or its image under a flow). It ties `z_phys`
     /// to its physical meaning, which the ELBO alone does not (the correction network could
     /// absorb it).
-    pub fn augmentation(q_phys: &DiagGaussian, s_true: Tensor<2>) -> Tensor<1> {
-        (q_phys.mean.clone() - s_true)
+    pub fn augmentation<Q: VariationalFamily>(q_phys: &Q, s_true: Tensor<2>) -> Tensor<1> {
+        (q_phys.mean() - s_true)
             .powi_scalar(2)
             .sum_dim(1)
             .squeeze_dim::<1>(1)

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! q(s, z_aux | y) = N(μ_φ(y), diag σ_φ²(y)),    p(s) = p(z_aux) = N(0, I)
+//!   (optionally q(s | y) a flow on top of its Gaussian: `PhysVaeConfig::flow`)
 //! θ_phys = lo + (hi − lo) ⊙ sigmoid(s)            (a bounded physical parameter per latent)
 //! x_phys = G†(θ_phys),   x = x_phys + g_ψ([x_phys, z_aux])
 //! ```
@@ -16,7 +17,8 @@
 //! physics.
 
 use crate::activation::Activation;
-use crate::distributions::DiagGaussian;
+use crate::distributions::{DiagGaussian, VariationalFamily};
+use crate::flow_posterior::{AmortisedQ, PosteriorFlow, PosteriorFlowConfig};
 use crate::mlp::{Mlp, MlpConfig};
 use burn::prelude::*;
 
@@ -38,6 +40,10 @@ pub struct PhysVaeConfig {
     /// Activation.
     #[config(default = "Activation::Gelu")]
     pub activation: Activation,
+    /// A flow on top of `q(s | y)`'s Gaussian (`None`: Gaussian; needs ≥ 2 physical
+    /// parameters). `z_aux` keeps its Gaussian, so the marginal `q(s | y)` stays exact.
+    #[config(default = "None")]
+    pub flow: Option<PosteriorFlowConfig>,
 }
 
 /// The physics-integrated VAE (see the module docs).
@@ -47,6 +53,8 @@ pub struct PhysVae {
     pub encoder: Mlp,
     /// `[x_phys, z_aux] ↦ correction` (absent when `aux_dim = 0`).
     pub aux_decoder: Option<Mlp>,
+    /// Flow posterior of the physical latents, if any.
+    pub flow: Option<PosteriorFlow>,
     /// Lower bounds of the physical parameters.
     #[module(skip)]
     pub lo: Vec<f64>,
@@ -61,8 +69,12 @@ pub struct PhysVae {
 /// Output of [`PhysVae::forward`].
 #[derive(Debug, Clone)]
 pub struct PhysVaeOutput {
-    /// `q(s | y)` over the unconstrained physical latents.
-    pub q_phys: DiagGaussian,
+    /// `q(s | y)` over the unconstrained physical latents (Gaussian or flow).
+    pub q_phys: AmortisedQ,
+    /// The sample `s ~ q(s | y)`, `[b, p]`.
+    pub s: Tensor<2>,
+    /// `log q(s | y)` of that sample, `[b]`.
+    pub log_q_phys: Tensor<1>,
     /// `q(z_aux | y)` (when `aux_dim > 0`).
     pub q_aux: Option<DiagGaussian>,
     /// The physical parameters the sample decodes through `G†`, `[b, p]`.
@@ -108,6 +120,7 @@ impl PhysVaeConfig {
         PhysVae {
             encoder,
             aux_decoder,
+            flow: self.flow.as_ref().map(|f| f.init(p, device)),
             lo: self.ranges.iter().map(|r| r[0]).collect(),
             span: self.ranges.iter().map(|r| r[1] - r[0]).collect(),
             aux_dim: self.aux_dim,
@@ -126,11 +139,15 @@ impl PhysVae {
     }
 
     /// `q(s | y)` and `q(z_aux | y)` for encoder inputs `y: [b, obs_dim]`.
-    pub fn encode(&self, y: Tensor<2>) -> (DiagGaussian, Option<DiagGaussian>) {
+    pub fn encode(&self, y: Tensor<2>) -> (AmortisedQ, Option<DiagGaussian>) {
         let (p, a) = (self.phys_dim(), self.aux_dim);
         let h = self.encoder.forward(y);
         let part = |o: usize, w: usize| h.clone().narrow(1, o, w);
-        let q_phys = DiagGaussian::new(part(0, p), part(p, p));
+        let base = DiagGaussian::new(part(0, p), part(p, p));
+        let q_phys = match &self.flow {
+            None => AmortisedQ::Gaussian(base),
+            Some(f) => AmortisedQ::Flow(f.forward(base)),
+        };
         let q_aux = (a > 0).then(|| DiagGaussian::new(part(2 * p, a), part(2 * p + a, a)));
         (q_phys, q_aux)
     }
@@ -167,7 +184,8 @@ impl PhysVae {
         (x_phys, x)
     }
 
-    /// Encode `y`, draw `s = μ + σ ε_phys` and `z_aux = μ + σ ε_aux`, decode.
+    /// Encode `y`, draw `s = T_φ(ε_phys)` (`μ + σ ε_phys` without a flow) and
+    /// `z_aux = μ + σ ε_aux`, decode.
     ///
     /// # Shapes
     /// `y: [b, obs_dim]`, `eps_phys: [b, p]`, `eps_aux: [b, aux_dim]` (ignored when 0).
@@ -179,12 +197,15 @@ impl PhysVae {
         physics: &dyn Fn(Tensor<2>) -> Tensor<2>,
     ) -> PhysVaeOutput {
         let (q_phys, q_aux) = self.encode(y);
-        let s = q_phys.mean.clone() + q_phys.std() * eps_phys;
-        let params = self.to_physical(s);
+        let (s, log_q) = q_phys.rsample_with_log_prob(eps_phys.unsqueeze::<3>());
+        let s = s.squeeze_dim::<2>(0);
+        let params = self.to_physical(s.clone());
         let z_aux = q_aux.as_ref().map(|q| q.mean.clone() + q.std() * eps_aux);
         let (x_phys, x) = self.decode(params.clone(), z_aux, physics);
         PhysVaeOutput {
             q_phys,
+            s,
+            log_q_phys: log_q.squeeze_dim::<1>(0),
             q_aux,
             params,
             x_phys,

@@ -1297,6 +1297,36 @@ latent_dim = 4
     }
 
     #[test]
+    fn flow_posteriors_need_a_monte_carlo_kl_and_a_model_that_has_one() {
+        let with = |model: &str, extra: &str| {
+            TrainConfig::from_toml(
+                &format!("{}{extra}", BASE.replace("latent_dim = 4\n", model)),
+                Path::new("t"),
+            )
+        };
+        let flow = "latent_dim = 4\nposterior = \"flow\"\n";
+        let e = with(flow, "").unwrap_err().to_string();
+        assert!(
+            e.contains("objective.kl") && e.contains("monte-carlo"),
+            "{e}"
+        );
+        let ok = with(flow, "[objective]\nkl = \"monte-carlo\"\n").unwrap();
+        assert_eq!(ok.posterior_flow().map(|f| f.layers), Some(6));
+        let e = with(
+            "latent_dim = 1\nposterior = \"flow\"\n",
+            "[objective]\nkl = \"monte-carlo\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("model.latent_dim"), "{e}");
+        let e = with("latent_dim = 4\nkind = \"npe\"\nposterior = \"flow\"\n", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model.posterior"), "{e}");
+        assert!(parse("").unwrap().posterior_flow().is_none());
+    }
+
+    #[test]
     fn cvae_without_conditions_is_rejected() {
         let mut c = parse("").unwrap();
         c.model.kind = ModelKind::Cvae;

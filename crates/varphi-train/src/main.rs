@@ -525,6 +525,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ] {
                 println!("  {k:<34} {v:>12.5}");
             }
+            if let Some(v) = r.test_iwae64 {
+                println!("  {:<34} {v:>12.5}", "test IWAE bound, k = 64");
+            }
             if let Some(s) = &r.surrogate {
                 println!("  surrogate x | c (64 samples per test case, data units)");
                 println!("  {:<34} {:>12.5}", "relative L2 of the mean", s.rel_l2);

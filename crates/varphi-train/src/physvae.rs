@@ -143,6 +143,7 @@ impl PhysVaeModel {
                 .with_aux_dim(config.model.aux_dim)
                 .with_hidden(config.model.hidden.clone())
                 .with_activation(config.model.activation.into())
+                .with_flow(config.posterior_flow())
                 .init(device),
             surrogate,
         }

@@ -61,6 +61,16 @@ fn bad_configs_give_one_line_errors() {
         &["unknown.toml", "learnin_rate"],
     );
 
+    let flow_analytic = write(
+        &dir,
+        "flow-analytic.toml",
+        &small_config(1, "").replace("latent_dim = 4\n", "latent_dim = 4\nposterior = \"flow\"\n"),
+    );
+    fails_with(
+        &varphi(&["train", flow_analytic.to_str().unwrap()], &dir),
+        &["objective.kl", "monte-carlo"],
+    );
+
     let neg = write(
         &dir,
         "neg.toml",
@@ -232,6 +242,32 @@ fn train_sample_eval_from_the_command_line() {
     }
     // The reconstruction must beat predicting the data mean (relative L2 well below 1).
     assert!(report["recon_rel_l2"].as_f64().unwrap() < 0.9, "{report}");
+    // IWAE with 64 samples bounds log p(x) more tightly than the ELBO.
+    let iwae = |r: &serde_json::Value| r["test_iwae64"].as_f64().unwrap();
+    assert!(
+        iwae(&report) > report["test_elbo"].as_f64().unwrap(),
+        "{report}"
+    );
+
+    // The same model with a flow posterior (Monte-Carlo KL) trains, reloads and evaluates.
+    let flow = small_config(3, "")
+        .replace(
+            "latent_dim = 4\n",
+            "latent_dim = 4\nposterior = \"flow\"\nflow_layers = 2\n",
+        )
+        .replace("[objective]\n", "[objective]\nkl = \"monte-carlo\"\n");
+    let cfg_flow = write(&dir, "flow.toml", &flow);
+    succeeds(&varphi(
+        &["train", cfg_flow.to_str().unwrap(), "--out", "run-flow"],
+        &dir,
+    ));
+    succeeds(&varphi(&["eval", "run-flow"], &dir));
+    let flow_report = read_json(&dir.join("run-flow/eval.json"));
+    assert!(iwae(&flow_report).is_finite(), "{flow_report}");
+    assert!(
+        flow_report["recon_rel_l2"].as_f64().unwrap() < 0.9,
+        "{flow_report}"
+    );
 
     // Training into an occupied run dir without --resume is refused.
     let again = varphi(&["train", cfg.to_str().unwrap(), "--out", "run"], &dir);
