@@ -157,48 +157,16 @@ impl Burgers {
     /// nodes (Δt = 0.01), more on finer grids. The reference solver's Crank–Nicolson steps
     /// differ from it by their own `O(Δt²)` error.
     pub fn forward_map(&self, z: Tensor<2>, substeps: usize) -> Tensor<2> {
-        let [b, p] = z.dims();
         assert_eq!(
-            p, 3,
+            z.dims()[1],
+            3,
             "Burgers::forward_map: z must be [batch, 3] = [z0, z1, c]"
         );
         assert!(substeps >= 1, "Burgers::forward_map: substeps must be ≥ 1");
-        let n = self.settings.grid;
-        let h = self.grid.dx;
-        let device = z.device();
         let col = |i: usize| z.clone().narrow(1, i, 1);
-        let (z0, z1, c) = (col(0), col(1), col(2));
-        let x = row(self.grid.x.clone(), &device);
-        let sin_pi_x = row(
-            self.grid.x.iter().map(|&x| (PI * x).sin()).collect(),
-            &device,
-        );
-        // Interior mask: the boundary values stay exactly 0.
-        let mask = row(
-            (0..n)
-                .map(|i| if i == 0 || i + 1 == n { 0.0 } else { 1.0 })
-                .collect(),
-            &device,
-        );
-        let u0 = (c * x).mul_scalar(2.0 * PI).sin() * sin_pi_x * mask.clone();
-        let k = z0.div_scalar(h * h);
-        let form = self.settings.advection;
-        let rhs = |u: Tensor<2>| -> Tensor<2> {
-            let (l, m, r) = (
-                u.clone().narrow(1, 0, n - 2),
-                u.clone().narrow(1, 1, n - 2),
-                u.narrow(1, 2, n - 2),
-            );
-            let a = match form {
-                AdvectionForm::SkewSymmetric => {
-                    (r.clone() + m.clone() + l.clone()) * (r.clone() - l.clone()) / (6.0 * h)
-                }
-                AdvectionForm::NonConservative => m.clone() * (r.clone() - l.clone()) / (2.0 * h),
-            };
-            let f = z1.clone().neg() * a + k.clone() * (r - m.mul_scalar(2.0) + l);
-            let zero = Tensor::<2>::zeros([b, 1], &device);
-            Tensor::cat(vec![zero.clone(), f, zero], 1)
-        };
+        let (z0, z1) = (col(0), col(1));
+        let u0 = self.initial_tensor(col(2));
+        let rhs = |u: Tensor<2>| self.rhs_tensor(u, z0.clone(), z1.clone());
         let dt = self.dt() / substeps as f64;
         let mut u = u0.clone();
         let mut out = vec![u0];
@@ -213,6 +181,138 @@ impl Burgers {
             out.push(u.clone());
         }
         Tensor::cat(out, 1)
+    }
+
+    /// `u(x, 0) = sin(2cπx) sin(πx)` on the grid (exactly 0 at the ends) for `c: [b, 1]`.
+    fn initial_tensor(&self, c: Tensor<2>) -> Tensor<2> {
+        let n = self.settings.grid;
+        let device = c.device();
+        let x = row(self.grid.x.clone(), &device);
+        let sin_pi_x = row(
+            self.grid.x.iter().map(|&x| (PI * x).sin()).collect(),
+            &device,
+        );
+        let mask = row(
+            (0..n)
+                .map(|i| if i == 0 || i + 1 == n { 0.0 } else { 1.0 })
+                .collect(),
+            &device,
+        );
+        (c * x).mul_scalar(2.0 * PI).sin() * sin_pi_x * mask
+    }
+
+    /// `F(u)` of the module docs as tensor ops, `[b, grid]` with zeros at the two ends, for
+    /// `u: [b, grid]` and the coefficients `z0, z1: [b, 1]`.
+    fn rhs_tensor(&self, u: Tensor<2>, z0: Tensor<2>, z1: Tensor<2>) -> Tensor<2> {
+        let n = self.settings.grid;
+        let h = self.grid.dx;
+        let [b, _] = u.dims();
+        let device = u.device();
+        let (l, m, r) = (
+            u.clone().narrow(1, 0, n - 2),
+            u.clone().narrow(1, 1, n - 2),
+            u.narrow(1, 2, n - 2),
+        );
+        let a = match self.settings.advection {
+            AdvectionForm::SkewSymmetric => {
+                (r.clone() + m.clone() + l.clone()) * (r.clone() - l.clone()) / (6.0 * h)
+            }
+            AdvectionForm::NonConservative => m.clone() * (r.clone() - l.clone()) / (2.0 * h),
+        };
+        let f = z1.neg() * a + z0.div_scalar(h * h) * (r - m.mul_scalar(2.0) + l);
+        let zero = Tensor::<2>::zeros([b, 1], &device);
+        Tensor::cat(vec![zero.clone(), f, zero], 1)
+    }
+
+    /// The forward map by the configured θ-scheme (Crank–Nicolson by default) — the reference
+    /// solver's own scheme, so the values equal [`Problem::solve`] to its Newton tolerance —
+    /// for `z: [b, 3] = [z0, z1, c]`, returning `[b, (steps + 1)·grid]` (level-major).
+    ///
+    /// Each step solves `G(u^{n+1}; u^n, z) = 0` (module docs) by Newton on the host in f64,
+    /// outside the autodiff tape, and re-enters the tape through the implicit function theorem:
+    ///
+    /// ```text
+    /// u^{n+1} = u* − J⁻¹ [G(u*; u^n, z) − stop_grad(G(u*; u^n, z))],   J = ∂G/∂u^{n+1}(u*)
+    /// ```
+    /// whose value is `u*` and whose derivative is `∂u^{n+1}/∂(u^n, z) = −J⁻¹ ∂G/∂(u^n, z)`,
+    /// the exact derivative of the implicit step (first-order autodiff suffices; `J⁻¹` is a
+    /// constant dense `[grid − 2]²` matrix per row). Unconditionally stable, unlike the
+    /// explicit [`forward_map`](Self::forward_map); costs one host round trip per step. Where
+    /// Newton needs sub-steps (far outside the default ranges) the value is still the
+    /// solver's, and the gradient that of one full step at it.
+    ///
+    /// # Errors
+    /// [`PhysicsError`] if Newton fails even with sub-steps, or `z` is not finite.
+    pub fn forward_map_implicit(&self, z: Tensor<2>) -> Result<Tensor<2>, PhysicsError> {
+        use faer::linalg::solvers::DenseSolveCore;
+        let [b, p] = z.dims();
+        assert_eq!(
+            p, 3,
+            "Burgers::forward_map_implicit: z must be [batch, 3] = [z0, z1, c]"
+        );
+        let n = self.settings.grid;
+        let m = n - 2;
+        let (theta, dt) = (self.settings.theta, self.dt());
+        let device = z.device();
+        let host = |t: Tensor<2>| -> Vec<f64> {
+            t.detach()
+                .into_data()
+                .convert::<f64>()
+                .try_into_vec_as::<f64>()
+                .expect("f64 data")
+        };
+        let zh = host(z.clone());
+        if zh.iter().any(|v| !v.is_finite()) {
+            return Err(PhysicsError::NonFinite { solver: SOLVER });
+        }
+        let col = |i: usize| z.clone().narrow(1, i, 1);
+        let (z0, z1) = (col(0), col(1));
+        let mut u = self.initial_tensor(col(2));
+        let mut out = vec![u.clone()];
+        for _ in 0..self.settings.steps {
+            let uh = host(u.clone());
+            let mut star = Vec::with_capacity(b * n);
+            let mut jinv = Vec::with_capacity(b * m * m);
+            for k in 0..b {
+                let zk = [zh[3 * k], zh[3 * k + 1]];
+                let next = self.step(&uh[k * n..(k + 1) * n], zk, dt, 0)?;
+                let (_, d) = self.rhs(&next, zk[0], zk[1]);
+                let jac = faer::Mat::<f64>::from_fn(m, m, |i, j| {
+                    let diag = if i == j { 1.0 / dt } else { 0.0 };
+                    let band = match j as isize - i as isize {
+                        -1 => d[i][0],
+                        0 => d[i][1],
+                        1 => d[i][2],
+                        _ => 0.0,
+                    };
+                    diag - theta * band
+                });
+                let inv = jac.partial_piv_lu().inverse();
+                jinv.extend(
+                    (0..m)
+                        .flat_map(|i| (0..m).map(move |j| (i, j)))
+                        .map(|(i, j)| inv[(i, j)]),
+                );
+                star.extend(next);
+            }
+            let star = Tensor::<2>::from_data(TensorData::new(star, [b, n]), &device);
+            let jinv = Tensor::<3>::from_data(TensorData::new(jinv, [b, m, m]), &device);
+            let g = (star.clone() - u.clone()).div_scalar(dt)
+                - self
+                    .rhs_tensor(star.clone(), z0.clone(), z1.clone())
+                    .mul_scalar(theta)
+                - self
+                    .rhs_tensor(u, z0.clone(), z1.clone())
+                    .mul_scalar(1.0 - theta);
+            let g = g.narrow(1, 1, m);
+            let delta = jinv
+                .matmul((g.clone() - g.detach()).unsqueeze_dim::<3>(2))
+                .reshape([b, m]);
+            let zero = Tensor::<2>::zeros([b, 1], &device);
+            u = star - Tensor::cat(vec![zero.clone(), delta, zero], 1);
+            out.push(u.clone());
+        }
+        Ok(Tensor::cat(out, 1))
     }
 
     /// `F(u)` at interior nodes and its tridiagonal derivative (sub, diag, super) per row.

@@ -812,3 +812,67 @@ fn burgers_rk4_forward_map_converges_to_the_crank_nicolson_solver() {
         "burgers forward-map gradient rel. error {err:e}"
     );
 }
+
+#[test]
+fn burgers_implicit_forward_map_is_the_solver_with_exact_gradients() {
+    // The θ-scheme map runs the reference solver's own Newton steps, so its values are the
+    // solver's (to the Newton tolerance, 1e-12 relative per step); its gradient comes from the
+    // implicit function theorem at every step and must match central differences of the map.
+    use crate::pde::{Burgers, BurgersSettings};
+    let dev = f64_device();
+    let settings = BurgersSettings {
+        steps: 20,
+        t_end: 0.4,
+        ..BurgersSettings::rgnp(33)
+    };
+    let p = Burgers::new(settings);
+    let zs = [vec![0.008, 0.9, 1.3], vec![0.005, 0.6, 1.9]];
+    let map = vec(p
+        .forward_map_implicit(tensor(zs.concat(), [2, 3], &dev))
+        .unwrap());
+    let levels = 21 * 33;
+    for (k, z) in zs.iter().enumerate() {
+        let cn = p.solve(z).unwrap();
+        let scale = cn.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let d = max_diff(&map[k * levels..(k + 1) * levels], &cn) / scale;
+        assert!(d < 1e-10, "θ-scheme map vs solver, case {k}: {d:e}");
+    }
+    // Backward Euler too (θ = 1): a different scheme, still the solver's.
+    let be = Burgers::new(BurgersSettings {
+        theta: 1.0,
+        ..settings
+    });
+    let d = max_diff(
+        &vec(be
+            .forward_map_implicit(tensor(zs[0].clone(), [1, 3], &dev))
+            .unwrap()),
+        &be.solve(&zs[0]).unwrap(),
+    );
+    assert!(d < 1e-10, "backward Euler map vs solver: {d:e}");
+
+    let short = Burgers::new(BurgersSettings {
+        steps: 5,
+        t_end: 0.1,
+        ..BurgersSettings::rgnp(17)
+    });
+    let w: Vec<f64> = (0..6 * 17).map(|k| (k as f64 * 0.37).cos()).collect();
+    let w_t = tensor(w, [1, 6 * 17], &f64_device().autodiff());
+    let err = gradient_check(
+        |z| {
+            short
+                .forward_map_implicit(z.reshape([1, 3]))
+                .unwrap()
+                .mul(w_t.clone())
+                .sum()
+        },
+        &zs[0],
+        1e-6,
+    );
+    assert!(err < 1e-6, "implicit-map gradient rel. error {err:e}");
+    // Non-finite parameters are an error, not a panic.
+    assert!(
+        short
+            .forward_map_implicit(tensor(vec![f64::NAN, 0.9, 1.3], [1, 3], &dev))
+            .is_err()
+    );
+}

@@ -157,6 +157,21 @@ fn unet_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
         ))
     };
     assert_close("burgers forward map", burgers_map(&cpu), burgers_map(&gpu));
+    let burgers_implicit = |device: &Device| {
+        values(
+            burgers
+                .forward_map_implicit(Tensor::<2>::from_data(
+                    TensorData::new(vec![0.008, 0.9, 1.3], [1, 3]),
+                    device,
+                ))
+                .expect("Newton converges at the default parameters"),
+        )
+    };
+    assert_close(
+        "burgers θ-scheme map",
+        burgers_implicit(&cpu),
+        burgers_implicit(&gpu),
+    );
     let spd = |device: &Device| {
         let m = input(4, 4, device);
         varphi_models::cholesky(m.clone().matmul(m.transpose()) + Tensor::<2>::eye(4, device))
