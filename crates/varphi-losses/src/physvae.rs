@@ -14,7 +14,9 @@ use burn::prelude::*;
 ///     + λ_aux ‖x − x_phys‖² / 2σ²                                  (correction penalty)
 /// ```
 /// Both KLs are closed-form for Gaussians; a flow `q(s|y)` uses the one-sample estimate
-/// `log q(s|y) − log N(s; 0, I)` at the decoded sample `s`.
+/// `log q(s|y) − log N(s; 0, I)` at the decoded sample `s`. With a learned noise scale
+/// ([`forward_with_noise`](Self::forward_with_noise)) `σ` is a parameter in both the likelihood
+/// and the penalty: it grows to the decoder's misfit (model error), which widens `q`.
 ///
 /// The first two terms are the negative ELBO (primer eq. 12 with the physics-model decoder of
 /// §3.1); the correction penalty is phys-vae's `R_DA`: the auxiliary network pays for every unit
@@ -48,19 +50,35 @@ pub struct PhysVaeTerms {
 }
 
 impl PhysVaeLoss {
-    /// The terms for observations `y: [b, m]` (same units and layout as `out.x`).
+    /// The terms for observations `y: [b, m]` (same units and layout as `out.x`), with the
+    /// fixed `σ = self.sigma`.
     pub fn forward(&self, y: Tensor<2>, out: &PhysVaeOutput) -> PhysVaeTerms {
+        self.forward_with_noise(y, out, None)
+    }
+
+    /// [`forward`](Self::forward) with the noise scale `σ = exp(log_sigma)` given as a
+    /// (learnable) tensor `[1]` instead of `self.sigma` (`None`: `self.sigma`).
+    pub fn forward_with_noise(
+        &self,
+        y: Tensor<2>,
+        out: &PhysVaeOutput,
+        log_sigma: Option<Tensor<1>>,
+    ) -> PhysVaeTerms {
         assert_eq!(
             y.dims(),
             out.x.dims(),
             "PhysVaeLoss: observations and reconstruction must have the same shape"
         );
-        let m = y.dims()[1] as f64;
-        let inv = 1.0 / (2.0 * self.sigma * self.sigma);
+        let [b, m] = y.dims();
+        let log_sigma = log_sigma
+            .unwrap_or_else(|| Tensor::<1>::from_floats([self.sigma.ln()], &y.device()))
+            .expand([b]);
+        // 1 / 2σ², [b].
+        let inv = log_sigma.clone().mul_scalar(-2.0).exp().mul_scalar(0.5);
         let sq = |t: Tensor<2>| t.powi_scalar(2).sum_dim(1).squeeze_dim::<1>(1);
-        let log_lik = sq(y - out.x.clone())
-            .mul_scalar(-inv)
-            .sub_scalar(m * (self.sigma.ln() + 0.5 * LN_2PI));
+        let log_lik = ((sq(y - out.x.clone()) * inv.clone()).neg()
+            - log_sigma.mul_scalar(m as f64))
+        .sub_scalar(m as f64 * 0.5 * LN_2PI);
         let kl_phys = match &out.q_phys {
             AmortisedQ::Gaussian(q) => q.kl_standard_normal(),
             AmortisedQ::Flow(_) => {
@@ -73,7 +91,7 @@ impl PhysVaeLoss {
             Some(q) => q.kl_standard_normal(),
             None => kl_phys.zeros_like(),
         };
-        let correction = sq(out.x.clone() - out.x_phys.clone()).mul_scalar(inv);
+        let correction = sq(out.x.clone() - out.x_phys.clone()) * inv;
         let loss = log_lik.clone().neg()
             + (kl_phys.clone() + kl_aux.clone()).mul_scalar(self.beta)
             + correction.clone().mul_scalar(self.aux_weight);

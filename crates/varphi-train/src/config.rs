@@ -341,6 +341,11 @@ pub struct PhysVaeSection {
     /// map (for a `G†` too expensive to call at every step).
     #[serde(default)]
     pub surrogate: bool,
+    /// Learn the likelihood's noise scale `σ` (one scalar, starting at the observation noise)
+    /// instead of fixing it at `observations.sigma`: under a misspecified decoder it grows to
+    /// the misfit the decoder cannot explain (a model-error term), widening the posterior.
+    #[serde(default)]
+    pub learn_noise: bool,
 }
 
 impl Default for PhysVaeSection {
@@ -351,6 +356,7 @@ impl Default for PhysVaeSection {
             substeps: d_phys_substeps(),
             uq_alpha: None,
             surrogate: false,
+            learn_noise: false,
         }
     }
 }

@@ -389,6 +389,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "  reconstruction rel. L2 {:.4} (physics part alone {:.4})",
                 r.reconstruction_rel_l2, r.physics_rel_l2
             );
+            if let Some(sigma) = r.learned_sigma {
+                println!(
+                    "  learned likelihood σ {sigma:.4} (observation noise σ_y = {})",
+                    r.obs_sigma
+                );
+            }
             println!("wrote {}", run.join("eval.json").display());
         }
         Command::Eval { run, backend } if is_physics_run(&run) => {

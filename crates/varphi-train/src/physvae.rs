@@ -21,6 +21,7 @@ use crate::physics::{mean_of, rows};
 use crate::run::PreparedData;
 use crate::trainer::{Objective, StepOutput};
 use crate::uq::{self, UqScores};
+use burn::module::Param;
 use burn::prelude::*;
 use serde::Serialize;
 use std::path::Path;
@@ -123,9 +124,23 @@ pub struct PhysVaeModel {
     /// (`objective.physvae.surrogate = true`, for an expensive `G†`): input `(θ − lo)/(hi − lo)`,
     /// output in normalised solution units.
     pub surrogate: Option<Mlp>,
+    /// `ρ` of the learned likelihood noise `log σ = log σ_y + 10ρ`
+    /// (`objective.physvae.learn_noise`; starts at 0, i.e. at the observation noise). The
+    /// factor 10 lets Adam move `log σ` by orders of magnitude within a run's steps.
+    pub log_sigma: Option<Param<Tensor<1>>>,
 }
 
+/// `log σ = log σ_y + NOISE_SCALE·ρ` (see [`PhysVaeModel::log_sigma`]).
+const NOISE_SCALE: f64 = 10.0;
+
 impl PhysVaeModel {
+    /// The learned `log σ`, `[1]` (`None` when the noise is fixed).
+    pub fn learned_log_sigma(&self, obs_sigma: f64) -> Option<Tensor<1>> {
+        self.log_sigma
+            .as_ref()
+            .map(|rho| rho.val().mul_scalar(NOISE_SCALE).add_scalar(obs_sigma.ln()))
+    }
+
     /// Build for the run's physics.
     pub fn init(config: &TrainConfig, physics: &PhysVaePhysics, device: &Device) -> Self {
         let m = physics.operator.len();
@@ -146,6 +161,11 @@ impl PhysVaeModel {
                 .with_flow(config.posterior_flow())
                 .init(device),
             surrogate,
+            log_sigma: config
+                .objective
+                .physvae
+                .learn_noise
+                .then(|| Param::from_tensor(Tensor::<1>::zeros([1], device))),
         }
     }
 
@@ -290,7 +310,8 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
                 .narrow(1, 0, a.max(1)),
             physics.as_ref(),
         );
-        let terms = self.loss.forward(y, &out);
+        let log_sigma = model.learned_log_sigma(self.loss.sigma);
+        let terms = self.loss.forward_with_noise(y, &out, log_sigma.clone());
         let mut loss = terms.loss.clone().mean();
         let mut reported = vec![
             ("nll", mean_of(terms.log_lik.clone().neg())),
@@ -298,6 +319,9 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
             ("kl_aux", mean_of(terms.kl_aux.clone())),
             ("correction", mean_of(terms.correction.clone())),
         ];
+        if let Some(ls) = log_sigma {
+            reported.push(("sigma", mean_of(ls.exp().detach())));
+        }
         if let Some(clean) = clean_obs {
             // The surrogate learns the simulator's pairs (θ*, H u*) in the data's own currency.
             let theta = self.physical_truth(cond.clone().expect("physics data carry parameters"));
@@ -380,6 +404,9 @@ pub struct PhysVaeEval {
     pub n_obs: usize,
     /// Observation noise.
     pub obs_sigma: f64,
+    /// The learned likelihood noise scale (`learn_noise = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned_sigma: Option<f64>,
     /// Per physical latent.
     pub parameters: Vec<ParameterScores>,
     /// Relative L2 of the posterior-mean reconstruction `E[x]` against the clean observations.
@@ -462,6 +489,10 @@ pub fn evaluate_physvae_run(run: &PhysVaeRun) -> Result<PhysVaeEval, TrainError>
         epochs: run.epochs_done,
         n_obs: m,
         obs_sigma: obj.loss.sigma,
+        learned_sigma: run
+            .model
+            .learned_log_sigma(obj.loss.sigma)
+            .map(|l| l.exp().into_scalar::<f64>()),
         parameters,
         reconstruction_rel_l2,
         physics_rel_l2,

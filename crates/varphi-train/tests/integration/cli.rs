@@ -658,11 +658,17 @@ fn phys_vae_recovers_the_pendulum_frequency() {
     // 30–100 % off the true ω ∈ [π/4, π/2]; the physics-integrated posterior must beat it
     // clearly and reconstruct the trajectories better than its physics part alone.
     let dir = temp_dir("cli-physvae");
-    // Train a shipped config with --quick into `out`, evaluate it; (eval.json, ω's scores).
-    let quick_omega = |config: &str, out: &str| {
-        let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Train a shipped config, edited by `edit`, with --quick into `out`, evaluate it;
+    // (eval.json, ω's scores).
+    let quick_omega = |config: &str, out: &str, edit: &dyn Fn(String) -> String| {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../configs")
             .join(config);
+        let cfg = write(
+            &dir,
+            &format!("{out}.toml"),
+            &edit(std::fs::read_to_string(shipped).unwrap()),
+        );
         succeeds(&varphi(
             &[
                 "train",
@@ -685,7 +691,7 @@ fn phys_vae_recovers_the_pendulum_frequency() {
             .clone();
         (r, omega)
     };
-    let (r, omega) = quick_omega("pendulum-physvae.toml", "run");
+    let (r, omega) = quick_omega("pendulum-physvae.toml", "run", &|c| c);
     assert!(omega["rel_error_mean"].as_f64().unwrap() < 0.25, "{r}");
     for key in ["0.5", "0.9", "0.95"] {
         let c = omega["scores"]["coverage"][key].as_f64().unwrap();
@@ -701,8 +707,19 @@ fn phys_vae_recovers_the_pendulum_frequency() {
         &["phys-vae run", "varphi eval"],
     );
     // The UQ-VAE with a learned surrogate decoder instead of the RK4 map (--quick: 20 epochs,
-    // 4 s; ω error 0.069).
-    let (r, omega) = quick_omega("pendulum-uqvae-surrogate.toml", "sur");
+    // a few seconds). Its learned likelihood σ must grow above the observation noise: the surrogate decoder's
+    // misfit is far larger than σ_y = 0.01.
+    let (r, omega) = quick_omega("pendulum-uqvae-surrogate.toml", "sur", &|c| c);
+    assert!(omega["rel_error_mean"].as_f64().unwrap() < 0.25, "{r}");
+    let sigma = r["learned_sigma"].as_f64().unwrap();
+    assert!(sigma > 0.012 && sigma < 1.0, "{r}");
+    // The same with a flow q(s | y).
+    let (r, omega) = quick_omega("pendulum-uqvae-surrogate.toml", "flow", &|c| {
+        c.replace(
+            "[model]\n",
+            "[model]\nposterior = \"flow\"\nflow_layers = 2\n",
+        )
+    });
     assert!(omega["rel_error_mean"].as_f64().unwrap() < 0.25, "{r}");
     // Problems without a decoder physics, and `count` instead of `every`.
     let bad = write(
