@@ -71,7 +71,9 @@ impl PhysVaeLoss {
         );
         let [b, m] = y.dims();
         let log_sigma = log_sigma
-            .unwrap_or_else(|| Tensor::<1>::from_floats([self.sigma.ln()], &y.device()))
+            .unwrap_or_else(|| {
+                Tensor::<1>::from_data(TensorData::new(vec![self.sigma.ln()], [1]), &y.device())
+            })
             .expand([b]);
         // 1 / 2σ², [b].
         let inv = log_sigma.clone().mul_scalar(-2.0).exp().mul_scalar(0.5);

@@ -60,7 +60,7 @@ fn phys_vae_loss_is_its_formula() {
         aux_weight: 2.0,
     };
     let terms = loss.forward(y.clone(), &out);
-    let (yv, xv, xp) = (vec(y), vec(out.x.clone()), vec(out.x_phys.clone()));
+    let (yv, xv, xp) = (vec(y.clone()), vec(out.x.clone()), vec(out.x_phys.clone()));
     let kl = |q: &varphi_models::DiagGaussian| -> Vec<f64> {
         let (m, lv) = (vec(q.mean.clone()), vec(q.log_var.clone()));
         let d = q.mean.dims()[1];
