@@ -3,12 +3,7 @@
 # quickstart trained on wgpu. Writes everything to $OUT. Expects a stripped, xz-compressed
 # release binary at .dev/varphi.xz and Vulkan loader .debs in .gl/ (see docs/benchmarks.md).
 set -u
-for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
-ldconfig -p | grep -q libvulkan || echo "no libvulkan"
-[ -e /usr/share/vulkan/icd.d/nvidia_icd.json ] || export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-xz -d -c .dev/varphi.xz > /tmp/varphi && chmod +x /tmp/varphi
-nvidia-smi -L 2>&1 | tee $OUT/gpu.txt
-export XDG_RUNTIME_DIR=/tmp
+source benches/gpu_setup.sh
 for b in 128 1024; do
   timeout 150 /tmp/varphi bench --backend wgpu --steps 200 --warmup 30 --batch $b 2>&1 | tee -a $OUT/bench.txt
   timeout 60 python3 benches/pytorch_vae.py --device cuda --steps 200 --warmup 30 --batch $b 2>&1 | tee -a $OUT/bench.txt

@@ -3,11 +3,7 @@
 # (--quick), trained and evaluated on the GPU. Expects .dev/varphi.xz and .gl/*.deb like
 # benches/gpu_check.sh; writes the logs to $OUT.
 set -u
-for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
-[ -e /usr/share/vulkan/icd.d/nvidia_icd.json ] || export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-xz -d -c .dev/varphi.xz > /tmp/varphi && chmod +x /tmp/varphi
-export XDG_RUNTIME_DIR=/tmp
-nvidia-smi -L 2>&1 | tee $OUT/gpu.txt
+source benches/gpu_setup.sh
 root=$PWD
 cd /tmp
 for c in heat-physvae pendulum-physvae; do

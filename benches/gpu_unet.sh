@@ -4,10 +4,7 @@
 # xz-compressed release binary at .dev/varphi.xz and Vulkan loader .debs in .gl/ (see
 # benches/gpu_check.sh); writes metrics and eval.json to $OUT.
 set -u
-for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
-[ -e /usr/share/vulkan/icd.d/nvidia_icd.json ] || export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-export XDG_RUNTIME_DIR=/tmp
-xz -d -T0 -c .dev/varphi.xz > /tmp/varphi && chmod +x /tmp/varphi
+source benches/gpu_setup.sh
 base=configs/darcy-forward-unet.toml
 mkdir -p /tmp/cfg
 sed -e 's/^epochs = 36.*/epochs = 150/' -e 's/anneal_steps = 1500/anneal_steps = 4000/' $base > /tmp/cfg/unet-long.toml

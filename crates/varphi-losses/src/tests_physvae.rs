@@ -76,35 +76,27 @@ fn phys_vae_loss_is_its_formula() {
             .collect()
     };
     let (kp, ka) = (kl(out.q_phys.base()), kl(out.q_aux.as_ref().unwrap()));
-    let got = vec(terms.loss);
-    for i in 0..3 {
-        let r = |v: &[f64], w: &[f64]| -> f64 {
-            (0..T).map(|k| (v[i * T + k] - w[i * T + k]).powi(2)).sum()
-        };
-        let ll = -r(&yv, &xv) / 0.02 - T as f64 * (0.1f64.ln() + 0.5 * LN_2PI);
-        let want = -ll + 0.5 * (kp[i] + ka[i]) + 2.0 * r(&xv, &xp) / 0.02;
-        assert!(
-            (got[i] - want).abs() < 1e-9 * want.abs(),
-            "{} vs {want}",
-            got[i]
-        );
-    }
+    // The formula with noise scale σ, against the loss per case.
+    let check = |got: Vec<f64>, sigma: f64| {
+        let two_var = 2.0 * sigma * sigma;
+        for i in 0..3 {
+            let r = |v: &[f64], w: &[f64]| -> f64 {
+                (0..T).map(|k| (v[i * T + k] - w[i * T + k]).powi(2)).sum()
+            };
+            let ll = -r(&yv, &xv) / two_var - T as f64 * (sigma.ln() + 0.5 * LN_2PI);
+            let want = -ll + 0.5 * (kp[i] + ka[i]) + 2.0 * r(&xv, &xp) / two_var;
+            assert!(
+                (got[i] - want).abs() < 1e-9 * want.abs(),
+                "σ = {sigma}: {} vs {want}",
+                got[i]
+            );
+        }
+    };
+    check(vec(terms.loss), 0.1);
     // A learned noise scale replaces σ in the likelihood and the penalty: σ = 0.2.
     let learned =
         loss.forward_with_noise(y.clone(), &out, Some(tensor(vec![0.2f64.ln()], [1], &dev)));
-    let got = vec(learned.loss);
-    for i in 0..3 {
-        let r = |v: &[f64], w: &[f64]| -> f64 {
-            (0..T).map(|k| (v[i * T + k] - w[i * T + k]).powi(2)).sum()
-        };
-        let ll = -r(&yv, &xv) / 0.08 - T as f64 * (0.2f64.ln() + 0.5 * LN_2PI);
-        let want = -ll + 0.5 * (kp[i] + ka[i]) + 2.0 * r(&xv, &xp) / 0.08;
-        assert!(
-            (got[i] - want).abs() < 1e-9 * want.abs(),
-            "learned σ: {} vs {want}",
-            got[i]
-        );
-    }
+    check(vec(learned.loss), 0.2);
     // Supervised (UQ-VAE) term: −log N(s; μ, diag σ²).
     let s_true = normals([3, 2], 10, &dev);
     let sup = vec(PhysVaeLoss::supervised(&out.q_phys, s_true.clone()));
