@@ -85,7 +85,9 @@ impl PddlvmElbo {
 /// `σ_r → 0`, so that bound targets `p(z) p(y|u*(z)) / |det ∂r/∂u|` — a posterior tilted by the
 /// residual's Jacobian, which depends on `z` (docs/objectives.md). The surrogate, trained by
 /// [`PddlvmElbo`], is the physics; this bound only inverts it. The expectation is estimated with
-/// reparameterised `ξ`; the KL is closed-form.
+/// reparameterised `ξ`; the KL is closed-form for Gaussian families and, for a flow (no closed
+/// form, [`VariationalFamily::has_analytic_kl`]), the Monte-Carlo estimate
+/// `(1/S) Σ_s [log q(ξ_s | y) − log N(ξ_s; 0, I)]` on the same particles.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PddlvmDataElbo;
 
@@ -116,9 +118,20 @@ impl PddlvmDataElbo {
     ) -> PddlvmDataOutput {
         let [s, b, k] = eps_xi.dims();
         let device = eps_xi.device();
-        let xi = q_xi.rsample(eps_xi).reshape([s * b, k]);
-        let lo = log_lik(xi).reshape([s, b]).mean_dim(0).reshape([b]);
-        let kl = q_xi.kl_to_diag(&DiagGaussian::standard(b, k, &device));
+        let prior = DiagGaussian::standard(b, k, &device);
+        let (xi, kl) = if q_xi.has_analytic_kl() {
+            (q_xi.rsample(eps_xi), q_xi.kl_to_diag(&prior))
+        } else {
+            let (xi, log_q) = q_xi.rsample_with_log_prob(eps_xi);
+            let kl = (log_q - prior.log_prob(xi.clone()))
+                .mean_dim(0)
+                .reshape([b]);
+            (xi, kl)
+        };
+        let lo = log_lik(xi.reshape([s * b, k]))
+            .reshape([s, b])
+            .mean_dim(0)
+            .reshape([b]);
         let loss = (lo.clone() - kl.clone()).mean().neg();
         PddlvmDataOutput {
             loss,

@@ -101,6 +101,10 @@ impl VariationalFamily for FlowQ {
         self.rsample_with_log_prob(eps).0
     }
 
+    fn has_analytic_kl(&self) -> bool {
+        false
+    }
+
     fn rsample_with_log_prob(&self, eps: Tensor<3>) -> (Tensor<3>, Tensor<2>) {
         let [s, b, d] = eps.dims();
         let z0 = self.base.rsample(eps);
@@ -162,11 +166,6 @@ impl AmortisedQ {
             AmortisedQ::Flow(q) => &q.base,
         }
     }
-
-    /// Whether `KL(q ‖ p)` has a closed form (Gaussian only).
-    pub fn has_analytic_kl(&self) -> bool {
-        matches!(self, AmortisedQ::Gaussian(_))
-    }
 }
 
 impl VariationalFamily for AmortisedQ {
@@ -178,6 +177,9 @@ impl VariationalFamily for AmortisedQ {
             AmortisedQ::Gaussian(q) => q.rsample(eps),
             AmortisedQ::Flow(q) => q.rsample(eps),
         }
+    }
+    fn has_analytic_kl(&self) -> bool {
+        matches!(self, AmortisedQ::Gaussian(_))
     }
     fn rsample_with_log_prob(&self, eps: Tensor<3>) -> (Tensor<3>, Tensor<2>) {
         match self {

@@ -38,6 +38,11 @@ pub trait VariationalFamily {
     }
     /// Entropy `H[q] = −E_q log q`, `[batch]`.
     fn entropy(&self) -> Tensor<1>;
+    /// Whether [`kl_to_diag`](Self::kl_to_diag) and [`entropy`](Self::entropy) have closed
+    /// forms (true for Gaussians; flows estimate them from samples).
+    fn has_analytic_kl(&self) -> bool {
+        true
+    }
     /// Closed-form `KL(q ‖ p)` to a diagonal Gaussian `p` of the same shape, `[batch]`.
     fn kl_to_diag(&self, prior: &DiagGaussian) -> Tensor<1>;
     /// The mean, `[batch, dim]`.
