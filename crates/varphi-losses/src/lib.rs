@@ -50,7 +50,7 @@ pub use pde_residual::{
     BoltzmannOutput, ResidualBoltzmann, ResidualBoltzmannConfig, ResidualLikelihood,
     ResidualLikelihoodConfig, SigmaSchedule,
 };
-pub use physvae::{PhysVaeLoss, PhysVaeTerms};
+pub use physvae::{PhysVaeLoss, PhysVaeNoise, PhysVaeTerms};
 
 #[cfg(test)]
 mod tests;

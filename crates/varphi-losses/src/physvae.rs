@@ -34,6 +34,25 @@ pub struct PhysVaeLoss {
     pub aux_weight: f64,
 }
 
+/// A learned noise model of [`PhysVaeLoss::forward_with_noise`]: innovation scale
+/// `σ = exp(log_sigma)` and, optionally, an AR(1) correlation `ρ ∈ (−1, 1)` along the
+/// observation vector (its order must be time, e.g. one pendulum trajectory):
+///
+/// ```text
+/// e = y − x,   log p(y | x) = −(m/2) log 2π − m log σ + ½ log(1 − ρ²)
+///                            − [(1 − ρ²) e₁² + Σ_{t≥2} (e_t − ρ e_{t−1})²] / 2σ²
+/// ```
+/// i.e. `N(y; x, Σ)` with `Σ_ij = σ² ρ^|i−j| / (1 − ρ²)` (`ρ = 0`: i.i.d. `N(0, σ²)`). A
+/// misfit that is smooth in time (missing physics) is far fewer independent pieces of evidence
+/// than `m` i.i.d. residuals; `ρ` lets the likelihood say so.
+#[derive(Debug, Clone)]
+pub struct PhysVaeNoise {
+    /// `log σ`, `[1]`.
+    pub log_sigma: Tensor<1>,
+    /// `ρ`, `[1]` (`None`: independent noise).
+    pub rho: Option<Tensor<1>>,
+}
+
 /// Per-sample terms of [`PhysVaeLoss::forward`], each `[b]`.
 #[derive(Debug, Clone)]
 pub struct PhysVaeTerms {
@@ -56,13 +75,13 @@ impl PhysVaeLoss {
         self.forward_with_noise(y, out, None)
     }
 
-    /// [`forward`](Self::forward) with the noise scale `σ = exp(log_sigma)` given as a
-    /// (learnable) tensor `[1]` instead of `self.sigma` (`None`: `self.sigma`).
+    /// [`forward`](Self::forward) with a learned noise model instead of the fixed
+    /// `σ = self.sigma` (`None`: fixed).
     pub fn forward_with_noise(
         &self,
         y: Tensor<2>,
         out: &PhysVaeOutput,
-        log_sigma: Option<Tensor<1>>,
+        noise: Option<PhysVaeNoise>,
     ) -> PhysVaeTerms {
         assert_eq!(
             y.dims(),
@@ -70,17 +89,36 @@ impl PhysVaeLoss {
             "PhysVaeLoss: observations and reconstruction must have the same shape"
         );
         let [b, m] = y.dims();
-        let log_sigma = log_sigma
-            .unwrap_or_else(|| {
-                Tensor::<1>::from_data(TensorData::new(vec![self.sigma.ln()], [1]), &y.device())
-            })
-            .expand([b]);
+        let device = y.device();
+        let noise = noise.unwrap_or_else(|| PhysVaeNoise {
+            log_sigma: Tensor::<1>::from_data(TensorData::new(vec![self.sigma.ln()], [1]), &device),
+            rho: None,
+        });
+        let log_sigma = noise.log_sigma.expand([b]);
         // 1 / 2σ², [b].
         let inv = log_sigma.clone().mul_scalar(-2.0).exp().mul_scalar(0.5);
         let sq = |t: Tensor<2>| t.powi_scalar(2).sum_dim(1).squeeze_dim::<1>(1);
-        let log_lik = ((sq(y - out.x.clone()) * inv.clone()).neg()
-            - log_sigma.mul_scalar(m as f64))
-        .sub_scalar(m as f64 * 0.5 * LN_2PI);
+        let e = y - out.x.clone();
+        let (white, log_det) = match noise.rho {
+            None => (e, Tensor::<1>::zeros([b], &device)),
+            Some(rho) => {
+                assert!(
+                    m >= 2,
+                    "PhysVaeLoss: correlated noise needs at least 2 observations"
+                );
+                // AR(1) innovations: √(1 − ρ²) e₁, e_t − ρ e_{t−1}.
+                let one_minus = rho.clone().powi_scalar(2).neg().add_scalar(1.0); // [1]
+                let r = rho.reshape([1, 1]);
+                let first = e.clone().narrow(1, 0, 1) * one_minus.clone().sqrt().reshape([1, 1]);
+                let rest = e.clone().narrow(1, 1, m - 1) - e.narrow(1, 0, m - 1) * r;
+                (
+                    Tensor::cat(vec![first, rest], 1),
+                    one_minus.log().mul_scalar(0.5).expand([b]),
+                )
+            }
+        };
+        let log_lik = ((sq(white) * inv.clone()).neg() - log_sigma.mul_scalar(m as f64) + log_det)
+            .sub_scalar(m as f64 * 0.5 * LN_2PI);
         let kl_phys = match &out.q_phys {
             AmortisedQ::Gaussian(q) => q.kl_standard_normal(),
             AmortisedQ::Flow(_) => {

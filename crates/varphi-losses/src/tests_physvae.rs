@@ -94,9 +94,42 @@ fn phys_vae_loss_is_its_formula() {
     };
     check(vec(terms.loss), 0.1);
     // A learned noise scale replaces σ in the likelihood and the penalty: σ = 0.2.
-    let learned =
-        loss.forward_with_noise(y.clone(), &out, Some(tensor(vec![0.2f64.ln()], [1], &dev)));
+    let learned = loss.forward_with_noise(
+        y.clone(),
+        &out,
+        Some(crate::PhysVaeNoise {
+            log_sigma: tensor(vec![0.2f64.ln()], [1], &dev),
+            rho: None,
+        }),
+    );
     check(vec(learned.loss), 0.2);
+    // AR(1) noise: the log-likelihood is log N(y; x, Σ), Σ_ij = σ²ρ^|i−j|/(1 − ρ²), computed
+    // densely on the host.
+    let (sigma, rho) = (0.2f64, 0.8f64);
+    let ar = loss.forward_with_noise(
+        y.clone(),
+        &out,
+        Some(crate::PhysVaeNoise {
+            log_sigma: tensor(vec![sigma.ln()], [1], &dev),
+            rho: Some(tensor(vec![rho], [1], &dev)),
+        }),
+    );
+    let cov: crate::tests::Mat = (0..T)
+        .map(|i| {
+            (0..T)
+                .map(|j| sigma * sigma * rho.powi((i as i32 - j as i32).abs()) / (1.0 - rho * rho))
+                .collect()
+        })
+        .collect();
+    let ll = vec(ar.log_lik);
+    for i in 0..3 {
+        let want = crate::tests::log_normal(&yv[i * T..(i + 1) * T], &xv[i * T..(i + 1) * T], &cov);
+        assert!(
+            (ll[i] - want).abs() < 1e-9 * want.abs(),
+            "AR(1): {} vs {want}",
+            ll[i]
+        );
+    }
     // Supervised (UQ-VAE) term: −log N(s; μ, diag σ²).
     let s_true = normals([3, 2], 10, &dev);
     let sup = vec(PhysVaeLoss::supervised(&out.q_phys, s_true.clone()));

@@ -346,6 +346,11 @@ pub struct PhysVaeSection {
     /// the misfit the decoder cannot explain (a model-error term), widening the posterior.
     #[serde(default)]
     pub learn_noise: bool,
+    /// With `learn_noise`: also learn an AR(1) correlation `ρ` of the noise along the
+    /// observation vector (its order must be time: one trajectory, e.g. the pendulum's), so a
+    /// misfit that is smooth in time counts as few independent pieces of evidence.
+    #[serde(default)]
+    pub correlated_noise: bool,
 }
 
 impl Default for PhysVaeSection {
@@ -357,6 +362,7 @@ impl Default for PhysVaeSection {
             uq_alpha: None,
             surrogate: false,
             learn_noise: false,
+            correlated_noise: false,
         }
     }
 }
@@ -793,6 +799,23 @@ impl TrainConfig {
             }
             if m.flow_layers == 0 {
                 return Err(invalid("model.flow_layers", "must be at least 1"));
+            }
+        }
+        if self.objective.physvae.correlated_noise {
+            if !self.objective.physvae.learn_noise {
+                return Err(invalid(
+                    "objective.physvae.correlated_noise",
+                    "the AR(1) noise model is learned with its scale: set learn_noise = true too",
+                ));
+            }
+            if !matches!(
+                self.data.physics().map(|(_, p)| p),
+                Some(PhysicsSettings::Pendulum(_))
+            ) {
+                return Err(invalid(
+                    "objective.physvae.correlated_noise",
+                    "the AR(1) noise runs along the observation vector, which must be one time series: only [data] kind = \"pendulum\" observes one",
+                ));
             }
         }
         if m.kind == ModelKind::PhysVae {
@@ -1330,6 +1353,29 @@ latent_dim = 4
             .to_string();
         assert!(e.contains("model.posterior"), "{e}");
         assert!(parse("").unwrap().posterior_flow().is_none());
+    }
+
+    #[test]
+    fn correlated_noise_needs_a_learned_scale_and_one_time_series() {
+        let physvae = |extra: &str, kind: &str| {
+            TrainConfig::from_toml(
+                &format!(
+                    "[data]\nkind = \"{kind}\"\nn = 8\n[model]\nkind = \"phys-vae\"\n[objective.observations]\nsigma = 0.01\n[objective.physvae]\n{extra}"
+                ),
+                Path::new("t"),
+            )
+        };
+        let e = physvae("correlated_noise = true\n", "pendulum")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("learn_noise"), "{e}");
+        let both = "learn_noise = true\ncorrelated_noise = true\n";
+        let e = physvae(both, "heat").unwrap_err().to_string();
+        assert!(
+            e.contains("objective.physvae.correlated_noise") && e.contains("pendulum"),
+            "{e}"
+        );
+        assert!(physvae(both, "pendulum").is_ok());
     }
 
     #[test]

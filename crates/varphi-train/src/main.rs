@@ -395,6 +395,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     r.obs_sigma
                 );
             }
+            if let Some(rho) = r.learned_rho {
+                println!("  learned AR(1) noise correlation ρ {rho:.4}");
+            }
             println!("wrote {}", run.join("eval.json").display());
         }
         Command::Eval { run, backend } if is_physics_run(&run) => {

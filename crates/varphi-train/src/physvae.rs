@@ -27,7 +27,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
 use varphi_data::physics::PhysicsSettings;
-use varphi_losses::{ObservationOperator, PhysVaeLoss};
+use varphi_losses::{ObservationOperator, PhysVaeLoss, PhysVaeNoise};
 use varphi_models::{Mlp, MlpConfig, PhysVae, PhysVaeConfig};
 use varphi_physics::pde::{AdvectionDiffusion, Pendulum};
 
@@ -128,6 +128,9 @@ pub struct PhysVaeModel {
     /// (`objective.physvae.learn_noise`; starts at 0, i.e. at the observation noise). The
     /// factor 10 lets Adam move `log σ` by orders of magnitude within a run's steps.
     pub log_sigma: Option<Param<Tensor<1>>>,
+    /// `η` of the learned AR(1) noise correlation `ρ = tanh(10η)` along the observations
+    /// (`objective.physvae.correlated_noise`; starts at 0: independent noise).
+    pub noise_corr: Option<Param<Tensor<1>>>,
 }
 
 /// `log σ = log σ_y + NOISE_SCALE·ρ` (see [`PhysVaeModel::log_sigma`]).
@@ -139,6 +142,22 @@ impl PhysVaeModel {
         self.log_sigma
             .as_ref()
             .map(|rho| rho.val().mul_scalar(NOISE_SCALE).add_scalar(obs_sigma.ln()))
+    }
+
+    /// The learned AR(1) correlation `ρ`, `[1]` (`None`: independent noise).
+    pub fn learned_rho(&self) -> Option<Tensor<1>> {
+        self.noise_corr
+            .as_ref()
+            .map(|eta| eta.val().mul_scalar(10.0).tanh())
+    }
+
+    /// The learned noise model (`None`: the fixed observation noise).
+    pub fn noise(&self, obs_sigma: f64) -> Option<PhysVaeNoise> {
+        self.learned_log_sigma(obs_sigma)
+            .map(|log_sigma| PhysVaeNoise {
+                log_sigma,
+                rho: self.learned_rho(),
+            })
     }
 
     /// Build for the run's physics.
@@ -165,6 +184,11 @@ impl PhysVaeModel {
                 .objective
                 .physvae
                 .learn_noise
+                .then(|| Param::from_tensor(Tensor::<1>::zeros([1], device))),
+            noise_corr: config
+                .objective
+                .physvae
+                .correlated_noise
                 .then(|| Param::from_tensor(Tensor::<1>::zeros([1], device))),
         }
     }
@@ -310,8 +334,8 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
                 .narrow(1, 0, a.max(1)),
             physics.as_ref(),
         );
-        let log_sigma = model.learned_log_sigma(self.loss.sigma);
-        let terms = self.loss.forward_with_noise(y, &out, log_sigma.clone());
+        let learned = model.noise(self.loss.sigma);
+        let terms = self.loss.forward_with_noise(y, &out, learned.clone());
         let mut loss = terms.loss.clone().mean();
         let mut reported = vec![
             ("nll", mean_of(terms.log_lik.clone().neg())),
@@ -319,8 +343,11 @@ impl Objective<PhysVaeModel> for PhysVaeObjective {
             ("kl_aux", mean_of(terms.kl_aux.clone())),
             ("correction", mean_of(terms.correction.clone())),
         ];
-        if let Some(ls) = log_sigma {
-            reported.push(("sigma", mean_of(ls.exp().detach())));
+        if let Some(n) = learned {
+            reported.push(("sigma", mean_of(n.log_sigma.exp().detach())));
+            if let Some(rho) = n.rho {
+                reported.push(("rho", mean_of(rho.detach())));
+            }
         }
         if let Some(clean) = clean_obs {
             // The surrogate learns the simulator's pairs (θ*, H u*) in the data's own currency.
@@ -407,6 +434,9 @@ pub struct PhysVaeEval {
     /// The learned likelihood noise scale (`learn_noise = true`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub learned_sigma: Option<f64>,
+    /// The learned AR(1) noise correlation (`correlated_noise = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned_rho: Option<f64>,
     /// Per physical latent.
     pub parameters: Vec<ParameterScores>,
     /// Relative L2 of the posterior-mean reconstruction `E[x]` against the clean observations.
@@ -493,6 +523,7 @@ pub fn evaluate_physvae_run(run: &PhysVaeRun) -> Result<PhysVaeEval, TrainError>
             .model
             .learned_log_sigma(obj.loss.sigma)
             .map(|l| l.exp().into_scalar::<f64>()),
+        learned_rho: run.model.learned_rho().map(|r| r.into_scalar::<f64>()),
         parameters,
         reconstruction_rel_l2,
         physics_rel_l2,

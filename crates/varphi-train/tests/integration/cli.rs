@@ -713,6 +713,9 @@ fn phys_vae_recovers_the_pendulum_frequency() {
     assert!(omega["rel_error_mean"].as_f64().unwrap() < 0.25, "{r}");
     let sigma = r["learned_sigma"].as_f64().unwrap();
     assert!(sigma > 0.012 && sigma < 1.0, "{r}");
+    // ... and its AR(1) correlation must turn positive: the misfit is smooth in time.
+    let rho = r["learned_rho"].as_f64().unwrap();
+    assert!(rho > 0.1 && rho < 0.99, "{r}");
     // The same with a flow q(s | y).
     let (r, omega) = quick_omega("pendulum-uqvae-surrogate.toml", "flow", &|c| {
         c.replace(
