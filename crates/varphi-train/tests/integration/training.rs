@@ -204,3 +204,28 @@ fn cpu_trained_model_runs_on_wgpu_and_wgpu_training_learns() {
         lc[5]
     );
 }
+
+#[test]
+fn every_shipped_config_validates() {
+    // `varphi train` configs load as TrainConfig, `varphi infer` configs as InferConfig; a
+    // config that is neither (a typo, a removed key) fails here rather than for a user.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let train = TrainConfig::load(&path);
+        let infer = varphi_train::infer::InferConfig::load(&path);
+        assert!(
+            train.is_ok() || infer.is_ok(),
+            "{}: as a train config: {}; as an infer config: {}",
+            path.display(),
+            train.unwrap_err(),
+            infer.unwrap_err()
+        );
+        n += 1;
+    }
+    assert!(n >= 25, "found only {n} configs in {}", dir.display());
+}
