@@ -124,7 +124,11 @@ impl PhysVaeLoss {
             AmortisedQ::Flow(_) => {
                 let [b, p] = out.s.dims();
                 let prior = DiagGaussian::standard(b, p, &out.s.device());
-                out.log_q_phys.clone() - prior.log_prob(out.s.clone().unsqueeze()).squeeze_dim(0)
+                let log_q = out
+                    .log_q_phys
+                    .clone()
+                    .expect("PhysVae::forward returns log q(s|y) for a flow posterior");
+                log_q - prior.log_prob(out.s.clone().unsqueeze()).squeeze_dim(0)
             }
         };
         let kl_aux = match &out.q_aux {

@@ -310,7 +310,7 @@ fn phys_vae_flow_posterior_terms_are_consistent() {
         }
     }
     let (out, _) = run(&model);
-    let forward = vec(out.log_q_phys.clone());
+    let forward = vec(out.log_q_phys.clone().expect("flow"));
     let inverse = vec(PhysVaeLoss::supervised(&out.q_phys, out.s.clone()));
     for i in 0..3 {
         assert!(

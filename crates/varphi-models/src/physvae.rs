@@ -73,8 +73,9 @@ pub struct PhysVaeOutput {
     pub q_phys: AmortisedQ,
     /// The sample `s ~ q(s | y)`, `[b, p]`.
     pub s: Tensor<2>,
-    /// `log q(s | y)` of that sample, `[b]`.
-    pub log_q_phys: Tensor<1>,
+    /// `log q(s | y)` of that sample, `[b]`, for a flow posterior (whose KL is estimated from
+    /// it; `None` for the Gaussian, whose KL is closed-form).
+    pub log_q_phys: Option<Tensor<1>>,
     /// `q(z_aux | y)` (when `aux_dim > 0`).
     pub q_aux: Option<DiagGaussian>,
     /// The physical parameters the sample decodes through `G†`, `[b, p]`.
@@ -197,7 +198,13 @@ impl PhysVae {
         physics: &dyn Fn(Tensor<2>) -> Tensor<2>,
     ) -> PhysVaeOutput {
         let (q_phys, q_aux) = self.encode(y);
-        let (s, log_q) = q_phys.rsample_with_log_prob(eps_phys.unsqueeze::<3>());
+        let eps = eps_phys.unsqueeze::<3>();
+        let (s, log_q) = if q_phys.has_analytic_kl() {
+            (q_phys.rsample(eps), None)
+        } else {
+            let (s, log_q) = q_phys.rsample_with_log_prob(eps);
+            (s, Some(log_q.squeeze_dim::<1>(0)))
+        };
         let s = s.squeeze_dim::<2>(0);
         let params = self.to_physical(s.clone());
         let z_aux = q_aux.as_ref().map(|q| q.mean.clone() + q.std() * eps_aux);
@@ -205,7 +212,7 @@ impl PhysVae {
         PhysVaeOutput {
             q_phys,
             s,
-            log_q_phys: log_q.squeeze_dim::<1>(0),
+            log_q_phys: log_q,
             q_aux,
             params,
             x_phys,

@@ -124,7 +124,7 @@ pub struct PhysVaeModel {
     /// (`objective.physvae.surrogate = true`, for an expensive `G†`): input `(θ − lo)/(hi − lo)`,
     /// output in normalised solution units.
     pub surrogate: Option<Mlp>,
-    /// `ρ` of the learned likelihood noise `log σ = log σ_y + 10ρ`
+    /// `κ` of the learned likelihood noise `log σ = log σ_y + 10κ`
     /// (`objective.physvae.learn_noise`; starts at 0, i.e. at the observation noise). The
     /// factor 10 lets Adam move `log σ` by orders of magnitude within a run's steps.
     pub log_sigma: Option<Param<Tensor<1>>>,
@@ -133,22 +133,27 @@ pub struct PhysVaeModel {
     pub noise_corr: Option<Param<Tensor<1>>>,
 }
 
-/// `log σ = log σ_y + NOISE_SCALE·ρ` (see [`PhysVaeModel::log_sigma`]).
+/// `log σ = log σ_y + NOISE_SCALE·κ` (see [`PhysVaeModel::log_sigma`]).
 const NOISE_SCALE: f64 = 10.0;
+/// `ρ = tanh(CORR_SCALE·η)` (see [`PhysVaeModel::noise_corr`]).
+const CORR_SCALE: f64 = 10.0;
 
 impl PhysVaeModel {
     /// The learned `log σ`, `[1]` (`None` when the noise is fixed).
     pub fn learned_log_sigma(&self, obs_sigma: f64) -> Option<Tensor<1>> {
-        self.log_sigma
-            .as_ref()
-            .map(|rho| rho.val().mul_scalar(NOISE_SCALE).add_scalar(obs_sigma.ln()))
+        self.log_sigma.as_ref().map(|kappa| {
+            kappa
+                .val()
+                .mul_scalar(NOISE_SCALE)
+                .add_scalar(obs_sigma.ln())
+        })
     }
 
     /// The learned AR(1) correlation `ρ`, `[1]` (`None`: independent noise).
     pub fn learned_rho(&self) -> Option<Tensor<1>> {
         self.noise_corr
             .as_ref()
-            .map(|eta| eta.val().mul_scalar(10.0).tanh())
+            .map(|eta| eta.val().mul_scalar(CORR_SCALE).tanh())
     }
 
     /// The learned noise model (`None`: the fixed observation noise).
