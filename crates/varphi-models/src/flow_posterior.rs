@@ -7,9 +7,9 @@
 //! z  = f_ψ(z₀; c),            c = [μ_φ(x), log σ_φ²(x)]          (the amortisation context)
 //! log q(z | x) = log N(z₀; μ_φ(x), σ_φ²(x)) − log|det ∂f_ψ/∂z₀|
 //! ```
-//! The flow starts as the identity map (its coupling networks end in zeros, its mixing layers
-//! start as a permutation that the next coupling undoes in distribution only), so an untrained
-//! flow posterior is the encoder's Gaussian up to a fixed permutation of `z`'s components.
+//! Its ActNorms and couplings start as the identity (the coupling networks end in zeros) and its
+//! mixing layers as the reversal permutation, so an untrained flow posterior is the encoder's
+//! Gaussian with `z`'s components reversed once per layer (unchanged for an even count).
 //! The KL term has no closed form: objectives estimate it by Monte Carlo on the same particles
 //! (`KlEstimator::MonteCarlo`, IWAE / Rényi bounds), from [`VariationalFamily::rsample_with_log_prob`].
 

@@ -277,16 +277,10 @@ impl Burgers {
                 let zk = [zh[3 * k], zh[3 * k + 1]];
                 let next = self.step(&uh[k * n..(k + 1) * n], zk, dt, 0)?;
                 let (_, d) = self.rhs(&next, zk[0], zk[1]);
-                let jac = faer::Mat::<f64>::from_fn(m, m, |i, j| {
-                    let diag = if i == j { 1.0 / dt } else { 0.0 };
-                    let band = match j as isize - i as isize {
-                        -1 => d[i][0],
-                        0 => d[i][1],
-                        1 => d[i][2],
-                        _ => 0.0,
-                    };
-                    diag - theta * band
-                });
+                let mut jac = faer::Mat::<f64>::zeros(m, m);
+                for (i, j, v) in step_jacobian(&d, theta, dt) {
+                    jac[(i, j)] = v;
+                }
                 let inv = jac.partial_piv_lu().inverse();
                 jinv.extend(
                     (0..m)
@@ -374,17 +368,7 @@ impl Burgers {
             let g = (0..n - 2)
                 .map(|i| (v[i + 1] - u[i + 1]) / dt - theta * f_new[i] - (1.0 - theta) * f_old[i])
                 .collect();
-            let mut t = Vec::with_capacity(3 * (n - 2));
-            for (i, d) in d.iter().enumerate() {
-                if i > 0 {
-                    t.push((i, i - 1, -theta * d[0]));
-                }
-                t.push((i, i, 1.0 / dt - theta * d[1]));
-                if i + 1 < n - 2 {
-                    t.push((i, i + 1, -theta * d[2]));
-                }
-            }
-            (g, t)
+            (g, step_jacobian(&d, theta, dt))
         };
         match sparse::newton(u[1..n - 1].to_vec(), system, 1e-12 * scale, 30, SOLVER) {
             Ok(inner) => Ok(full(&inner)),
@@ -398,6 +382,23 @@ impl Burgers {
 }
 
 const SOLVER: &str = "burgers (θ-scheme + Newton)";
+
+/// `∂G/∂u^{n+1} = I/dt − θ F′(u^{n+1})` at interior nodes as `(row, col, value)` triplets, from
+/// the tridiagonal `F′` rows `(sub, diag, super)` of [`Burgers::rhs`].
+fn step_jacobian(d: &[[f64; 3]], theta: f64, dt: f64) -> Vec<(usize, usize, f64)> {
+    let m = d.len();
+    let mut t = Vec::with_capacity(3 * m);
+    for (i, d) in d.iter().enumerate() {
+        if i > 0 {
+            t.push((i, i - 1, -theta * d[0]));
+        }
+        t.push((i, i, 1.0 / dt - theta * d[1]));
+        if i + 1 < m {
+            t.push((i, i + 1, -theta * d[2]));
+        }
+    }
+    t
+}
 
 impl PdeResidual for Burgers {
     fn solution_shape(&self) -> Vec<usize> {
