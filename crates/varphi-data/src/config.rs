@@ -4,7 +4,7 @@ use crate::builtin::{Heat1dSettings, Heat2dSettings, heat1d, heat2d};
 use crate::dataset::Dataset;
 use crate::error::DataError;
 use crate::npy::{Array, load_npy, load_npz};
-use crate::physics::{GeneratorSpec, PhysicsSettings, generate};
+use crate::physics::{GeneratorSpec, PhysicsSettings, generate, generate_subset};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use varphi_physics::pde::{
@@ -374,6 +374,33 @@ impl DataSource {
             }
             physics => unreachable!("{physics:?} is generated above"),
         }
+    }
+
+    /// The test split of [`Dataset::split`]`(test_fraction, seed)` of the full dataset, and the
+    /// size of its training split. A physics source generates the test samples alone (each
+    /// sample has its own stream), so scoring a run does not redo its training set's solves.
+    pub fn load_test(
+        &self,
+        seed: u64,
+        base: &Path,
+        test_fraction: f64,
+    ) -> Result<(Dataset, usize), DataError> {
+        if let Some((n, physics)) = self.physics() {
+            self.validate()?;
+            let (train, test) = crate::dataset::split_indices(n, test_fraction, seed);
+            let spec = GeneratorSpec {
+                physics,
+                n,
+                seed,
+                observations: None,
+            };
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            let data = generate_subset(&spec, &test, cores, &|_| {})?.into_dataset()?;
+            return Ok((data, train.len()));
+        }
+        let all = self.load(seed, base)?;
+        let (train, test) = all.split(test_fraction, seed);
+        Ok((test, train.len()))
     }
 
     /// The same source with relative paths joined onto `base`.

@@ -92,17 +92,10 @@ impl Dataset {
     }
 
     /// Deterministic shuffled split into `(train, test)` with `round(n · test_fraction)` test
-    /// samples (at least one of each when `n >= 2`).
+    /// samples (at least one of each when `n >= 2`); see [`split_indices`].
     pub fn split(&self, test_fraction: f64, seed: u64) -> (Dataset, Dataset) {
-        let n = self.len();
-        let mut idx: Vec<usize> = (0..n).collect();
-        idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-            seed ^ 0x5eed_5b11,
-        ));
-        let n_test =
-            ((n as f64 * test_fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
-        let (test, train) = idx.split_at(n_test);
-        (self.select(train), self.select(test))
+        let (train, test) = split_indices(self.len(), test_fraction, seed);
+        (self.select(&train), self.select(&test))
     }
 
     /// Rows `indices` as tensors on `device`: `x: [b, features]`, `cond: [b, cond_dim]`.
@@ -114,6 +107,19 @@ impl Dataset {
             .then(|| Tensor::from_data(TensorData::new(sub.cond, [b, self.cond_dim]), device));
         (x, cond)
     }
+}
+
+/// The sample indices `(train, test)` of [`Dataset::split`] for `n` samples: a permutation
+/// seeded by `seed`, its first `round(n · test_fraction)` entries (clamped to `[1, n − 1]`)
+/// the test split. Needs no data, so a run's test cases can be regenerated alone.
+pub fn split_indices(n: usize, test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ 0x5eed_5b11,
+    ));
+    let n_test = ((n as f64 * test_fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+    let (test, train) = idx.split_at(n_test.min(n));
+    (train.to_vec(), test.to_vec())
 }
 
 /// Affine normalisation fitted on the training split and stored with a run.

@@ -31,5 +31,5 @@ pub mod npy;
 pub mod physics;
 
 pub use config::DataSource;
-pub use dataset::{Batcher, Dataset, Normalization};
+pub use dataset::{Batcher, Dataset, Normalization, split_indices};
 pub use error::DataError;

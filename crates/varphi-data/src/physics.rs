@@ -212,11 +212,30 @@ pub fn generate_on(
     threads: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Generated, DataError> {
+    let all: Vec<usize> = (0..spec.n).collect();
+    generate_subset(spec, &all, threads, progress)
+}
+
+/// Samples `indices` (each `< spec.n`) of the dataset [`generate_on`] makes, in that order:
+/// sample `i` has its own stream, so it is the same whichever others are generated. Arrays hold
+/// `indices.len()` rows.
+pub fn generate_subset(
+    spec: &GeneratorSpec,
+    indices: &[usize],
+    threads: usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Generated, DataError> {
     spec.physics.validate()?;
-    if spec.n == 0 {
+    if spec.n == 0 || indices.is_empty() {
         return Err(DataError::Invalid {
             key: "n",
             message: "must be at least 1".into(),
+        });
+    }
+    if let Some(&i) = indices.iter().find(|&&i| i >= spec.n) {
+        return Err(DataError::Invalid {
+            key: "n",
+            message: format!("sample {i} requested of a dataset of {}", spec.n),
         });
     }
     let start = std::time::Instant::now();
@@ -232,15 +251,16 @@ pub fn generate_on(
     let m = obs_idx.as_ref().map_or(0, Vec::len);
 
     // Work split over threads; each sample has its own stream.
-    let threads = threads.clamp(1, spec.n);
+    let rows = indices.len();
+    let threads = threads.clamp(1, rows);
     let done = AtomicUsize::new(0);
-    let mut params = vec![0.0; spec.n * np];
-    let mut solution = vec![0.0; spec.n * nu];
+    let mut params = vec![0.0; rows * np];
+    let mut solution = vec![0.0; rows * nu];
     // At least one slot per sample, so the three chunk iterators below stay in step even
     // without observations (an empty buffer would yield no chunks and no work).
     let stride = m.max(1);
-    let mut obs = vec![0.0; spec.n * stride];
-    let chunk = spec.n.div_ceil(threads);
+    let mut obs = vec![0.0; rows * stride];
+    let chunk = rows.div_ceil(threads);
     let results: Vec<Result<(), DataError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = params
             .chunks_mut(chunk * np)
@@ -251,7 +271,7 @@ pub fn generate_on(
                 let (problem, obs_idx, done) = (&problem, &obs_idx, &done);
                 scope.spawn(move || -> Result<(), DataError> {
                     for k in 0..pz.len() / np {
-                        let i = c * chunk + k;
+                        let i = indices[c * chunk + k];
                         let mut rng = stream(spec.seed, i as u64 + 1);
                         let z = problem.sample_params(&mut rng);
                         let u = problem.solve(&z).map_err(|e| {
@@ -278,7 +298,7 @@ pub fn generate_on(
     });
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
 
-    let n = spec.n;
+    let n = rows;
     let named = |name: &str, shape: Vec<usize>, data: Vec<f64>| NamedArray {
         name: name.into(),
         shape,
@@ -422,6 +442,33 @@ mod tests {
             seed: 3,
             observations,
         }
+    }
+
+    #[test]
+    fn a_subset_is_the_same_rows_of_the_full_dataset() {
+        let s = spec(ProblemKind::Poisson1d, 17, 7);
+        let full = generate_on(&s, 2, &|_| {}).unwrap().into_dataset().unwrap();
+        let picked = [5, 0, 3];
+        let sub = generate_subset(&s, &picked, 3, &|_| {})
+            .unwrap()
+            .into_dataset()
+            .unwrap();
+        let want = full.select(&picked);
+        assert_eq!(sub.x, want.x);
+        assert_eq!(sub.cond, want.cond);
+        assert!(generate_subset(&s, &[7], 1, &|_| {}).is_err());
+        // The test split of a physics source, generated alone, is the full dataset's test split.
+        let source = crate::DataSource::Poisson1d {
+            n: 9,
+            grid: Some(17),
+            settings: None,
+        };
+        let (test, n_train) = source.load_test(4, Path::new("."), 0.3).unwrap();
+        let (train, want) = source.load(4, Path::new(".")).unwrap().split(0.3, 4);
+        assert_eq!(
+            (test.x, test.cond, n_train),
+            (want.x, want.cond, train.len())
+        );
     }
 
     #[test]
