@@ -133,6 +133,27 @@ impl Elbo {
         }
     }
 
+    /// The particles `z = T(ε)` `[particles, batch, latent]` of `q` and the per-datum KL
+    /// estimate `[batch]` of the configured [`KlEstimator`] (closed form, or the particle mean of
+    /// `log q(z_s) − log p(z_s)` on the same particles).
+    pub fn particles_and_kl<Q: VariationalFamily>(
+        &self,
+        q: &Q,
+        prior: &DiagGaussian,
+        eps: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<1>) {
+        match self.config.kl {
+            KlEstimator::Analytic => (q.rsample(eps), q.kl_to_diag(prior)),
+            KlEstimator::MonteCarlo => {
+                let (z, log_q) = q.rsample_with_log_prob(eps);
+                let kl = (log_q - prior.log_prob(z.clone()))
+                    .mean_dim(0)
+                    .squeeze_dim::<1>(0);
+                (z, kl)
+            }
+        }
+    }
+
     /// Evaluate the ELBO for a variational family `q`, a diagonal Gaussian prior and a
     /// log-likelihood function of the particles.
     ///
@@ -147,16 +168,7 @@ impl Elbo {
         log_lik: impl FnOnce(Tensor<3>) -> Tensor<2>,
         step: usize,
     ) -> ElboOutput {
-        let (z, kl) = match self.config.kl {
-            KlEstimator::Analytic => (q.rsample(eps), q.kl_to_diag(prior)),
-            KlEstimator::MonteCarlo => {
-                let (z, log_q) = q.rsample_with_log_prob(eps);
-                let kl = (log_q - prior.log_prob(z.clone()))
-                    .mean_dim(0)
-                    .squeeze_dim::<1>(0);
-                (z, kl)
-            }
-        };
+        let (z, kl) = self.particles_and_kl(q, prior, eps);
         let ll = log_lik(z).mean_dim(0).squeeze_dim::<1>(0); // [b]
         let beta = self.beta_at(step);
         let loss = (ll.clone() - kl.clone().mul_scalar(beta)).mean().neg();
