@@ -3,7 +3,7 @@
 
 use crate::backend::{BackendKind, Precision, select_device};
 use crate::error::TrainError;
-use crate::model::NoiseSource;
+use crate::noise::{NoiseSource, Stream};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use std::time::Instant;
@@ -75,7 +75,7 @@ pub fn vae_throughput(backend: BackendKind, spec: &BenchSpec) -> Result<BenchRes
     .init(&device);
     let elbo = ElboConfig::new().init();
     let mut optim = AdamConfig::new().init();
-    let noise = NoiseSource { seed: 0, stream: 0 };
+    let noise = NoiseSource::new(0, Stream::Train);
     let x: Tensor<2> = Tensor::random(
         [b, d],
         burn::tensor::Distribution::Uniform(0.0, 1.0),
@@ -109,4 +109,83 @@ pub fn vae_throughput(backend: BackendKind, spec: &BenchSpec) -> Result<BenchRes
         samples_per_s: (spec.steps * b) as f64 / secs,
         final_loss,
     })
+}
+
+/// `varphi bench`: the throughput of each backend in `backends` (default: flex, ndarray and
+/// wgpu if an adapter exists), then, with `pytorch`, the PyTorch twin `benches/pytorch_vae.py`
+/// in the same run; prints one table. `threads` sets `RAYON_NUM_THREADS` (and PyTorch's).
+pub fn run(
+    backends: Option<Vec<BackendKind>>,
+    spec: &BenchSpec,
+    threads: Option<usize>,
+    pytorch: Option<&std::path::Path>,
+) -> Result<(), TrainError> {
+    if let Some(t) = threads {
+        // SAFETY: set before any thread pool exists; the program is single-threaded here.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", t.to_string()) };
+    }
+    let backends = backends.unwrap_or_else(|| {
+        let mut v = vec![BackendKind::Flex, BackendKind::Ndarray];
+        if crate::backend::wgpu_available() {
+            v.push(BackendKind::Wgpu);
+        }
+        v
+    });
+    let threads_label = threads.map_or("all".to_string(), |t| t.to_string());
+    println!(
+        "MLP VAE 784-512-512-16, batch {}, {} timed steps after {} warm-up, threads: {threads_label}",
+        spec.batch, spec.steps, spec.warmup
+    );
+    println!(
+        "  {:<10} {:>10} {:>12}  device",
+        "backend", "steps/s", "samples/s"
+    );
+    for b in backends {
+        match vae_throughput(b, spec) {
+            Ok(r) => println!(
+                "  {:<10} {:>10.1} {:>12.0}  {} (final loss {:.1})",
+                b.to_string(),
+                r.steps_per_s,
+                r.samples_per_s,
+                r.device,
+                r.final_loss
+            ),
+            Err(e) => println!("  {:<10} unavailable: {e}", b.to_string()),
+        }
+    }
+    let Some(py) = pytorch else {
+        return Ok(());
+    };
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/pytorch_vae.py");
+    let mut cmd = std::process::Command::new(py);
+    cmd.arg(&script).args([
+        "--steps",
+        &spec.steps.to_string(),
+        "--warmup",
+        &spec.warmup.to_string(),
+        "--batch",
+        &spec.batch.to_string(),
+    ]);
+    if let Some(t) = threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    let failed = |message: String| TrainError::Run {
+        path: py.to_path_buf(),
+        message,
+    };
+    let out = cmd
+        .output()
+        .map_err(|e| failed(format!("cannot run the PyTorch reference: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "PyTorch reference failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )));
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
 }

@@ -107,27 +107,35 @@ pub fn load_state(run: &Path) -> Result<CheckpointState, TrainError> {
     serde_json::from_str(&text).map_err(|e| run_err(&p, format!("corrupt checkpoint state: {e}")))
 }
 
-/// Load weights into `model` (built from the run's config) and, if given, the optimiser state.
-pub fn load<M: Module>(
-    run: &Path,
-    model: M,
-    optim: Option<ModuleOptimizer>,
-) -> Result<(M, Option<ModuleOptimizer>, CheckpointState), TrainError> {
-    let ckpt = find(run)?;
-    let state = load_state(run)?;
-    let model = model.try_load_file(ckpt.join("model.bpk")).map_err(|e| {
+fn load_weights<M: Module>(ckpt: &Path, model: M) -> Result<M, TrainError> {
+    model.try_load_file(ckpt.join("model.bpk")).map_err(|e| {
         run_err(
-            &ckpt,
+            ckpt,
             format!("cannot load model weights (config changed?): {e:?}"),
         )
-    })?;
-    let optim = match optim {
-        Some(o) => Some(
-            o.load(ckpt.join("optimizer.bpk"))
-                .map_err(|e| run_err(&ckpt, format!("cannot load optimizer state: {e:?}")))?,
-        ),
-        None => None,
-    };
+    })
+}
+
+/// Load the last checkpoint's weights into `model` (built from the run's config).
+pub fn load_model<M: Module>(run: &Path, model: M) -> Result<(M, CheckpointState), TrainError> {
+    let ckpt = find(run)?;
+    let state = load_state(run)?;
+    Ok((load_weights(&ckpt, model)?, state))
+}
+
+/// Load the last checkpoint's weights into `model` and its optimiser state into `optim`
+/// (resume).
+pub fn load_with_optimizer<M: Module>(
+    run: &Path,
+    model: M,
+    optim: ModuleOptimizer,
+) -> Result<(M, ModuleOptimizer, CheckpointState), TrainError> {
+    let ckpt = find(run)?;
+    let state = load_state(run)?;
+    let model = load_weights(&ckpt, model)?;
+    let optim = optim
+        .load(ckpt.join("optimizer.bpk"))
+        .map_err(|e| run_err(&ckpt, format!("cannot load optimizer state: {e:?}")))?;
     Ok((model, optim, state))
 }
 

@@ -16,9 +16,10 @@
 //! from the problem's own prior (e.g. the two-phase field, which has no whitened form).
 
 use crate::backend::{BackendKind, Precision, select_device};
-use crate::config::{ObservationsSection, parse_toml, read_config};
+use crate::config::{parse_toml, read_config};
 use crate::error::{TrainError, io_err};
-use crate::model::NoiseSource;
+use crate::noise::NoiseSource;
+use crate::observations::ObservationsSection;
 use crate::trainer::cosine_lr;
 use crate::uq::{self, UqScores};
 use burn::optim::{AdamConfig, GradientsParams};
@@ -345,6 +346,49 @@ pub struct InferSummary {
     pub wall_s: f64,
 }
 
+impl InferSummary {
+    /// Print the posterior-vs-prior table and what was written to `out`.
+    pub fn print(&self, out: &Path) {
+        println!(
+            "Bayes VI ({}) on {} cases, {} observations each (σ_y = {}), {:.1} s",
+            match (self.family, self.rank) {
+                (FamilyName::LowRank, Some(k)) => format!("low-rank, rank {k}"),
+                (FamilyName::MeanField, _) => "mean-field".into(),
+                (FamilyName::Flow, _) => "RealNVP flow".into(),
+                (FamilyName::Map, _) => "MAP point with chi-shell".into(),
+                _ => "full-covariance".into(),
+            },
+            self.n_cases,
+            self.n_obs,
+            self.obs_sigma,
+            self.wall_s
+        );
+        println!("  metric                      posterior        prior");
+        let (p, q) = (&self.posterior, &self.prior);
+        println!(
+            "  relative L2 of the mean  {:>12.5} {:>12.5}",
+            p.rel_l2, q.rel_l2
+        );
+        println!("  NLL per entry            {:>12.5} {:>12.5}", p.nll, q.nll);
+        println!(
+            "  CRPS per entry           {:>12.5} {:>12.5}",
+            p.crps, q.crps
+        );
+        for (level, c) in &p.coverage {
+            let pct = level.parse::<f64>().unwrap_or(f64::NAN) * 100.0;
+            let prior = crate::tables::coverage(q, level);
+            println!(
+                "  {:<24} {c:>12.5} {prior:>12.5}",
+                format!("coverage {pct:.0} %")
+            );
+        }
+        println!(
+            "wrote {}/{{summary.json, samples.npy, truth.npy}}",
+            out.display()
+        );
+    }
+}
+
 fn mean_scores(all: &[&UqScores]) -> UqScores {
     let n = all.len().max(1) as f64;
     let mut coverage = std::collections::BTreeMap::new();
@@ -484,7 +528,7 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
             // Pass 2: the adjoint pullback carries the same gradient to a, ξ and q.
             let pull = darcy.adjoint_pullback(a, u_star, g).map_err(solver_err)?;
             let loss = kl.clone() - pull.div_scalar(s_fit as f64);
-            let value = crate::physics::mean_of(log_lik.mean()) - crate::physics::mean_of(kl);
+            let value = crate::host::mean_of(log_lik.mean()) - crate::host::mean_of(kl);
             if !value.is_finite() {
                 return Err(TrainError::Invalid {
                     key: "optimizer.lr".into(),
@@ -511,10 +555,10 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
         let post = prior_map.field_plain(xi_post);
         let prior_draws = prior_map.field_plain(noise(4).normal([n_samples, k], 0, &device));
         let rows = |t: Tensor<2>| -> Vec<Vec<f64>> {
-            let v = crate::physics::rows(t);
+            let v = crate::host::values(t);
             v.chunks(nn).map(|r| r.to_vec()).collect()
         };
-        let truth = crate::physics::rows(a_true);
+        let truth = crate::host::values(a_true);
         let post_rows = rows(post);
         let posterior = uq::score(&post_rows, &truth, &uq::LEVELS);
         let prior_scores = uq::score(&rows(prior_draws), &truth, &uq::LEVELS);
@@ -564,9 +608,9 @@ enum FieldPrior {
     /// `a = max(f_θ*(w)·x_std + x_mean, floor)`: a frozen VAE decoder's mean.
     Dgp {
         /// The decoder on the autodiff device.
-        model: crate::model::GenerativeModel,
+        model: crate::latent::GenerativeModel,
         /// The same without autodiff.
-        plain: crate::model::GenerativeModel,
+        plain: crate::latent::GenerativeModel,
         /// Data normalisation of the VAE run.
         x_mean: f64,
         /// Data normalisation of the VAE run.
@@ -578,31 +622,45 @@ enum FieldPrior {
 
 impl FieldPrior {
     fn dgp(run: &Path, nn: usize, ad: &Device) -> Result<Self, TrainError> {
-        use crate::model::GenerativeModel;
-        let (config, data, _) = crate::run::open_run(run, Some(BackendKind::Flex))?;
-        let shape = data.shape();
-        if config.model.kind != crate::config::ModelKind::Vae || shape.features() != nn {
-            return Err(invalid(
+        let config = crate::rundir::config(run)?;
+        let not_a_vae = |what: String| {
+            invalid(
                 "prior.run",
                 format!(
-                    "{} must hold a VAE trained on coefficient fields of {nn} values (it has kind {:?} and samples of shape {:?})",
-                    run.display(),
-                    config.model.kind,
-                    shape.sample_shape
+                    "{} must hold a VAE trained on coefficient fields of {nn} values (it has {what})",
+                    run.display()
                 ),
-            ));
+            )
+        };
+        let kind_name = config.kind.name();
+        let crate::kinds::KindSection::Vae(vae) = config.kind else {
+            return Err(not_a_vae(format!("kind \"{kind_name}\"")));
+        };
+        let saved = crate::rundir::normalization(run)?;
+        let data = crate::data::prepare_test(
+            &config.common,
+            crate::kind::Kind::x_scaling(&vae),
+            &saved,
+            Path::new("."),
+        )?;
+        let shape = data.shape();
+        if shape.features() != nn {
+            return Err(not_a_vae(format!(
+                "samples of shape {:?}",
+                shape.sample_shape
+            )));
         }
-        let model = GenerativeModel::init(&config.model_config(&shape), &config, ad);
-        let (model, _, _) = crate::checkpoint::load(run, model, None)?;
+        let (model, _) = crate::checkpoint::load_model(run, vae.model(&data, ad))?;
         let model = crate::checkpoint::cast_floats(model, ad);
         let model = model.no_grad();
         let plain = model.valid();
+        let norm = &data.norm;
         Ok(Self::Dgp {
             model,
             plain,
-            x_mean: data.norm.x_mean,
-            x_std: data.norm.x_std,
-            floor: 0.05 * data.norm.x_mean.abs().max(1e-6),
+            x_mean: norm.x_mean,
+            x_std: norm.x_std,
+            floor: 0.05 * norm.x_mean.abs().max(1e-6),
         })
     }
 
@@ -615,7 +673,7 @@ impl FieldPrior {
     }
 
     fn decode(
-        m: &crate::model::GenerativeModel,
+        m: &crate::latent::GenerativeModel,
         w: Tensor<2>,
         x_mean: f64,
         x_std: f64,

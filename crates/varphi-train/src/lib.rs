@@ -1,35 +1,57 @@
 //! # varphi-train
 //!
-//! The training side of varphi: a short generic loop with observers ([`trainer`]), run-time
-//! backend selection ([`backend`]), atomic checkpoints ([`checkpoint`]), the validated
-//! experiment config ([`config`]), plots ([`plots`]), evaluation and sampling ([`run`]) and the
-//! throughput benchmark ([`bench`]), physics-only PDDLVM runs ([`physics`]), and scores of
-//! predictive uncertainty ([`uq`]: relative
-//! L2, NLL, CRPS, coverage). The `varphi` binary is a thin CLI over these.
+//! The training side of varphi. One module per experiment kind ([`kinds`]: `vae`, `cvae`,
+//! `pddlvm`, `npe`, `phys-vae`), each implementing the [`kind::Kind`] trait with its own typed
+//! config; the registry [`kinds::KindSection`] maps `[model] kind` to it in one `match`, and
+//! [`session`] trains, evaluates and samples any kind the same way. Shared pieces have homes of
+//! their own: the shared config sections ([`config`]) and the whole experiment
+//! ([`experiment`]), the run's data ([`data`]), the run directory ([`rundir`]), seeded noise
+//! streams ([`noise`]), host-side helpers ([`host`]), the PDE residual term ([`physics_term`]),
+//! observations ([`observations`]), the (C)VAE model both latent kinds share ([`latent`]), the
+//! short generic loop with observers ([`trainer`], [`observers`]), atomic checkpoints
+//! ([`checkpoint`]), run-time backend selection ([`backend`]), plots ([`plots`]), scores of
+//! predictive uncertainty ([`uq`]), Bayes VI with the solver in the likelihood ([`infer`]),
+//! dataset generation ([`datagen`]) and the throughput benchmark ([`bench`]). The `varphi`
+//! binary is [`cli`].
 //!
 //! ```ignore
-//! use varphi_train::run::{train, TrainOptions};
+//! use varphi_train::session::{train, evaluate, TrainOptions};
 //! let summary = train(Some("configs/quickstart.toml".as_ref()), &TrainOptions::default())?;
-//! println!("{}", summary.run_dir.display());
+//! let report = evaluate(&summary.run_dir, None, false)?; // eval.json as JSON
 //! ```
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
+pub mod data;
+pub mod datagen;
 pub mod error;
+pub mod experiment;
+pub mod host;
 pub mod infer;
-pub mod model;
-pub mod npe;
+pub mod kind;
+pub mod kinds;
+pub mod latent;
+pub mod noise;
+pub mod observations;
 pub mod observers;
-pub mod physics;
-pub mod physvae;
+pub mod physics_term;
 pub mod plots;
-pub mod run;
+pub mod rundir;
+pub mod session;
+pub mod tables;
 pub mod trainer;
 pub mod uq;
 
+#[cfg(test)]
+mod tests_common;
+#[cfg(test)]
+mod tests_config_reference;
+
 pub use backend::{BackendKind, Precision, select_device};
-pub use config::TrainConfig;
 pub use error::TrainError;
+pub use experiment::TrainConfig;
+pub use kind::Kind;

@@ -149,13 +149,13 @@ fn bad_configs_give_one_line_errors() {
         )
     };
     let stage = |mode: &str, epochs: usize| {
-        format!("[[training.stages]]\nmode = \"{mode}\"\nepochs = {epochs}\n")
+        format!("[[objective.stages]]\nmode = \"{mode}\"\nepochs = {epochs}\n")
     };
     let cases = [
         (
             "stages.toml",
             pddlvm(&format!("[training]\nepochs = 5\n{}", stage("physics", 3))),
-            vec!["training.stages", "3 epochs", "training.epochs = 5"],
+            vec!["objective.stages", "3 epochs", "training.epochs = 5"],
         ),
         (
             "nodata.toml",
@@ -164,7 +164,7 @@ fn bad_configs_give_one_line_errors() {
                 stage("physics", 2),
                 stage("data", 2)
             )),
-            vec!["training.stages", "[objective.observations]"],
+            vec!["objective.stages", "[objective.observations]"],
         ),
         (
             "twophase.toml",
@@ -173,13 +173,13 @@ fn bad_configs_give_one_line_errors() {
         ),
         (
             "unet-poisson.toml",
-            "[data]\nkind = \"poisson1d\"\nn = 8\ngrid = 9\n[model]\nkind = \"pddlvm\"\ndecoder = \"unet\"\n[objective.residual]\nsigma = 0.01\n".into(),
-            vec!["model.decoder", "unet", "same grid"],
+            "[data]\nkind = \"poisson1d\"\nn = 8\ngrid = 9\n[model]\nkind = \"pddlvm\"\nsurrogate = \"unet\"\n[objective.residual]\nsigma = 0.01\n".into(),
+            vec!["model.surrogate", "unet", "same grid"],
         ),
         (
             "vae-residual.toml",
             "[data]\nkind = \"darcy\"\nn = 8\ngrid = 5\n[model]\nkind = \"vae\"\n[objective.residual]\nsigma = 0.01\n".into(),
-            vec!["objective.residual", "cvae"],
+            vec!["`residual`", "kind = \"vae\"", "cvae"],
         ),
         (
             "no-labels.toml",
@@ -741,16 +741,16 @@ fn phys_vae_recovers_the_pendulum_frequency() {
     );
     fails_with(
         &varphi(&["train", bad.to_str().unwrap()], &dir),
-        &["objective.observations.count", "every"],
+        &["`count`", "[objective.observations]", "every"],
     );
     let bad = write(
         &dir,
         "alpha.toml",
-        "[data]\nkind = \"pendulum\"\nn = 8\n[model]\nkind = \"phys-vae\"\n[objective.observations]\nsigma = 0.01\n[objective.physvae]\nuq_alpha = 0.0\n",
+        "[data]\nkind = \"pendulum\"\nn = 8\n[model]\nkind = \"phys-vae\"\n[objective.observations]\nsigma = 0.01\n[objective]\nuq_alpha = 0.0\n",
     );
     fails_with(
         &varphi(&["train", bad.to_str().unwrap()], &dir),
-        &["objective.physvae.uq_alpha", "(0, 1]"],
+        &["objective.uq_alpha", "(0, 1]"],
     );
 }
 

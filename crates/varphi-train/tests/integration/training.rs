@@ -2,24 +2,26 @@
 //! CPU-trained models run on wgpu.
 
 use crate::common::*;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::AdamConfig;
 use burn::prelude::*;
 use std::path::Path;
 use varphi_models::{LatentVariableModel, VariationalFamily};
 use varphi_train::backend::BackendKind;
 use varphi_train::checkpoint::{self, CheckpointState};
-use varphi_train::config::TrainConfig;
-use varphi_train::model::{ElboObjective, GenerativeModel, NoiseSource};
-use varphi_train::run::{TrainOptions, prepare_data, train};
-use varphi_train::trainer::Objective;
+use varphi_train::data::{self, TrainData};
+use varphi_train::experiment::TrainConfig;
+use varphi_train::kind::Kind;
+use varphi_train::kinds::KindSection;
+use varphi_train::latent::GenerativeModel;
+use varphi_train::session::{TrainOptions, train};
 
-fn build(
-    config: &TrainConfig,
-    device: &Device,
-) -> (GenerativeModel, varphi_train::run::PreparedData) {
-    let data = prepare_data(config, Path::new(".")).unwrap();
-    let model = GenerativeModel::init(&config.model_config(&data.shape()), config, device);
-    (model, data)
+/// The model and data of a `vae` config.
+fn build(config: &TrainConfig, device: &Device) -> (GenerativeModel, TrainData) {
+    let KindSection::Vae(vae) = &config.kind else {
+        panic!("a vae config")
+    };
+    let data = data::prepare(&config.common, vae.x_scaling(), Path::new(".")).unwrap();
+    (vae.model(&data.run, device), data)
 }
 
 fn quiet(out: &Path) -> TrainOptions {
@@ -40,45 +42,6 @@ fn outputs(model: &GenerativeModel, x: Tensor<2>) -> Vec<f32> {
     let q = model.model.posterior(x, None);
     let params = model.model.decode(q.mean().unsqueeze::<3>(), None);
     vec(model.likelihood.mean(params))
-}
-
-#[test]
-fn one_step_changes_the_weights() {
-    let config = TrainConfig::from_toml(&small_config(1, ""), Path::new("t")).unwrap();
-    let device = Device::flex().autodiff();
-    let (model, data) = build(&config, &device);
-    let before = vec(model.model_weights());
-    let objective = ElboObjective {
-        elbo: config.elbo().init(),
-        noise: NoiseSource { seed: 1, stream: 0 },
-        physics: None,
-    };
-    let (x, cond) = data.train.batch(&(0..32).collect::<Vec<_>>(), &device);
-    let out = objective.step(&model, x, cond, 0, 0);
-    let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-    let model = AdamConfig::new().init().step(1e-3, model, grads);
-    let after = vec(model.model_weights());
-    let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
-    assert!(
-        changed > before.len() / 2,
-        "only {changed} of {} weights changed",
-        before.len()
-    );
-}
-
-trait Weights {
-    fn model_weights(&self) -> Tensor<1>;
-}
-impl Weights for GenerativeModel {
-    /// The first encoder layer's weights, flattened.
-    fn model_weights(&self) -> Tensor<1> {
-        let varphi_train::model::LatentModel::Vae(vae) = &self.model else {
-            panic!("vae")
-        };
-        let w = vae.encoder.head.layers[0].weight.val();
-        let n = w.shape().num_elements();
-        w.reshape([n])
-    }
 }
 
 #[test]
@@ -104,7 +67,7 @@ fn checkpoint_round_trip_gives_identical_outputs() {
     let config = TrainConfig::from_toml(&small_config(1, ""), Path::new("t")).unwrap();
     let device = Device::flex();
     let (model, data) = build(&config, &device);
-    let (x, _) = data.test.batch(&[0, 1, 2], &device);
+    let (x, _) = data.run.test.batch(&[0, 1, 2], &device);
     let state = CheckpointState {
         epochs_done: 1,
         steps_done: 8,
@@ -117,7 +80,7 @@ fn checkpoint_round_trip_gives_identical_outputs() {
     device.seed(999);
     let (fresh, _) = build(&config, &device);
     assert_ne!(outputs(&fresh, x.clone()), outputs(&model, x.clone()));
-    let (loaded, _, s) = checkpoint::load(&dir, fresh, None).unwrap();
+    let (loaded, s) = checkpoint::load_model(&dir, fresh).unwrap();
     assert_eq!(s, state);
     assert_eq!(outputs(&loaded, x.clone()), outputs(&model, x));
     // A second save replaces the first atomically (no temp folders left behind).
@@ -166,10 +129,10 @@ fn cpu_trained_model_runs_on_wgpu_and_wgpu_training_learns() {
         .unwrap()
         .device;
     let (on_gpu, _) = build(&config, &gpu);
-    let (on_gpu, _, _) = checkpoint::load(&dir, on_gpu, None).unwrap();
+    let (on_gpu, _) = checkpoint::load_model(&dir, on_gpu).unwrap();
     let idx: Vec<usize> = (0..8).collect();
-    let (xc, _) = data.test.batch(&idx, &cpu);
-    let (xg, _) = data.test.batch(&idx, &gpu);
+    let (xc, _) = data.run.test.batch(&idx, &cpu);
+    let (xg, _) = data.run.test.batch(&idx, &gpu);
     let (a, b) = (outputs(&model, xc), outputs(&on_gpu, xg));
     for (u, v) in a.iter().zip(&b) {
         assert!(

@@ -1,0 +1,150 @@
+//! A run's data: loaded or generated, split, normalised on the training split. Training needs
+//! both splits ([`TrainData`]); evaluation and sampling need the test split, the saved
+//! normalisation and the training split's size only ([`RunData`]).
+
+use crate::config::Common;
+use crate::error::TrainError;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use varphi_data::{Dataset, Normalization};
+
+/// Shape facts about the loaded data that a model must agree with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataShape {
+    /// Shape of one sample.
+    pub sample_shape: Vec<usize>,
+    /// Condition width (parameters of a physics source).
+    pub cond_dim: usize,
+}
+
+impl DataShape {
+    /// Values per sample.
+    pub fn features(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+
+    /// Channels-first shape for convolutions: `[L]` becomes `[1, L]`.
+    pub fn conv_shape(&self) -> Option<Vec<usize>> {
+        match self.sample_shape.len() {
+            1 => Some(vec![1, self.sample_shape[0]]),
+            2 | 3 => Some(self.sample_shape.clone()),
+            _ => None,
+        }
+    }
+
+    /// The side lengths `[h, w]` of a single-channel 2-D field, if the samples are one.
+    pub fn field_2d(&self) -> Option<[usize; 2]> {
+        match self.sample_shape.as_slice() {
+            [h, w] | [1, h, w] => Some([*h, *w]),
+            _ => None,
+        }
+    }
+}
+
+/// How the solutions `x` are normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XScaling {
+    /// `(x − mean) / std` over the training split (one global mean and std).
+    Standardise,
+    /// Kept in data units (e.g. Bernoulli data in `[0, 1]`); conditions are still standardised.
+    Identity,
+}
+
+/// What every kind knows about its data: the test split, the normaliser and the size of the
+/// training split.
+pub struct RunData {
+    /// Test split (normalised).
+    pub test: Dataset,
+    /// The normaliser (fitted on the training split; identity when `split.normalize = false`).
+    pub norm: Normalization,
+    /// Samples in the training split.
+    pub n_train: usize,
+}
+
+impl RunData {
+    /// Shape facts.
+    pub fn shape(&self) -> DataShape {
+        DataShape {
+            sample_shape: self.test.sample_shape.clone(),
+            cond_dim: self.test.cond_dim,
+        }
+    }
+}
+
+/// A run's data for training: the training split and the rest.
+pub struct TrainData {
+    /// Training split (normalised).
+    pub train: Dataset,
+    /// Test split, normaliser, sizes.
+    pub run: RunData,
+}
+
+fn too_few(n: usize) -> TrainError {
+    TrainError::Invalid {
+        key: "data".into(),
+        message: format!("need at least 2 samples for a train/test split, got {n}"),
+    }
+}
+
+fn fit_norm(common: &Common, scaling: XScaling, train: &Dataset) -> Normalization {
+    match (common.split.normalize, scaling) {
+        (false, _) => Normalization::identity(train.cond_dim),
+        (true, XScaling::Standardise) => Normalization::fit(train),
+        (true, XScaling::Identity) => Normalization {
+            x_mean: 0.0,
+            x_std: 1.0,
+            ..Normalization::fit(train)
+        },
+    }
+}
+
+/// Load, split and normalise the data of a run (paths relative to `base`).
+pub fn prepare(common: &Common, scaling: XScaling, base: &Path) -> Result<TrainData, TrainError> {
+    let data = common.data.load(common.seed, base)?;
+    if data.len() < 2 {
+        return Err(too_few(data.len()));
+    }
+    let (train, test) = data.split(common.split.test_fraction, common.seed);
+    let norm = fit_norm(common, scaling, &train);
+    Ok(TrainData {
+        train: norm.apply(&train),
+        run: RunData {
+            test: norm.apply(&test),
+            n_train: train.len(),
+            norm,
+        },
+    })
+}
+
+/// The test split of a trained run, normalised with the run's saved normaliser `saved`. A
+/// physics source regenerates the test cases alone; a file source is reloaded whole and its
+/// normalisation checked against `saved` (a changed file is an error, not wrong numbers).
+pub fn prepare_test(
+    common: &Common,
+    scaling: XScaling,
+    saved: &Normalization,
+    base: &Path,
+) -> Result<RunData, TrainError> {
+    if common.data.physics().is_some() {
+        let (test, n_train) =
+            common
+                .data
+                .load_test(common.seed, base, common.split.test_fraction)?;
+        if n_train == 0 {
+            return Err(too_few(test.len()));
+        }
+        return Ok(RunData {
+            test: saved.apply(&test),
+            norm: saved.clone(),
+            n_train,
+        });
+    }
+    let full = prepare(common, scaling, base)?;
+    if !saved.approx_eq(&full.run.norm) {
+        return Err(TrainError::Invalid {
+            key: "data".into(),
+            message: "the data no longer match the run (normalisation differs); was the data file changed?".into(),
+        });
+    }
+    Ok(full.run)
+}

@@ -1,0 +1,124 @@
+//! The seam every experiment kind implements: [`Kind`]. A kind owns its config sections
+//! (`[model]` without `kind`, and `[objective]`), validates them, builds its model and objective,
+//! and evaluates, prints and samples a trained run. The generic session ([`crate::session`])
+//! does the rest — run directories, resume, the training loop, checkpoints, metrics, plots of
+//! the loss — identically for every kind. The registry ([`crate::kinds`]) maps the config's
+//! `kind` to the implementing type in one `match`.
+
+use crate::backend::SelectedDevice;
+use crate::config::{Common, SectionError};
+use crate::data::{RunData, TrainData, XScaling};
+use crate::error::TrainError;
+use crate::trainer::Objective;
+use burn::module::Module;
+use burn::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// One experiment kind: its typed config (`Self`), model, objective and evaluation.
+pub trait Kind: Sized + Clone + std::fmt::Debug + PartialEq {
+    /// The name in `[model] kind = "..."`.
+    const NAME: &'static str;
+    /// The terms of the final training/test summary, in metrics.csv's names.
+    const SUMMARY_TERMS: &'static [&'static str];
+    /// The trained module.
+    type Model: Module + Clone + std::fmt::Debug + 'static;
+    /// What the training loop minimises.
+    type Objective: Objective<Self::Model>;
+    /// The report `varphi eval` writes as `eval.json`.
+    type Eval: Serialize;
+
+    /// Parse the kind's `[model]` table (without `kind`) and `[objective]` table.
+    fn from_tables(model: toml::Table, objective: toml::Table) -> Result<Self, SectionError>;
+
+    /// The `[model]` (without `kind`) and `[objective]` tables, defaults filled in.
+    fn to_tables(&self) -> (toml::Table, toml::Table);
+
+    /// Checks that need no data, including those against the shared sections.
+    fn validate(&self, common: &Common) -> Result<(), TrainError>;
+
+    /// How the solutions are normalised.
+    fn x_scaling(&self) -> XScaling {
+        XScaling::Standardise
+    }
+
+    /// Checks that need the loaded data (shapes, value ranges).
+    fn check_data(&self, common: &Common, data: &TrainData) -> Result<(), TrainError>;
+
+    /// `varphi train --quick`: shrink kind-specific epoch counts (e.g. stages) from `from`
+    /// epochs in all to about `to`; returns the new total.
+    fn shrink_epochs(&mut self, _from: usize, to: usize) -> usize {
+        to
+    }
+
+    /// Build the untrained model and the objective on `device` (autodiff for training).
+    fn build(
+        &self,
+        common: &Common,
+        data: &RunData,
+        device: &Device,
+    ) -> Result<(Self::Model, Self::Objective), TrainError>;
+
+    /// Plots besides `loss.png` after training (e.g. `samples.png`).
+    fn plot(&self, _run: &Loaded<Self>) -> Result<(), TrainError> {
+        Ok(())
+    }
+
+    /// Score a trained run on its test split (the session writes `eval.json`).
+    fn evaluate(&self, run: &Loaded<Self>) -> Result<Self::Eval, TrainError>;
+
+    /// Print the evaluation table of `eval` for the run in `dir`.
+    fn print_eval(&self, eval: &Self::Eval, dir: &Path);
+
+    /// `varphi sample`: write samples to `request.out`; returns the line to print.
+    fn sample(&self, _run: &Loaded<Self>, _request: &SampleRequest) -> Result<String, TrainError> {
+        Err(TrainError::Invalid {
+            key: "sample".into(),
+            message: format!(
+                "this {} run is a posterior over parameters given observations, not a generative model of solutions; `varphi eval` scores and samples it",
+                Self::NAME
+            ),
+        })
+    }
+}
+
+/// A trained run: its config, test data, model (without autodiff), objective and device.
+pub struct Loaded<K: Kind> {
+    /// Run directory.
+    pub dir: PathBuf,
+    /// Shared config sections.
+    pub common: Common,
+    /// The kind's own config.
+    pub kind: K,
+    /// Test split, normaliser, training-split size.
+    pub data: RunData,
+    /// The trained model.
+    pub model: K::Model,
+    /// The objective (problem, scales, observation operator).
+    pub objective: K::Objective,
+    /// Device.
+    pub device: SelectedDevice,
+    /// Epochs trained.
+    pub epochs_done: usize,
+}
+
+/// What `varphi sample` asks for.
+#[derive(Debug, Clone)]
+pub struct SampleRequest {
+    /// Number of samples.
+    pub n: usize,
+    /// Condition values (data units), for conditional models.
+    pub condition: Option<Vec<f64>>,
+    /// Add observation noise to the likelihood mean.
+    pub noise: bool,
+    /// Output `.npy` file.
+    pub out: PathBuf,
+}
+
+/// A generic operation over the kind of a config, called by the registry's single `match`.
+pub trait KindVisitor {
+    /// What the operation returns.
+    type Output;
+    /// Run the operation for kind `K`.
+    fn visit<K: Kind>(self, kind: K) -> Self::Output;
+}

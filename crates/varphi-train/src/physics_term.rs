@@ -1,0 +1,188 @@
+//! The PDE residual as a virtual observation, shared by the kinds that train through it (cvae
+//! surrogates, pddlvm): its config section `[objective.residual]` and [`PhysicsTerm`], the
+//! problem with its preconditioner and the parameter normalisation.
+
+use crate::config::invalid;
+use crate::error::TrainError;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use varphi_data::{DataSource, Normalization};
+use varphi_losses::{ResidualLikelihoodConfig, SigmaSchedule};
+use varphi_physics::pde::{Preconditioner, Problem, Residual};
+
+/// How `σ_r` evolves during training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SigmaScheduleName {
+    /// Fixed at `sigma`.
+    Fixed,
+    /// Geometric from `anneal_from` to `sigma` over `anneal_steps` steps.
+    Anneal,
+    /// A trained parameter initialised at `sigma`.
+    Learned,
+}
+
+/// `[objective.residual]`: `log p(r̂ = 0 | u, z) = log N(0; P⁻¹r(u, z), σ_r²) + log N(0; r_b, σ_b²)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidualSection {
+    /// `σ_r` of the PDE rows (final value when annealed).
+    pub sigma: f64,
+    /// `σ_b` of the boundary / initial-condition rows (default: `sigma`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boundary_sigma: Option<f64>,
+    /// Schedule of `σ_r`.
+    #[serde(default = "d_schedule")]
+    pub schedule: SigmaScheduleName,
+    /// Starting `σ_r` of an annealed schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anneal_from: Option<f64>,
+    /// Steps of the annealing.
+    #[serde(default)]
+    pub anneal_steps: usize,
+    /// Observe `P⁻¹ r` (operator at unit coefficient) instead of `r`: condition number ~1.
+    #[serde(default = "d_true")]
+    pub precondition: bool,
+    /// Physical scale of `u`: the surrogate predicts `u / u_scale` (a physics estimate, not
+    /// taken from solutions).
+    #[serde(default = "d_unit")]
+    pub u_scale: f64,
+}
+
+fn d_schedule() -> SigmaScheduleName {
+    SigmaScheduleName::Fixed
+}
+fn d_true() -> bool {
+    true
+}
+fn d_unit() -> f64 {
+    1.0
+}
+
+impl ResidualSection {
+    /// Range checks.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if !positive(self.sigma) {
+            return Err(invalid(
+                "objective.residual.sigma",
+                format!("must be > 0, got {}", self.sigma),
+            ));
+        }
+        if let Some(b) = self.boundary_sigma
+            && !positive(b)
+        {
+            return Err(invalid(
+                "objective.residual.boundary_sigma",
+                format!("must be > 0, got {b}"),
+            ));
+        }
+        if !positive(self.u_scale) {
+            return Err(invalid(
+                "objective.residual.u_scale",
+                format!("must be > 0, got {}", self.u_scale),
+            ));
+        }
+        if self.schedule == SigmaScheduleName::Anneal && !self.anneal_from.is_some_and(positive) {
+            return Err(invalid(
+                "objective.residual.anneal_from",
+                "schedule = \"anneal\" needs anneal_from > 0 (the starting σ_r)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The virtual-observation likelihood.
+    pub fn likelihood(&self) -> ResidualLikelihoodConfig {
+        let schedule = match self.schedule {
+            SigmaScheduleName::Fixed => SigmaSchedule::Fixed,
+            SigmaScheduleName::Learned => SigmaSchedule::Learned,
+            SigmaScheduleName::Anneal => SigmaSchedule::Anneal {
+                initial: self.anneal_from.unwrap_or(self.sigma),
+                steps: self.anneal_steps,
+            },
+        };
+        ResidualLikelihoodConfig::new(self.sigma)
+            .with_boundary_sigma(self.boundary_sigma)
+            .with_schedule(schedule)
+    }
+}
+
+/// The physics shared by residual-based objectives: the problem, the optional preconditioner
+/// of its residual, and the per-column normalisation of the parameters (the networks see
+/// normalised parameters, the residual physical ones).
+pub struct PhysicsTerm {
+    /// The problem (residual, reference solver).
+    pub problem: Box<dyn Problem + Send + Sync>,
+    /// `P⁻¹` when the residual is preconditioned.
+    pub preconditioner: Option<Preconditioner>,
+    /// Parameter normalisation (per column).
+    pub cond_mean: Vec<f64>,
+    /// Parameter normalisation (per column).
+    pub cond_std: Vec<f64>,
+}
+
+impl PhysicsTerm {
+    /// Build from a physics data source, `[objective.residual]` and the run's normaliser.
+    pub fn new(
+        data: &DataSource,
+        residual: &ResidualSection,
+        norm: &Normalization,
+    ) -> Result<Self, TrainError> {
+        let (_, physics) = data.physics().ok_or_else(|| {
+            invalid(
+                "data.kind",
+                "a PDE residual needs a physics data source (darcy, poisson1d, burgers, heat, pendulum)",
+            )
+        })?;
+        let problem = physics.build();
+        let preconditioner = if residual.precondition {
+            Some(problem.preconditioner().ok_or_else(|| {
+                invalid(
+                    "objective.residual.precondition",
+                    format!(
+                        "the {} problem has no preconditioner; set precondition = false",
+                        problem.name()
+                    ),
+                )
+            })?)
+        } else {
+            None
+        };
+        Ok(Self {
+            problem,
+            preconditioner,
+            cond_mean: norm.cond_mean.clone(),
+            cond_std: norm.cond_std.clone(),
+        })
+    }
+
+    /// `(mean, std)` of the parameter normalisation as `[1, p]` rows on `device`.
+    fn cond_rows(&self, device: &Device) -> (Tensor<2>, Tensor<2>) {
+        let p = self.cond_mean.len();
+        let row = |v: &[f64]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, p]), device);
+        (row(&self.cond_mean), row(&self.cond_std))
+    }
+
+    /// Physical parameters from normalised ones, `[b, p]`.
+    pub fn physical(&self, z: Tensor<2>) -> Tensor<2> {
+        let (mean, std) = self.cond_rows(&z.device());
+        z * std + mean
+    }
+
+    /// Normalised parameters (the networks' coordinates) from physical ones, `[b, p]`.
+    pub fn normalised(&self, z: Tensor<2>) -> Tensor<2> {
+        let (mean, std) = self.cond_rows(&z.device());
+        (z - mean) / std
+    }
+
+    /// The (preconditioned, where configured) residual of physical solutions `u` `[rows, n_u]`
+    /// at physical parameters `z` `[rows, p]`.
+    pub fn residual(&self, u: Tensor<2>, z: Tensor<2>) -> Residual {
+        let r = self.problem.residual(u, z);
+        match &self.preconditioner {
+            Some(p) => Preconditioner::apply_with(&p.tensor(&r.pde.device()), r),
+            None => r,
+        }
+    }
+}
