@@ -27,10 +27,15 @@ fn migration_hint(table: &toml::Table, kind: &str) -> Option<(String, String)> {
             .is_some_and(|t| t.contains_key(b))
     };
     if sub("objective", "physvae") {
-        return Some((
-            "objective.physvae".into(),
-            "this config uses the old schema: the keys of [objective.physvae] (aux_weight, augmentation, substeps, uq_alpha, surrogate, learn_noise, correlated_noise) are now keys of [objective] itself under kind = \"phys-vae\"; move them there (docs/configs.md)".into(),
-        ));
+        let message = if kind == "phys-vae" {
+            "this config uses the old schema: the keys of [objective.physvae] (aux_weight, augmentation, substeps, uq_alpha, surrogate, learn_noise, correlated_noise) are now keys of [objective] itself under kind = \"phys-vae\"; move them there (docs/configs.md)".to_string()
+        } else {
+            // Old run directories saved this table for every kind.
+            format!(
+                "this config was written before the per-kind schema ([objective.physvae] is gone, and kind = \"{kind}\" never used it): delete that table, or, for a run directory, train the run again (docs/configs.md)"
+            )
+        };
+        return Some(("objective.physvae".into(), message));
     }
     if sub("training", "stages") {
         return Some((
@@ -235,6 +240,15 @@ latent_dim = 4
             .to_string();
         assert!(
             e.contains("old schema") && e.contains("[objective] itself") && !e.contains('\n'),
+            "{e}"
+        );
+        // An old run directory's config.toml held [objective.physvae] for every kind.
+        let old_run = "[data]\nkind = \"heat1d\"\n[model]\nkind = \"vae\"\naux_dim = 2\n[objective.physvae]\naugmentation = 1.0\n";
+        let e = TrainConfig::from_toml(old_run, Path::new("run/config.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("per-kind schema") && e.contains("train the run again"),
             "{e}"
         );
         let staged = "[data]\nkind = \"poisson1d\"\nn = 8\n[model]\nkind = \"pddlvm\"\n[objective.residual]\nsigma = 0.1\n[training]\nepochs = 2\n[[training.stages]]\nmode = \"physics\"\nepochs = 2\n";

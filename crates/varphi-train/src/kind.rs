@@ -71,11 +71,11 @@ pub trait Kind: Sized + Clone + std::fmt::Debug + PartialEq {
     fn print_eval(&self, eval: &Self::Eval, dir: &Path);
 
     /// `varphi sample`: write samples to `request.out`; returns the line to print.
-    fn sample(&self, _run: &Loaded<Self>, _request: &SampleRequest) -> Result<String, TrainError> {
-        Err(TrainError::Invalid {
-            key: "sample".into(),
+    fn sample(&self, run: &Loaded<Self>, _request: &SampleRequest) -> Result<String, TrainError> {
+        Err(TrainError::Run {
+            path: run.dir.clone(),
             message: format!(
-                "this {} run is a posterior over parameters given observations, not a generative model of solutions; `varphi eval` scores and samples it",
+                "is a run of kind \"{}\": a posterior over parameters given observations, not a generative model of solutions; `varphi eval` scores and samples it",
                 Self::NAME
             ),
         })

@@ -371,13 +371,10 @@ impl ElboSection {
             ));
         }
         let elbo_only = |key: &str| {
+            let bound = format!("{:?}", self.bound).to_lowercase();
             invalid(
                 key,
-                format!(
-                    "applies to bound = \"elbo\"; the {:?} bound has no separate KL term",
-                    self.bound
-                )
-                .to_lowercase(),
+                format!("applies to bound = \"elbo\"; the {bound} bound has no separate KL term"),
             )
         };
         if self.bound != BoundName::Elbo {

@@ -638,7 +638,7 @@ fn npe_posterior_is_calibrated_on_held_out_simulations() {
     // Not a generative model of solutions: `sample` says so in one line.
     fails_with(
         &varphi(&["sample", "run", "-n", "2", "-o", "s.npy"], &dir),
-        &["npe run", "varphi eval"],
+        &["kind \"npe\"", "varphi eval"],
     );
     // An npe config without observations.
     let bad = write(
@@ -704,7 +704,7 @@ fn phys_vae_recovers_the_pendulum_frequency() {
     assert!(rec < phys && rec < 0.3, "{r}");
     fails_with(
         &varphi(&["sample", "run", "-n", "2", "-o", "s.npy"], &dir),
-        &["phys-vae run", "varphi eval"],
+        &["kind \"phys-vae\"", "varphi eval"],
     );
     // The UQ-VAE with a learned surrogate decoder instead of the RK4 map (--quick: 20 epochs,
     // a few seconds). Its learned likelihood σ must grow above the observation noise: the surrogate decoder's
