@@ -150,6 +150,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             noise,
             backend,
         } => {
+            if n == 0 {
+                anyhow::bail!("-n must be at least 1");
+            }
             let request = SampleRequest {
                 n,
                 condition,

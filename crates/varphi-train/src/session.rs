@@ -419,8 +419,8 @@ impl KindVisitor for SampleKind<'_> {
     fn visit<K: Kind>(self, kind: K) -> Self::Output {
         if self.request.n == 0 {
             return Err(TrainError::Invalid {
-                key: "-n".into(),
-                message: "must be at least 1".into(),
+                key: "n".into(),
+                message: "the number of samples must be at least 1".into(),
             });
         }
         let run = open(self.dir, self.common, kind, self.backend)?;
