@@ -713,17 +713,16 @@ impl ElboObjective {
     fn elbo_parts(
         &self,
         model: &GenerativeModel,
-        x: Tensor<2>,
-        cond: Option<Tensor<2>>,
+        (q, prior): (&AmortisedQ, &DiagGaussian),
+        (x, cond): (Tensor<2>, Option<Tensor<2>>),
         eps: Tensor<3>,
         step: usize,
     ) -> Parts {
-        let (q, prior) = self.families(model, &x, &cond);
         let log_lik = |z: Tensor<3>| self.log_lik(model, &x, &cond, z, step);
         let out = if self.estimator == EstimatorName::Reparameterised && self.free_bits.is_none() {
-            self.elbo.forward(&q, &prior, eps, log_lik, step)
+            self.elbo.forward(q, prior, eps, log_lik, step)
         } else {
-            self.regularised_elbo(&q, &prior, eps, log_lik, step)
+            self.regularised_elbo(q, prior, eps, log_lik, step)
         };
         let s = out.scalars();
         Parts {
@@ -783,18 +782,17 @@ impl ElboObjective {
     fn renyi_parts(
         &self,
         model: &GenerativeModel,
-        x: Tensor<2>,
-        cond: Option<Tensor<2>>,
+        (q, prior): (&AmortisedQ, &DiagGaussian),
+        (x, cond): (Tensor<2>, Option<Tensor<2>>),
         eps: Tensor<3>,
         step: usize,
     ) -> Parts {
-        let (q, prior) = self.families(model, &x, &cond);
         let alpha = match self.bound {
             BoundName::Iwae => 0.0,
             _ => self.alpha,
         };
         let out = RenyiBound { alpha }
-            .forward(&q, &prior, eps, |z| self.log_lik(model, &x, &cond, z, step));
+            .forward(q, prior, eps, |z| self.log_lik(model, &x, &cond, z, step));
         Parts {
             terms: vec![
                 ("loss", mean_of(out.loss.clone().detach())),
@@ -822,17 +820,19 @@ impl Objective<GenerativeModel> for ElboObjective {
         let noise = self.noise.offset(noise_stream);
         let d = model.model.latent_dim();
         let eps = noise.normal([self.elbo.config.n_particles, b, d], step, &device);
-        let mmd_inputs = self.mmd.map(|_| (x.clone(), cond.clone()));
+        let (q, prior) = self.families(model, &x, &cond);
+        let families = (&q, &prior);
         let mut parts = match self.bound {
-            BoundName::Elbo => self.elbo_parts(model, x, cond, eps, step),
-            BoundName::Iwae | BoundName::Renyi => self.renyi_parts(model, x, cond, eps, step),
+            BoundName::Elbo => self.elbo_parts(model, families, (x, cond), eps, step),
+            BoundName::Iwae | BoundName::Renyi => {
+                self.renyi_parts(model, families, (x, cond), eps, step)
+            }
         };
-        if let (Some((weight, h)), Some((x, cond))) = (self.mmd, mmd_inputs)
+        if let Some((weight, h)) = self.mmd
             && b >= 2
         {
             // Aggregate posterior vs prior: one posterior and one prior draw per datum, on a
             // sub-stream of their own.
-            let (q, prior) = self.families(model, &x, &cond);
             let sub = noise.offset(1 << 20);
             let zq = q.rsample(sub.normal([1, b, d], 2 * step, &device));
             let zp = prior.rsample(sub.normal([1, b, d], 2 * step + 1, &device));
