@@ -54,6 +54,25 @@ pub fn solve_spd(
     solve_with(&llt, b, solver)
 }
 
+/// `A⁻¹` of a symmetric positive-definite `A` given as triplets, row-major `[n, n]` (dense
+/// result; one sparse Cholesky factorisation, `n` solves — meant for up to a few thousand rows).
+pub fn inverse_spd(
+    n: usize,
+    triplets: &[(usize, usize, f64)],
+    solver: &'static str,
+) -> Result<Vec<f64>, PhysicsError> {
+    let llt = matrix(n, triplets, solver)?
+        .sp_cholesky(faer::Side::Lower)
+        .map_err(|e| factorisation(solver, e))?;
+    let mut inverse = Vec::with_capacity(n * n);
+    for j in 0..n {
+        let e: Vec<f64> = (0..n).map(|i| f64::from(u8::from(i == j))).collect();
+        // Column j of a symmetric inverse is its row j.
+        inverse.extend(solve_with(&llt, &e, solver)?);
+    }
+    Ok(inverse)
+}
+
 /// Solve `A x = b` for a general square `A` (sparse LU with partial pivoting).
 pub fn solve_lu(
     n: usize,
@@ -164,5 +183,16 @@ mod tests {
             solve_spd(2, &t, &[1.0, 1.0], "t"),
             Err(PhysicsError::Factorisation { .. })
         ));
+    }
+
+    #[test]
+    fn the_inverse_of_a_small_spd_matrix_is_its_closed_form() {
+        // [[4, 1], [1, 3]]⁻¹ = [[3, −1], [−1, 4]] / 11.
+        let t = [(0, 0, 4.0), (0, 1, 1.0), (1, 0, 1.0), (1, 1, 3.0)];
+        let inv = inverse_spd(2, &t, "t").unwrap();
+        let want = [3.0 / 11.0, -1.0 / 11.0, -1.0 / 11.0, 4.0 / 11.0];
+        for (a, b) in inv.iter().zip(want) {
+            assert!((a - b).abs() < 1e-15, "{inv:?}");
+        }
     }
 }

@@ -20,7 +20,10 @@
 //! integrates the same semi-discrete system by Crank–Nicolson with `substeps` steps per level
 //! (one faer sparse LU per sample, reused for every step).
 
-use super::{PdeResidual, Problem, Residual, check_range, check_shapes, column3, row, uniform};
+use super::{
+    PdeResidual, PointJet, Problem, Residual, StrongForm, check_range, check_shapes, column3, row,
+    uniform,
+};
 use crate::boundary::Boundary;
 use crate::error::PhysicsError;
 use crate::fd::{Stencil1d, ThetaScheme};
@@ -335,6 +338,65 @@ impl Problem for AdvectionDiffusion {
             ),
             ("x", self.x.clone()),
         ]
+    }
+
+    fn strong_form(&self) -> Option<&dyn StrongForm> {
+        Some(self)
+    }
+}
+
+/// The continuous problem the grid discretises, in the coordinates `(t, x)` of
+/// [`Problem::coordinates`]: `R = u_t − D u_xx + c u_x` on `t ∈ (0, (levels − 1)·dt)`,
+/// `x ∈ (x0 − dx, x0 + n·dx)` (the ghost nodes), `u = 0` at both ends and `u(0, x) = a sin(x)`
+/// inside (at the left end `a sin(x0 − dx)` need not vanish: the grid's zero ghost node is the
+/// same corner mismatch).
+impl StrongForm for AdvectionDiffusion {
+    fn domain(&self) -> Vec<[f64; 2]> {
+        let s = &self.settings;
+        vec![
+            [0.0, (s.levels - 1) as f64 * s.dt],
+            [s.x0 - self.dx, s.x0 + s.grid as f64 * self.dx],
+        ]
+    }
+
+    fn strong_residual(&self, x: Tensor<2>, u: &PointJet, z: Tensor<2>) -> Tensor<2> {
+        let rows = x.dims()[0];
+        assert!(
+            x.dims()[1] == 2 && z.dims() == [rows, 3],
+            "heat strong residual: expected x [rows, 2] = (t, x) and z [rows, 3], got {:?} and {:?}",
+            x.dims(),
+            z.dims()
+        );
+        let (d, c) = (z.clone().narrow(1, 0, 1), z.narrow(1, 1, 1));
+        u.grad[0].clone() - d * u.hess[1][1].clone() + c * u.grad[1].clone()
+    }
+
+    /// 64 points on `t = 0` (ends excluded) and 32 times on each end.
+    fn dirichlet_points(&self) -> Vec<Vec<f64>> {
+        let [[_, t1], [x_lo, x_hi]] = [self.domain()[0], self.domain()[1]];
+        let mut p: Vec<Vec<f64>> = (1..=64)
+            .map(|i| vec![0.0, x_lo + (x_hi - x_lo) * i as f64 / 65.0])
+            .collect();
+        for i in 0..32 {
+            let t = t1 * i as f64 / 31.0;
+            p.push(vec![t, x_lo]);
+            p.push(vec![t, x_hi]);
+        }
+        p
+    }
+
+    /// `a sin(x)` on `t = 0` inside, 0 at the ends.
+    fn dirichlet_values(&self, x: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+        let rows = x.dims()[0];
+        let [_, [x_lo, x_hi]] = [self.domain()[0], self.domain()[1]];
+        let (t, xs) = (x.clone().narrow(1, 0, 1), x.narrow(1, 1, 1));
+        let eps = 1e-9 * (x_hi - x_lo);
+        let inside = xs.clone().greater_elem(x_lo + eps).float()
+            * xs.clone().lower_elem(x_hi - eps).float()
+            * t.lower_elem(eps).float();
+        let a = z.narrow(1, 2, 1);
+        debug_assert_eq!(a.dims(), [rows, 1]);
+        inside * a * xs.sin()
     }
 }
 

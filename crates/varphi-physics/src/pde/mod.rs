@@ -65,11 +65,7 @@ impl Preconditioner {
     /// `P⁻¹` of a sparse symmetric positive-definite `P` given as triplets (dense result: meant
     /// for up to a few thousand rows).
     pub fn from_spd(n: usize, triplets: &[(usize, usize, f64)]) -> Result<Self, PhysicsError> {
-        let mut inverse = Vec::with_capacity(n * n);
-        for j in 0..n {
-            let e: Vec<f64> = (0..n).map(|i| f64::from(u8::from(i == j))).collect();
-            inverse.extend(crate::sparse::solve_spd(n, triplets, &e, "preconditioner")?);
-        }
+        let inverse = crate::sparse::inverse_spd(n, triplets, "preconditioner")?;
         Ok(Self { n, inverse })
     }
 
@@ -131,6 +127,41 @@ pub trait Problem: PdeResidual {
     /// initial condition). Default: all.
     fn observable(&self) -> Vec<usize> {
         (0..self.solution_shape().iter().product()).collect()
+    }
+    /// The PDE's pointwise strong form, for problems that have one in closed form (PINN
+    /// residuals). Default: none.
+    fn strong_form(&self) -> Option<&dyn StrongForm> {
+        None
+    }
+}
+
+/// A solution and its coordinate derivatives at collocation points, each `[rows, 1]` (e.g. from
+/// a coordinate network's Taylor-mode jet).
+#[derive(Debug, Clone)]
+pub struct PointJet {
+    /// `u(x_j)`.
+    pub u: Tensor<2>,
+    /// `∂u/∂x_k`, one per coordinate.
+    pub grad: Vec<Tensor<2>>,
+    /// `∂²u/∂x_k∂x_l`, `hess[k][l]`.
+    pub hess: Vec<Vec<Tensor<2>>>,
+}
+
+/// The strong form of a PDE evaluated pointwise, for collocation (PINN) residuals of networks
+/// `u(x; z)` of the coordinates: `R(x; u, z) = 0` in a box domain with Dirichlet values on
+/// (a set of points of) its boundary.
+pub trait StrongForm {
+    /// `[lo, hi]` of each coordinate.
+    fn domain(&self) -> Vec<[f64; 2]>;
+    /// `R` at collocation points `x` `[rows, c]` from the jet of `u` there and the (physical)
+    /// parameters `z` `[rows, p]`, `[rows, 1]`.
+    fn strong_residual(&self, x: Tensor<2>, u: &PointJet, z: Tensor<2>) -> Tensor<2>;
+    /// The boundary points where Dirichlet values are imposed, `[n_b][c]`.
+    fn dirichlet_points(&self) -> Vec<Vec<f64>>;
+    /// The Dirichlet values `g(x; z)` at boundary points `x` `[rows, c]`, `[rows, 1]`.
+    /// Default: zero.
+    fn dirichlet_values(&self, x: Tensor<2>, _z: Tensor<2>) -> Tensor<2> {
+        Tensor::zeros([x.dims()[0], 1], &x.device())
     }
 }
 

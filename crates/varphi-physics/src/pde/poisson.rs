@@ -16,11 +16,14 @@
 //! with `r = u_0` and `r = u_{n−1}` as boundary rows. The reference solver is Newton's method on
 //! the same equations (tridiagonal Jacobian, faer sparse LU).
 
-use super::{PdeResidual, Preconditioner, Problem, Residual, check_range, check_shapes, uniform};
+use super::{
+    PdeResidual, PointJet, Preconditioner, Problem, Residual, StrongForm, check_range,
+    check_shapes, uniform,
+};
 use crate::error::PhysicsError;
 use crate::{grid::Grid1d, sparse};
 use burn::prelude::*;
-use burn::tensor::activation::softplus;
+use burn::tensor::activation::{sigmoid, softplus};
 use serde::{Deserialize, Serialize};
 
 /// Settings of the nonlinear Poisson problem.
@@ -267,6 +270,65 @@ impl Problem for NonlinearPoisson {
 
     fn observable(&self) -> Vec<usize> {
         (1..self.settings.grid - 1).collect()
+    }
+
+    fn strong_form(&self) -> Option<&dyn StrongForm> {
+        Some(self)
+    }
+}
+
+/// The strong form on (−1, 1) with `u(±1) = 0`, expanded by the chain rule:
+///
+/// ```text
+/// R = −(k u′)′ − w = −(k_u u′ + k_x) u′ − k u″ − w,
+/// k_u = σ(u s) s,   k_x = σ(u s) u s′,   σ the logistic function (softplus′)
+/// ```
+impl StrongForm for NonlinearPoisson {
+    fn domain(&self) -> Vec<[f64; 2]> {
+        vec![[-1.0, 1.0]]
+    }
+
+    fn strong_residual(&self, x: Tensor<2>, u: &PointJet, z: Tensor<2>) -> Tensor<2> {
+        let rows = x.dims()[0];
+        assert!(
+            x.dims()[1] == 1 && z.dims() == [rows, N_CHEB + 1],
+            "poisson1d strong residual: expected x [rows, 1] and z [rows, {}], got {:?} and {:?}",
+            N_CHEB + 1,
+            x.dims(),
+            z.dims()
+        );
+        // T_i and T_i′ by the recurrences T_{i+1} = 2x T_i − T_{i−1},
+        // T′_{i+1} = 2T_i + 2x T′_i − T′_{i−1}.
+        let one = Tensor::<2>::ones([rows, 1], &x.device());
+        let mut t = vec![one.clone(), x.clone()];
+        let mut dt = vec![one.zeros_like(), one];
+        for i in 1..N_CHEB - 1 {
+            t.push(x.clone().mul(t[i].clone()).mul_scalar(2.0) - t[i - 1].clone());
+            dt.push(
+                (t[i].clone() + x.clone().mul(dt[i].clone())).mul_scalar(2.0) - dt[i - 1].clone(),
+            );
+        }
+        let coef = |i: usize| z.clone().narrow(1, i, 1);
+        let s = (0..N_CHEB)
+            .map(|i| coef(i) * t[i].clone())
+            .reduce(|a, b| a + b)
+            .expect("5 terms");
+        let ds = (0..N_CHEB)
+            .map(|i| coef(i) * dt[i].clone())
+            .reduce(|a, b| a + b)
+            .expect("5 terms");
+        let (v, ux, uxx) = (u.u.clone(), u.grad[0].clone(), u.hess[0][0].clone());
+        let arg = v.clone() * s.clone();
+        let k = softplus(arg.clone(), 1.0).add_scalar(0.1);
+        let logistic = sigmoid(arg);
+        let k_u = logistic.clone() * s;
+        let k_x = logistic * v * ds;
+        let flux_x = (k_u * ux.clone() + k_x) * ux + k * uxx;
+        flux_x.neg() - coef(N_CHEB)
+    }
+
+    fn dirichlet_points(&self) -> Vec<Vec<f64>> {
+        vec![vec![-1.0], vec![1.0]]
     }
 }
 

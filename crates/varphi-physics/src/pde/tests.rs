@@ -863,3 +863,101 @@ fn burgers_implicit_forward_map_is_the_solver_with_exact_gradients() {
             .is_err()
     );
 }
+
+#[test]
+fn the_poisson_strong_form_matches_central_differences_of_the_flux() {
+    // u(x) = (1 − x²)(0.7 + 0.4x) with its exact u′, u″; R = −F′(x) − w for the flux
+    // F = k(u(x), x) u′(x), F′ by central differences (h = 1e-5, error ~1e-9).
+    let p = NonlinearPoisson::new(NonlinearPoissonSettings::rgnp(9));
+    let z = [0.3, -0.8, 0.5, 0.2, -0.6, 1.4];
+    let u = |x: f64| (1.0 - x * x) * (0.7 + 0.4 * x);
+    let du = |x: f64| -2.0 * x * (0.7 + 0.4 * x) + 0.4 * (1.0 - x * x);
+    let d2u = |x: f64| -2.0 * (0.7 + 0.4 * x) - 1.6 * x;
+    let s = |x: f64| {
+        let t = [
+            1.0,
+            x,
+            2.0 * x * x - 1.0,
+            4.0 * x.powi(3) - 3.0 * x,
+            8.0 * x.powi(4) - 8.0 * x * x + 1.0,
+        ];
+        t.iter().zip(&z).map(|(t, z)| t * z).sum::<f64>()
+    };
+    let flux = |x: f64| {
+        let a = u(x) * s(x);
+        (a.max(0.0) + (-a.abs()).exp().ln_1p() + 0.1) * du(x)
+    };
+    let xs = [-0.95, -0.4, 0.0, 0.3, 0.77];
+    let d = f64_device();
+    let col = |f: &dyn Fn(f64) -> f64| tensor(xs.iter().map(|&x| f(x)).collect(), [5, 1], &d);
+    let jet = PointJet {
+        u: col(&u),
+        grad: vec![col(&du)],
+        hess: vec![vec![col(&d2u)]],
+    };
+    let zt = tensor(z.repeat(5), [5, 6], &d);
+    let r = vec(p
+        .strong_form()
+        .expect("poisson1d has a strong form")
+        .strong_residual(col(&|x| x), &jet, zt));
+    let h = 1e-5;
+    for (i, &x) in xs.iter().enumerate() {
+        let want = -(flux(x + h) - flux(x - h)) / (2.0 * h) - z[5];
+        assert!(
+            (r[i] - want).abs() < 1e-6 * want.abs().max(1.0),
+            "x = {x}: {} vs {want}",
+            r[i]
+        );
+    }
+    assert_eq!(
+        p.strong_form().unwrap().dirichlet_points(),
+        vec![vec![-1.0], vec![1.0]]
+    );
+}
+
+#[test]
+fn the_heat_strong_form_vanishes_on_a_travelling_decaying_wave() {
+    // u = a e^{−D k² t} sin(k(x − c t)) solves u_t = D u_xx − c u_x exactly.
+    let p = AdvectionDiffusion::new(AdvectionDiffusionSettings::physvae(20));
+    let (d, c, a, k) = (0.07, 0.04, 1.2, 1.3);
+    let pts = [(0.3, 0.5), (1.7, 2.2), (4.0, 0.1)];
+    let dev = f64_device();
+    let col = |f: &dyn Fn(f64, f64) -> f64| {
+        tensor(pts.iter().map(|&(t, x)| f(t, x)).collect(), [3, 1], &dev)
+    };
+    let e = |t: f64| a * (-d * k * k * t).exp();
+    let ph = |t: f64, x: f64| k * (x - c * t);
+    let u = |t: f64, x: f64| e(t) * ph(t, x).sin();
+    let ux = |t: f64, x: f64| e(t) * k * ph(t, x).cos();
+    let uxx = |t: f64, x: f64| -e(t) * k * k * ph(t, x).sin();
+    let ut = |t: f64, x: f64| -d * k * k * u(t, x) - c * ux(t, x);
+    let zero = col(&|_, _| 0.0);
+    let jet = PointJet {
+        u: col(&u),
+        grad: vec![col(&ut), col(&ux)],
+        hess: vec![vec![zero.clone(), zero.clone()], vec![zero, col(&uxx)]],
+    };
+    let x = tensor(
+        pts.iter().flat_map(|&(t, x)| [t, x]).collect(),
+        [3, 2],
+        &dev,
+    );
+    let z = tensor([d, c, a].repeat(3), [3, 3], &dev);
+    let form = p.strong_form().expect("heat has a strong form");
+    let r = vec(form.strong_residual(x, &jet, z.clone()));
+    assert!(max_abs(&r) < 1e-14, "{r:?}");
+    // Dirichlet values: a sin(x) on t = 0 inside, 0 on the ends.
+    let b = form.dirichlet_points();
+    let xb = tensor(b.iter().flatten().copied().collect(), [b.len(), 2], &dev);
+    let zb = tensor([d, c, a].repeat(b.len()), [b.len(), 3], &dev);
+    let g = vec(form.dirichlet_values(xb, zb));
+    for (pt, g) in b.iter().zip(&g) {
+        let [lo, hi] = form.domain()[1];
+        let want = if pt[0] == 0.0 && pt[1] > lo && pt[1] < hi {
+            a * pt[1].sin()
+        } else {
+            0.0
+        };
+        assert!((g - want).abs() < 1e-14, "{pt:?}: {g} vs {want}");
+    }
+}
