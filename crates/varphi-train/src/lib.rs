@@ -1,13 +1,13 @@
 //! # varphi-train
 //!
 //! The training side of varphi. One module per experiment kind ([`kinds`]: `vae`, `cvae`,
-//! `pddlvm`, `npe`, `phys-vae`), each implementing the [`kind::Kind`] trait with its own typed
+//! `pddlvm`, `boltzmann`, `npe`, `phys-vae`), each implementing the [`kind::Kind`] trait with its own typed
 //! config; the registry [`kinds::KindSection`] maps `[model] kind` to it in one `match`, and
 //! [`session`] trains, evaluates and samples any kind the same way. Shared pieces have homes of
 //! their own: the shared config sections ([`config`]) and the whole experiment
 //! ([`experiment`]), the run's data ([`data`]), the run directory ([`rundir`]), seeded noise
 //! streams ([`noise`]), host-side helpers ([`host`]), the PDE residual term ([`physics_term`]),
-//! observations ([`observations`]), the (C)VAE model both latent kinds share ([`latent`]), the
+//! forward-surrogate scoring, plots and sampling ([`surrogate`]), observations ([`observations`]), the (C)VAE model both latent kinds share ([`latent`]), the
 //! short generic loop with observers ([`trainer`], [`observers`]), atomic checkpoints
 //! ([`checkpoint`]), run-time backend selection ([`backend`]), plots ([`plots`]), scores of
 //! predictive uncertainty ([`uq`]), Bayes VI with the solver in the likelihood ([`infer`]),
@@ -42,6 +42,7 @@ pub mod physics_term;
 pub mod plots;
 pub mod rundir;
 pub mod session;
+pub mod surrogate;
 pub mod tables;
 pub mod trainer;
 pub mod uq;

@@ -93,6 +93,13 @@ impl NoiseSource {
         let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
         Tensor::from_data(TensorData::new(v, shape), device)
     }
+
+    /// `U[0, 1)` values for step `step` (host-side, e.g. collocation points), row-major.
+    pub fn uniform(&self, n: usize, step: usize) -> Vec<f64> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ 0x5851_F42D_4C95_7F2D);
+        rng.set_stream(self.stream.wrapping_mul(1 << 32) ^ step as u64);
+        (0..n).map(|_| rand::Rng::random::<f64>(&mut rng)).collect()
+    }
 }
 
 #[cfg(test)]

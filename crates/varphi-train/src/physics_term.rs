@@ -1,5 +1,5 @@
 //! The PDE residual as a virtual observation, shared by the kinds that train through it (cvae
-//! surrogates, pddlvm): its config section `[objective.residual]` and [`PhysicsTerm`], the
+//! surrogates, pddlvm, boltzmann): its config section `[objective.residual]` and [`PhysicsTerm`], the
 //! problem with its preconditioner and the parameter normalisation.
 
 use crate::config::invalid;
@@ -92,6 +92,12 @@ impl ResidualSection {
         Ok(())
     }
 
+    /// The key of `precondition` when it is on (for [`PhysicsTerm::new`]).
+    pub fn precondition_key(&self) -> Option<&'static str> {
+        self.precondition
+            .then_some("objective.residual.precondition")
+    }
+
     /// The virtual-observation likelihood.
     pub fn likelihood(&self) -> ResidualLikelihoodConfig {
         let schedule = match self.schedule {
@@ -123,10 +129,11 @@ pub struct PhysicsTerm {
 }
 
 impl PhysicsTerm {
-    /// Build from a physics data source, `[objective.residual]` and the run's normaliser.
+    /// Build from a physics data source and the run's normaliser; `precondition` names the
+    /// config key that asks for `P⁻¹ r` (errors name it), `None` for the raw residual.
     pub fn new(
         data: &DataSource,
-        residual: &ResidualSection,
+        precondition: Option<&str>,
         norm: &Normalization,
     ) -> Result<Self, TrainError> {
         let (_, physics) = data.physics().ok_or_else(|| {
@@ -136,10 +143,10 @@ impl PhysicsTerm {
             )
         })?;
         let problem = physics.build();
-        let preconditioner = if residual.precondition {
+        let preconditioner = if let Some(key) = precondition {
             Some(problem.preconditioner().ok_or_else(|| {
                 invalid(
-                    "objective.residual.precondition",
+                    key,
                     format!(
                         "the {} problem has no preconditioner; set precondition = false",
                         problem.name()

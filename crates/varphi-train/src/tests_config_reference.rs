@@ -18,6 +18,8 @@ fn minimal(kind: &str) -> String {
             "[objective.residual]\nsigma = 0.1\n",
         ),
         "npe" => ("kind = \"heat\"", "[objective.observations]\nsigma = 0.1\n"),
+        "boltzmann" => ("kind = \"darcy\"\ngrid = 5", "[objective]\nbeta = 10.0\n"),
+        "pinn" => ("kind = \"poisson1d\"", ""),
         "phys-vae" => (
             "kind = \"pendulum\"",
             "[objective.observations]\nsigma = 0.1\n",

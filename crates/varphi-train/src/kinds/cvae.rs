@@ -86,7 +86,7 @@ impl Cvae {
             return Ok(None);
         };
         Ok(Some(Arc::new(CvaePhysics {
-            term: PhysicsTerm::new(&common.data, r, &data.norm)?,
+            term: PhysicsTerm::new(&common.data, r.precondition_key(), &data.norm)?,
             x_mean: data.norm.x_mean,
             x_std: data.norm.x_std,
             data: self.physics.data_likelihood,

@@ -4,10 +4,12 @@
 //! not listed there cannot be selected, and one listed without implementing [`Kind`] does not
 //! compile.
 
+pub mod boltzmann;
 pub mod cvae;
 pub mod npe;
 pub mod pddlvm;
 pub mod physvae;
+pub mod pinn;
 pub mod vae;
 
 use crate::config::{Common, SectionError};
@@ -91,6 +93,8 @@ registry! {
     Vae => vae::Vae,
     Cvae => cvae::Cvae,
     Pddlvm => pddlvm::Pddlvm,
+    Boltzmann => boltzmann::Boltzmann,
+    Pinn => pinn::Pinn,
     Npe => npe::Npe,
     PhysVae => physvae::PhysVae,
 }

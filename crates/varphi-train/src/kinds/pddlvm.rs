@@ -11,13 +11,13 @@ use crate::config::{
     d_hidden, d_kernel, invalid, kind_sections, to_table,
 };
 use crate::data::{RunData, TrainData};
-use crate::error::{TrainError, io_err};
-use crate::host::{mean_of, per_parameter, per_sample, repeat_rows, values};
+use crate::error::TrainError;
+use crate::host::{mean_of, per_parameter, per_sample, values};
 use crate::kind::{Kind, Loaded, SampleRequest};
 use crate::noise::{NoiseSource, Stream};
 use crate::observations::ObservationsSection;
 use crate::physics_term::{PhysicsTerm, ResidualSection};
-use crate::plots;
+use crate::surrogate;
 use crate::tables::coverage;
 use crate::trainer::{Objective, StepOutput};
 use crate::uq::{self, UqScores};
@@ -585,7 +585,7 @@ impl Kind for Pddlvm {
     ) -> Result<(PhysicsModel, PddlvmObjective), TrainError> {
         let norm = &data.norm;
         let o = &self.objective;
-        let physics = PhysicsTerm::new(&common.data, &o.residual, norm)?;
+        let physics = PhysicsTerm::new(&common.data, o.residual.precondition_key(), norm)?;
         let problem = &physics.problem;
         let observations = match &o.observations {
             None => None,
@@ -650,32 +650,13 @@ impl Kind for Pddlvm {
     }
 
     fn plot(&self, run: &Loaded<Self>) -> Result<(), TrainError> {
-        let device = &run.device.device;
-        let data = &run.data;
-        let k = data.test.len().min(4);
-        let idx: Vec<usize> = (0..k).collect();
-        let (x, cond) = data.test.batch(&idx, device);
-        let Some(cond) = cond else {
-            return Ok(());
-        };
-        let nu = x.dims()[1];
-        let mut truth = values(x);
-        data.norm.invert_x(&mut truth);
         let u_scale = run.objective.u_scale;
-        let q = run.model.pddlvm.surrogate(cond);
-        let mean = values(q.mean.clone().mul_scalar(u_scale));
-        // (Seed 0: the plot's noise does not depend on the run's seed.)
-        let eps = NoiseSource::new(0, Stream::Plot).normal([1, k, nu], 0, device);
-        let sample = values(q.rsample(eps).mul_scalar(u_scale).reshape([k, nu]));
-        let split = |v: Vec<f64>| v.chunks(nu).map(<[f64]>::to_vec).collect::<Vec<_>>();
-        plots::plot_samples_titled(
-            &split(truth),
-            &split(mean),
-            &split(sample),
-            &data.test.sample_shape,
-            &run.dir.join("samples.png"),
-            &plots::SURROGATE_TITLES,
-        )
+        surrogate::plot_forward(&run.data, &run.dir, &run.device.device, |z, eps| {
+            let q = run.model.pddlvm.surrogate(z);
+            let k = eps.dims()[1];
+            let sample = q.rsample(eps).reshape([k, q.mean.dims()[1]]);
+            (q.mean.mul_scalar(u_scale), sample.mul_scalar(u_scale))
+        })
     }
 
     fn evaluate(&self, run: &Loaded<Self>) -> Result<PhysicsEval, TrainError> {
@@ -687,13 +668,19 @@ impl Kind for Pddlvm {
     }
 
     fn sample(&self, run: &Loaded<Self>, request: &SampleRequest) -> Result<String, TrainError> {
-        if request.noise {
-            return Err(invalid(
-                "--noise",
-                "is for data likelihoods; a pddlvm surrogate's samples already carry its predictive spread",
-            ));
-        }
-        sample_surrogate(run, request)
+        let o = &run.objective;
+        surrogate::sample_forward(
+            &o.physics,
+            &run.data,
+            run.common.seed,
+            request,
+            &run.device.device,
+            |z, eps| {
+                let [n, _, nu] = eps.dims();
+                let q = run.model.pddlvm.surrogate(z);
+                q.rsample(eps).reshape([n, nu]).mul_scalar(o.u_scale)
+            },
+        )
     }
 }
 
@@ -701,14 +688,10 @@ impl Kind for Pddlvm {
 fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
     let device = &run.device.device;
     let o = &run.objective;
-    let n = run.data.test.len().min(200);
     let s = 64;
-    let idx: Vec<usize> = (0..n).collect();
-    let (x, cond) = run.data.test.batch(&idx, device);
-    let z = cond.ok_or_else(|| invalid("data.kind", "the test data carry no parameters"))?;
-    let (p, nu) = (z.dims()[1], x.dims()[1]);
-    let mut truth = values(x);
-    run.data.norm.invert_x(&mut truth);
+    let (truth, z) = surrogate::test_cases(&run.data, 200, device)?;
+    let [n, p] = z.dims();
+    let nu = truth.len() / n;
     let z_phys = o.physical(z.clone());
     let noise = NoiseSource::new(run.common.seed, Stream::EvalPredictive);
     // Forward: q(u | z).
@@ -716,16 +699,14 @@ fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
     let u = q
         .rsample(noise.normal([s, n, nu], 0, device))
         .mul_scalar(o.u_scale);
-    let samples = per_sample(values(u.clone().reshape([s * n, nu])), n, nu);
-    let fwd = uq::score(&samples, &truth, &uq::LEVELS);
-    let norm_of = |u: Tensor<2>, z: Tensor<2>| {
-        let r = o.physics.problem.residual(u, z).all();
-        values(r.powi_scalar(2).sum_dim(1).sqrt().mean().unsqueeze::<2>())[0]
-    };
-    let z_rep = repeat_rows(z_phys.clone(), s);
-    let residual_norm = norm_of(u.reshape([s * n, nu]), z_rep);
+    let fwd = surrogate::score_forward(
+        &o.physics,
+        u.reshape([s * n, nu]),
+        &truth,
+        z_phys.clone(),
+        s,
+    );
     let truth_t = Tensor::<2>::from_data(TensorData::new(truth.clone(), [n, nu]), device);
-    let reference_residual_norm = norm_of(truth_t.clone(), z_phys.clone());
     // Inverse: p(z | u_true).
     let qz = run
         .model
@@ -782,12 +763,12 @@ fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
         n_test: n,
         n_samples: s,
         epochs: run.epochs_done,
-        rel_l2: fwd.rel_l2,
-        nll: fwd.nll,
-        crps: fwd.crps,
-        coverage: fwd.coverage,
-        residual_norm,
-        reference_residual_norm,
+        rel_l2: fwd.scores.rel_l2,
+        nll: fwd.scores.nll,
+        crps: fwd.scores.crps,
+        coverage: fwd.scores.coverage,
+        residual_norm: fwd.residual_norm,
+        reference_residual_norm: fwd.reference_residual_norm,
         inverse,
         posterior,
     })
@@ -852,62 +833,6 @@ fn print_eval(r: &PhysicsEval, dir: &Path) {
         "  residual norm of samples {:.4e} (reference solutions: {:.4e})",
         r.residual_norm, r.reference_residual_norm
     );
-}
-
-/// `n` predictive samples `u ~ q(u | z)` of the forward surrogate (physical units), for the
-/// physical parameters `--condition` (or, without it, those of the first test case).
-fn sample_surrogate(run: &Loaded<Pddlvm>, request: &SampleRequest) -> Result<String, TrainError> {
-    let device = &run.device.device;
-    let o = &run.objective;
-    let n = request.n;
-    let p = o.physics.cond_mean.len();
-    let z: Vec<f64> = match &request.condition {
-        Some(v) if v.len() == p => v.to_vec(),
-        Some(v) => {
-            return Err(invalid(
-                "--condition",
-                format!(
-                    "this {} run takes {p} comma-separated parameter value(s) ({}), got {}",
-                    o.physics.problem.name(),
-                    if p <= 8 {
-                        o.physics.problem.param_names().join(", ")
-                    } else {
-                        "the coefficient field".into()
-                    },
-                    v.len()
-                ),
-            ));
-        }
-        None => {
-            let (_, cond) = run.data.test.batch(&[0], device);
-            let cond =
-                cond.ok_or_else(|| invalid("data.kind", "the test data carry no parameters"))?;
-            values(o.physical(cond))
-        }
-    };
-    if let Some(bad) = z.iter().find(|v| !v.is_finite()) {
-        return Err(invalid(
-            "--condition",
-            format!("parameter values must be finite, got {bad}"),
-        ));
-    }
-    let zt = Tensor::<2>::from_data(TensorData::new(z.clone(), [1, p]), device);
-    let q = run.model.pddlvm.surrogate(o.normalised(zt));
-    let nu = q.mean.dims()[1];
-    let eps = NoiseSource::new(run.common.seed, Stream::Sample).normal([n, 1, nu], 0, device);
-    let samples = values(q.rsample(eps).reshape([n, nu]).mul_scalar(o.u_scale));
-    let mut shape = vec![n];
-    shape.extend(o.physics.problem.solution_shape());
-    let out = &request.out;
-    varphi_data::npy::save_npy_f32(out, &shape, &samples).map_err(io_err(out))?;
-    let shown: Vec<String> = z.iter().take(6).map(|v| format!("{v:.4}")).collect();
-    Ok(format!(
-        "wrote {n} surrogate samples u ~ q(u|z) {:?} to {} (z = [{}{}])",
-        o.physics.problem.solution_shape(),
-        out.display(),
-        shown.join(", "),
-        if z.len() > 6 { ", ..." } else { "" }
-    ))
 }
 
 #[cfg(test)]
