@@ -307,6 +307,15 @@ pub fn kind_sections<M: DeserializeOwned, O: DeserializeOwned>(
     ))
 }
 
+/// `value` must be finite and > 0; the error names `key`.
+pub fn check_positive(key: &str, value: f64) -> Result<(), TrainError> {
+    if value > 0.0 && value.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("must be > 0, got {value}")))
+    }
+}
+
 /// Hidden widths must be positive.
 pub fn check_hidden(hidden: &[usize]) -> Result<(), TrainError> {
     if hidden.contains(&0) {

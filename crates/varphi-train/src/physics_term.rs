@@ -2,7 +2,7 @@
 //! surrogates, pddlvm, boltzmann): its config section `[objective.residual]` and [`PhysicsTerm`], the
 //! problem with its preconditioner and the parameter normalisation.
 
-use crate::config::invalid;
+use crate::config::{check_positive, invalid};
 use crate::error::TrainError;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -62,27 +62,12 @@ fn d_unit() -> f64 {
 impl ResidualSection {
     /// Range checks.
     pub fn validate(&self) -> Result<(), TrainError> {
+        check_positive("objective.residual.sigma", self.sigma)?;
+        if let Some(b) = self.boundary_sigma {
+            check_positive("objective.residual.boundary_sigma", b)?;
+        }
+        check_positive("objective.residual.u_scale", self.u_scale)?;
         let positive = |v: f64| v > 0.0 && v.is_finite();
-        if !positive(self.sigma) {
-            return Err(invalid(
-                "objective.residual.sigma",
-                format!("must be > 0, got {}", self.sigma),
-            ));
-        }
-        if let Some(b) = self.boundary_sigma
-            && !positive(b)
-        {
-            return Err(invalid(
-                "objective.residual.boundary_sigma",
-                format!("must be > 0, got {b}"),
-            ));
-        }
-        if !positive(self.u_scale) {
-            return Err(invalid(
-                "objective.residual.u_scale",
-                format!("must be > 0, got {}", self.u_scale),
-            ));
-        }
         if self.schedule == SigmaScheduleName::Anneal && !self.anneal_from.is_some_and(positive) {
             return Err(invalid(
                 "objective.residual.anneal_from",

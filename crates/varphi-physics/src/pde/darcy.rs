@@ -7,7 +7,9 @@
 //! Prior on `a`: the FNO two-phase field (`a = 12` where a GRF with `α = 2, τ = 3` is ≥ 0,
 //! `3` elsewhere) or a log-normal Karhunen–Loève field.
 
-use super::{PdeResidual, Preconditioner, Problem, Residual, check_shapes, ring};
+use super::{
+    PdeResidual, PointJet, Preconditioner, Problem, Residual, StrongForm, check_shapes, ring,
+};
 use crate::error::PhysicsError;
 use crate::fd::{FaceAverage, Stencil2d};
 use crate::fem::{Element2d, Fem2d};
@@ -405,6 +407,87 @@ impl Problem for Darcy {
 
     fn observable(&self) -> Vec<usize> {
         self.interior()
+    }
+
+    fn strong_form(&self) -> Option<&dyn StrongForm> {
+        Some(self)
+    }
+}
+
+/// The continuous problem `R = −∇·(a∇u) − f = −(a Δu + ∇a·∇u) − f` on (0, 1)², `u = 0` on the
+/// boundary, in the coordinates `(x, y)` of [`Problem::coordinates`], with `a` the bilinear
+/// interpolant of the nodal coefficient (the parameters): `∇a` is its cellwise gradient, so a
+/// thresholded two-phase coefficient gives a residual that is only meaningful cell by cell.
+impl StrongForm for Darcy {
+    fn domain(&self) -> Vec<[f64; 2]> {
+        vec![[0.0, 1.0], [0.0, 1.0]]
+    }
+
+    fn strong_residual(&self, x: Tensor<2>, u: &PointJet, z: Tensor<2>) -> Tensor<2> {
+        let n = self.settings.grid;
+        let rows = x.dims()[0];
+        assert!(
+            x.dims()[1] == 2 && z.dims() == [rows, n * n],
+            "darcy strong residual: expected x [rows, 2] and z [rows, {}], got {:?} and {:?}",
+            n * n,
+            x.dims(),
+            z.dims()
+        );
+        let device = x.device();
+        let h = self.h();
+        let pts = x.into_data().try_into_vec_as::<f64>().expect("f64");
+        // Per row: the 4 corner nodes of its cell and the weights of a, ∂a/∂x, ∂a/∂y.
+        let (mut idx, mut w, mut wx, mut wy) = (
+            Vec::with_capacity(4 * rows),
+            Vec::with_capacity(4 * rows),
+            Vec::with_capacity(4 * rows),
+            Vec::with_capacity(4 * rows),
+        );
+        let cell = |v: f64| {
+            let s = (v / h).clamp(0.0, (n - 1) as f64);
+            let i = (s.floor() as usize).min(n - 2);
+            (i, s - i as f64)
+        };
+        for r in 0..rows {
+            let ((i, tx), (j, ty)) = (cell(pts[2 * r]), cell(pts[2 * r + 1]));
+            for (di, dj, wv, wxv, wyv) in [
+                (0, 0, (1.0 - tx) * (1.0 - ty), -(1.0 - ty), -(1.0 - tx)),
+                (1, 0, tx * (1.0 - ty), 1.0 - ty, -tx),
+                (0, 1, (1.0 - tx) * ty, -ty, 1.0 - tx),
+                (1, 1, tx * ty, ty, tx),
+            ] {
+                idx.push(((i + di) * n + j + dj) as i64);
+                w.push(wv);
+                wx.push(wxv / h);
+                wy.push(wyv / h);
+            }
+        }
+        let idx = Tensor::<2, Int>::from_data(TensorData::new(idx, [rows, 4]), &device);
+        let corners = z.gather(1, idx);
+        let interp = |weights: Vec<f64>| {
+            let t = Tensor::<2>::from_data(TensorData::new(weights, [rows, 4]), &device);
+            (corners.clone() * t).sum_dim(1)
+        };
+        let (a, ax, ay) = (interp(w), interp(wx), interp(wy));
+        let laplacian = u.hess[0][0].clone() + u.hess[1][1].clone();
+        (a * laplacian + ax * u.grad[0].clone() + ay * u.grad[1].clone())
+            .neg()
+            .sub_scalar(self.settings.forcing)
+    }
+
+    /// 32 points on each side (corners included once).
+    fn dirichlet_points(&self) -> Vec<Vec<f64>> {
+        let mut p = Vec::with_capacity(128);
+        for i in 0..32 {
+            let s = i as f64 / 32.0;
+            p.extend([
+                vec![s, 0.0],
+                vec![1.0, s],
+                vec![1.0 - s, 1.0],
+                vec![0.0, 1.0 - s],
+            ]);
+        }
+        p
     }
 }
 

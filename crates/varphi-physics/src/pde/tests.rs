@@ -961,3 +961,58 @@ fn the_heat_strong_form_vanishes_on_a_travelling_decaying_wave() {
         assert!((g - want).abs() < 1e-14, "{pt:?}: {g} vs {want}");
     }
 }
+
+#[test]
+fn the_darcy_strong_form_is_exact_for_a_bilinear_coefficient() {
+    // a(x, y) = 1 + x + 2y (bilinear, so its interpolant is exact), u = sin(πx) sin(πy):
+    // −∇·(a∇u) − f = a 2π² u − (a_x u_x + a_y u_y) − f.
+    let p = Darcy::new(DarcySettings::fno(5));
+    let nodes = Grid2d::unit_square(5);
+    let a: Vec<f64> = nodes
+        .x
+        .x
+        .iter()
+        .flat_map(|&x| nodes.y.x.iter().map(move |&y| 1.0 + x + 2.0 * y))
+        .collect();
+    let pts = [
+        (0.13, 0.71),
+        (0.5, 0.5),
+        (0.9, 0.05),
+        (0.0, 0.3),
+        (1.0, 1.0),
+    ];
+    let dev = f64_device();
+    let col = |f: &dyn Fn(f64, f64) -> f64| {
+        tensor(pts.iter().map(|&(x, y)| f(x, y)).collect(), [5, 1], &dev)
+    };
+    let u = |x: f64, y: f64| (PI * x).sin() * (PI * y).sin();
+    let ux = |x: f64, y: f64| PI * (PI * x).cos() * (PI * y).sin();
+    let uy = |x: f64, y: f64| PI * (PI * x).sin() * (PI * y).cos();
+    let uxx = |x: f64, y: f64| -PI * PI * u(x, y);
+    let uxy = |x: f64, y: f64| PI * PI * (PI * x).cos() * (PI * y).cos();
+    let jet = PointJet {
+        u: col(&u),
+        grad: vec![col(&ux), col(&uy)],
+        hess: vec![vec![col(&uxx), col(&uxy)], vec![col(&uxy), col(&uxx)]],
+    };
+    let x = tensor(
+        pts.iter().flat_map(|&(x, y)| [x, y]).collect(),
+        [5, 2],
+        &dev,
+    );
+    let z = tensor(a.repeat(5), [5, 25], &dev);
+    let form = p.strong_form().expect("darcy has a strong form");
+    let r = vec(form.strong_residual(x, &jet, z));
+    for (k, &(x, y)) in pts.iter().enumerate() {
+        let av = 1.0 + x + 2.0 * y;
+        let want = av * 2.0 * PI * PI * u(x, y) - (ux(x, y) + 2.0 * uy(x, y)) - 1.0;
+        assert!(
+            (r[k] - want).abs() < 1e-12,
+            "({x}, {y}): {} vs {want}",
+            r[k]
+        );
+    }
+    let b = form.dirichlet_points();
+    assert_eq!(b.len(), 128);
+    assert!(b.iter().all(|p| p.iter().any(|&v| v == 0.0 || v == 1.0)));
+}

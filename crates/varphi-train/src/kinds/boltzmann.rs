@@ -16,8 +16,8 @@
 //! `1/Λ_ii` and whose marginals have variances `(Λ⁻¹)_ii`.
 
 use crate::config::{
-    ActivationName, Common, SectionError, check_conv, check_hidden, d_activation, d_channels,
-    d_hidden, invalid, kind_sections, to_table,
+    ActivationName, Common, SectionError, check_conv, check_hidden, check_positive, d_activation,
+    d_channels, d_hidden, invalid, kind_sections, to_table,
 };
 use crate::data::{RunData, TrainData};
 use crate::error::TrainError;
@@ -318,27 +318,11 @@ impl Kind for Boltzmann {
             return Err(invalid("model.flow_layers", "must be at least 1"));
         }
         let o = &self.objective;
-        let positive = |v: f64| v > 0.0 && v.is_finite();
-        if !positive(o.beta) {
-            return Err(invalid(
-                "objective.beta",
-                format!("must be > 0, got {}", o.beta),
-            ));
+        check_positive("objective.beta", o.beta)?;
+        if let Some(b) = o.boundary_beta {
+            check_positive("objective.boundary_beta", b)?;
         }
-        if let Some(b) = o.boundary_beta
-            && !positive(b)
-        {
-            return Err(invalid(
-                "objective.boundary_beta",
-                format!("must be > 0, got {b}"),
-            ));
-        }
-        if !positive(o.u_scale) {
-            return Err(invalid(
-                "objective.u_scale",
-                format!("must be > 0, got {}", o.u_scale),
-            ));
-        }
+        check_positive("objective.u_scale", o.u_scale)?;
         if o.n_particles == 0 {
             return Err(invalid("objective.n_particles", "must be at least 1"));
         }

@@ -12,10 +12,12 @@
 //! propagation through the network (first-order autodiff only), the residual from the problem's
 //! [`varphi_physics::pde::StrongForm`]. A PINN is a point estimate: `varphi eval` reports its
 //! error against the reference solver at the grid nodes and its residuals, not calibration.
-//! Problems with a strong form: `poisson1d` (`x`) and `heat` (`(t, x)`).
+//! Problems with a strong form: `poisson1d` (`x`), `heat` (`(t, x)`) and `darcy` (`(x, y)`, the
+//! nodal coefficient interpolated bilinearly).
 
 use crate::config::{
-    ActivationName, Common, SectionError, check_hidden, d_hidden, invalid, kind_sections, to_table,
+    ActivationName, Common, SectionError, check_hidden, check_positive, d_hidden, invalid,
+    kind_sections, to_table,
 };
 use crate::data::{RunData, TrainData};
 use crate::error::TrainError;
@@ -101,7 +103,7 @@ fn strong_form(problem: &dyn Problem) -> Result<&dyn StrongForm, TrainError> {
         invalid(
             "data.kind",
             format!(
-                "the {} problem has no pointwise strong form for collocation residuals (pinn supports poisson1d and heat); use kind = \"pddlvm\" or \"boltzmann\" with its discrete residual",
+                "the {} problem has no pointwise strong form for collocation residuals (pinn supports poisson1d, heat and darcy); use kind = \"pddlvm\" or \"boltzmann\" with its discrete residual",
                 problem.name()
             ),
         )
@@ -285,19 +287,13 @@ impl Kind for Pinn {
         if o.collocation == 0 {
             return Err(invalid("objective.collocation", "must be at least 1"));
         }
-        let positive = |v: f64| v > 0.0 && v.is_finite();
         if !(o.boundary_weight >= 0.0 && o.boundary_weight.is_finite()) {
             return Err(invalid(
                 "objective.boundary_weight",
                 format!("must be ≥ 0, got {}", o.boundary_weight),
             ));
         }
-        if !positive(o.u_scale) {
-            return Err(invalid(
-                "objective.u_scale",
-                format!("must be > 0, got {}", o.u_scale),
-            ));
-        }
+        check_positive("objective.u_scale", o.u_scale)?;
         let (_, physics) = common.physics_source("kind = \"pinn\"")?;
         strong_form(physics.build().as_ref())?;
         Ok(())
@@ -498,8 +494,8 @@ mod tests {
             &["model.activation", "second derivative"],
         );
         rejects(
-            "[data]\nkind = \"darcy\"\nn = 8\ngrid = 5\n[model]\nkind = \"pinn\"\n",
-            &["data.kind", "darcy", "strong form"],
+            "[data]\nkind = \"burgers\"\nn = 8\n[model]\nkind = \"pinn\"\n",
+            &["data.kind", "burgers", "strong form"],
         );
     }
 
