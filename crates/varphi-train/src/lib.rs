@@ -1,7 +1,7 @@
 //! # varphi-train
 //!
 //! The training side of varphi. One module per experiment kind ([`kinds`]: `vae`, `cvae`,
-//! `pddlvm`, `boltzmann`, `npe`, `phys-vae`), each implementing the [`kind::Kind`] trait with its own typed
+//! `pddlvm`, `boltzmann`, `pinn`, `npe`, `phys-vae`), each implementing the [`kind::Kind`] trait with its own typed
 //! config; the registry [`kinds::KindSection`] maps `[model] kind` to it in one `match`, and
 //! [`session`] trains, evaluates and samples any kind the same way. Shared pieces have homes of
 //! their own: the shared config sections ([`config`]) and the whole experiment
