@@ -158,6 +158,15 @@ pub const SURROGATE_TITLES: Titles = [
     "samples of the surrogate q(u|z)",
 ];
 
+/// Titles for a point-estimate surrogate (PINN): reference, prediction and their difference.
+pub const PINN_TITLES: Titles = [
+    "reference solution",
+    "PINN prediction",
+    "error u − u*",
+    "reference (lines) vs PINN (dots)",
+    "error u − u*",
+];
+
 /// [`plot_samples`] with custom titles.
 pub fn plot_samples_titled(
     data: &[Vec<f64>],

@@ -25,6 +25,7 @@ use crate::host::{mean_of, repeat_rows, values};
 use crate::kind::{Kind, Loaded, SampleRequest};
 use crate::noise::{NoiseSource, Stream};
 use crate::physics_term::PhysicsTerm;
+use crate::plots;
 use crate::surrogate;
 use crate::trainer::{Objective, StepOutput};
 use burn::prelude::*;
@@ -333,6 +334,36 @@ impl Kind for Pinn {
                 noise: NoiseSource::new(common.seed, Stream::Train),
             },
         ))
+    }
+
+    /// `samples.png`: reference, prediction and error on the first (up to) 4 test cases.
+    fn plot(&self, run: &Loaded<Self>) -> Result<(), TrainError> {
+        let device = &run.device.device;
+        let o = &run.objective;
+        let (truth, z) = surrogate::test_cases(&run.data, 4, device)?;
+        let k = z.dims()[0];
+        let nodes = grid_nodes(&o.physics);
+        let nu = nodes.len();
+        if nu * k != truth.len() {
+            // `varphi eval` names the mismatch.
+            return Ok(());
+        }
+        let pred = values(
+            run.model
+                .forward(points(&nodes, device), z)
+                .reshape([k, nu])
+                .mul_scalar(o.u_scale),
+        );
+        let err: Vec<f64> = pred.iter().zip(&truth).map(|(p, t)| p - t).collect();
+        let split = |v: &[f64]| v.chunks(nu).map(<[f64]>::to_vec).collect::<Vec<_>>();
+        plots::plot_samples_titled(
+            &split(&truth),
+            &split(&pred),
+            &split(&err),
+            &run.data.test.sample_shape,
+            &run.dir.join("samples.png"),
+            &plots::PINN_TITLES,
+        )
     }
 
     fn evaluate(&self, run: &Loaded<Self>) -> Result<PinnEval, TrainError> {
