@@ -23,6 +23,8 @@ pub struct ForwardScores {
     pub residual_norm: f64,
     /// The same for the reference solutions (the discretisation's floor).
     pub reference_residual_norm: f64,
+    /// The samples scored, `[s·n·n_u]` sample-major (host copy, for further checks).
+    pub samples: Vec<f64>,
 }
 
 /// The first (up to) `max_cases` test cases: reference solutions (physical units, `[n·n_u]`),
@@ -53,8 +55,8 @@ pub fn score_forward(
     let [n, _] = z_phys.dims();
     let nu = u.dims()[1];
     let device = u.device();
-    let samples = per_sample(values(u.clone()), n, nu);
-    let scores = uq::score(&samples, truth, &uq::LEVELS);
+    let flat = values(u.clone());
+    let scores = uq::score(&per_sample(flat.clone(), n, nu), truth, &uq::LEVELS);
     let norm_of = |u: Tensor<2>, z: Tensor<2>| {
         let r = physics.problem.residual(u, z).all();
         values(r.powi_scalar(2).sum_dim(1).sqrt().mean().unsqueeze::<2>())[0]
@@ -65,6 +67,7 @@ pub fn score_forward(
         scores,
         residual_norm,
         reference_residual_norm: norm_of(truth_t, z_phys),
+        samples: flat,
     }
 }
 

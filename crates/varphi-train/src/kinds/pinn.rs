@@ -404,17 +404,10 @@ impl Kind for Pinn {
     }
 }
 
-/// The grid nodes of the problem's solution, row-major over its axes, `[n_u][c]`.
-fn grid_nodes(physics: &PhysicsTerm) -> Vec<Vec<f64>> {
-    let axes: Vec<Vec<f64>> = physics
-        .problem
-        .coordinates()
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    let mut nodes = vec![Vec::new()];
-    for axis in &axes {
-        nodes = nodes
+/// Every point of the tensor grid of `axes`, row-major (the last axis fastest), `[Π len][c]`.
+fn tensor_grid(axes: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    axes.iter().fold(vec![Vec::new()], |points, axis| {
+        points
             .into_iter()
             .flat_map(|prefix| {
                 axis.iter().map(move |&v| {
@@ -423,9 +416,19 @@ fn grid_nodes(physics: &PhysicsTerm) -> Vec<Vec<f64>> {
                     p
                 })
             })
-            .collect();
-    }
-    nodes
+            .collect()
+    })
+}
+
+/// The grid nodes of the problem's solution, row-major over its axes, `[n_u][c]`.
+fn grid_nodes(physics: &PhysicsTerm) -> Vec<Vec<f64>> {
+    let axes: Vec<Vec<f64>> = physics
+        .problem
+        .coordinates()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    tensor_grid(&axes)
 }
 
 /// Score the first (up to) 200 test cases.
@@ -461,22 +464,15 @@ fn evaluate(run: &Loaded<Pinn>) -> Result<PinnEval, TrainError> {
     // Evenly spaced interior points: a tensor grid.
     let domain = form.domain();
     let per_axis = if domain.len() == 1 { 256 } else { 16 };
-    let mut xs = vec![Vec::new()];
-    for [lo, hi] in &domain {
-        let line: Vec<f64> = (0..per_axis)
-            .map(|i| lo + (hi - lo) * (i as f64 + 0.5) / per_axis as f64)
-            .collect();
-        xs = xs
-            .into_iter()
-            .flat_map(|prefix: Vec<f64>| {
-                line.iter().map(move |&v| {
-                    let mut p = prefix.clone();
-                    p.push(v);
-                    p
-                })
-            })
-            .collect();
-    }
+    let lines: Vec<Vec<f64>> = domain
+        .iter()
+        .map(|[lo, hi]| {
+            (0..per_axis)
+                .map(|i| lo + (hi - lo) * (i as f64 + 0.5) / per_axis as f64)
+                .collect()
+        })
+        .collect();
+    let xs = tensor_grid(&lines);
     let rms = |t: Tensor<2>| mean_of(t.powi_scalar(2).flatten::<1>(0, 1)).sqrt();
     // (The jets of every point of every case would not fit: the first 32 cases.)
     let strong = rms(o.residual(
