@@ -3,8 +3,8 @@
 use crate::builtin::{Heat1dSettings, Heat2dSettings, heat1d, heat2d};
 use crate::dataset::Dataset;
 use crate::error::DataError;
-use crate::npy::{Array, load_npy, load_npz};
 use crate::physics::{GeneratorSpec, PhysicsSettings, generate, generate_subset};
+use crate::read::{Array, load_array};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use varphi_physics::pde::{
@@ -24,8 +24,15 @@ use varphi_physics::pde::{
 /// [data]
 /// kind = "npz"
 /// path = "fields.npz"
-/// x_key = "u"            # [n, ...] float32/float64
+/// x_key = "u"            # [n, ...] float or integer
 /// cond_key = "kappa"     # optional [n] or [n, c]
+/// ```
+/// ```toml
+/// [data]
+/// kind = "files"         # given splits, each a file (.npy, .npz, .safetensors, .csv)
+/// train = { path = "train.npz", x = "u", cond = "a" }
+/// test = { path = "test.npz", x = "u", cond = "a" }       # optional: else [split] test_fraction
+/// validation = { path = "val.npz", x = "u", cond = "a" }  # optional
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -135,6 +142,18 @@ pub enum DataSource {
         #[serde(default)]
         cond_path: Option<PathBuf>,
     },
+    /// Given splits: a training source and optional validation and test sources, each a
+    /// [`FileSource`]. Without `test`, `[split] test_fraction` of `train` is held out.
+    Files {
+        /// Training samples.
+        train: FileSource,
+        /// Validation samples (early stopping), optional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        validation: Option<FileSource>,
+        /// Test samples, optional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        test: Option<FileSource>,
+    },
     /// Arrays in a `.npz` archive.
     Npz {
         /// Archive.
@@ -147,6 +166,90 @@ pub enum DataSource {
         cond_key: Option<String>,
     },
 }
+
+/// One split of `kind = "files"`: the samples `x` and optional conditions of one file (or the
+/// conditions from a second file, `cond_path`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    /// Data file: `.npy`, `.npz`, `.safetensors` or `.csv`.
+    pub path: PathBuf,
+    /// Array (`.npz`, `.safetensors`) or columns (`.csv`, `"a,b"`) of the samples `[n, ...]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// Array or columns of the conditions `[n]` or `[n, c]` (in `cond_path` if given, else in
+    /// `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cond: Option<String>,
+    /// A second file holding the conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cond_path: Option<PathBuf>,
+}
+
+impl FileSource {
+    /// Load the samples (and conditions) as a [`Dataset`]; conversions applied on reading are
+    /// appended to `notes`.
+    pub fn load(&self, notes: &mut Vec<String>) -> Result<Dataset, DataError> {
+        let xa = load_array(&self.path, self.x.as_deref())?;
+        notes.extend(xa.notes.iter().cloned());
+        let (x, shape) = as_samples(xa, &self.path)?;
+        let n = x.len() / shape.iter().product::<usize>();
+        let cond_file = self.cond_path.as_ref().unwrap_or(&self.path);
+        let (cond, c) = match (&self.cond, &self.cond_path) {
+            (None, None) => (vec![], 0),
+            (key, _) => {
+                let ca = load_array(cond_file, key.as_deref())?;
+                notes.extend(ca.notes.iter().cloned());
+                as_cond(ca, n, cond_file)?
+            }
+        };
+        Dataset::new(x, shape, cond, c)
+    }
+
+    fn check_exists(&self, key: &'static str) -> Result<(), DataError> {
+        for p in std::iter::once(&self.path).chain(&self.cond_path) {
+            if !p.is_file() {
+                return Err(DataError::Invalid {
+                    key,
+                    message: format!("file {} does not exist", p.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn resolved(&self, base: &Path) -> FileSource {
+        FileSource {
+            path: join(base, &self.path),
+            cond_path: self.cond_path.as_ref().map(|p| join(base, p)),
+            ..self.clone()
+        }
+    }
+}
+
+fn join(base: &Path, p: &Path) -> PathBuf {
+    if p.is_relative() {
+        base.join(p)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+/// The splits of a data source (see [`DataSource::splits`]).
+#[derive(Debug, Clone)]
+pub struct Splits {
+    /// Training samples.
+    pub train: Dataset,
+    /// Validation samples, when given or carved out of the training part.
+    pub validation: Option<Dataset>,
+    /// Test samples.
+    pub test: Dataset,
+    /// Conversions applied on reading files (element type casts, Fortran order).
+    pub notes: Vec<String>,
+}
+
+/// Seed offset of the validation split, so that it never changes the test split.
+const VALIDATION_SEED: u64 = 0x7a11_da7e;
 
 fn d_n() -> usize {
     2000
@@ -272,6 +375,20 @@ impl DataSource {
                 }
                 Ok(())
             }
+            DataSource::Files {
+                train,
+                validation,
+                test,
+            } => {
+                train.check_exists("train")?;
+                if let Some(v) = validation {
+                    v.check_exists("validation")?;
+                }
+                if let Some(t) = test {
+                    t.check_exists("test")?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -350,28 +467,25 @@ impl DataSource {
                 kappa,
                 seed,
             })),
-            DataSource::Npy { path, cond_path } => {
-                let (x, shape) = as_samples(load_npy(&path)?, &path)?;
-                let n = x.len() / shape.iter().product::<usize>();
-                let (cond, c) = match cond_path {
-                    Some(cp) => as_cond(load_npy(&cp)?, n, &cp)?,
-                    None => (vec![], 0),
-                };
-                Dataset::new(x, shape, cond, c)
+            DataSource::Npy { path, cond_path } => FileSource {
+                path,
+                x: None,
+                cond: None,
+                cond_path,
             }
+            .load(&mut Vec::new()),
             DataSource::Npz {
                 path,
                 x_key,
                 cond_key,
-            } => {
-                let (x, shape) = as_samples(load_npz(&path, &x_key)?, &path)?;
-                let n = x.len() / shape.iter().product::<usize>();
-                let (cond, c) = match cond_key {
-                    Some(k) => as_cond(load_npz(&path, &k)?, n, &path)?,
-                    None => (vec![], 0),
-                };
-                Dataset::new(x, shape, cond, c)
+            } => FileSource {
+                path,
+                x: Some(x_key),
+                cond: cond_key,
+                cond_path: None,
             }
+            .load(&mut Vec::new()),
+            DataSource::Files { train, .. } => train.load(&mut Vec::new()),
             physics => unreachable!("{physics:?} is generated above"),
         }
     }
@@ -398,20 +512,76 @@ impl DataSource {
             let data = generate_subset(&spec, &test, cores, &|_| {})?.into_dataset()?;
             return Ok((data, train.len()));
         }
-        let all = self.load(seed, base)?;
-        let (train, test) = all.split(test_fraction, seed);
-        Ok((test, train.len()))
+        let s = self.splits(seed, base, test_fraction, 0.0)?;
+        Ok((s.test, s.train.len()))
+    }
+
+    /// The training, validation and test splits, with relative paths resolved against
+    /// `base`. Given splits (`kind = "files"` with `test` / `validation`) are used as they
+    /// are; otherwise `test_fraction` of the samples are held out for testing (the split of
+    /// [`Dataset::split`]`(test_fraction, seed)`), and `validation_fraction` (0: none) of the
+    /// remaining training part for validation, from a seed of its own so the test split does
+    /// not change.
+    pub fn splits(
+        &self,
+        seed: u64,
+        base: &Path,
+        test_fraction: f64,
+        validation_fraction: f64,
+    ) -> Result<Splits, DataError> {
+        let mut notes = Vec::new();
+        let (all, given_validation, given_test) = match self.resolved(base) {
+            DataSource::Files {
+                train,
+                validation,
+                test,
+            } => {
+                self.resolved(base).validate()?;
+                let all = train.load(&mut notes)?;
+                let v = validation.map(|v| v.load(&mut notes)).transpose()?;
+                let t = test.map(|t| t.load(&mut notes)).transpose()?;
+                for (name, d) in [("validation", &v), ("test", &t)] {
+                    if let Some(d) = d
+                        && (d.sample_shape != all.sample_shape || d.cond_dim != all.cond_dim)
+                    {
+                        return Err(DataError::Shape(format!(
+                            "the {name} samples have shape {:?} with {} condition(s), the training samples {:?} with {}; give the splits the same layout",
+                            d.sample_shape, d.cond_dim, all.sample_shape, all.cond_dim
+                        )));
+                    }
+                }
+                (all, v, t)
+            }
+            _ => (self.load(seed, base)?, None, None),
+        };
+        let (train, test) = match given_test {
+            Some(t) => (all, t),
+            None => all.split(test_fraction, seed),
+        };
+        let (train, validation) = match given_validation {
+            Some(v) => (train, Some(v)),
+            None if validation_fraction > 0.0 => {
+                let (t, v) = train.split(validation_fraction, seed ^ VALIDATION_SEED);
+                (t, Some(v))
+            }
+            None => (train, None),
+        };
+        Ok(Splits {
+            train,
+            validation,
+            test,
+            notes,
+        })
+    }
+
+    /// Whether the test samples are a given file (not a random split).
+    pub fn given_test(&self) -> bool {
+        matches!(self, DataSource::Files { test: Some(_), .. })
     }
 
     /// The same source with relative paths joined onto `base`.
     pub fn resolved(&self, base: &Path) -> DataSource {
-        let fix = |p: &PathBuf| {
-            if p.is_relative() {
-                base.join(p)
-            } else {
-                p.clone()
-            }
-        };
+        let fix = |p: &PathBuf| join(base, p);
         match self {
             DataSource::Npy { path, cond_path } => DataSource::Npy {
                 path: fix(path),
@@ -425,6 +595,15 @@ impl DataSource {
                 path: fix(path),
                 x_key: x_key.clone(),
                 cond_key: cond_key.clone(),
+            },
+            DataSource::Files {
+                train,
+                validation,
+                test,
+            } => DataSource::Files {
+                train: train.resolved(base),
+                validation: validation.as_ref().map(|v| v.resolved(base)),
+                test: test.as_ref().map(|t| t.resolved(base)),
             },
             other => other.clone(),
         }

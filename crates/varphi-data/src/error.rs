@@ -25,18 +25,38 @@ pub enum DataError {
         present: String,
     },
     /// The array's element type is not float32/float64.
-    #[error("{path}: unsupported dtype {dtype}; save the array as float32 or float64")]
+    #[error(
+        "{path}: unsupported element type {dtype}; save the array as float (16/32/64-bit), integer or boolean"
+    )]
     Dtype {
         /// File.
         path: PathBuf,
         /// The dtype string.
         dtype: String,
     },
-    /// Fortran-ordered arrays are not supported.
-    #[error("{path}: array is Fortran-ordered; save it C-contiguous (np.ascontiguousarray)")]
-    FortranOrder {
+    /// A file whose contents cannot be parsed: truncated or corrupt.
+    #[error(
+        "{path}: not a readable {format} file, it is truncated or corrupt ({detail}); write it again"
+    )]
+    Corrupt {
         /// File.
         path: PathBuf,
+        /// The format expected from its extension.
+        format: &'static str,
+        /// What the parser said.
+        detail: String,
+    },
+    /// More memory than this machine has available.
+    #[error("{what} needs {needed}, but only {available} of memory is available; {fix}")]
+    Memory {
+        /// What would allocate.
+        what: String,
+        /// Its size.
+        needed: String,
+        /// Available memory.
+        available: String,
+        /// The setting to change.
+        fix: String,
     },
     /// NaN or infinity in the data.
     #[error(

@@ -5,8 +5,11 @@
 //! - [`DataSource`]: the `[data]` table of a config — built-in generators (`heat1d`, `heat2d`:
 //!   exact Fourier solutions of the heat equation; `darcy`, `poisson1d`, `burgers`, `heat`,
 //!   `pendulum`: reference solutions of the paper set-ups from [`physics`], deterministic from a
-//!   seed) or `.npy` / `.npz` files (float32/float64, with an optional condition array). NaN/inf
-//!   and shape mismatches are reported with the file and sample named.
+//!   seed) or files: `.npy`, `.npz`, `.safetensors`, `.csv` ([`read`]: C or Fortran order,
+//!   float16/32/64, integer and boolean elements), with an optional condition array, and given
+//!   train / validation / test files (`kind = "files"`). NaN/inf, truncated files and shape
+//!   mismatches are reported with the file and sample named; [`memory`] refuses allocations
+//!   larger than the machine's available memory before they are made.
 //! - [`physics::generate`] / [`physics::write`]: the generators behind `varphi data`, writing
 //!   parameters, solutions, grid coordinates and noisy point observations to `.npz` with a JSON
 //!   sidecar.
@@ -27,9 +30,11 @@ pub mod builtin;
 pub mod config;
 pub mod dataset;
 pub mod error;
+pub mod memory;
 pub mod npy;
 pub mod physics;
+pub mod read;
 
-pub use config::DataSource;
+pub use config::{DataSource, FileSource, Splits};
 pub use dataset::{Batcher, Dataset, Normalization, split_indices};
 pub use error::DataError;

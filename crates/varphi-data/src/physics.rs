@@ -212,8 +212,32 @@ pub fn generate_on(
     threads: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Generated, DataError> {
+    check_memory(spec, spec.n)?;
     let all: Vec<usize> = (0..spec.n).collect();
     generate_subset(spec, &all, threads, progress)
+}
+
+/// Refuse a dataset of `rows` samples that cannot fit in memory, before allocating it: the
+/// parameters, solutions and observations in f64, twice (the arrays and the dataset or archive
+/// made from them), and the index list.
+fn check_memory(spec: &GeneratorSpec, rows: usize) -> Result<(), DataError> {
+    spec.physics.validate()?;
+    let problem = spec.physics.build();
+    let nu: u128 = problem.solution_shape().iter().product::<usize>() as u128;
+    let np = problem.param_dim() as u128;
+    let m = spec
+        .observations
+        .map_or(1, |o| o.count.unwrap_or(nu as usize).max(1)) as u128;
+    let bytes = rows as u128 * ((np + nu + m) * 8 * 2 + 8);
+    crate::memory::check(
+        bytes,
+        &format!(
+            "{rows} samples of {} (solution shape {:?})",
+            problem.name(),
+            problem.solution_shape()
+        ),
+        "lower the number of samples (varphi data --n, or n in [data])",
+    )
 }
 
 /// Samples `indices` (each `< spec.n`) of the dataset [`generate_on`] makes, in that order:
@@ -238,6 +262,7 @@ pub fn generate_subset(
             message: format!("sample {i} requested of a dataset of {}", spec.n),
         });
     }
+    check_memory(spec, indices.len())?;
     let start = std::time::Instant::now();
     let problem = spec.physics.build();
     let shape = problem.solution_shape();
