@@ -59,24 +59,205 @@ pub struct SelectedDevice {
     pub description: String,
 }
 
-const NO_ADAPTER: &str = "no wgpu adapter found (no Vulkan, Metal or DX12 GPU or driver); install a GPU driver (on Linux without a GPU: Mesa's lavapipe, package mesa-vulkan-drivers) or use --backend flex";
+const NO_ADAPTER: &str = "no usable wgpu adapter (no Vulkan, Metal or DX12 GPU or driver found; OpenGL is not used); install a GPU driver (on Linux without a GPU: Mesa's lavapipe, package mesa-vulkan-drivers), or use --backend flex";
 
-/// The wgpu devices of this machine (empty when there is no adapter or driver).
-fn wgpu_adapters() -> Vec<Device> {
-    // A missing driver can panic inside the runtime; treat that as "no adapter" without
-    // letting the panic hook print anything.
+/// One wgpu adapter of this machine, as `varphi devices` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adapter {
+    /// Index in [`adapters`]' list (`--backend wgpu:INDEX`).
+    pub index: usize,
+    /// The adapter's name (`--backend wgpu:NAME` matches a part of it).
+    pub name: String,
+    /// Discrete, integrated or virtual GPU, CPU (a software rasteriser such as lavapipe), other.
+    pub device_type: &'static str,
+    /// The graphics API: Vulkan, Metal or DX12 (never OpenGL).
+    pub api: &'static str,
+    /// Driver and version.
+    pub driver: String,
+    /// Whether it is a software rasteriser running on the CPU.
+    pub software: bool,
+    kind: burn::tensor::DeviceKind,
+    backend: burn::tensor::wgpu::WgpuBackend,
+}
+
+impl std::fmt::Display for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "wgpu:{}  {} ({}, {}{})",
+            self.index,
+            self.name,
+            self.device_type,
+            self.api,
+            if self.driver.trim().is_empty() {
+                String::new()
+            } else {
+                format!(", {}", self.driver.trim())
+            }
+        )
+    }
+}
+
+/// Poll a future that completes without waiting (wgpu's native adapter enumeration).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// The wgpu adapters of this machine on its native graphics APIs (Vulkan; Metal on macOS;
+/// DX12 and Vulkan on Windows), GPUs first, software rasterisers last. OpenGL is never
+/// probed: with no GPU driver its EGL path can deadlock instead of failing.
+pub fn adapters() -> Vec<Adapter> {
+    use burn::tensor::DeviceKind;
+    use burn::tensor::wgpu::{WgpuBackend, wgpu};
+    let apis: &[(wgpu::Backend, WgpuBackend, &str)] = if cfg!(target_os = "macos") {
+        &[(wgpu::Backend::Metal, WgpuBackend::Metal, "Metal")]
+    } else if cfg!(target_os = "windows") {
+        &[
+            (wgpu::Backend::Dx12, WgpuBackend::Dx12, "DX12"),
+            (wgpu::Backend::Vulkan, WgpuBackend::Vulkan, "Vulkan"),
+        ]
+    } else {
+        &[(wgpu::Backend::Vulkan, WgpuBackend::Vulkan, "Vulkan")]
+    };
+    // A broken driver can panic inside wgpu; treat that as "no adapter" without letting the
+    // panic hook print anything.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let devices =
-        std::panic::catch_unwind(|| Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec())
-            .unwrap_or_default();
+    let mut found = Vec::new();
+    for &(api, backend, api_name) in apis {
+        let listed = std::panic::catch_unwind(|| {
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends: api.into(),
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+            block_on(instance.enumerate_adapters(api.into()))
+                .iter()
+                .map(wgpu::Adapter::get_info)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+        // cubecl selects "the i-th adapter of this type" on the pinned API, in this order.
+        let mut next = [0usize; 4];
+        for info in listed {
+            let (device_type, slot) = match info.device_type {
+                wgpu::DeviceType::DiscreteGpu => ("discrete GPU", Some(0)),
+                wgpu::DeviceType::IntegratedGpu => ("integrated GPU", Some(1)),
+                wgpu::DeviceType::VirtualGpu => ("virtual GPU", Some(2)),
+                wgpu::DeviceType::Other => ("other", Some(3)),
+                wgpu::DeviceType::Cpu => ("CPU, software rasteriser", None),
+            };
+            let i = slot.map_or(0, |k| {
+                next[k] += 1;
+                next[k] - 1
+            });
+            let kind = match info.device_type {
+                wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(i),
+                wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(i),
+                wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu(i),
+                wgpu::DeviceType::Other => DeviceKind::DefaultDevice,
+                wgpu::DeviceType::Cpu => DeviceKind::Cpu,
+            };
+            found.push(Adapter {
+                index: 0,
+                name: info.name.clone(),
+                device_type,
+                api: api_name,
+                driver: format!("{} {}", info.driver, info.driver_info),
+                software: info.device_type == wgpu::DeviceType::Cpu,
+                kind,
+                backend,
+            });
+        }
+    }
     std::panic::set_hook(hook);
-    devices
+    // GPUs first (stable: the driver's order within each group).
+    found.sort_by_key(|a| a.software);
+    for (i, a) in found.iter_mut().enumerate() {
+        a.index = i;
+    }
+    found
 }
 
 /// Whether at least one wgpu adapter exists, without panicking.
 pub fn wgpu_available() -> bool {
-    !wgpu_adapters().is_empty()
+    !adapters().is_empty()
+}
+
+/// The adapter `--backend wgpu:SELECTOR` asked for (an index of [`adapters`] or a part of a
+/// name), set once per process before the first wgpu device is made.
+static ADAPTER_CHOICE: OnceLock<String> = OnceLock::new();
+
+/// Choose the wgpu adapter of this process by index or name (see [`parse_backend`]). Only
+/// the first choice counts: burn's wgpu runtime is initialised once per process.
+pub fn choose_adapter(selector: &str) {
+    let _ = ADAPTER_CHOICE.set(selector.to_string());
+}
+
+/// Parse `--backend`: `flex`, `ndarray`, `wgpu`, or `wgpu:INDEX` / `wgpu:NAME` for one adapter
+/// of `varphi devices`.
+pub fn parse_backend(s: &str) -> Result<(BackendKind, Option<String>), String> {
+    let (name, adapter) = match s.split_once(':') {
+        Some((n, a)) => (n, Some(a.to_string())),
+        None => (s, None),
+    };
+    let kind = match name.to_ascii_lowercase().as_str() {
+        "flex" => BackendKind::Flex,
+        "ndarray" => BackendKind::Ndarray,
+        "wgpu" => BackendKind::Wgpu,
+        _ => {
+            return Err(format!(
+                "unknown backend '{s}'; use flex, ndarray, wgpu, or wgpu:INDEX / wgpu:NAME (see varphi devices)"
+            ));
+        }
+    };
+    if adapter.is_some() && kind != BackendKind::Wgpu {
+        return Err(format!(
+            "'{s}': only wgpu takes an adapter (wgpu:INDEX or wgpu:NAME)"
+        ));
+    }
+    if adapter.as_deref().is_some_and(|a| a.trim().is_empty()) {
+        return Err(format!(
+            "'{s}': give an adapter after 'wgpu:' (see varphi devices)"
+        ));
+    }
+    Ok((kind, adapter))
+}
+
+/// The adapter for `selector` (index or case-insensitive part of the name), or the first one.
+fn pick_adapter(all: &[Adapter], selector: Option<&str>) -> Result<Adapter, String> {
+    let listing = || {
+        all.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match selector {
+        None => all.first().cloned().ok_or_else(|| NO_ADAPTER.to_string()),
+        Some(sel) => {
+            let by_index = sel.parse::<usize>().ok().and_then(|i| all.get(i));
+            let by_name = || {
+                all.iter()
+                    .find(|a| a.name.to_lowercase().contains(&sel.to_lowercase()))
+            };
+            by_index.or_else(by_name).cloned().ok_or_else(|| {
+                if all.is_empty() {
+                    NO_ADAPTER.to_string()
+                } else {
+                    format!(
+                        "no wgpu adapter matches '{sel}'; this machine has: {}",
+                        listing()
+                    )
+                }
+            })
+        }
+    }
 }
 
 /// The process-wide wgpu device: burn's wgpu runtime can be initialised only once per
@@ -84,22 +265,23 @@ pub fn wgpu_available() -> bool {
 fn wgpu_device() -> Result<(Device, String), TrainError> {
     static WGPU: OnceLock<Result<(Device, String), String>> = OnceLock::new();
     WGPU.get_or_init(|| {
-        // `Device::enumerate` lists the adapters without panicking when there are none (the
-        // lazy `Device::wgpu` constructor would panic on first use instead). The first entry
-        // is the preferred adapter (discrete GPUs first).
-        let device = wgpu_adapters()
-            .into_iter()
-            .next()
-            .ok_or_else(|| NO_ADAPTER.to_string())?;
-        let names: Vec<String> = Device::enumerate_physical()
-            .into_iter()
-            .map(|g| g.name)
-            .collect();
-        let description = if names.is_empty() {
-            format!("wgpu {device:?}")
-        } else {
-            format!("wgpu on {}", names.join(", "))
-        };
+        let adapter = pick_adapter(&adapters(), ADAPTER_CHOICE.get().map(String::as_str))?;
+        let device = Device::wgpu_options()
+            .graphics_api(adapter.backend)
+            .device_kind(adapter.kind)
+            .init()
+            .map_err(|e| {
+                format!(
+                    "cannot start wgpu on {} ({}): {}; try another adapter (varphi devices) or --backend flex",
+                    adapter.name,
+                    adapter.api,
+                    e.to_string().replace('\n', " ")
+                )
+            })?;
+        let mut description = format!("wgpu on {} ({}, {})", adapter.name, adapter.device_type, adapter.api);
+        if adapter.software {
+            description += " — a software rasteriser on the CPU, not a GPU: expect CPU speed (no GPU adapter found; --backend flex is faster)";
+        }
         Ok((device, description))
     })
     .clone()
@@ -144,4 +326,53 @@ pub fn select_device(
         kind,
         description,
     })
+}
+
+/// `varphi devices`: the CPU backends and every wgpu adapter, one per line.
+pub fn print_devices() {
+    let threads = std::thread::available_parallelism().map_or(1, |c| c.get());
+    println!("flex     CPU, {threads} threads (default; f32 or f64)");
+    println!("ndarray  CPU (comparison backend; f32 or f64)");
+    let all = adapters();
+    if all.is_empty() {
+        println!("wgpu     none: {NO_ADAPTER}");
+    }
+    for a in &all {
+        println!("{a}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_parse_with_an_optional_wgpu_adapter() {
+        assert_eq!(parse_backend("flex"), Ok((BackendKind::Flex, None)));
+        assert_eq!(parse_backend("wgpu"), Ok((BackendKind::Wgpu, None)));
+        assert_eq!(
+            parse_backend("wgpu:1"),
+            Ok((BackendKind::Wgpu, Some("1".into())))
+        );
+        assert_eq!(
+            parse_backend("wgpu:llvmpipe"),
+            Ok((BackendKind::Wgpu, Some("llvmpipe".into())))
+        );
+        assert!(parse_backend("flex:0").unwrap_err().contains("only wgpu"));
+        assert!(
+            parse_backend("cuda")
+                .unwrap_err()
+                .contains("unknown backend")
+        );
+        assert!(
+            parse_backend("wgpu:")
+                .unwrap_err()
+                .contains("give an adapter")
+        );
+        assert!(
+            pick_adapter(&[], Some("0"))
+                .unwrap_err()
+                .contains("no usable wgpu adapter")
+        );
+    }
 }

@@ -38,6 +38,30 @@ fn run_err(path: &Path, message: impl Into<String>) -> TrainError {
     }
 }
 
+/// Make `tmp` an empty folder holding `model.bpk`, the weights of `model`.
+fn fresh_with_weights<M: Module + Clone>(tmp: &Path, model: &M) -> Result<(), TrainError> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(io_err(tmp))?;
+    }
+    std::fs::create_dir_all(tmp).map_err(io_err(tmp))?;
+    model
+        .clone()
+        .save_file(tmp.join("model.bpk"))
+        .map_err(|e| run_err(tmp, format!("cannot write model weights: {e:?}")))?;
+    Ok(())
+}
+
+/// Flush `files` of folder `dir` to disk.
+fn sync(dir: &Path, files: &[&str]) -> Result<(), TrainError> {
+    for f in files {
+        let p = dir.join(f);
+        std::fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&p))?;
+    }
+    Ok(())
+}
+
 /// Write a checkpoint atomically.
 pub fn save<M: Module + Clone>(
     run: &Path,
@@ -48,14 +72,7 @@ pub fn save<M: Module + Clone>(
     let tmp = run.join(".checkpoint.tmp");
     let old = run.join(".checkpoint.old");
     let dst = dir(run);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    model
-        .clone()
-        .save_file(tmp.join("model.bpk"))
-        .map_err(|e| run_err(&tmp, format!("cannot write model weights: {e:?}")))?;
+    fresh_with_weights(&tmp, model)?;
     optim
         .save(tmp.join("optimizer.bpk"))
         .map_err(|e| run_err(&tmp, format!("cannot write optimizer state: {e:?}")))?;
@@ -65,12 +82,7 @@ pub fn save<M: Module + Clone>(
         serde_json::to_string_pretty(state).expect("serialisable"),
     )
     .map_err(io_err(&state_path))?;
-    for f in ["model.bpk", "optimizer.bpk", "state.json"] {
-        let p = tmp.join(f);
-        std::fs::File::open(&p)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&p))?;
-    }
+    sync(&tmp, &["model.bpk", "optimizer.bpk", "state.json"])?;
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
     }
@@ -108,11 +120,39 @@ pub fn load_state(run: &Path) -> Result<CheckpointState, TrainError> {
 }
 
 fn load_weights<M: Module>(ckpt: &Path, model: M) -> Result<M, TrainError> {
-    model.try_load_file(ckpt.join("model.bpk")).map_err(|e| {
-        run_err(
-            ckpt,
-            format!("cannot load model weights (config changed?): {e:?}"),
-        )
+    let file = ckpt.join("model.bpk");
+    model.try_load_file(&file).map_err(|e| {
+        let detail = format!("{e:?}").replace('\n', " ");
+        // burn reports a short or garbled file as an I/O or format error, and a model whose
+        // layers differ (a changed config) as a shape or missing-tensor error.
+        let damaged = detail.contains("Io(")
+            || detail.contains("fill whole buffer")
+            || detail.to_ascii_lowercase().contains("magic")
+            || detail.to_ascii_lowercase().contains("header")
+            || detail.to_ascii_lowercase().contains("corrupt")
+            || detail.to_ascii_lowercase().contains("invalid");
+        let run = ckpt.parent().unwrap_or(ckpt);
+        let old = run.join(".checkpoint.old");
+        let fallback = if old.join("model.bpk").is_file() && old != ckpt {
+            format!(
+                "an older checkpoint exists in {}: move it to {} to use it",
+                old.display(),
+                dir(run).display()
+            )
+        } else {
+            "no older checkpoint (.checkpoint.old) exists; retrain the run".into()
+        };
+        if damaged {
+            run_err(
+                &file,
+                format!("the weights file is truncated or corrupt ({detail}); {fallback}"),
+            )
+        } else {
+            run_err(
+                &file,
+                format!("the weights do not fit the model of the run's config (was config.toml edited?): {detail}"),
+            )
+        }
     })
 }
 
@@ -164,4 +204,69 @@ pub fn cast_floats<M: Module>(model: M, device: &burn::prelude::Device) -> M {
         device: device.clone(),
         dtype,
     })
+}
+
+/// The best checkpoint of an early-stopped run (`RUN/best/best.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestState {
+    /// Epoch (1-based) of the best validation value.
+    pub epoch: usize,
+    /// The metric, as in metrics.csv (`val_loss`).
+    pub metric: String,
+    /// Its value at `epoch`.
+    pub value: f64,
+    /// The epoch training stopped after, if it stopped early.
+    #[serde(default)]
+    pub stopped_at: Option<usize>,
+}
+
+/// `RUN/best`.
+pub fn best_dir(run: &Path) -> PathBuf {
+    run.join("best")
+}
+
+/// Write `model` as the best checkpoint atomically (`RUN/.best.tmp` renamed to `RUN/best`).
+pub fn save_best<M: Module + Clone>(
+    run: &Path,
+    model: &M,
+    state: &BestState,
+) -> Result<(), TrainError> {
+    let tmp = run.join(".best.tmp");
+    fresh_with_weights(&tmp, model)?;
+    let p = tmp.join("best.json");
+    std::fs::write(
+        &p,
+        serde_json::to_string_pretty(state).expect("serialisable"),
+    )
+    .map_err(io_err(&p))?;
+    sync(&tmp, &["model.bpk", "best.json"])?;
+    let dst = best_dir(run);
+    if dst.exists() {
+        std::fs::remove_dir_all(&dst).map_err(io_err(&dst))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(io_err(&tmp))
+}
+
+/// Rewrite `RUN/best/best.json` (e.g. to record where training stopped).
+pub fn write_best_state(run: &Path, state: &BestState) -> Result<(), TrainError> {
+    let p = best_dir(run).join("best.json");
+    std::fs::write(
+        &p,
+        serde_json::to_string_pretty(state).expect("serialisable"),
+    )
+    .map_err(io_err(&p))
+}
+
+/// Read `RUN/best/best.json`.
+pub fn load_best_state(run: &Path) -> Result<BestState, TrainError> {
+    let p = best_dir(run).join("best.json");
+    let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+    serde_json::from_str(&text)
+        .map_err(|e| run_err(&p, format!("corrupt best-checkpoint state: {e}")))
+}
+
+/// Load the best checkpoint's weights into `model`.
+pub fn load_best<M: Module>(run: &Path, model: M) -> Result<(M, BestState), TrainError> {
+    let state = load_best_state(run)?;
+    Ok((load_weights(&best_dir(run), model)?, state))
 }

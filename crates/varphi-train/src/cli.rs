@@ -2,10 +2,10 @@
 //! ([`run`]). `main.rs` only installs the allocator and the panic hook and prints the error.
 #![allow(missing_docs)] // clap turns the `///` comments of the arguments into `--help`.
 
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, choose_adapter, parse_backend};
 use crate::bench::BenchSpec;
 use crate::datagen::DataRequest;
-use crate::kind::SampleRequest;
+use crate::kind::{PredictRequest, SampleRequest};
 use crate::session::{self, TrainOptions};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -23,6 +23,8 @@ use std::path::PathBuf;
   varphi eval runs/quickstart                          # test ELBO, reconstruction error -> eval.json
   varphi sample runs/quickstart -n 100 -o samples.npy  # draw from the model
   varphi sample runs/heat-cvae -n 10 -o s.npy --condition 1.5
+  varphi predict runs/my-cvae --input new.npz --key a -n 64 -o pred.npz --truth new.npz --truth-key u
+  varphi devices                                       # list backends and wgpu adapters
   varphi bench --threads 1 --pytorch benches/.venv/bin/python
   varphi data darcy --n 1000 --grid 32 -o darcy.npz     # reference solutions + observations"
 )]
@@ -42,9 +44,9 @@ pub enum Command {
         /// Run directory (default: runs/<config name>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Backend, overriding training.backend.
-        #[arg(long, value_enum)]
-        backend: Option<BackendKind>,
+        /// Backend, overriding training.backend: flex, ndarray, wgpu, wgpu:INDEX or wgpu:NAME.
+        #[arg(long, value_parser = backend_arg)]
+        backend: Option<BackendArg>,
         /// Continue the run in this directory from its last checkpoint.
         #[arg(long)]
         resume: Option<PathBuf>,
@@ -65,24 +67,64 @@ pub enum Command {
         /// Output .npy file ([n, ...sample shape], float32, data units).
         #[arg(short, long, default_value = "samples.npy")]
         output: PathBuf,
-        /// Condition values for a CVAE, comma-separated (data units).
-        #[arg(long, value_delimiter = ',')]
+        /// Condition values for a CVAE, comma-separated (data units; negative values are
+        /// fine: --condition -1.5,2).
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         condition: Option<Vec<f64>>,
         /// Add observation noise (default: the likelihood mean).
         #[arg(long)]
         noise: bool,
         /// Backend (default: the run's).
-        #[arg(long, value_enum)]
-        backend: Option<BackendKind>,
+        #[arg(long, value_parser = backend_arg)]
+        backend: Option<BackendArg>,
+        /// Use the last checkpoint instead of the best one (runs with early stopping).
+        #[arg(long)]
+        last: bool,
+    },
+    /// Predict for new inputs: S samples of the predictive for every input row, written to an
+    /// .npz archive with `samples` [rows, S, ...], `mean` and `std` [rows, ...] (data units).
+    Predict {
+        /// Run directory.
+        run: PathBuf,
+        /// Input file (.npy, .npz, .safetensors, .csv): one input per row — CVAE conditions,
+        /// PDDLVM / boltzmann parameters, NPE observations.
+        #[arg(long)]
+        input: PathBuf,
+        /// Array (.npz, .safetensors) or columns (.csv) of the inputs.
+        #[arg(long)]
+        key: Option<String>,
+        /// Samples per input.
+        #[arg(short, long, default_value_t = 64)]
+        n: usize,
+        /// Output .npz archive.
+        #[arg(short, long, default_value = "predictions.npz")]
+        output: PathBuf,
+        /// Truth for each input row: score the predictions (relative L2, NLL, CRPS, coverage).
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        /// Array or columns of the truth file.
+        #[arg(long)]
+        truth_key: Option<String>,
+        /// Backend (default: the run's).
+        #[arg(long, value_parser = backend_arg)]
+        backend: Option<BackendArg>,
+        /// Use the last checkpoint instead of the best one (runs with early stopping).
+        #[arg(long)]
+        last: bool,
     },
     /// Evaluate a trained model on its test split (prints a table, writes eval.json).
     Eval {
         /// Run directory.
         run: PathBuf,
         /// Backend (default: the run's).
-        #[arg(long, value_enum)]
-        backend: Option<BackendKind>,
+        #[arg(long, value_parser = backend_arg)]
+        backend: Option<BackendArg>,
+        /// Use the last checkpoint instead of the best one (runs with early stopping).
+        #[arg(long)]
+        last: bool,
     },
+    /// List the backends and the wgpu adapters of this machine (`--backend wgpu:INDEX`).
+    Devices,
     /// Bayes VI with the solver in the likelihood (adjoint gradients): fit q(ξ) to noisy
     /// observations of each test case; writes summary.json, samples.npy and truth.npy.
     Infer {
@@ -121,6 +163,28 @@ pub enum Command {
     },
 }
 
+/// `--backend`: a backend and, for wgpu, an adapter (see [`parse_backend`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendArg(pub BackendKind, pub Option<String>);
+
+fn backend_arg(s: &str) -> Result<BackendArg, String> {
+    parse_backend(s).map(|(k, a)| BackendArg(k, a))
+}
+
+impl BackendArg {
+    /// The backend, after choosing the process's wgpu adapter if one was named.
+    pub fn kind(self) -> BackendKind {
+        if let Some(a) = &self.1 {
+            choose_adapter(a);
+        }
+        self.0
+    }
+}
+
+fn kind(b: Option<BackendArg>) -> Option<BackendKind> {
+    b.map(BackendArg::kind)
+}
+
 /// Run one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -134,7 +198,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let opts = TrainOptions {
                 out,
-                backend,
+                backend: kind(backend),
                 resume,
                 quiet,
                 no_plots: false,
@@ -149,6 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             condition,
             noise,
             backend,
+            last,
         } => {
             if n == 0 {
                 anyhow::bail!("-n must be at least 1");
@@ -159,11 +224,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 noise,
                 out: output,
             };
-            println!("{}", session::sample(&run, &request, backend)?);
+            println!("{}", session::sample(&run, &request, kind(backend), last)?);
         }
-        Command::Eval { run, backend } => {
-            session::evaluate(&run, backend, true)?;
+        Command::Predict {
+            run,
+            input,
+            key,
+            n,
+            output,
+            truth,
+            truth_key,
+            backend,
+            last,
+        } => {
+            let request = PredictRequest {
+                input,
+                key,
+                n,
+                out: output,
+                truth,
+                truth_key,
+            };
+            session::predict(&run, &request, kind(backend), last)?;
         }
+        Command::Eval { run, backend, last } => {
+            session::evaluate(&run, kind(backend), true, last)?;
+        }
+        Command::Devices => crate::backend::print_devices(),
         Command::Infer { config, out, quiet } => {
             let out = out.unwrap_or_else(|| {
                 PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
@@ -190,4 +277,58 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         )?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from(std::iter::once("varphi").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn negative_numbers_are_accepted_wherever_the_cli_takes_numbers() {
+        for form in [
+            vec!["sample", "runs/x", "--condition", "-0.0134,0.155,-2"],
+            vec!["sample", "runs/x", "--condition=-0.0134,0.155,-2"],
+        ] {
+            let Command::Sample { condition, .. } = parse(&form).unwrap().command else {
+                panic!("not a sample command");
+            };
+            assert_eq!(condition, Some(vec![-0.0134, 0.155, -2.0]));
+        }
+        let Command::Sample { condition, .. } = parse(&["sample", "runs/x", "--condition", "-1.5"])
+            .unwrap()
+            .command
+        else {
+            panic!("not a sample command");
+        };
+        assert_eq!(condition, Some(vec![-1.5]));
+        let err = parse(&["sample", "runs/x", "--condition", "-1.5,abc"])
+            .err()
+            .unwrap();
+        assert!(err.contains("abc"), "{err}");
+    }
+
+    #[test]
+    fn backend_flags_take_a_wgpu_adapter() {
+        let Command::Eval { backend, last, .. } =
+            parse(&["eval", "runs/x", "--backend", "wgpu:1", "--last"])
+                .unwrap()
+                .command
+        else {
+            panic!("not an eval command");
+        };
+        assert_eq!(
+            backend,
+            Some(BackendArg(BackendKind::Wgpu, Some("1".into())))
+        );
+        assert!(last);
+        let err = parse(&["train", "c.toml", "--backend", "gpu"])
+            .err()
+            .unwrap();
+        assert!(err.contains("unknown backend 'gpu'"), "{err}");
+    }
 }

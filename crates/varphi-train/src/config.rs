@@ -52,6 +52,10 @@ pub struct SplitConfig {
     /// Fraction of samples held out for testing, in (0, 1).
     #[serde(default = "d_test_fraction")]
     pub test_fraction: f64,
+    /// Fraction of the training part held out for validation (early stopping), in [0, 1);
+    /// 0: none, unless `[data] validation` gives a file.
+    #[serde(default)]
+    pub validation_fraction: f64,
     /// Standardise data (global mean/std) and conditions (per column) on the training split.
     #[serde(default = "d_true")]
     pub normalize: bool,
@@ -61,6 +65,7 @@ impl Default for SplitConfig {
     fn default() -> Self {
         Self {
             test_fraction: d_test_fraction(),
+            validation_fraction: 0.0,
             normalize: true,
         }
     }
@@ -129,6 +134,51 @@ pub struct TrainingSection {
     /// Epochs of the small variant run by `varphi train --quick` (default: epochs / 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quick_epochs: Option<usize>,
+    /// Stop when a validation metric has not improved for `patience` epochs, keeping the best
+    /// checkpoint (`RUN/best`), which `eval`, `sample` and `predict` then use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingSection>,
+}
+
+/// `[training] early_stopping = { patience = 10, metric = "loss" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStoppingSection {
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// A term of the objective on the validation split (metrics.csv's `val_<metric>`).
+    #[serde(default = "d_metric")]
+    pub metric: String,
+    /// `min` or `max`; default `max` for `elbo`, `log_lik`, `bound`, else `min`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<StopMode>,
+}
+
+/// Whether a smaller or a larger value of the early-stopping metric is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopMode {
+    /// Smaller is better (losses).
+    Min,
+    /// Larger is better (bounds, log-likelihoods).
+    Max,
+}
+
+fn d_metric() -> String {
+    "loss".into()
+}
+
+impl EarlyStoppingSection {
+    /// The mode in force (see [`EarlyStoppingSection::mode`]).
+    pub fn mode(&self) -> StopMode {
+        self.mode.unwrap_or(
+            if matches!(self.metric.as_str(), "elbo" | "log_lik" | "bound") {
+                StopMode::Max
+            } else {
+                StopMode::Min
+            },
+        )
+    }
 }
 
 impl Default for TrainingSection {
@@ -140,6 +190,7 @@ impl Default for TrainingSection {
             precision: Precision::default(),
             checkpoint_every: 1,
             quick_epochs: None,
+            early_stopping: None,
         }
     }
 }
@@ -205,6 +256,33 @@ impl Common {
         }
         if t.quick_epochs == Some(0) {
             return Err(invalid("training.quick_epochs", "must be at least 1"));
+        }
+        if !(s.validation_fraction >= 0.0 && s.validation_fraction < 1.0) {
+            return Err(invalid(
+                "split.validation_fraction",
+                format!("must be in [0, 1), got {}", s.validation_fraction),
+            ));
+        }
+        if let Some(e) = &t.early_stopping {
+            if e.patience == 0 {
+                return Err(invalid(
+                    "training.early_stopping.patience",
+                    "must be at least 1",
+                ));
+            }
+            let given = matches!(
+                &self.data,
+                DataSource::Files {
+                    validation: Some(_),
+                    ..
+                }
+            );
+            if !given && s.validation_fraction == 0.0 {
+                return Err(invalid(
+                    "training.early_stopping",
+                    "needs validation samples: set [split] validation_fraction (e.g. 0.1) or give [data] validation = { path = ... } (kind = \"files\")",
+                ));
+            }
         }
         Ok(())
     }

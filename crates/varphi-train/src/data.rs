@@ -75,8 +75,12 @@ impl RunData {
 pub struct TrainData {
     /// Training split (normalised).
     pub train: Dataset,
+    /// Validation split (normalised), when given or `split.validation_fraction > 0`.
+    pub validation: Option<Dataset>,
     /// Test split, normaliser, sizes.
     pub run: RunData,
+    /// Conversions applied reading the data files (casts, Fortran order), to report.
+    pub notes: Vec<String>,
 }
 
 fn too_few(n: usize) -> TrainError {
@@ -100,19 +104,34 @@ fn fit_norm(common: &Common, scaling: XScaling, train: &Dataset) -> Normalizatio
 
 /// Load, split and normalise the data of a run (paths relative to `base`).
 pub fn prepare(common: &Common, scaling: XScaling, base: &Path) -> Result<TrainData, TrainError> {
-    let data = common.data.load(common.seed, base)?;
-    if data.len() < 2 {
-        return Err(too_few(data.len()));
+    let splits = common.data.splits(
+        common.seed,
+        base,
+        common.split.test_fraction,
+        common.split.validation_fraction,
+    )?;
+    let n_all = splits.train.len() + splits.validation.as_ref().map_or(0, |v| v.len());
+    if n_all + splits.test.len() < 2 || splits.train.is_empty() {
+        return Err(too_few(n_all + splits.test.len()));
     }
-    let (train, test) = data.split(common.split.test_fraction, common.seed);
-    let norm = fit_norm(common, scaling, &train);
+    if let Some(v) = &splits.validation
+        && v.is_empty()
+    {
+        return Err(TrainError::Invalid {
+            key: "split.validation_fraction".into(),
+            message: "leaves no validation samples; raise it or give [data] validation".into(),
+        });
+    }
+    let norm = fit_norm(common, scaling, &splits.train);
     Ok(TrainData {
-        train: norm.apply(&train),
+        train: norm.apply(&splits.train),
+        validation: splits.validation.as_ref().map(|v| norm.apply(v)),
         run: RunData {
-            test: norm.apply(&test),
-            n_train: train.len(),
+            test: norm.apply(&splits.test),
+            n_train: splits.train.len(),
             norm,
         },
+        notes: splits.notes,
     })
 }
 

@@ -70,6 +70,23 @@ pub trait Kind: Sized + Clone + std::fmt::Debug + PartialEq {
     /// Print the evaluation table of `eval` for the run in `dir`.
     fn print_eval(&self, eval: &Self::Eval, dir: &Path);
 
+    /// `varphi predict`: `n` predictive samples for each row of `inputs` (`[rows, ...]`, data
+    /// units, the kind's input: a CVAE's condition, a surrogate's parameters, …).
+    fn predict(
+        &self,
+        run: &Loaded<Self>,
+        _inputs: &varphi_data::read::Array,
+        _n: usize,
+    ) -> Result<Prediction, TrainError> {
+        Err(TrainError::Run {
+            path: run.dir.clone(),
+            message: format!(
+                "is a run of kind \"{}\", which has no input → predictive map for `varphi predict`; use `varphi sample` or `varphi eval`",
+                Self::NAME
+            ),
+        })
+    }
+
     /// `varphi sample`: write samples to `request.out`; returns the line to print.
     fn sample(&self, run: &Loaded<Self>, _request: &SampleRequest) -> Result<String, TrainError> {
         Err(TrainError::Run {
@@ -80,6 +97,54 @@ pub trait Kind: Sized + Clone + std::fmt::Debug + PartialEq {
             ),
         })
     }
+}
+
+/// `varphi predict`: S samples of the predictive for each input row.
+#[derive(Debug, Clone)]
+pub struct PredictRequest {
+    /// Input file.
+    pub input: PathBuf,
+    /// Array or columns of the input file.
+    pub key: Option<String>,
+    /// Samples per input.
+    pub n: usize,
+    /// Output `.npz`.
+    pub out: PathBuf,
+    /// Truth file to score against.
+    pub truth: Option<PathBuf>,
+    /// Array or columns of the truth file.
+    pub truth_key: Option<String>,
+}
+
+/// Predictive samples for `rows` inputs, in data units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// `[S][rows · d]`: sample `s` of every row, rows in input order.
+    pub samples: Vec<Vec<f64>>,
+    /// Shape of one prediction (`d` values).
+    pub shape: Vec<usize>,
+    /// What is predicted, in words (e.g. "x | c").
+    pub what: String,
+}
+
+/// The number of rows of `inputs` for `varphi predict`, checking that each row holds `width`
+/// values; `what` names one row's content in the error (e.g. "condition").
+pub fn input_rows(
+    inputs: &varphi_data::read::Array,
+    width: usize,
+    what: &str,
+) -> Result<usize, TrainError> {
+    let rows = inputs.shape.first().copied().unwrap_or(0);
+    if inputs.data.len() != rows * width {
+        return Err(TrainError::Invalid {
+            key: "--input".into(),
+            message: format!(
+                "this run takes one {what} of {width} value(s) per row ([rows, {width}]), got shape {:?}",
+                inputs.shape
+            ),
+        });
+    }
+    Ok(rows)
 }
 
 /// A trained run: its config, test data, model (without autodiff), objective and device.
@@ -100,6 +165,8 @@ pub struct Loaded<K: Kind> {
     pub device: SelectedDevice,
     /// Epochs trained.
     pub epochs_done: usize,
+    /// The best checkpoint in use instead of the last one (early-stopped runs).
+    pub best: Option<crate::checkpoint::BestState>,
 }
 
 /// What `varphi sample` asks for.

@@ -960,24 +960,35 @@ impl TrainedLatent<'_> {
 
     /// Predictive scores of a CVAE as a surrogate (see [`EvalReport::surrogate`]).
     fn surrogate_scores(&self) -> UqScores {
-        const S: usize = 64;
+        let test = &self.data.test;
+        let samples = self.predictive_samples(&test.cond, test.len(), 64);
+        let mut truth = test.x.clone();
+        self.data.norm.invert_x(&mut truth);
+        uq::score(&samples, &truth, &uq::LEVELS)
+    }
+
+    /// `s` samples of the CVAE's predictive `x = ū(z, c) + σ ε`, `z ~ p(z | c)` (the decoded
+    /// means alone without a trained data likelihood), for `rows` normalised conditions `cond`
+    /// `[rows, c]`: `[s][rows · d]` in data units. Rows are drawn in chunks of 256 with the
+    /// evaluation's noise streams, so the test conditions give `varphi eval`'s samples.
+    pub fn predictive_samples(&self, cond: &[f64], rows: usize, s: usize) -> Vec<Vec<f64>> {
         let device = self.device;
         let m = &self.model.model;
-        let n = self.data.test.len();
-        let idx: Vec<usize> = (0..n).collect();
-        let mut samples = vec![Vec::new(); S];
-        let mut truth = Vec::new();
+        let c_dim = cond.len() / rows.max(1);
+        let idx: Vec<usize> = (0..rows).collect();
+        let mut samples = vec![Vec::new(); s];
         let with_noise = self.physics.as_ref().is_none_or(|p| p.data);
         for (c, chunk) in idx.chunks(256).enumerate() {
-            let (x, cond) = self.data.test.batch(chunk, device);
             let b = chunk.len();
-            let prior = m.prior(b, cond.clone(), device);
+            let rows_c = cond[chunk[0] * c_dim..(chunk[0] + b) * c_dim].to_vec();
+            let cond = Tensor::<2>::from_data(TensorData::new(rows_c, [b, c_dim]), device);
+            let prior = m.prior(b, Some(cond.clone()), device);
             let eps = NoiseSource::new(self.seed, Stream::EvalPredictive).normal(
-                [S, b, m.latent_dim()],
+                [s, b, m.latent_dim()],
                 c,
                 device,
             );
-            let params = m.decode(prior.rsample(eps), cond);
+            let params = m.decode(prior.rsample(eps), Some(cond));
             let mut mean = self.model.likelihood.mean(params.clone());
             if with_noise && let Some(std) = self.model.likelihood.std(params) {
                 let eps = NoiseSource::new(self.seed, Stream::EvalPredictiveNoise).normal::<3>(
@@ -988,13 +999,12 @@ impl TrainedLatent<'_> {
                 mean = mean + std * eps;
             }
             let nx = mean.dims()[2];
-            for (s, out) in samples.iter_mut().enumerate() {
-                let t = mean.clone().slice([s..s + 1, 0..b, 0..nx]).reshape([b, nx]);
+            for (k, out) in samples.iter_mut().enumerate() {
+                let t = mean.clone().slice([k..k + 1, 0..b, 0..nx]).reshape([b, nx]);
                 out.extend(self.unnorm(t).into_iter().flatten());
             }
-            truth.extend(self.unnorm(x).into_iter().flatten());
         }
-        uq::score(&samples, &truth, &uq::LEVELS)
+        samples
     }
 
     /// Mean IWAE bound `L_64` over the test split (see [`EvalReport::test_iwae64`]).

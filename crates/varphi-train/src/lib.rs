@@ -17,7 +17,7 @@
 //! ```ignore
 //! use varphi_train::session::{train, evaluate, TrainOptions};
 //! let summary = train(Some("configs/quickstart.toml".as_ref()), &TrainOptions::default())?;
-//! let report = evaluate(&summary.run_dir, None, false)?; // eval.json as JSON
+//! let report = evaluate(&summary.run_dir, None, false, false)?; // eval.json as JSON
 //! ```
 #![warn(missing_docs)]
 

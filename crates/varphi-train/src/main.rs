@@ -12,6 +12,14 @@ use varphi_train::cli::{Cli, run};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" to stderr for every
+    // instance when it is unset (containers, cron, ssh without a session), which would break
+    // varphi's one-line errors; any writable folder silences it.
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: first statement of `main`, before any thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
     std::panic::set_hook(Box::new(|info| {
         let msg = info
             .payload()

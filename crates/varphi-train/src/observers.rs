@@ -1,6 +1,7 @@
 //! Standard observers: progress display, metrics CSV, checkpoints.
 
-use crate::checkpoint::{self, CheckpointState};
+use crate::checkpoint::{self, BestState, CheckpointState};
+use crate::config::{EarlyStoppingSection, StopMode};
 use crate::error::{TrainError, io_err};
 use crate::trainer::{EpochRecord, FitInfo, Observer, StepRecord, Termination};
 use burn::module::Module;
@@ -88,6 +89,9 @@ impl<M> Observer<M> for Progress {
                 .collect();
             line += &format!("  | test: {}", fmt_terms(&test));
         }
+        if let Some((k, v)) = r.validation.first() {
+            line += &format!("  | val {k} {v:.4}");
+        }
         line += &format!("  ({:.1}s)", r.elapsed_s);
         match &self.bar {
             Some(bar) => bar.println(line),
@@ -105,7 +109,7 @@ impl<M> Observer<M> for Progress {
 }
 
 /// Appends one row per epoch to `metrics.csv`:
-/// `epoch,step,elapsed_s,beta,train_<term>…,test_<term>…`.
+/// `epoch,step,elapsed_s,beta,train_<term>…,test_<term>…[,val_<term>…]`.
 pub struct MetricsCsv {
     path: PathBuf,
     offset_s: f64,
@@ -145,6 +149,7 @@ impl<M> Observer<M> for MetricsCsv {
             ];
             header.extend(r.train.iter().map(|(k, _)| format!("train_{k}")));
             header.extend(r.test.iter().map(|(k, _)| format!("test_{k}")));
+            header.extend(r.validation.iter().map(|(k, _)| format!("val_{k}")));
             out += &(header.join(",") + "\n");
         }
         let mut row = vec![
@@ -157,6 +162,7 @@ impl<M> Observer<M> for MetricsCsv {
             r.train
                 .iter()
                 .chain(&r.test)
+                .chain(&r.validation)
                 .map(|(_, v)| format!("{v:.6e}")),
         );
         out += &(row.join(",") + "\n");
@@ -199,6 +205,95 @@ impl<M: Module + Clone> Observer<M> for Checkpointer {
                     varphi_version: env!("CARGO_PKG_VERSION").into(),
                 },
             )?;
+        }
+        Ok(())
+    }
+}
+
+/// Early stopping on a validation metric: after every epoch, a better value than any before
+/// saves the model as the best checkpoint (`RUN/best`, [`checkpoint::save_best`]); `patience`
+/// epochs without one end training. Resumes from the state in `RUN/best/best.json`.
+pub struct EarlyStopping {
+    /// Run directory.
+    pub run: PathBuf,
+    /// The setting.
+    pub spec: EarlyStoppingSection,
+    /// The best so far.
+    pub best: Option<BestState>,
+    /// Epochs done (the last one seen).
+    pub last_epoch: usize,
+}
+
+impl EarlyStopping {
+    /// An observer for `run`, picking up the best checkpoint of an earlier session if any.
+    pub fn new(run: PathBuf, spec: EarlyStoppingSection) -> Self {
+        let best = checkpoint::load_best_state(&run).ok();
+        let last_epoch = best.as_ref().map_or(0, |b| b.epoch);
+        Self {
+            run,
+            spec,
+            best,
+            last_epoch,
+        }
+    }
+
+    fn better(&self, value: f64) -> bool {
+        match &self.best {
+            None => true,
+            Some(b) => match self.spec.mode() {
+                StopMode::Min => value < b.value,
+                StopMode::Max => value > b.value,
+            },
+        }
+    }
+}
+
+impl<M: Module + Clone> Observer<M> for EarlyStopping {
+    fn on_epoch_end(
+        &mut self,
+        r: &EpochRecord,
+        model: &M,
+        _: &ModuleOptimizer,
+    ) -> Result<(), TrainError> {
+        let metric = &self.spec.metric;
+        let Some(&(_, value)) = r.validation.iter().find(|(k, _)| *k == metric.as_str()) else {
+            let have: Vec<&str> = r.validation.iter().map(|(k, _)| *k).collect();
+            return Err(TrainError::Invalid {
+                key: "training.early_stopping.metric".into(),
+                message: format!(
+                    "\"{metric}\" is not a term of this objective; choose one of: {}",
+                    have.join(", ")
+                ),
+            });
+        };
+        self.last_epoch = r.epoch + 1;
+        if value.is_finite() && self.better(value) {
+            let best = BestState {
+                epoch: r.epoch + 1,
+                metric: format!("val_{metric}"),
+                value,
+                stopped_at: None,
+            };
+            checkpoint::save_best(&self.run, model, &best)?;
+            self.best = Some(best);
+        }
+        Ok(())
+    }
+
+    fn stop(&self) -> Option<String> {
+        let best = self.best.as_ref()?;
+        (self.last_epoch >= best.epoch + self.spec.patience).then(|| {
+            format!(
+                "no better {} for {} epochs; best at epoch {} ({} {:.6})",
+                best.metric, self.spec.patience, best.epoch, best.metric, best.value
+            )
+        })
+    }
+
+    fn on_finish(&mut self, termination: &Termination) -> Result<(), TrainError> {
+        if let (Termination::Stopped { epoch, .. }, Some(best)) = (termination, &mut self.best) {
+            best.stopped_at = Some(epoch + 1);
+            checkpoint::write_best_state(&self.run, best)?;
         }
         Ok(())
     }

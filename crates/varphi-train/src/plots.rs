@@ -58,42 +58,162 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// `loss.png`: −ELBO, −E[log p(x|z)] and KL per epoch, train and test.
+/// The y-axis of a loss panel: linear, or a symmetric log around the late level when the first
+/// epochs span far more than the rest (a curve falling from 1 400 to −80 would otherwise be a
+/// flat line): `y' = asinh((y − m) / c)`, `m` the median of the last 80 % of the epochs and `c`
+/// a quarter of their range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum YAxis {
+    /// Plain values.
+    Linear,
+    /// `asinh((y − center) / scale)`.
+    SymLog {
+        /// Level the axis is linear around.
+        center: f64,
+        /// Width of the linear part.
+        scale: f64,
+    },
+}
+
+impl YAxis {
+    /// The axis for `values` (in epoch order).
+    pub fn for_values(values: &[f64]) -> YAxis {
+        let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        if finite.len() < 5 {
+            return YAxis::Linear;
+        }
+        let span = |v: &[f64]| {
+            v.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b))
+                - v.iter().fold(f64::INFINITY, |a, &b| a.min(b))
+        };
+        let tail = &finite[finite.len() / 5..];
+        let (full, late) = (span(&finite), span(tail));
+        if !(late > 0.0 && full > 10.0 * late) {
+            return YAxis::Linear;
+        }
+        let mut sorted = tail.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        YAxis::SymLog {
+            center: sorted[sorted.len() / 2],
+            scale: late / 4.0,
+        }
+    }
+
+    fn to_axis(self, y: f64) -> f64 {
+        match self {
+            YAxis::Linear => y,
+            YAxis::SymLog { center, scale } => ((y - center) / scale).asinh(),
+        }
+    }
+
+    fn from_axis(self, v: f64) -> f64 {
+        match self {
+            YAxis::Linear => v,
+            YAxis::SymLog { center, scale } => center + scale * v.sinh(),
+        }
+    }
+}
+
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && !(1e-2..1e5).contains(&a) {
+        format!("{v:.2e}")
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// `loss.png`: per epoch, train, test and (when present) validation curves of −ELBO,
+/// −E[log p(x|z)] and KL for the latent-variable kinds, otherwise of the loss and the next two
+/// terms of the objective. A panel whose first epochs dominate gets a symmetric-log axis
+/// ([`YAxis`]), labelled in the terms' own units.
 pub fn plot_losses(metrics: &[MetricsRow], path: &Path) -> Result<(), TrainError> {
     font();
     let root = BitMapBackend::new(path, (1200, 380)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
     let panels = root.split_evenly((1, 3));
-    let specs = [
-        ("negative ELBO (per datum)", "elbo", -1.0),
-        ("negative log-likelihood term", "log_lik", -1.0),
-        ("KL(q(z|x) || p(z))", "kl", 1.0),
-    ];
-    for (panel, (title, key, sign)) in panels.iter().zip(specs) {
-        let series: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = [("train", BLUE), ("test", RED)]
-            .into_iter()
-            .map(|(split, color)| {
-                let col = format!("{split}_{key}");
-                let pts = metrics
-                    .iter()
-                    .filter_map(|r| Some((*r.get("epoch")?, sign * *r.get(&col)?)))
-                    .collect();
-                (split, color, pts)
+    let has = |k: &str| {
+        metrics
+            .first()
+            .is_some_and(|r| r.contains_key(&format!("train_{k}")))
+    };
+    let specs: Vec<(String, String, f64)> = if has("elbo") {
+        vec![
+            ("negative ELBO (per datum)".into(), "elbo".into(), -1.0),
+            (
+                "negative log-likelihood term".into(),
+                "log_lik".into(),
+                -1.0,
+            ),
+            ("KL(q(z|x) || p(z))".into(), "kl".into(), 1.0),
+        ]
+    } else {
+        let mut keys: Vec<String> = metrics
+            .first()
+            .map(|r| {
+                r.keys()
+                    .filter_map(|k| k.strip_prefix("train_").map(str::to_string))
+                    .collect()
             })
-            .filter(|(_, _, p): &(_, _, Vec<_>)| !p.is_empty())
+            .unwrap_or_default();
+        keys.sort_by_key(|k| (k != "loss", k.clone()));
+        keys.into_iter()
+            .take(3)
+            .map(|k| (k.clone(), k, 1.0))
+            .collect()
+    };
+    for (panel, (title, key, sign)) in panels.iter().zip(specs) {
+        let raw: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = [
+            ("train", "train", BLUE),
+            ("test", "test", RED),
+            ("validation", "val", RGBColor(44, 160, 44)),
+        ]
+        .into_iter()
+        .map(|(name, prefix, color)| {
+            let col = format!("{prefix}_{key}");
+            let pts = metrics
+                .iter()
+                .filter_map(|r| Some((*r.get("epoch")?, sign * *r.get(&col)?)))
+                .collect();
+            (name, color, pts)
+        })
+        .filter(|(_, _, p): &(_, _, Vec<_>)| !p.is_empty())
+        .collect();
+        let train: Vec<f64> = raw
+            .first()
+            .map(|s| s.2.iter().map(|p| p.1).collect())
+            .unwrap_or_default();
+        let axis = YAxis::for_values(&train);
+        let series: Vec<_> = raw
+            .into_iter()
+            .map(|(n, c, pts)| {
+                let pts: Vec<(f64, f64)> =
+                    pts.into_iter().map(|(x, y)| (x, axis.to_axis(y))).collect();
+                (n, c, pts)
+            })
             .collect();
         let (x0, x1) = range(series.iter().flat_map(|s| s.2.iter().map(|p| p.0)));
         let (y0, y1) = range(series.iter().flat_map(|s| s.2.iter().map(|p| p.1)));
+        let caption = match axis {
+            YAxis::Linear => title.clone(),
+            YAxis::SymLog { .. } => format!("{title} (symlog)"),
+        };
         let mut chart = ChartBuilder::on(panel)
-            .caption(title, ("sans-serif", 18))
+            .caption(caption, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(35)
-            .y_label_area_size(65)
+            .y_label_area_size(75)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| plot_err(path, e))?;
+        let label = move |v: &f64| tick(axis.from_axis(*v));
         chart
             .configure_mesh()
             .x_desc("epoch")
+            .y_label_formatter(&label)
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| plot_err(path, e))?;
@@ -345,5 +465,43 @@ mod tests {
             assert_eq!(&bytes[1..4], b"PNG", "{f} is not a PNG");
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_curve_dominated_by_its_first_epochs_gets_a_symlog_axis_that_inverts() {
+        // −ELBO falling from 1 400 to about −80, then flat within ±5: the late part must
+        // not be a flat line.
+        let y: Vec<f64> = (0..40)
+            .map(|e| {
+                if e == 0 {
+                    1400.0
+                } else if e == 1 {
+                    300.0
+                } else {
+                    -80.0 + 5.0 * (e as f64).sin()
+                }
+            })
+            .collect();
+        let axis = YAxis::for_values(&y);
+        let YAxis::SymLog { center, scale } = axis else {
+            panic!("expected a symlog axis, got {axis:?}");
+        };
+        assert!(
+            (center + 80.0).abs() < 5.0 && scale > 0.5 && scale < 5.0,
+            "{axis:?}"
+        );
+        for v in [1400.0, -80.0, -77.5, 0.0] {
+            assert!((axis.from_axis(axis.to_axis(v)) - v).abs() < 1e-9 * (1.0 + v.abs()));
+        }
+        // The late ±5 wiggle spans a visible part of the axis, the first epoch no longer 99 %.
+        let t: Vec<f64> = y.iter().map(|&v| axis.to_axis(v)).collect();
+        let late = t[8..].iter().cloned().fold(f64::MIN, f64::max)
+            - t[8..].iter().cloned().fold(f64::MAX, f64::min);
+        let all =
+            t.iter().cloned().fold(f64::MIN, f64::max) - t.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(late / all > 0.2, "late part {late} of {all}");
+        // A smoothly converging curve stays linear.
+        let smooth: Vec<f64> = (0..40).map(|e| 10.0 - 0.1 * e as f64).collect();
+        assert_eq!(YAxis::for_values(&smooth), YAxis::Linear);
     }
 }

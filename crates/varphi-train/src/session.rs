@@ -8,7 +8,7 @@ use crate::config::Common;
 use crate::data::{self, TrainData};
 use crate::error::TrainError;
 use crate::experiment::TrainConfig;
-use crate::kind::{Kind, KindVisitor, Loaded, SampleRequest};
+use crate::kind::{Kind, KindVisitor, Loaded, PredictRequest, SampleRequest};
 use crate::observers::{Checkpointer, MetricsCsv, Progress};
 use crate::plots;
 use crate::rundir;
@@ -50,6 +50,10 @@ pub struct TrainSummary {
     pub last_test: Vec<(&'static str, f64)>,
     /// Device description.
     pub device: String,
+    /// Why training ended before its last epoch (early stopping), if it did.
+    pub stopped: Option<String>,
+    /// The best checkpoint kept (`RUN/best`), if early stopping is on.
+    pub best: Option<checkpoint::BestState>,
 }
 
 impl TrainSummary {
@@ -62,12 +66,25 @@ impl TrainSummary {
                 .join(", ")
         };
         println!("done: {} epochs on {}", self.epochs_done, self.device);
+        if let Some(why) = &self.stopped {
+            println!("  stopped early: {why}");
+        }
+        if let Some(b) = &self.best {
+            println!(
+                "  best checkpoint: epoch {} ({} {:.6}) in {}; eval, sample and predict use it (--last for the last)",
+                b.epoch,
+                b.metric,
+                b.value,
+                checkpoint::best_dir(&self.run_dir).display()
+            );
+        }
         println!("  train: {}", fmt(&self.last_train));
         println!("  test:  {}", fmt(&self.last_test));
         let written: Vec<&str> = [
             "config.toml",
             "metrics.csv",
             "checkpoint/",
+            "best/",
             "loss.png",
             "samples.png",
         ]
@@ -176,6 +193,9 @@ impl KindVisitor for TrainKind<'_> {
         let selected = select_device(backend, common.training.precision)?;
         if !opts.quiet {
             println!("device: {}", selected.description);
+            for note in &data.notes {
+                println!("data: {note}");
+            }
         }
         if !resuming {
             rundir::create(&run_dir, saved, &data.run.norm)?;
@@ -192,9 +212,16 @@ impl KindVisitor for TrainKind<'_> {
             device: &device,
             quiet: opts.quiet,
         };
-        let model = fit.run(model, &objective)?;
+        let (model, stopped) = fit.run(model, &objective)?;
+        let best = checkpoint::load_best_state(&run_dir).ok();
+        let model = match &best {
+            Some(_) => checkpoint::load_best(&run_dir, model)?.0,
+            None => model,
+        };
         let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
-        let epochs_done = common.training.epochs;
+        let epochs_done = checkpoint::load_state(&run_dir)
+            .map(|s| s.epochs_done)
+            .unwrap_or(common.training.epochs);
         if !opts.no_plots {
             plots::plot_losses(&metrics, &run_dir.join("loss.png"))?;
             let trained = Loaded {
@@ -206,6 +233,7 @@ impl KindVisitor for TrainKind<'_> {
                 objective,
                 device: selected.clone(),
                 epochs_done,
+                best: best.clone(),
             };
             trained.kind.plot(&trained)?;
         }
@@ -222,6 +250,8 @@ impl KindVisitor for TrainKind<'_> {
             last_test: pick("test"),
             run_dir,
             device: selected.description,
+            stopped,
+            best,
         })
     }
 }
@@ -253,7 +283,7 @@ impl FitRun<'_> {
     /// Resume (if asked), run the training loop with progress, metrics and checkpoint
     /// observers, and turn a non-finite loss term into an error that names the term and the
     /// kept checkpoint.
-    fn run<M, O>(&self, model: M, objective: &O) -> Result<M, TrainError>
+    fn run<M, O>(&self, model: M, objective: &O) -> Result<(M, Option<String>), TrainError>
     where
         M: Module + Clone + 'static,
         O: trainer::Objective<M>,
@@ -261,6 +291,18 @@ impl FitRun<'_> {
         let common = self.common;
         let run_dir = self.run_dir.to_path_buf();
         let optim = adam(common);
+        if self.resuming
+            && let Ok(best) = checkpoint::load_best_state(&run_dir)
+            && let Some(at) = best.stopped_at
+        {
+            return Err(TrainError::Run {
+                path: run_dir,
+                message: format!(
+                    "stopped early after epoch {at} (best {} at epoch {}); it would not improve by resuming: start a new run to train longer (e.g. with a larger patience)",
+                    best.metric, best.epoch
+                ),
+            });
+        }
         let (model, optim, start_epoch) = if self.resuming {
             let (m, o, state) = checkpoint::load_with_optimizer(&run_dir, model, optim)?;
             (m, o, state.epochs_done)
@@ -268,9 +310,27 @@ impl FitRun<'_> {
             (model, optim, 0)
         };
         let (train, test) = (&self.data.train, &self.data.run.test);
+        let validation = self.data.validation.as_ref();
+        // A rough bound on one step's memory: the batch and about 32 copies of it (activations,
+        // gradients, optimiser work), in f64.
+        let b = common.training.batch_size.min(train.len()) as u128;
+        varphi_data::memory::check(
+            b * train.features() as u128 * 8 * 32,
+            &format!(
+                "a training batch of {b} samples of {} values (with activations and gradients, about 32 copies)",
+                train.features()
+            ),
+            "lower training.batch_size",
+        )?;
         if !self.quiet {
+            let val = validation.map_or(String::new(), |v| format!(" / {} validation", v.len()));
+            let given = if common.data.given_test() {
+                " (given test file)"
+            } else {
+                ""
+            };
             println!(
-                "run dir: {}  ({} train / {} test samples of shape {:?}, {} parameters)",
+                "run dir: {}  ({} train{val} / {} test{given} samples of shape {:?}, {} parameters)",
                 run_dir.display(),
                 train.len(),
                 test.len(),
@@ -298,9 +358,16 @@ impl FitRun<'_> {
                 backend: self.backend.to_string(),
             }),
         ];
+        if let Some(e) = &common.training.early_stopping {
+            observers.push(Box::new(crate::observers::EarlyStopping::new(
+                run_dir.clone(),
+                e.clone(),
+            )));
+        }
         let spec = FitSpec {
             train,
             test: Some(test),
+            validation,
             batcher: Batcher {
                 batch_size: common.training.batch_size,
                 seed: common.seed,
@@ -311,8 +378,29 @@ impl FitRun<'_> {
             epochs: common.training.epochs,
             device: self.device.clone(),
         };
-        let (model, _optim, termination) =
+        let (model, optim, termination) =
             trainer::fit(model, optim, objective, spec, &mut observers)?;
+        if let Termination::Stopped { epoch, reason } = &termination {
+            let (epoch, reason) = (*epoch, reason.clone());
+            // The last epoch run is checkpointed whatever `checkpoint_every` says.
+            let done = epoch + 1;
+            if done % common.training.checkpoint_every != 0 {
+                checkpoint::save(
+                    &run_dir,
+                    &model,
+                    &optim,
+                    &checkpoint::CheckpointState {
+                        epochs_done: done,
+                        steps_done: done
+                            * self.data.train.len().div_ceil(common.training.batch_size),
+                        seed: common.seed,
+                        backend: self.backend.to_string(),
+                        varphi_version: env!("CARGO_PKG_VERSION").into(),
+                    },
+                )?;
+            }
+            return Ok((model, Some(format!("after epoch {done}: {reason}"))));
+        }
         if let Termination::NonFinite {
             term,
             value,
@@ -336,17 +424,19 @@ impl FitRun<'_> {
                 kept,
             });
         }
-        Ok(model)
+        Ok((model, None))
     }
 }
 
 /// Open trained run `dir` of kind `kind` on `backend` (default: the run's): its test split
-/// (regenerated alone for physics sources), saved normaliser and last checkpoint.
+/// (regenerated alone for physics sources), saved normaliser and its best checkpoint (runs with
+/// early stopping; unless `last`) or last checkpoint.
 pub fn open<K: Kind>(
     dir: &Path,
     common: Common,
     kind: K,
     backend: Option<BackendKind>,
+    last: bool,
 ) -> Result<Loaded<K>, TrainError> {
     let saved = rundir::normalization(dir)?;
     let data = data::prepare_test(&common, kind.x_scaling(), &saved, Path::new("."))?;
@@ -355,7 +445,14 @@ pub fn open<K: Kind>(
         common.training.precision,
     )?;
     let (model, objective) = kind.build(&common, &data, &device.device)?;
-    let (model, state) = checkpoint::load_model(dir, model)?;
+    let use_best = !last && checkpoint::best_dir(dir).join("best.json").is_file();
+    let (model, epochs_done, best) = if use_best {
+        let (model, best) = checkpoint::load_best(dir, model)?;
+        (model, best.epoch, Some(best))
+    } else {
+        let (model, state) = checkpoint::load_model(dir, model)?;
+        (model, state.epochs_done, None)
+    };
     Ok(Loaded {
         dir: dir.to_path_buf(),
         common,
@@ -364,7 +461,23 @@ pub fn open<K: Kind>(
         model,
         objective,
         device,
-        epochs_done: state.epochs_done,
+        epochs_done,
+        best,
+    })
+}
+
+/// The line saying which checkpoint a command used, for runs with a best checkpoint.
+fn checkpoint_line<K: Kind>(run: &Loaded<K>) -> Option<String> {
+    run.best.as_ref().map(|b| {
+        format!(
+            "using the best checkpoint: epoch {} ({} {:.6}){}; --last for the last",
+            b.epoch,
+            b.metric,
+            b.value,
+            b.stopped_at
+                .map(|e| format!(", training stopped early after epoch {e}"))
+                .unwrap_or_default()
+        )
     })
 }
 
@@ -373,29 +486,41 @@ struct EvalKind<'a> {
     common: Common,
     backend: Option<BackendKind>,
     print: bool,
+    last: bool,
 }
 
 impl KindVisitor for EvalKind<'_> {
     type Output = Result<serde_json::Value, TrainError>;
 
     fn visit<K: Kind>(self, kind: K) -> Self::Output {
-        let run = open(self.dir, self.common, kind, self.backend)?;
+        let run = open(self.dir, self.common, kind, self.backend, self.last)?;
         let eval = run.kind.evaluate(&run)?;
-        rundir::write_eval(self.dir, &eval)?;
+        let mut json = serde_json::to_value(&eval).expect("eval reports serialise");
+        if let (Some(b), Some(obj)) = (&run.best, json.as_object_mut()) {
+            obj.insert(
+                "checkpoint".into(),
+                serde_json::json!({ "best": true, "epoch": b.epoch, "metric": b.metric, "value": b.value, "stopped_at": b.stopped_at }),
+            );
+        }
+        rundir::write_eval(self.dir, &json)?;
         if self.print {
+            if let Some(line) = checkpoint_line(&run) {
+                println!("{line}");
+            }
             run.kind.print_eval(&eval, self.dir);
             println!("wrote {}", self.dir.join("eval.json").display());
         }
-        Ok(serde_json::to_value(&eval).expect("eval reports serialise"))
+        Ok(json)
     }
 }
 
 /// `varphi eval`: score run `dir` on its test split, write `eval.json` and (with `print`) the
-/// kind's table; returns the report as JSON.
+/// kind's table; returns the report as JSON. `last`: the last checkpoint, not the best.
 pub fn evaluate(
     dir: &Path,
     backend: Option<BackendKind>,
     print: bool,
+    last: bool,
 ) -> Result<serde_json::Value, TrainError> {
     let config = rundir::config(dir)?;
     config.kind.visit(EvalKind {
@@ -403,6 +528,7 @@ pub fn evaluate(
         common: config.common,
         backend,
         print,
+        last,
     })
 }
 
@@ -411,6 +537,7 @@ struct SampleKind<'a> {
     common: Common,
     backend: Option<BackendKind>,
     request: &'a SampleRequest,
+    last: bool,
 }
 
 impl KindVisitor for SampleKind<'_> {
@@ -423,8 +550,12 @@ impl KindVisitor for SampleKind<'_> {
                 message: "the number of samples must be at least 1".into(),
             });
         }
-        let run = open(self.dir, self.common, kind, self.backend)?;
-        run.kind.sample(&run, self.request)
+        let run = open(self.dir, self.common, kind, self.backend, self.last)?;
+        let line = run.kind.sample(&run, self.request)?;
+        Ok(match checkpoint_line(&run) {
+            Some(c) => format!("{c}\n{line}"),
+            None => line,
+        })
     }
 }
 
@@ -433,6 +564,7 @@ pub fn sample(
     dir: &Path,
     request: &SampleRequest,
     backend: Option<BackendKind>,
+    last: bool,
 ) -> Result<String, TrainError> {
     let config = rundir::config(dir)?;
     config.kind.visit(SampleKind {
@@ -440,5 +572,164 @@ pub fn sample(
         common: config.common,
         backend,
         request,
+        last,
     })
+}
+
+/// What `varphi predict` wrote and, with `--truth`, the scores.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PredictReport {
+    /// Input rows.
+    pub rows: usize,
+    /// Samples per row.
+    pub samples_per_row: usize,
+    /// Shape of one prediction.
+    pub shape: Vec<usize>,
+    /// What is predicted.
+    pub what: String,
+    /// The output archive.
+    pub output: PathBuf,
+    /// Scores against `--truth` (the same metrics as `varphi eval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scores: Option<crate::uq::UqScores>,
+}
+
+struct PredictKind<'a> {
+    dir: &'a Path,
+    common: Common,
+    backend: Option<BackendKind>,
+    request: &'a PredictRequest,
+    last: bool,
+}
+
+impl KindVisitor for PredictKind<'_> {
+    type Output = Result<PredictReport, TrainError>;
+
+    fn visit<K: Kind>(self, kind: K) -> Self::Output {
+        let r = self.request;
+        if r.n < 2 {
+            return Err(TrainError::Invalid {
+                key: "-n".into(),
+                message: "predict needs at least 2 samples per input (for a spread)".into(),
+            });
+        }
+        let inputs = varphi_data::read::load_array(&r.input, r.key.as_deref())?;
+        let rows = inputs.shape.first().copied().unwrap_or(0);
+        if rows == 0 {
+            return Err(TrainError::Invalid {
+                key: "--input".into(),
+                message: format!("{} holds no input rows", r.input.display()),
+            });
+        }
+        let truth = r
+            .truth
+            .as_ref()
+            .map(|t| varphi_data::read::load_array(t, r.truth_key.as_deref()))
+            .transpose()?;
+        let run = open(self.dir, self.common, kind, self.backend, self.last)?;
+        let per_row: usize = run.data.test.sample_shape.iter().product();
+        varphi_data::memory::check(
+            3 * (rows as u128) * (r.n as u128) * (per_row as u128) * 8,
+            &format!("predicting {} samples for {rows} inputs", r.n),
+            "lower -n or split the input file",
+        )?;
+        if let Some(line) = checkpoint_line(&run) {
+            println!("{line}");
+        }
+        let pred = run.kind.predict(&run, &inputs, r.n)?;
+        let d: usize = pred.shape.iter().product();
+        let s = pred.samples.len();
+        let mut samples = vec![0.0; rows * s * d];
+        let mut mean = vec![0.0; rows * d];
+        let mut std = vec![0.0; rows * d];
+        for i in 0..rows {
+            for j in 0..d {
+                let col: Vec<f64> = pred.samples.iter().map(|x| x[i * d + j]).collect();
+                let m = col.iter().sum::<f64>() / s as f64;
+                let v = col.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (s - 1) as f64;
+                mean[i * d + j] = m;
+                std[i * d + j] = v.sqrt();
+                for (k, x) in col.iter().enumerate() {
+                    samples[(i * s + k) * d + j] = *x;
+                }
+            }
+        }
+        let with = |lead: &[usize]| -> Vec<usize> {
+            lead.iter()
+                .copied()
+                .chain(pred.shape.iter().copied())
+                .collect()
+        };
+        let (s_shape, m_shape) = (with(&[rows, s]), with(&[rows]));
+        varphi_data::npy::save_npz_f64(
+            &r.out,
+            &[
+                ("samples", s_shape.as_slice(), samples.as_slice()),
+                ("mean", m_shape.as_slice(), mean.as_slice()),
+                ("std", m_shape.as_slice(), std.as_slice()),
+            ],
+        )
+        .map_err(crate::error::io_err(&r.out))?;
+        let scores = match truth {
+            None => None,
+            Some(t) => {
+                if t.data.len() != rows * d || t.shape.first() != Some(&rows) {
+                    return Err(TrainError::Invalid {
+                        key: "--truth".into(),
+                        message: format!(
+                            "{} has shape {:?}; it needs one truth of shape {:?} per input row ({rows} rows)",
+                            r.truth.as_ref().expect("truth given").display(),
+                            t.shape,
+                            pred.shape
+                        ),
+                    });
+                }
+                Some(crate::uq::score(&pred.samples, &t.data, &crate::uq::LEVELS))
+            }
+        };
+        Ok(PredictReport {
+            rows,
+            samples_per_row: s,
+            shape: pred.shape,
+            what: pred.what,
+            output: r.out.clone(),
+            scores,
+        })
+    }
+}
+
+/// `varphi predict`: predictive samples of run `dir` for each row of an input file, written as
+/// `.npz` (`samples`, `mean`, `std`); with a truth file, scored and the scores written beside
+/// it (`<output>.scores.json`) and printed.
+pub fn predict(
+    dir: &Path,
+    request: &PredictRequest,
+    backend: Option<BackendKind>,
+    last: bool,
+) -> Result<PredictReport, TrainError> {
+    let config = rundir::config(dir)?;
+    let report = config.kind.visit(PredictKind {
+        dir,
+        common: config.common,
+        backend,
+        request,
+        last,
+    })?;
+    println!(
+        "wrote {} samples of {} {:?} for each of {} inputs to {} (samples, mean, std)",
+        report.samples_per_row,
+        report.what,
+        report.shape,
+        report.rows,
+        report.output.display()
+    );
+    if let Some(scores) = &report.scores {
+        let p = report.output.with_extension("scores.json");
+        std::fs::write(&p, serde_json::to_string_pretty(&report).expect("json"))
+            .map_err(crate::error::io_err(&p))?;
+        println!("  scores against the truth (data units)");
+        crate::tables::print_scores(scores, 34);
+        println!("wrote {}", p.display());
+    }
+    Ok(report)
 }

@@ -7,7 +7,7 @@ use crate::config::invalid;
 use crate::data::RunData;
 use crate::error::{TrainError, io_err};
 use crate::host::{per_sample, repeat_rows, values};
-use crate::kind::SampleRequest;
+use crate::kind::{Prediction, SampleRequest, input_rows};
 use crate::noise::{NoiseSource, Stream};
 use crate::physics_term::PhysicsTerm;
 use crate::plots;
@@ -163,4 +163,31 @@ pub fn sample_forward(
         shown.join(", "),
         if z.len() > 6 { ", ..." } else { "" }
     ))
+}
+
+/// `varphi predict` of a surrogate: `n` samples `u ~ q(u | z)` for each row of physical
+/// parameters `inputs` `[rows, p]`. `surrogate(z, eps)` maps normalised parameters `[rows, p]`
+/// and noise `[n, rows, n_u]` to samples `[n · rows, n_u]` in physical units (sample-major).
+/// The noise is the evaluation's, so the first test cases' parameters give `varphi eval`'s
+/// forward samples.
+pub fn predict_forward(
+    physics: &PhysicsTerm,
+    inputs: &varphi_data::read::Array,
+    n: usize,
+    seed: u64,
+    device: &Device,
+    surrogate: impl Fn(Tensor<2>, Tensor<3>) -> Tensor<2>,
+) -> Result<Prediction, TrainError> {
+    let p = physics.cond_mean.len();
+    let problem = &physics.problem;
+    let rows = input_rows(inputs, p, &format!("{} parameter row", problem.name()))?;
+    let z = Tensor::<2>::from_data(TensorData::new(inputs.data.clone(), [rows, p]), device);
+    let nu: usize = problem.solution_shape().iter().product();
+    let eps = NoiseSource::new(seed, Stream::EvalPredictive).normal([n, rows, nu], 0, device);
+    let u = values(surrogate(physics.normalised(z), eps));
+    Ok(Prediction {
+        samples: per_sample(u, rows, nu),
+        shape: problem.solution_shape(),
+        what: "u | z".into(),
+    })
 }

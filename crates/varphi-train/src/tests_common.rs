@@ -114,8 +114,8 @@ pub fn eval_of_a_trained_run_is_reproducible(config: &str, key: &str) {
     std::fs::write(&path, config).unwrap();
     let run = dir.join("run");
     session::train(Some(&path), &quiet(&run)).unwrap();
-    let a = session::evaluate(&run, None, false).unwrap();
-    let b = session::evaluate(&run, None, false).unwrap();
+    let a = session::evaluate(&run, None, false, false).unwrap();
+    let b = session::evaluate(&run, None, false, false).unwrap();
     assert_eq!(a, b);
     assert!(a.get(key).is_some(), "eval.json lacks {key}: {a}");
     let epochs = c.common.training.epochs;
@@ -140,7 +140,7 @@ pub fn eval_of_a_trained_run_is_reproducible(config: &str, key: &str) {
         ..quiet(&resumed)
     };
     session::train(Some(&path), &opts).unwrap();
-    let r = session::evaluate(&resumed, None, false).unwrap();
+    let r = session::evaluate(&resumed, None, false, false).unwrap();
     // Equal up to the summation order of the CPU backend's parallel reductions, which can
     // shift by an ulp when tests share the cores (separate processes agree bit for bit).
     assert_json_close(
@@ -203,7 +203,7 @@ pub fn train_quietly(name: &str, config: &str) -> (Metrics, serde_json::Value) {
     std::fs::write(&path, config).unwrap();
     let run = dir.join("run");
     session::train(Some(&path), &quiet(&run)).unwrap();
-    let eval = session::evaluate(&run, None, false).unwrap();
+    let eval = session::evaluate(&run, None, false, false).unwrap();
     let m = Metrics::read(&run);
     let _ = std::fs::remove_dir_all(&dir);
     (m, eval)

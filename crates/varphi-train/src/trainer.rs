@@ -37,6 +37,13 @@ pub trait Objective<M> {
 pub enum Termination {
     /// All epochs ran.
     Completed,
+    /// An observer (early stopping) ended training after `epoch` (0-based).
+    Stopped {
+        /// The last epoch run.
+        epoch: usize,
+        /// Why, in words.
+        reason: String,
+    },
     /// A loss term became NaN or infinite; no update was applied for that step.
     NonFinite {
         /// Term name.
@@ -72,6 +79,8 @@ pub struct EpochRecord {
     pub train: Vec<(&'static str, f64)>,
     /// Mean test terms (empty when there is no test set).
     pub test: Vec<(&'static str, f64)>,
+    /// Mean validation terms (empty when there is no validation set).
+    pub validation: Vec<(&'static str, f64)>,
     /// KL weight at the end of the epoch.
     pub beta: Option<f64>,
     /// Seconds since the loop started (this session).
@@ -108,6 +117,10 @@ pub trait Observer<M> {
     ) -> Result<(), TrainError> {
         Ok(())
     }
+    /// Asked after every epoch's `on_epoch_end`: `Some(reason)` ends training.
+    fn stop(&self) -> Option<String> {
+        None
+    }
     /// Once, at the end.
     fn on_finish(&mut self, _termination: &Termination) -> Result<(), TrainError> {
         Ok(())
@@ -120,6 +133,8 @@ pub struct FitSpec<'a> {
     pub train: &'a Dataset,
     /// Test split (normalised), evaluated after every epoch.
     pub test: Option<&'a Dataset>,
+    /// Validation split (normalised), evaluated after every epoch (early stopping).
+    pub validation: Option<&'a Dataset>,
     /// Batch order.
     pub batcher: Batcher,
     /// Learning rate (the initial one when `lr_final` is set).
@@ -243,9 +258,8 @@ pub fn fit<M: Module, O: Objective<M>>(
             }
             step += 1;
         }
-        let test = spec
-            .test
-            .map(|t| {
+        let eval = |d: Option<&Dataset>| {
+            d.map(|t| {
                 evaluate(
                     &model,
                     objective,
@@ -255,17 +269,23 @@ pub fn fit<M: Module, O: Objective<M>>(
                     step.saturating_sub(1),
                 )
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+        };
         let record = EpochRecord {
             epoch,
             steps_done: step,
             train: mean_terms(&sum, n),
-            test,
+            test: eval(spec.test),
+            validation: eval(spec.validation),
             beta,
             elapsed_s: start.elapsed().as_secs_f64(),
         };
         for o in observers.iter_mut() {
             o.on_epoch_end(&record, &model, &optim)?;
+        }
+        if let Some(reason) = observers.iter().find_map(|o| o.stop()) {
+            termination = Termination::Stopped { epoch, reason };
+            break;
         }
     }
     for o in observers.iter_mut() {

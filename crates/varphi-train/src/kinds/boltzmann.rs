@@ -22,7 +22,7 @@ use crate::config::{
 use crate::data::{RunData, TrainData};
 use crate::error::TrainError;
 use crate::host::{mean_of, repeat_rows, values};
-use crate::kind::{Kind, Loaded, SampleRequest};
+use crate::kind::{Kind, Loaded, Prediction, SampleRequest};
 use crate::latent::d_flow_layers;
 use crate::noise::{NoiseSource, Stream};
 use crate::physics_term::PhysicsTerm;
@@ -410,6 +410,27 @@ impl Kind for Boltzmann {
 
     fn print_eval(&self, r: &BoltzmannEval, dir: &Path) {
         print_eval(r, dir);
+    }
+
+    fn predict(
+        &self,
+        run: &Loaded<Self>,
+        inputs: &varphi_data::read::Array,
+        n: usize,
+    ) -> Result<Prediction, TrainError> {
+        let o = &run.objective;
+        surrogate::predict_forward(
+            &o.physics,
+            inputs,
+            n,
+            run.common.seed,
+            &run.device.device,
+            |z, eps| {
+                let [s, n, nu] = eps.dims();
+                let (u, _) = run.model.rsample(z, eps);
+                u.reshape([s * n, nu]).mul_scalar(o.u_scale)
+            },
+        )
     }
 
     fn sample(&self, run: &Loaded<Self>, request: &SampleRequest) -> Result<String, TrainError> {

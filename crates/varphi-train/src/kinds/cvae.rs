@@ -8,7 +8,7 @@
 use crate::config::{Common, SectionError, invalid, section, take_keys, to_table};
 use crate::data::{RunData, TrainData, XScaling};
 use crate::error::TrainError;
-use crate::kind::{Kind, Loaded, SampleRequest};
+use crate::kind::{Kind, Loaded, Prediction, SampleRequest, input_rows};
 use crate::latent::{
     CvaePhysics, ElboObjective, ElboSection, EvalReport, GenerativeModel, LatentModel, NetSection,
     PosteriorName, TrainedLatent, print_eval,
@@ -216,6 +216,23 @@ impl Kind for Cvae {
 
     fn print_eval(&self, eval: &EvalReport, dir: &Path) {
         print_eval(eval, dir);
+    }
+
+    fn predict(
+        &self,
+        run: &Loaded<Self>,
+        inputs: &varphi_data::read::Array,
+        n: usize,
+    ) -> Result<Prediction, TrainError> {
+        let c = run.data.test.cond_dim;
+        let rows = input_rows(inputs, c, "condition")?;
+        let mut cond = inputs.data.clone();
+        run.data.norm.apply_cond(&mut cond);
+        Ok(Prediction {
+            samples: self.trained(run).predictive_samples(&cond, rows, n),
+            shape: run.data.test.sample_shape.clone(),
+            what: "x | c".into(),
+        })
     }
 
     fn sample(&self, run: &Loaded<Self>, request: &SampleRequest) -> Result<String, TrainError> {

@@ -12,7 +12,7 @@ use crate::config::{
 use crate::data::{RunData, TrainData};
 use crate::error::TrainError;
 use crate::host::{mean_of, per_parameter, per_sample, repeat_rows, values};
-use crate::kind::{Kind, Loaded};
+use crate::kind::{Kind, Loaded, Prediction, input_rows};
 use crate::latent::d_flow_layers;
 use crate::noise::{NoiseSource, Stream};
 use crate::observations::ObservationsSection;
@@ -219,22 +219,8 @@ impl Kind for Npe {
             .objective
             .observe(x, NoiseSource::new(seed, Stream::HeldOutObservations), 0);
         let m = y.dims()[1];
-        let eps = NoiseSource::new(seed, Stream::HeldOutPosterior).normal([S * n, p], 0, device);
-        let (z, _) = run.model.flow.forward(eps, Some(repeat_rows(y, S)));
-        // Physical units.
-        let norm = &run.data.norm;
-        let unnorm = |v: Vec<f64>| -> Vec<f64> {
-            v.chunks(p)
-                .flat_map(|r| {
-                    r.iter()
-                        .enumerate()
-                        .map(|(j, v)| v * norm.cond_std[j] + norm.cond_mean[j])
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
-        let samples = per_sample(unnorm(values(z)), n, p);
-        let truth = unnorm(values(z_true));
+        let samples = posterior_samples(run, y, S);
+        let truth = unnorm(&run.data.norm, values(z_true), p);
         let names = run
             .common
             .physics_source("kind = \"npe\"")?
@@ -249,6 +235,31 @@ impl Kind for Npe {
             obs_sigma: run.objective.sigma,
             posterior: uq::score(&samples, &truth, &uq::LEVELS),
             per_parameter: per_parameter(&samples, &truth, p, &names),
+        })
+    }
+
+    /// Posterior samples `z ~ q(z | y)` for rows of observations `y` (physical units, the
+    /// run's observation operator and order), with the evaluation's noise: the first test
+    /// cases' held-out observations give `varphi eval`'s samples.
+    fn predict(
+        &self,
+        run: &Loaded<Self>,
+        inputs: &varphi_data::read::Array,
+        n: usize,
+    ) -> Result<Prediction, TrainError> {
+        let m = run.objective.operator.len();
+        let rows = input_rows(inputs, m, "set of observations")?;
+        let o = &run.objective;
+        let y: Vec<f64> = inputs
+            .data
+            .iter()
+            .map(|v| (v - o.x_mean) / o.x_std)
+            .collect();
+        let y = Tensor::<2>::from_data(TensorData::new(y, [rows, m]), &run.device.device);
+        Ok(Prediction {
+            samples: posterior_samples(run, y, n),
+            shape: vec![run.data.test.cond_dim],
+            what: "z | y".into(),
         })
     }
 
@@ -270,6 +281,32 @@ impl Kind for Npe {
                 .collect(),
         );
     }
+}
+
+/// Normalised parameters `[n·p]` back to physical units.
+fn unnorm(norm: &varphi_data::Normalization, v: Vec<f64>, p: usize) -> Vec<f64> {
+    v.chunks(p)
+        .flat_map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(j, v)| v * norm.cond_std[j] + norm.cond_mean[j])
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `s` samples of `q(z | y)` for normalised observations `y` `[n, m]`: `[s][n·p]` in physical
+/// units (held-out posterior noise stream).
+fn posterior_samples(run: &Loaded<Npe>, y: Tensor<2>, s: usize) -> Vec<Vec<f64>> {
+    let n = y.dims()[0];
+    let p = run.data.test.cond_dim;
+    let eps = NoiseSource::new(run.common.seed, Stream::HeldOutPosterior).normal(
+        [s * n, p],
+        0,
+        &run.device.device,
+    );
+    let (z, _) = run.model.flow.forward(eps, Some(repeat_rows(y, s)));
+    per_sample(unnorm(&run.data.norm, values(z), p), n, p)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::config::{
 use crate::data::{RunData, TrainData};
 use crate::error::TrainError;
 use crate::host::{mean_of, per_parameter, per_sample, values};
-use crate::kind::{Kind, Loaded, SampleRequest};
+use crate::kind::{Kind, Loaded, Prediction, SampleRequest};
 use crate::noise::{NoiseSource, Stream};
 use crate::observations::ObservationsSection;
 use crate::physics_term::{PhysicsTerm, ResidualSection};
@@ -665,6 +665,27 @@ impl Kind for Pddlvm {
 
     fn print_eval(&self, r: &PhysicsEval, dir: &Path) {
         print_eval(r, dir);
+    }
+
+    fn predict(
+        &self,
+        run: &Loaded<Self>,
+        inputs: &varphi_data::read::Array,
+        n: usize,
+    ) -> Result<Prediction, TrainError> {
+        let o = &run.objective;
+        surrogate::predict_forward(
+            &o.physics,
+            inputs,
+            n,
+            run.common.seed,
+            &run.device.device,
+            |z, eps| {
+                let [s, n, nu] = eps.dims();
+                let q = run.model.pddlvm.surrogate(z);
+                q.rsample(eps).reshape([s * n, nu]).mul_scalar(o.u_scale)
+            },
+        )
     }
 
     fn sample(&self, run: &Loaded<Self>, request: &SampleRequest) -> Result<String, TrainError> {

@@ -20,8 +20,8 @@ use crate::config::{
 };
 use crate::data::{RunData, TrainData};
 use crate::error::TrainError;
-use crate::host::{mean_of, repeat_rows, values};
-use crate::kind::{Kind, Loaded};
+use crate::host::{mean_of, per_sample, repeat_rows, values};
+use crate::kind::{Kind, Loaded, Prediction, input_rows};
 use crate::latent::{PosteriorName, d_flow_layers};
 use crate::noise::{NoiseSource, Stream};
 use crate::tables::print_parameter_table;
@@ -597,6 +597,29 @@ impl Kind for PhysVae {
         evaluate(run)
     }
 
+    /// Posterior samples of the physical latents for rows of observed sequences (physical
+    /// units, the run's observation operator and order).
+    fn predict(
+        &self,
+        run: &Loaded<Self>,
+        inputs: &varphi_data::read::Array,
+        n: usize,
+    ) -> Result<Prediction, TrainError> {
+        let m = run.objective.physics.operator.len();
+        let rows = input_rows(inputs, m, "observed sequence")?;
+        let y = Tensor::<2>::from_data(
+            TensorData::new(inputs.data.clone(), [rows, m]),
+            &run.device.device,
+        );
+        let out = posterior_pass(run, y, n);
+        let p = run.model.vae.phys_dim();
+        Ok(Prediction {
+            samples: per_sample(values(out.params), rows, p),
+            shape: vec![p],
+            what: format!("({}) | y", run.objective.physics.names.join(", ")),
+        })
+    }
+
     fn print_eval(&self, r: &PhysVaeEval, dir: &Path) {
         print_parameter_table(
             dir,
@@ -681,17 +704,8 @@ fn evaluate(run: &Loaded<PhysVae>) -> Result<PhysVaeEval, TrainError> {
     let seed = run.common.seed;
     let y = obj.observe(x, NoiseSource::new(seed, Stream::HeldOutObservations), 0);
     let m = y.dims()[1];
-    let vae = &run.model.vae;
-    let (p, a) = (vae.phys_dim(), vae.aux_dim);
-    let rep = |t: Tensor<2>| repeat_rows(t, S);
-    let out = vae.forward(
-        rep(obj.encoder_input(y)),
-        NoiseSource::new(seed, Stream::HeldOutPosterior).normal([S * n, p], 0, device),
-        NoiseSource::new(seed, Stream::HeldOutAuxiliary)
-            .normal([S * n, a.max(1)], 0, device)
-            .narrow(1, 0, a.max(1)),
-        run.model.decoder_physics(obj).as_ref(),
-    );
+    let p = run.model.vae.phys_dim();
+    let out = posterior_pass(run, y, S);
     let mean_over_samples = |t: Tensor<2>| t.reshape([S, n, m]).mean_dim(0).reshape([n, m]);
     let rel_l2 = |est: Tensor<2>| -> f64 {
         let (e, c) = (values(est), values(clean.clone()));
@@ -744,6 +758,24 @@ fn evaluate(run: &Loaded<PhysVae>) -> Result<PhysVaeEval, TrainError> {
         reconstruction_rel_l2,
         physics_rel_l2,
     })
+}
+
+/// The encoder–decoder pass of `s` posterior samples for each row of physical observations
+/// `y` `[n, m]`, with the evaluation's held-out noise streams.
+fn posterior_pass(run: &Loaded<PhysVae>, y: Tensor<2>, s: usize) -> varphi_models::PhysVaeOutput {
+    let device = &run.device.device;
+    let (obj, seed) = (&run.objective, run.common.seed);
+    let n = y.dims()[0];
+    let vae = &run.model.vae;
+    let (p, a) = (vae.phys_dim(), vae.aux_dim);
+    vae.forward(
+        repeat_rows(obj.encoder_input(y), s),
+        NoiseSource::new(seed, Stream::HeldOutPosterior).normal([s * n, p], 0, device),
+        NoiseSource::new(seed, Stream::HeldOutAuxiliary)
+            .normal([s * n, a.max(1)], 0, device)
+            .narrow(1, 0, a.max(1)),
+        run.model.decoder_physics(obj).as_ref(),
+    )
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn varphi(args: &[&str], cwd: &Path) -> Output {
+pub fn varphi(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_varphi"))
         .args(args)
         .current_dir(cwd)
@@ -13,7 +13,7 @@ fn varphi(args: &[&str], cwd: &Path) -> Output {
 }
 
 /// Assert a successful run, showing its stderr otherwise.
-fn succeeds(out: &Output) {
+pub fn succeeds(out: &Output) {
     assert!(
         out.status.success(),
         "{}",
@@ -22,12 +22,12 @@ fn succeeds(out: &Output) {
 }
 
 /// Parse a JSON file the run wrote.
-fn read_json(path: &Path) -> serde_json::Value {
+pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// Assert a failed run with a one-line error containing every `needle`.
-fn fails_with(out: &Output, needles: &[&str]) {
+pub fn fails_with(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),

@@ -2,5 +2,6 @@
 
 mod cli;
 mod common;
+mod own_data;
 mod physics;
 mod training;
