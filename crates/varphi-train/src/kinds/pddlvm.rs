@@ -667,6 +667,9 @@ impl Kind for Pddlvm {
         print_eval(r, dir);
     }
 
+    /// A row of `p` parameter values gives the forward predictive `u | z`; with
+    /// `[objective.observations]`, a row of `m` observed values (physical units, the run's
+    /// sensors) gives the amortised posterior `z | y` (parameters read first when `p = m`).
     fn predict(
         &self,
         run: &Loaded<Self>,
@@ -674,18 +677,37 @@ impl Kind for Pddlvm {
         n: usize,
     ) -> Result<Prediction, TrainError> {
         let o = &run.objective;
-        surrogate::predict_forward(
-            &o.physics,
-            inputs,
-            n,
-            run.common.seed,
-            &run.device.device,
-            |z, eps| {
-                let [s, n, nu] = eps.dims();
-                let q = run.model.pddlvm.surrogate(z);
-                q.rsample(eps).reshape([s * n, nu]).mul_scalar(o.u_scale)
-            },
-        )
+        let device = &run.device.device;
+        let p = o.physics.cond_mean.len();
+        let rows = inputs.shape.first().copied().unwrap_or(0);
+        if let (Some(obs), Some(net)) = (&o.observations, &run.model.posterior) {
+            let m = obs.likelihood.operator.len();
+            if inputs.data.len() == rows * m && inputs.data.len() != rows * p {
+                let y =
+                    Tensor::<2>::from_data(TensorData::new(inputs.data.clone(), [rows, m]), device);
+                let k = obs.transform.latent_dim();
+                let xi = o
+                    .posterior(obs, net, y)
+                    .rsample(
+                        NoiseSource::new(run.common.seed, Stream::EvalPredictive).normal(
+                            [n, rows, k],
+                            2,
+                            device,
+                        ),
+                    )
+                    .reshape([n * rows, k]);
+                return Ok(Prediction {
+                    samples: per_sample(values(obs.transform.apply(xi)), rows, p),
+                    shape: vec![p],
+                    what: "z | y".into(),
+                });
+            }
+        }
+        surrogate::predict_forward(&o.physics, inputs, n, run.common.seed, device, |z, eps| {
+            let [s, n, nu] = eps.dims();
+            let q = run.model.pddlvm.surrogate(z);
+            q.rsample(eps).reshape([s * n, nu]).mul_scalar(o.u_scale)
+        })
     }
 
     fn sample(&self, run: &Loaded<Self>, request: &SampleRequest) -> Result<String, TrainError> {
