@@ -121,16 +121,9 @@ pub fn load_state(run: &Path) -> Result<CheckpointState, TrainError> {
 
 fn load_weights<M: Module>(ckpt: &Path, model: M) -> Result<M, TrainError> {
     let file = ckpt.join("model.bpk");
-    model.try_load_file(&file).map_err(|e| {
-        let detail = format!("{e:?}").replace('\n', " ");
-        // burn reports a short or garbled file as an I/O or format error, and a model whose
-        // layers differ (a changed config) as a shape or missing-tensor error.
-        let damaged = detail.contains("Io(")
-            || detail.contains("fill whole buffer")
-            || detail.to_ascii_lowercase().contains("magic")
-            || detail.to_ascii_lowercase().contains("header")
-            || detail.to_ascii_lowercase().contains("corrupt")
-            || detail.to_ascii_lowercase().contains("invalid");
+    // Reading the file and fitting it to the model fail for different reasons: a short or
+    // garbled file, or weights of other layers (an edited config).
+    let record = burn::store::ModuleRecord::load(&file).map_err(|e| {
         let run = ckpt.parent().unwrap_or(ckpt);
         let old = run.join(".checkpoint.old");
         let fallback = if old.join("model.bpk").is_file() && old != ckpt {
@@ -142,17 +135,22 @@ fn load_weights<M: Module>(ckpt: &Path, model: M) -> Result<M, TrainError> {
         } else {
             "no older checkpoint (.checkpoint.old) exists; retrain the run".into()
         };
-        if damaged {
-            run_err(
-                &file,
-                format!("the weights file is truncated or corrupt ({detail}); {fallback}"),
-            )
-        } else {
-            run_err(
-                &file,
-                format!("the weights do not fit the model of the run's config (was config.toml edited?): {detail}"),
-            )
-        }
+        run_err(
+            &file,
+            format!(
+                "the weights file is truncated or corrupt ({}); {fallback}",
+                format!("{e:?}").replace('\n', " ")
+            ),
+        )
+    })?;
+    model.try_load_record(record).map_err(|e| {
+        run_err(
+            &file,
+            format!(
+                "the weights do not fit the model of the run's config (was config.toml edited?): {}",
+                format!("{e:?}").replace('\n', " ")
+            ),
+        )
     })
 }
 
@@ -245,6 +243,11 @@ pub fn save_best<M: Module + Clone>(
         std::fs::remove_dir_all(&dst).map_err(io_err(&dst))?;
     }
     std::fs::rename(&tmp, &dst).map_err(io_err(&tmp))
+}
+
+/// Whether run `run` has a best checkpoint (`RUN/best/best.json`).
+pub fn has_best(run: &Path) -> bool {
+    best_dir(run).join("best.json").is_file()
 }
 
 /// Rewrite `RUN/best/best.json` (e.g. to record where training stopped).

@@ -100,7 +100,7 @@ impl<M> Observer<M> for Progress {
         Ok(())
     }
 
-    fn on_finish(&mut self, _: &Termination) -> Result<(), TrainError> {
+    fn on_finish(&mut self, _: &Termination, _: &M, _: &ModuleOptimizer) -> Result<(), TrainError> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
@@ -170,7 +170,8 @@ impl<M> Observer<M> for MetricsCsv {
     }
 }
 
-/// Writes an atomic checkpoint every `every` epochs and after the last one.
+/// Writes an atomic checkpoint every `every` epochs and after the last one, including the last
+/// one run when an observer stops training early.
 pub struct Checkpointer {
     /// Run directory.
     pub run: PathBuf,
@@ -182,6 +183,30 @@ pub struct Checkpointer {
     pub seed: u64,
     /// Backend name.
     pub backend: String,
+    /// The last epoch seen not yet checkpointed: `(epochs done, steps done)`.
+    pub pending: Option<(usize, usize)>,
+}
+
+impl Checkpointer {
+    fn save<M: Module + Clone>(
+        &self,
+        (epochs_done, steps_done): (usize, usize),
+        model: &M,
+        optim: &ModuleOptimizer,
+    ) -> Result<(), TrainError> {
+        checkpoint::save(
+            &self.run,
+            model,
+            optim,
+            &CheckpointState {
+                epochs_done,
+                steps_done,
+                seed: self.seed,
+                backend: self.backend.clone(),
+                varphi_version: env!("CARGO_PKG_VERSION").into(),
+            },
+        )
+    }
 }
 
 impl<M: Module + Clone> Observer<M> for Checkpointer {
@@ -191,20 +216,25 @@ impl<M: Module + Clone> Observer<M> for Checkpointer {
         model: &M,
         optim: &ModuleOptimizer,
     ) -> Result<(), TrainError> {
-        let done = r.epoch + 1;
-        if done % self.every == 0 || done == self.epochs {
-            checkpoint::save(
-                &self.run,
-                model,
-                optim,
-                &CheckpointState {
-                    epochs_done: done,
-                    steps_done: r.steps_done,
-                    seed: self.seed,
-                    backend: self.backend.clone(),
-                    varphi_version: env!("CARGO_PKG_VERSION").into(),
-                },
-            )?;
+        let done = (r.epoch + 1, r.steps_done);
+        self.pending = Some(done);
+        if done.0 % self.every == 0 || done.0 == self.epochs {
+            self.save(done, model, optim)?;
+            self.pending = None;
+        }
+        Ok(())
+    }
+
+    fn on_finish(
+        &mut self,
+        termination: &Termination,
+        model: &M,
+        optim: &ModuleOptimizer,
+    ) -> Result<(), TrainError> {
+        // A non-finite loss keeps the last good checkpoint; an early stop checkpoints the
+        // epoch it stopped after.
+        if let (Termination::Stopped { .. }, Some(done)) = (termination, self.pending.take()) {
+            self.save(done, model, optim)?;
         }
         Ok(())
     }
@@ -290,7 +320,12 @@ impl<M: Module + Clone> Observer<M> for EarlyStopping {
         })
     }
 
-    fn on_finish(&mut self, termination: &Termination) -> Result<(), TrainError> {
+    fn on_finish(
+        &mut self,
+        termination: &Termination,
+        _: &M,
+        _: &ModuleOptimizer,
+    ) -> Result<(), TrainError> {
         if let (Termination::Stopped { epoch, .. }, Some(best)) = (termination, &mut self.best) {
             best.stopped_at = Some(epoch + 1);
             checkpoint::write_best_state(&self.run, best)?;

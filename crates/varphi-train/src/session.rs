@@ -213,10 +213,11 @@ impl KindVisitor for TrainKind<'_> {
             quiet: opts.quiet,
         };
         let (model, stopped) = fit.run(model, &objective)?;
-        let best = checkpoint::load_best_state(&run_dir).ok();
-        let model = match &best {
-            Some(_) => checkpoint::load_best(&run_dir, model)?.0,
-            None => model,
+        let (model, best) = if checkpoint::has_best(&run_dir) {
+            let (m, b) = checkpoint::load_best(&run_dir, model)?;
+            (m, Some(b))
+        } else {
+            (model, None)
         };
         let metrics = plots::read_metrics(&run_dir.join("metrics.csv")).unwrap_or_default();
         let epochs_done = checkpoint::load_state(&run_dir)
@@ -356,6 +357,7 @@ impl FitRun<'_> {
                 epochs: common.training.epochs,
                 seed: common.seed,
                 backend: self.backend.to_string(),
+                pending: None,
             }),
         ];
         if let Some(e) = &common.training.early_stopping {
@@ -378,28 +380,10 @@ impl FitRun<'_> {
             epochs: common.training.epochs,
             device: self.device.clone(),
         };
-        let (model, optim, termination) =
+        let (model, _optim, termination) =
             trainer::fit(model, optim, objective, spec, &mut observers)?;
-        if let Termination::Stopped { epoch, reason } = &termination {
-            let (epoch, reason) = (*epoch, reason.clone());
-            // The last epoch run is checkpointed whatever `checkpoint_every` says.
-            let done = epoch + 1;
-            if done % common.training.checkpoint_every != 0 {
-                checkpoint::save(
-                    &run_dir,
-                    &model,
-                    &optim,
-                    &checkpoint::CheckpointState {
-                        epochs_done: done,
-                        steps_done: done
-                            * self.data.train.len().div_ceil(common.training.batch_size),
-                        seed: common.seed,
-                        backend: self.backend.to_string(),
-                        varphi_version: env!("CARGO_PKG_VERSION").into(),
-                    },
-                )?;
-            }
-            return Ok((model, Some(format!("after epoch {done}: {reason}"))));
+        if let Termination::Stopped { epoch, reason } = termination {
+            return Ok((model, Some(format!("after epoch {}: {reason}", epoch + 1))));
         }
         if let Termination::NonFinite {
             term,
@@ -445,7 +429,7 @@ pub fn open<K: Kind>(
         common.training.precision,
     )?;
     let (model, objective) = kind.build(&common, &data, &device.device)?;
-    let use_best = !last && checkpoint::best_dir(dir).join("best.json").is_file();
+    let use_best = !last && checkpoint::has_best(dir);
     let (model, epochs_done, best) = if use_best {
         let (model, best) = checkpoint::load_best(dir, model)?;
         (model, best.epoch, Some(best))
@@ -654,22 +638,6 @@ impl KindVisitor for PredictKind<'_> {
                 }
             }
         }
-        let with = |lead: &[usize]| -> Vec<usize> {
-            lead.iter()
-                .copied()
-                .chain(pred.shape.iter().copied())
-                .collect()
-        };
-        let (s_shape, m_shape) = (with(&[rows, s]), with(&[rows]));
-        varphi_data::npy::save_npz_f64(
-            &r.out,
-            &[
-                ("samples", s_shape.as_slice(), samples.as_slice()),
-                ("mean", m_shape.as_slice(), mean.as_slice()),
-                ("std", m_shape.as_slice(), std.as_slice()),
-            ],
-        )
-        .map_err(crate::error::io_err(&r.out))?;
         let scores = match truth {
             None => None,
             Some(t) => {
@@ -687,6 +655,22 @@ impl KindVisitor for PredictKind<'_> {
                 Some(crate::uq::score(&pred.samples, &t.data, &crate::uq::LEVELS))
             }
         };
+        let with = |lead: &[usize]| -> Vec<usize> {
+            lead.iter()
+                .copied()
+                .chain(pred.shape.iter().copied())
+                .collect()
+        };
+        let (s_shape, m_shape) = (with(&[rows, s]), with(&[rows]));
+        varphi_data::npy::save_npz_f64(
+            &r.out,
+            &[
+                ("samples", s_shape.as_slice(), samples.as_slice()),
+                ("mean", m_shape.as_slice(), mean.as_slice()),
+                ("std", m_shape.as_slice(), std.as_slice()),
+            ],
+        )
+        .map_err(crate::error::io_err(&r.out))?;
         Ok(PredictReport {
             rows,
             samples_per_row: s,

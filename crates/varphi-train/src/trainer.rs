@@ -121,8 +121,13 @@ pub trait Observer<M> {
     fn stop(&self) -> Option<String> {
         None
     }
-    /// Once, at the end.
-    fn on_finish(&mut self, _termination: &Termination) -> Result<(), TrainError> {
+    /// Once, at the end, with the final model and optimiser.
+    fn on_finish(
+        &mut self,
+        _termination: &Termination,
+        _model: &M,
+        _optim: &ModuleOptimizer,
+    ) -> Result<(), TrainError> {
         Ok(())
     }
 }
@@ -289,7 +294,7 @@ pub fn fit<M: Module, O: Objective<M>>(
         }
     }
     for o in observers.iter_mut() {
-        o.on_finish(&termination)?;
+        o.on_finish(&termination, &model, &optim)?;
     }
     Ok((model, optim, termination))
 }
