@@ -490,6 +490,27 @@ impl DataSource {
         }
     }
 
+    /// `count` new samples of a generated source (physics problems, `heat1d`, `heat2d`) from
+    /// `seed`: draws of the same generator that share no stream with the run's data when
+    /// `seed` differs from the run's (each physics sample's stream is `(seed, index)`). `None`
+    /// for file sources, which have no generator.
+    pub fn fresh(&self, count: usize, seed: u64) -> Result<Option<Dataset>, DataError> {
+        let mut source = self.clone();
+        match &mut source {
+            DataSource::Heat1d { n, .. }
+            | DataSource::Heat2d { n, .. }
+            | DataSource::Darcy { n, .. }
+            | DataSource::Poisson1d { n, .. }
+            | DataSource::Burgers { n, .. }
+            | DataSource::Heat { n, .. }
+            | DataSource::Pendulum { n, .. } => *n = count,
+            DataSource::Npy { .. } | DataSource::Files { .. } | DataSource::Npz { .. } => {
+                return Ok(None);
+            }
+        }
+        source.load(seed, Path::new(".")).map(Some)
+    }
+
     /// The test split of [`Dataset::split`]`(test_fraction, seed)` of the full dataset, and the
     /// size of its training split. A physics source generates the test samples alone (each
     /// sample has its own stream), so scoring a run does not redo its training set's solves.

@@ -24,6 +24,7 @@ use std::path::PathBuf;
   varphi sample runs/quickstart -n 100 -o samples.npy  # draw from the model
   varphi sample runs/heat-cvae -n 10 -o s.npy --condition 1.5
   varphi predict runs/my-cvae --input new.npz --key a -n 64 -o pred.npz --truth new.npz --truth-key u
+  varphi calibrate runs/poisson1d-nonlinear --n 50      # recalibrate on 50 fresh labelled cases
   varphi devices                                       # list backends and wgpu adapters
   varphi bench --threads 1 --pytorch benches/.venv/bin/python
   varphi data darcy --n 1000 --grid 32 -o darcy.npz     # reference solutions + observations"
@@ -116,6 +117,32 @@ pub enum Command {
     Eval {
         /// Run directory.
         run: PathBuf,
+        /// Backend (default: the run's).
+        #[arg(long, value_parser = backend_arg)]
+        backend: Option<BackendArg>,
+        /// Use the last checkpoint instead of the best one (runs with early stopping).
+        #[arg(long)]
+        last: bool,
+    },
+    /// Recalibrate a trained run on labelled cases kept apart from its test split: fit a spread
+    /// factor and split-conformal intervals per scored block, written to RUN/calibration.json,
+    /// which eval (recalibrated scores beside the raw ones) and predict (scaled samples) apply.
+    Calibrate {
+        /// Run directory.
+        run: PathBuf,
+        /// Fresh draws of the run's generator as calibration cases (default: the run's
+        /// validation split if it has one, else 50 fresh draws).
+        #[arg(long, conflicts_with = "data")]
+        n: Option<usize>,
+        /// Labelled calibration cases in a file (.npy, .npz, .safetensors, .csv).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Array or columns of the samples in --data (default: the file's only or `x` array).
+        #[arg(long)]
+        x: Option<String>,
+        /// Array or columns of the conditions / parameters in --data.
+        #[arg(long)]
+        cond: Option<String>,
         /// Backend (default: the run's).
         #[arg(long, value_parser = backend_arg)]
         backend: Option<BackendArg>,
@@ -249,6 +276,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Eval { run, backend, last } => {
             session::evaluate(&run, kind(backend), true, last)?;
+        }
+        Command::Calibrate {
+            run,
+            n,
+            data,
+            x,
+            cond,
+            backend,
+            last,
+        } => {
+            let source = match (n, data) {
+                (Some(n), _) => session::CalibrationSource::Fresh(n),
+                (None, Some(path)) => session::CalibrationSource::File(varphi_data::FileSource {
+                    path,
+                    x,
+                    cond,
+                    cond_path: None,
+                }),
+                (None, None) => session::CalibrationSource::Auto,
+            };
+            let file = session::calibrate(&run, &source, kind(backend), last)?;
+            session::print_calibration(&run, &file);
         }
         Command::Devices => crate::backend::print_devices(),
         Command::Infer { config, out, quiet } => {

@@ -1,6 +1,7 @@
 //! Host-side helpers: tensors to `f64` vectors and sample layouts for the scores of [`crate::uq`].
 
-use crate::uq::{self, UqScores};
+use crate::calibration::{Role, Scorer};
+use crate::uq::UqScores;
 use burn::prelude::*;
 
 /// Mean of a `[n]` tensor as `f64`.
@@ -23,21 +24,28 @@ pub fn rows(t: Tensor<2>) -> Vec<Vec<f64>> {
     values(t).chunks(d.max(1)).map(<[f64]>::to_vec).collect()
 }
 
-/// `[S·n, w]` sample-major values as `S` vectors of `n·w` values (the layout of [`uq::score`]).
+/// `[S·n, w]` sample-major values as `S` vectors of `n·w` values (the layout of
+/// [`crate::uq::score`]).
 pub fn per_sample(v: Vec<f64>, n: usize, w: usize) -> Vec<Vec<f64>> {
     v.chunks(n * w).map(<[f64]>::to_vec).collect()
 }
 
-/// [`uq::score`] of column `j` of `[S][n·p]` samples against `[n·p]` truth.
-pub fn column_scores(samples: &[Vec<f64>], truth: &[f64], p: usize, j: usize) -> UqScores {
+/// Column `j` of `[S][n·p]` samples and of `[n·p]` truth.
+pub fn column(
+    samples: &[Vec<f64>],
+    truth: &[f64],
+    p: usize,
+    j: usize,
+) -> (Vec<Vec<f64>>, Vec<f64>) {
     let col = |v: &[f64]| v.iter().skip(j).step_by(p).copied().collect::<Vec<_>>();
-    let s: Vec<Vec<f64>> = samples.iter().map(|v| col(v)).collect();
-    uq::score(&s, &col(truth), &uq::LEVELS)
+    (samples.iter().map(|v| col(v)).collect(), col(truth))
 }
 
-/// Per-parameter scores `(name, scores)` of `[S][n·p]` samples (names from `names`, `z{j}`
-/// past its end).
+/// Per-parameter posterior scores `(name, scores)` of `[S][n·p]` samples (names from `names`,
+/// `z{j}` past its end), scored as blocks `{block}.{name}`.
 pub fn per_parameter(
+    scorer: &Scorer,
+    block: &str,
     samples: &[Vec<f64>],
     truth: &[f64],
     p: usize,
@@ -46,7 +54,10 @@ pub fn per_parameter(
     (0..p)
         .map(|j| {
             let name = names.get(j).cloned().unwrap_or_else(|| format!("z{j}"));
-            (name, column_scores(samples, truth, p, j))
+            let (s, t) = column(samples, truth, p, j);
+            let n = t.len();
+            let scores = scorer.score(&format!("{block}.{name}"), &s, &t, n, Role::Posterior);
+            (name, scores)
         })
         .collect()
 }

@@ -340,6 +340,9 @@ pub struct InferSummary {
     pub posterior: UqScores,
     /// Mean over cases of the prior scores.
     pub prior: UqScores,
+    /// SBC and TARP over the cases (each case's field a draw of the prior; ≥ 10 cases).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posterior_checks: Option<crate::ranks::PosteriorChecks>,
     /// Each case.
     pub cases: Vec<CaseResult>,
     /// Wall time in seconds.
@@ -382,6 +385,9 @@ impl InferSummary {
                 format!("coverage {pct:.0} %")
             );
         }
+        if let Some(c) = &self.posterior_checks {
+            crate::tables::print_posterior_checks(c);
+        }
         println!(
             "wrote {}/{{summary.json, samples.npy, truth.npy}}",
             out.display()
@@ -391,17 +397,30 @@ impl InferSummary {
 
 fn mean_scores(all: &[&UqScores]) -> UqScores {
     let n = all.len().max(1) as f64;
-    let mut coverage = std::collections::BTreeMap::new();
-    for s in all {
-        for (k, v) in &s.coverage {
-            *coverage.entry(k.clone()).or_insert(0.0) += v / n;
+    let mean_map = |get: fn(&UqScores) -> &std::collections::BTreeMap<String, f64>| {
+        let mut m = std::collections::BTreeMap::new();
+        for s in all {
+            for (k, v) in get(s) {
+                *m.entry(k.clone()).or_insert(0.0) += v / n;
+            }
         }
-    }
+        m
+    };
+    let mean = |get: fn(&UqScores) -> f64| all.iter().map(|s| get(s)).sum::<f64>() / n;
+    let bins = all.first().map_or(0, |s| s.pit.len());
     UqScores {
-        rel_l2: all.iter().map(|s| s.rel_l2).sum::<f64>() / n,
-        nll: all.iter().map(|s| s.nll).sum::<f64>() / n,
-        crps: all.iter().map(|s| s.crps).sum::<f64>() / n,
-        coverage,
+        rel_l2: mean(|s| s.rel_l2),
+        nll: mean(|s| s.nll),
+        crps: mean(|s| s.crps),
+        coverage: mean_map(|s| &s.coverage),
+        calibration_curve: mean_map(|s| &s.calibration_curve),
+        calibration_error: mean(|s| s.calibration_error),
+        width_90: mean(|s| s.width_90),
+        pit: (0..bins)
+            .map(|b| all.iter().map(|s| s.pit[b]).sum::<f64>() / n)
+            .collect(),
+        posterior_checks: None,
+        recalibrated: None,
     }
 }
 
@@ -587,6 +606,20 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
         rank: config.posterior.rank,
         posterior: mean_scores(&cases.iter().map(|c| &c.posterior).collect::<Vec<_>>()),
         prior: mean_scores(&cases.iter().map(|c| &c.prior).collect::<Vec<_>>()),
+        posterior_checks: {
+            // [case][sample][nn] → [sample][case · nn].
+            let by_sample: Vec<Vec<f64>> = (0..n_samples)
+                .map(|s| {
+                    (0..n_cases)
+                        .flat_map(|c| {
+                            let at = (c * n_samples + s) * nn;
+                            all_samples[at..at + nn].iter().copied()
+                        })
+                        .collect()
+                })
+                .collect();
+            crate::ranks::posterior_checks(&by_sample, &truths, nn, &crate::uq::CURVE)
+        },
         cases,
         wall_s: start.elapsed().as_secs_f64(),
     };

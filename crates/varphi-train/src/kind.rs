@@ -125,6 +125,9 @@ pub struct Prediction {
     pub shape: Vec<usize>,
     /// What is predicted, in words (e.g. "x | c").
     pub what: String,
+    /// The evaluation block whose recalibration applies to these samples (`"forward"`,
+    /// `"posterior"`, …); `None`: none does.
+    pub block: Option<&'static str>,
 }
 
 /// The number of rows of `inputs` for `varphi predict`, checking that each row holds `width`
@@ -167,6 +170,8 @@ pub struct Loaded<K: Kind> {
     pub epochs_done: usize,
     /// The best checkpoint in use instead of the last one (early-stopped runs).
     pub best: Option<crate::checkpoint::BestState>,
+    /// What every score of the evaluation goes through (recalibration, reliability diagram).
+    pub scorer: crate::calibration::Scorer,
 }
 
 /// What `varphi sample` asks for.

@@ -4,6 +4,7 @@
 //! the MMD term, and a CVAE surrogate's PDE residual), and the evaluation, plot and sampling
 //! steps both kinds share.
 
+use crate::calibration::Role;
 use crate::config::{
     ActivationName, check_conv, check_hidden, d_activation, d_channels, d_hidden, d_kernel, invalid,
 };
@@ -14,7 +15,7 @@ use crate::noise::{NoiseSource, Stream};
 use crate::physics_term::PhysicsTerm;
 use crate::plots;
 use crate::trainer::{self, Objective, StepOutput};
-use crate::uq::{self, UqScores};
+use crate::uq::UqScores;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -911,6 +912,8 @@ pub struct TrainedLatent<'a> {
     pub batch_size: usize,
     /// Device (no autodiff).
     pub device: &'a Device,
+    /// The run's scorer.
+    pub scorer: &'a crate::calibration::Scorer,
 }
 
 impl TrainedLatent<'_> {
@@ -964,7 +967,9 @@ impl TrainedLatent<'_> {
         let samples = self.predictive_samples(&test.cond, test.len(), 64);
         let mut truth = test.x.clone();
         self.data.norm.invert_x(&mut truth);
-        uq::score(&samples, &truth, &uq::LEVELS)
+        let n = test.len();
+        self.scorer
+            .score("surrogate", &samples, &truth, n, Role::Predictive)
     }
 
     /// `s` samples of the CVAE's predictive `x = ū(z, c) + σ ε`, `z ~ p(z | c)` (the decoded

@@ -23,6 +23,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod calibration;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod observations;
 pub mod observers;
 pub mod physics_term;
 pub mod plots;
+pub mod ranks;
 pub mod rundir;
 pub mod session;
 pub mod surrogate;

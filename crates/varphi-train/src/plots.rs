@@ -505,3 +505,77 @@ mod tests {
         assert_eq!(YAxis::for_values(&smooth), YAxis::Linear);
     }
 }
+
+/// `calibration.png`: the reliability diagram of every scored block — empirical coverage of the
+/// central intervals against their nominal level (the diagonal is calibrated; below it is
+/// over-confident), before and, when recalibrated, after spread scaling and for the conformal
+/// intervals. One panel per block, at most 12 (the first ones).
+pub fn plot_calibration(
+    curves: &[crate::calibration::Curve],
+    path: &Path,
+) -> Result<(), TrainError> {
+    font();
+    let shown = &curves[..curves.len().min(12)];
+    let cols = shown.len().clamp(1, 4);
+    let rows = shown.len().div_ceil(cols).max(1);
+    let root = BitMapBackend::new(path, (300 * cols as u32, 300 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let panels = root.split_evenly((rows, cols));
+    let levels = crate::uq::CURVE;
+    for (c, panel) in shown.iter().zip(panels.iter()) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(&c.block, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(32)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("nominal")
+            .y_desc("coverage")
+            .x_labels(6)
+            .y_labels(6)
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, 0.0), (1.0, 1.0)],
+                BLACK.mix(0.4).stroke_width(1),
+            ))
+            .map_err(|e| plot_err(path, e))?;
+        let series = [
+            (Some(&c.raw), PALETTE[0], "raw"),
+            (c.scaled.as_ref(), PALETTE[1], "scaled"),
+            (c.conformal.as_ref(), PALETTE[2], "conformal"),
+        ];
+        for (values, colour, label) in series {
+            let Some(v) = values else { continue };
+            let points: Vec<(f64, f64)> = levels.iter().copied().zip(v.iter().copied()).collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+                .map_err(|e| plot_err(path, e))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2))
+                });
+            chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 3, colour.filled())),
+                )
+                .map_err(|e| plot_err(path, e))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 12))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}

@@ -3,6 +3,7 @@
 //! device, resume, the training loop with its observers, checkpoints, plots, `eval.json`.
 
 use crate::backend::{BackendKind, select_device};
+use crate::calibration::{self, CalibrationFile, Scorer};
 use crate::checkpoint;
 use crate::config::Common;
 use crate::data::{self, TrainData};
@@ -235,6 +236,7 @@ impl KindVisitor for TrainKind<'_> {
                 device: selected.clone(),
                 epochs_done,
                 best: best.clone(),
+                scorer: Scorer::plain(),
             };
             trained.kind.plot(&trained)?;
         }
@@ -447,6 +449,41 @@ pub fn open<K: Kind>(
         device,
         epochs_done,
         best,
+        scorer: Scorer::plain(),
+    })
+}
+
+/// Apply the run's `calibration.json` to `run`'s scores, if it has one fitted on the checkpoint
+/// in use; a calibration of another checkpoint is not applied, with a note on stderr.
+fn apply_calibration<K: Kind>(run: &mut Loaded<K>) -> Result<(), TrainError> {
+    let Some(c) = CalibrationFile::read(&run.dir)? else {
+        return Ok(());
+    };
+    let used = if run.best.is_some() { "best" } else { "last" };
+    if c.epochs_done == run.epochs_done && c.checkpoint == used {
+        run.scorer = Scorer::applying(c);
+    } else {
+        eprintln!(
+            "note: {} was fitted on the {} checkpoint of epoch {}, this command uses the {used} one of epoch {}: not applied; rerun `varphi calibrate {}`",
+            run.dir.join(calibration::FILE).display(),
+            c.checkpoint,
+            c.epochs_done,
+            run.epochs_done,
+            run.dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The line saying which calibration a command applies, if any.
+fn calibration_line<K: Kind>(run: &Loaded<K>) -> Option<String> {
+    run.scorer.calibration().map(|c| {
+        format!(
+            "recalibrated by {} ({} calibration cases: {}); raw scores are kept beside the recalibrated ones",
+            run.dir.join(calibration::FILE).display(),
+            c.cases,
+            c.source
+        )
     })
 }
 
@@ -477,7 +514,8 @@ impl KindVisitor for EvalKind<'_> {
     type Output = Result<serde_json::Value, TrainError>;
 
     fn visit<K: Kind>(self, kind: K) -> Self::Output {
-        let run = open(self.dir, self.common, kind, self.backend, self.last)?;
+        let mut run = open(self.dir, self.common, kind, self.backend, self.last)?;
+        apply_calibration(&mut run)?;
         let eval = run.kind.evaluate(&run)?;
         let mut json = serde_json::to_value(&eval).expect("eval reports serialise");
         if let (Some(b), Some(obj)) = (&run.best, json.as_object_mut()) {
@@ -486,13 +524,31 @@ impl KindVisitor for EvalKind<'_> {
                 serde_json::json!({ "best": true, "epoch": b.epoch, "metric": b.metric, "value": b.value, "stopped_at": b.stopped_at }),
             );
         }
+        if let (Some(c), Some(obj)) = (run.scorer.calibration(), json.as_object_mut()) {
+            obj.insert(
+                "calibration".into(),
+                serde_json::json!({ "file": calibration::FILE, "source": c.source, "cases": c.cases }),
+            );
+        }
         rundir::write_eval(self.dir, &json)?;
+        let curves = run.scorer.curves();
+        let diagram = self.dir.join("calibration.png");
+        if !curves.is_empty() {
+            plots::plot_calibration(&curves, &diagram)?;
+        }
         if self.print {
             if let Some(line) = checkpoint_line(&run) {
                 println!("{line}");
             }
+            if let Some(line) = calibration_line(&run) {
+                println!("{line}");
+            }
             run.kind.print_eval(&eval, self.dir);
+            print_calibration_summary(&curves);
             println!("wrote {}", self.dir.join("eval.json").display());
+            if !curves.is_empty() {
+                println!("wrote {} (reliability diagram)", diagram.display());
+            }
         }
         Ok(json)
     }
@@ -576,6 +632,9 @@ pub struct PredictReport {
     /// Scores against `--truth` (the same metrics as `varphi eval`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scores: Option<crate::uq::UqScores>,
+    /// The spread factor of the run's `calibration.json` applied to the samples, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recalibrated: Option<f64>,
 }
 
 struct PredictKind<'a> {
@@ -610,7 +669,8 @@ impl KindVisitor for PredictKind<'_> {
             .as_ref()
             .map(|t| varphi_data::read::load_array(t, r.truth_key.as_deref()))
             .transpose()?;
-        let run = open(self.dir, self.common, kind, self.backend, self.last)?;
+        let mut run = open(self.dir, self.common, kind, self.backend, self.last)?;
+        apply_calibration(&mut run)?;
         let per_row: usize = run.data.test.sample_shape.iter().product();
         varphi_data::memory::check(
             3 * (rows as u128) * (r.n as u128) * (per_row as u128) * 8,
@@ -620,7 +680,19 @@ impl KindVisitor for PredictKind<'_> {
         if let Some(line) = checkpoint_line(&run) {
             println!("{line}");
         }
-        let pred = run.kind.predict(&run, &inputs, r.n)?;
+        let mut pred = run.kind.predict(&run, &inputs, r.n)?;
+        let fit = pred
+            .block
+            .and_then(|b| run.scorer.calibration()?.blocks.get(b).map(|f| (b, f)));
+        let recalibrated = fit.map(|(b, f)| {
+            pred.samples = crate::uq::scale_samples(&pred.samples, f.scale_factor);
+            println!(
+                "recalibrated by {}: samples of \"{b}\" spread ×{:.4} about their medians",
+                run.dir.join(calibration::FILE).display(),
+                f.scale_factor
+            );
+            f.scale_factor
+        });
         let d: usize = pred.shape.iter().product();
         let s = pred.samples.len();
         let mut samples = vec![0.0; rows * s * d];
@@ -678,6 +750,7 @@ impl KindVisitor for PredictKind<'_> {
             what: pred.what,
             output: r.out.clone(),
             scores,
+            recalibrated,
         })
     }
 }
@@ -716,4 +789,221 @@ pub fn predict(
         println!("wrote {}", p.display());
     }
     Ok(report)
+}
+
+/// One line per scored block: the calibration error (mean |coverage − nominal| over ten
+/// levels), and after recalibration when applied.
+fn print_calibration_summary(curves: &[calibration::Curve]) {
+    if curves.is_empty() {
+        return;
+    }
+    let err = |c: &[f64]| -> f64 {
+        c.iter()
+            .zip(crate::uq::CURVE)
+            .map(|(c, p)| (c - p).abs())
+            .sum::<f64>()
+            / c.len().max(1) as f64
+    };
+    println!("  calibration error (mean |coverage − nominal| over 10 levels; 0 is calibrated)");
+    for c in curves {
+        let after = match (&c.scaled, &c.conformal) {
+            (Some(s), Some(k)) => format!(
+                "   recalibrated: scaled {:.3}, conformal {:.3}",
+                err(s),
+                err(k)
+            ),
+            _ => String::new(),
+        };
+        println!("    {:<28} {:.3}{after}", c.block, err(&c.raw));
+    }
+}
+
+/// Where `varphi calibrate` takes its labelled calibration cases from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CalibrationSource {
+    /// The run's validation split if it has one, else 50 fresh cases of a generated source.
+    Auto,
+    /// `count` fresh cases of the run's generator (a seed of their own).
+    Fresh(usize),
+    /// Labelled cases in a file (`x`, and `cond` for conditional kinds).
+    File(varphi_data::FileSource),
+}
+
+/// The seed of fresh calibration cases and of the evaluation noise on them: the run's seed
+/// with these bits flipped, so they share no stream with the run's data or its test scores.
+const CALIBRATION_SALT: u64 = 0xCA11_B8A7_E5EE_D001;
+
+struct CalibrateKind<'a> {
+    dir: &'a Path,
+    common: Common,
+    backend: Option<BackendKind>,
+    source: &'a CalibrationSource,
+    last: bool,
+}
+
+impl KindVisitor for CalibrateKind<'_> {
+    type Output = Result<CalibrationFile, TrainError>;
+
+    fn visit<K: Kind>(self, kind: K) -> Self::Output {
+        let common = &self.common;
+        let salted = common.seed ^ CALIBRATION_SALT;
+        let fresh = |count: usize| -> Result<(varphi_data::Dataset, String), TrainError> {
+            match common.data.fresh(count, salted)? {
+                Some(d) => Ok((
+                    d,
+                    format!("{count} fresh draws of the run's generator (seed {salted:#x})"),
+                )),
+                None => Err(TrainError::Invalid {
+                    key: "--n".into(),
+                    message: "the run's data come from files, which have no generator to draw fresh cases from; give labelled cases with --data FILE (or a [data] validation split)".into(),
+                }),
+            }
+        };
+        let (cases, source) = match self.source {
+            CalibrationSource::Fresh(n) => fresh(*n)?,
+            CalibrationSource::File(f) => {
+                let mut notes = Vec::new();
+                let d = f.load(&mut notes)?;
+                for n in notes {
+                    println!("note: {n}");
+                }
+                let n = d.len();
+                (d, format!("{n} labelled cases from {}", f.path.display()))
+            }
+            CalibrationSource::Auto => {
+                let has_validation = common.split.validation_fraction > 0.0
+                    || matches!(
+                        &common.data,
+                        varphi_data::DataSource::Files {
+                            validation: Some(_),
+                            ..
+                        }
+                    );
+                let validation = if has_validation {
+                    common
+                        .data
+                        .splits(
+                            common.seed,
+                            Path::new("."),
+                            common.split.test_fraction,
+                            common.split.validation_fraction,
+                        )?
+                        .validation
+                        .filter(|v| !v.is_empty())
+                } else {
+                    None
+                };
+                match validation {
+                    Some(v) => {
+                        let n = v.len();
+                        (v, format!("the run's validation split ({n} cases)"))
+                    }
+                    None => fresh(50).map_err(|_| TrainError::Invalid {
+                        key: "varphi calibrate".into(),
+                        message: "the run has no validation split and its data come from files: give labelled calibration cases with --data FILE".into(),
+                    })?,
+                }
+            }
+        };
+        let mut run = open(self.dir, self.common.clone(), kind, self.backend, self.last)?;
+        let test = &run.data.test;
+        if cases.sample_shape != test.sample_shape || cases.cond_dim != test.cond_dim {
+            return Err(TrainError::Invalid {
+                key: "--data".into(),
+                message: format!(
+                    "calibration cases have samples of shape {:?} with {} condition value(s); the run's have {:?} with {}",
+                    cases.sample_shape, cases.cond_dim, test.sample_shape, test.cond_dim
+                ),
+            });
+        }
+        if cases.len() < 10 {
+            return Err(TrainError::Invalid {
+                key: "--n".into(),
+                message: format!(
+                    "{} calibration cases are too few; give at least 10 (50 is a good size)",
+                    cases.len()
+                ),
+            });
+        }
+        run.data.test = run.data.norm.apply(&cases);
+        // Evaluation noise of its own (observations, posterior draws), not the test scores'.
+        run.common.seed = salted;
+        run.scorer = Scorer::recording();
+        run.kind.evaluate(&run)?;
+        let blocks = run.scorer.fit();
+        if blocks.is_empty() {
+            return Err(TrainError::Run {
+                path: self.dir.to_path_buf(),
+                message: format!(
+                    "is a run of kind \"{}\", whose evaluation scores no predictive distribution against truth: nothing to calibrate",
+                    K::NAME
+                ),
+            });
+        }
+        let used = cases
+            .len()
+            .min(blocks.values().map(|b| b.cases).max().unwrap_or(0));
+        let file = CalibrationFile {
+            source,
+            cases: used,
+            epochs_done: run.epochs_done,
+            checkpoint: if run.best.is_some() { "best" } else { "last" }.into(),
+            blocks,
+        };
+        file.write(self.dir)?;
+        Ok(file)
+    }
+}
+
+/// `varphi calibrate`: fit the recalibration of run `dir` on labelled calibration cases apart
+/// from its test split and write `dir/calibration.json` (see [`crate::calibration`]).
+pub fn calibrate(
+    dir: &Path,
+    source: &CalibrationSource,
+    backend: Option<BackendKind>,
+    last: bool,
+) -> Result<CalibrationFile, TrainError> {
+    let config = rundir::config(dir)?;
+    config.kind.visit(CalibrateKind {
+        dir,
+        common: config.common,
+        backend,
+        source,
+        last,
+    })
+}
+
+/// Print what [`calibrate`] fitted.
+pub fn print_calibration(dir: &Path, file: &CalibrationFile) {
+    println!(
+        "calibration of {} on {} ({} cases used)",
+        dir.display(),
+        file.source,
+        file.cases
+    );
+    println!(
+        "  {:<28} {:>8} {:>8} {:>12} {:>12} {:>10}",
+        "block", "entries", "k", "cov 90 raw", "cov 90 ×k", "conf. k90"
+    );
+    for (name, b) in &file.blocks {
+        let get =
+            |m: &std::collections::BTreeMap<String, f64>| m.get("0.9").copied().unwrap_or(f64::NAN);
+        let k90 = b
+            .conformal_factors
+            .get("0.9")
+            .copied()
+            .flatten()
+            .map_or("unbounded".to_string(), |k| format!("{k:.4}"));
+        println!(
+            "  {name:<28} {:>8} {:>8.4} {:>12.3} {:>12.3} {k90:>10}",
+            b.entries,
+            b.scale_factor,
+            get(&b.coverage_before),
+            get(&b.coverage_scaled)
+        );
+    }
+    println!(
+        "wrote {}; `varphi eval` now reports recalibrated scores beside the raw ones and `varphi predict` scales its samples",
+        dir.join(calibration::FILE).display()
+    );
 }

@@ -3,6 +3,7 @@
 //! `varphi sample` at given parameters. The kind supplies the surrogate as a closure from
 //! normalised parameters and standard-normal noise to samples in physical units.
 
+use crate::calibration::{Role, Scorer};
 use crate::config::invalid;
 use crate::data::RunData;
 use crate::error::{TrainError, io_err};
@@ -11,7 +12,7 @@ use crate::kind::{Prediction, SampleRequest, input_rows};
 use crate::noise::{NoiseSource, Stream};
 use crate::physics_term::PhysicsTerm;
 use crate::plots;
-use crate::uq::{self, UqScores};
+use crate::uq::UqScores;
 use burn::prelude::*;
 use std::path::Path;
 
@@ -44,8 +45,9 @@ pub fn test_cases(
 }
 
 /// Score samples `u` `[s·n, n_u]` (physical units, sample-major) against `truth` `[n·n_u]` at
-/// physical parameters `z_phys` `[n, p]`.
+/// physical parameters `z_phys` `[n, p]`, as block `"forward"` of `scorer`.
 pub fn score_forward(
+    scorer: &Scorer,
     physics: &PhysicsTerm,
     u: Tensor<2>,
     truth: &[f64],
@@ -56,7 +58,13 @@ pub fn score_forward(
     let nu = u.dims()[1];
     let device = u.device();
     let flat = values(u.clone());
-    let scores = uq::score(&per_sample(flat.clone(), n, nu), truth, &uq::LEVELS);
+    let scores = scorer.score(
+        "forward",
+        &per_sample(flat.clone(), n, nu),
+        truth,
+        n,
+        Role::Predictive,
+    );
     let norm_of = |u: Tensor<2>, z: Tensor<2>| {
         let r = physics.problem.residual(u, z).all();
         values(r.powi_scalar(2).sum_dim(1).sqrt().mean().unsqueeze::<2>())[0]
@@ -189,5 +197,6 @@ pub fn predict_forward(
         samples: per_sample(u, rows, nu),
         shape: problem.solution_shape(),
         what: "u | z".into(),
+        block: Some("forward"),
     })
 }

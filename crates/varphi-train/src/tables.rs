@@ -1,5 +1,6 @@
 //! Printing of evaluation tables shared by several kinds.
 
+use crate::ranks::PosteriorChecks;
 use crate::uq::UqScores;
 use std::path::Path;
 
@@ -13,6 +14,53 @@ pub fn print_scores(s: &UqScores, width: usize) {
         let pct = level.parse::<f64>().unwrap_or(f64::NAN) * 100.0;
         println!("  {:<width$} {c:>12.5}", format!("coverage {pct:.0} %"));
     }
+    println!(
+        "  {:<width$} {:>12.5}",
+        "calibration error (10 levels)", s.calibration_error
+    );
+    if let Some(c) = &s.posterior_checks {
+        print_posterior_checks(c);
+    }
+    if let Some(r) = &s.recalibrated {
+        println!(
+            "  recalibrated (spread ×{:.4}, fitted on {} cases): NLL {:.5}, CRPS {:.5}, calibration error {:.5}",
+            r.scale_factor,
+            r.fitted_on_cases,
+            r.scaled.nll,
+            r.scaled.crps,
+            r.scaled.calibration_error
+        );
+        let cov = |m: &std::collections::BTreeMap<String, f64>| {
+            ["0.5", "0.9", "0.95"]
+                .iter()
+                .map(|k| format!("{:.3}", m.get(*k).copied().unwrap_or(f64::NAN)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        println!(
+            "    coverage 50 / 90 / 95 %: scaled {}, conformal {}",
+            cov(&r.scaled.coverage),
+            cov(&r.conformal_coverage)
+        );
+    }
+}
+
+/// One line of SBC and TARP results.
+pub fn print_posterior_checks(c: &PosteriorChecks) {
+    println!(
+        "  SBC ranks over {} cases: max χ² {:.1} ({} dof), p = {:.3}; TARP KS {:.3}, p = {:.3}{}",
+        c.cases,
+        c.sbc_chi2,
+        c.sbc_dof,
+        c.sbc_p_value,
+        c.tarp_ks,
+        c.tarp_p_value,
+        if c.sbc_p_value < 0.01 || c.tarp_p_value < 0.01 {
+            "  (not calibrated)"
+        } else {
+            ""
+        }
+    );
 }
 
 /// Coverage at `level` (`"0.9"`), NaN if not scored.

@@ -466,7 +466,7 @@ fn evaluate(run: &Loaded<Boltzmann>) -> Result<BoltzmannEval, TrainError> {
         NoiseSource::new(run.common.seed, Stream::EvalPredictive).normal([s, n, nu], 0, device);
     let (u, _) = run.model.rsample(z, eps);
     let u = u.reshape([s * n, nu]).mul_scalar(o.u_scale);
-    let fwd = surrogate::score_forward(&o.physics, u, &truth, z_phys.clone(), s);
+    let fwd = surrogate::score_forward(&run.scorer, &o.physics, u, &truth, z_phys.clone(), s);
     let target = if nu <= 1024 {
         Some(target_check(o, &truth, &fwd.samples, z_phys, s)?)
     } else {

@@ -102,6 +102,7 @@ impl Cvae {
             seed: run.common.seed,
             batch_size: run.common.training.batch_size,
             device: &run.device.device,
+            scorer: &run.scorer,
         }
     }
 }
@@ -232,6 +233,7 @@ impl Kind for Cvae {
             samples: self.trained(run).predictive_samples(&cond, rows, n),
             shape: run.data.test.sample_shape.clone(),
             what: "x | c".into(),
+            block: Some("surrogate"),
         })
     }
 

@@ -5,6 +5,7 @@
 //! Evaluation is simulation-based calibration: coverage of the true parameters by the central
 //! intervals of `q(z | y)` over the held-out cases.
 
+use crate::calibration::Role;
 use crate::config::{
     ActivationName, Common, SectionError, check_hidden, d_activation, d_hidden, invalid,
     kind_sections, to_table,
@@ -18,7 +19,7 @@ use crate::noise::{NoiseSource, Stream};
 use crate::observations::ObservationsSection;
 use crate::tables::print_parameter_table;
 use crate::trainer::{Objective, StepOutput};
-use crate::uq::{self, UqScores};
+use crate::uq::UqScores;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -233,8 +234,10 @@ impl Kind for Npe {
             epochs: run.epochs_done,
             n_obs: m,
             obs_sigma: run.objective.sigma,
-            posterior: uq::score(&samples, &truth, &uq::LEVELS),
-            per_parameter: per_parameter(&samples, &truth, p, &names),
+            posterior: run
+                .scorer
+                .score("posterior", &samples, &truth, n, Role::Posterior),
+            per_parameter: per_parameter(&run.scorer, "posterior", &samples, &truth, p, &names),
         })
     }
 
@@ -260,6 +263,7 @@ impl Kind for Npe {
             samples: posterior_samples(run, y, n),
             shape: vec![run.data.test.cond_dim],
             what: "z | y".into(),
+            block: Some("posterior"),
         })
     }
 

@@ -6,6 +6,7 @@
 //! ([`varphi_losses::PddlvmDataElbo`]), in stages physics → data → joint
 //! (`[[objective.stages]]`).
 
+use crate::calibration::Role;
 use crate::config::{
     ActivationName, Common, SectionError, check_conv, check_hidden, d_activation, d_channels,
     d_hidden, d_kernel, invalid, kind_sections, to_table,
@@ -20,7 +21,7 @@ use crate::physics_term::{PhysicsTerm, ResidualSection};
 use crate::surrogate;
 use crate::tables::coverage;
 use crate::trainer::{Objective, StepOutput};
-use crate::uq::{self, UqScores};
+use crate::uq::UqScores;
 use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -448,6 +449,9 @@ pub struct PhysicsEval {
     pub residual_norm: f64,
     /// The same for the reference solutions (the discretisation's floor).
     pub reference_residual_norm: f64,
+    /// The forward surrogate's full scores (the four headline numbers above, with the
+    /// calibration curve, PIT and any recalibration).
+    pub forward: UqScores,
     /// Inverse model `p(z | u_true)` against the true parameters.
     pub inverse: UqScores,
     /// Runs with observations: the parameter posterior given noisy observations.
@@ -700,6 +704,7 @@ impl Kind for Pddlvm {
                     samples: per_sample(values(obs.transform.apply(xi)), rows, p),
                     shape: vec![p],
                     what: "z | y".into(),
+                    block: Some("posterior"),
                 });
             }
         }
@@ -743,6 +748,7 @@ fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
         .rsample(noise.normal([s, n, nu], 0, device))
         .mul_scalar(o.u_scale);
     let fwd = surrogate::score_forward(
+        &run.scorer,
         &o.physics,
         u.reshape([s * n, nu]),
         &truth,
@@ -760,7 +766,9 @@ fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
         .reshape([s * n, p]);
     let z_samples = per_sample(values(o.physical(zs)), n, p);
     let z_truth = values(z_phys);
-    let inverse = uq::score(&z_samples, &z_truth, &uq::LEVELS);
+    let inverse = run
+        .scorer
+        .score("inverse", &z_samples, &z_truth, n, Role::Posterior);
     let posterior = match (&o.observations, &run.model.posterior) {
         (Some(obs), Some(net)) => {
             let y = o.observe(
@@ -783,7 +791,14 @@ fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
             let xi0 = noise.normal([s * n, k], 4, device);
             let z_post = per_sample(values(z_post), n, p);
             let per_param = if p <= 16 {
-                per_parameter(&z_post, &z_truth, p, &o.physics.problem.param_names())
+                per_parameter(
+                    &run.scorer,
+                    "posterior",
+                    &z_post,
+                    &z_truth,
+                    p,
+                    &o.physics.problem.param_names(),
+                )
             } else {
                 Vec::new()
             };
@@ -791,13 +806,23 @@ fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
                 n_obs: obs.likelihood.operator.len(),
                 obs_sigma: obs.likelihood.sigma,
                 per_parameter: per_param,
-                params: uq::score(&z_post, &z_truth, &uq::LEVELS),
-                prior: uq::score(
+                params: run
+                    .scorer
+                    .score("posterior", &z_post, &z_truth, n, Role::Posterior),
+                prior: run.scorer.score(
+                    "prior",
                     &per_sample(values(obs.transform.apply(xi0)), n, p),
                     &z_truth,
-                    &uq::LEVELS,
+                    n,
+                    Role::Posterior,
                 ),
-                solution: uq::score(&per_sample(values(u_post), n, nu), &truth, &uq::LEVELS),
+                solution: run.scorer.score(
+                    "posterior_predictive",
+                    &per_sample(values(u_post), n, nu),
+                    &truth,
+                    n,
+                    Role::Predictive,
+                ),
             })
         }
         _ => None,
@@ -809,7 +834,8 @@ fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
         rel_l2: fwd.scores.rel_l2,
         nll: fwd.scores.nll,
         crps: fwd.scores.crps,
-        coverage: fwd.scores.coverage,
+        coverage: fwd.scores.coverage.clone(),
+        forward: fwd.scores,
         residual_norm: fwd.residual_norm,
         reference_residual_norm: fwd.reference_residual_norm,
         inverse,
@@ -825,13 +851,7 @@ fn print_eval(r: &PhysicsEval, dir: &Path) {
         r.n_samples,
         r.epochs
     );
-    let forward = UqScores {
-        rel_l2: r.rel_l2,
-        nll: r.nll,
-        crps: r.crps,
-        coverage: r.coverage.clone(),
-    };
-    let mut columns = vec![("forward u|z", &forward), ("inverse z|u", &r.inverse)];
+    let mut columns = vec![("forward u|z", &r.forward), ("inverse z|u", &r.inverse)];
     if let Some(p) = &r.posterior {
         println!(
             "  posterior from {} noisy observations (σ_y = {}) per case",

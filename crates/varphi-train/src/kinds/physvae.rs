@@ -14,6 +14,7 @@
 //! scores the posterior of the physical parameters against the simulator's true values
 //! (relative error of the posterior mean, coverage, CRPS).
 
+use crate::calibration::Role;
 use crate::config::{
     ActivationName, Common, SectionError, check_hidden, d_activation, d_hidden, invalid,
     kind_sections, to_table,
@@ -26,7 +27,7 @@ use crate::latent::{PosteriorName, d_flow_layers};
 use crate::noise::{NoiseSource, Stream};
 use crate::tables::print_parameter_table;
 use crate::trainer::{Objective, StepOutput};
-use crate::uq::{self, UqScores};
+use crate::uq::UqScores;
 use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -617,6 +618,8 @@ impl Kind for PhysVae {
             samples: per_sample(values(out.params), rows, p),
             shape: vec![p],
             what: format!("({}) | y", run.objective.physics.names.join(", ")),
+            // Each physical latent is recalibrated on its own (`parameters.<name>`), not jointly.
+            block: None,
         })
     }
 
@@ -739,7 +742,13 @@ fn evaluate(run: &Loaded<PhysVae>) -> Result<PhysVaeEval, TrainError> {
             ParameterScores {
                 name: name.clone(),
                 rel_error_mean,
-                scores: uq::score(&samples, &truth, &uq::LEVELS),
+                scores: run.scorer.score(
+                    &format!("parameters.{name}"),
+                    &samples,
+                    &truth,
+                    n,
+                    Role::Posterior,
+                ),
             }
         })
         .collect();

@@ -35,6 +35,7 @@ impl Vae {
             seed: run.common.seed,
             batch_size: run.common.training.batch_size,
             device: &run.device.device,
+            scorer: &run.scorer,
         }
     }
 

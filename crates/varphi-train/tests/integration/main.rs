@@ -1,5 +1,6 @@
 //! One integration-test binary (each extra binary re-links burn, which is slow on 2 cores).
 
+mod calibration;
 mod cli;
 mod common;
 mod own_data;

@@ -7,31 +7,6 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// `n` pairs (a, u): `u_j = a0 sin(π (j+1) / 17) + a1 cos(π (j+1) / 17) + 0.05 e_j` on 16
-/// nodes, `a ∈ [−1, 1]²`, from a fixed pseudo-random sequence starting at `offset`.
-fn pairs(n: usize, offset: usize) -> (Vec<f64>, Vec<f64>) {
-    // A deterministic, well-spread sequence (fractional parts of multiples of irrationals).
-    let frac = |k: usize, g: f64| ((k as f64 + 1.0) * g).fract();
-    let (mut a, mut u) = (Vec::new(), Vec::new());
-    for i in offset..offset + n {
-        let a0 = 2.0 * frac(i, 0.754_877_666) - 1.0;
-        let a1 = 2.0 * frac(i, 0.569_840_290) - 1.0;
-        a.extend([a0, a1]);
-        for j in 0..16 {
-            let t = std::f64::consts::PI * (j + 1) as f64 / 17.0;
-            let e = (frac(i * 16 + j, 0.618_033_988_7) - 0.5) * 0.17; // sd ≈ 0.05
-            u.push(a0 * t.sin() + a1 * t.cos() + e);
-        }
-    }
-    (a, u)
-}
-
-fn write_pairs(dir: &Path, name: &str, n: usize, offset: usize) {
-    let (a, u) = pairs(n, offset);
-    varphi_data::npy::save_npz_f64(&dir.join(name), &[("u", &[n, 16], &u), ("a", &[n, 2], &a)])
-        .unwrap();
-}
-
 #[test]
 fn given_train_and_test_files_then_predict_scores_like_eval() {
     let dir = temp_dir("own-data");
