@@ -114,6 +114,66 @@ pub struct Curve {
     pub conformal: Option<Vec<f64>>,
 }
 
+/// Predictive quantiles and truth of the first cases of a block, for the band plot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bands {
+    /// Block name.
+    pub block: String,
+    /// Up to three cases.
+    pub cases: Vec<CaseBands>,
+}
+
+/// One case of [`Bands`]: per entry, in data units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseBands {
+    /// 5 % and 95 % quantiles (the central 90 % interval).
+    pub q05: Vec<f64>,
+    /// 95 % quantile.
+    pub q95: Vec<f64>,
+    /// 25 % quantile (the central 50 % interval).
+    pub q25: Vec<f64>,
+    /// 75 % quantile.
+    pub q75: Vec<f64>,
+    /// Predictive mean.
+    pub mean: Vec<f64>,
+    /// Truth.
+    pub truth: Vec<f64>,
+}
+
+/// The bands of the first (up to) three cases of `samples` `[S][n·d]`.
+fn bands(block: &str, samples: &[Vec<f64>], truth: &[f64], cases: usize) -> Bands {
+    let d = truth.len() / cases.max(1);
+    let mut col = vec![0.0; samples.len()];
+    let cases = (0..cases.min(3))
+        .map(|i| {
+            let mut c = CaseBands {
+                q05: vec![],
+                q95: vec![],
+                q25: vec![],
+                q75: vec![],
+                mean: vec![],
+                truth: truth[i * d..(i + 1) * d].to_vec(),
+            };
+            for j in i * d..(i + 1) * d {
+                for (c, x) in col.iter_mut().zip(samples) {
+                    *c = x[j];
+                }
+                col.sort_by(f64::total_cmp);
+                c.q05.push(uq::quantile(&col, 0.05));
+                c.q95.push(uq::quantile(&col, 0.95));
+                c.q25.push(uq::quantile(&col, 0.25));
+                c.q75.push(uq::quantile(&col, 0.75));
+                c.mean.push(col.iter().sum::<f64>() / col.len() as f64);
+            }
+            c
+        })
+        .collect();
+    Bands {
+        block: block.to_string(),
+        cases,
+    }
+}
+
 struct Recorded {
     cases: usize,
     ratios: Vec<Vec<f64>>,
@@ -128,6 +188,7 @@ pub struct Scorer {
     apply: Option<CalibrationFile>,
     record: Option<RefCell<BTreeMap<String, Recorded>>>,
     curves: RefCell<Vec<Curve>>,
+    bands: RefCell<Vec<Bands>>,
 }
 
 impl Scorer {
@@ -223,7 +284,15 @@ impl Scorer {
             }));
         }
         self.curves.borrow_mut().push(curve);
+        self.bands
+            .borrow_mut()
+            .push(bands(block, samples, truth, cases));
         scores
+    }
+
+    /// The bands of every block scored so far, in order.
+    pub fn bands(&self) -> Vec<Bands> {
+        self.bands.borrow().clone()
     }
 
     /// The calibration curves of every block scored so far, in order.

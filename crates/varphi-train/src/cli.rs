@@ -25,6 +25,7 @@ use std::path::PathBuf;
   varphi sample runs/heat-cvae -n 10 -o s.npy --condition 1.5
   varphi predict runs/my-cvae --input new.npz --key a -n 64 -o pred.npz --truth new.npz --truth-key u
   varphi calibrate runs/poisson1d-nonlinear --n 50      # recalibrate on 50 fresh labelled cases
+  varphi report runs/quickstart                        # one HTML page: curves, bands, calibration, scores
   varphi devices                                       # list backends and wgpu adapters
   varphi bench --threads 1 --pytorch benches/.venv/bin/python
   varphi data darcy --n 1000 --grid 32 -o darcy.npz     # reference solutions + observations"
@@ -149,6 +150,16 @@ pub enum Command {
         /// Use the last checkpoint instead of the best one (runs with early stopping).
         #[arg(long)]
         last: bool,
+    },
+    /// Write RUN/report.html: one self-contained page with the config, training curves,
+    /// predictive bands vs truth, reliability diagram and eval.json's scores (evaluates first
+    /// if the run has no eval.json).
+    Report {
+        /// Run directory.
+        run: PathBuf,
+        /// Output HTML file (default: RUN/report.html).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// List the backends and the wgpu adapters of this machine (`--backend wgpu:INDEX`).
     Devices,
@@ -298,6 +309,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let file = session::calibrate(&run, &source, kind(backend), last)?;
             session::print_calibration(&run, &file);
+        }
+        Command::Report { run, output } => {
+            let p = crate::report::write_report(&run, output.as_deref())?;
+            println!("wrote {}", p.display());
         }
         Command::Devices => crate::backend::print_devices(),
         Command::Infer { config, out, quiet } => {

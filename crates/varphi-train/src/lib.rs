@@ -10,7 +10,8 @@
 //! forward-surrogate scoring, plots and sampling ([`surrogate`]), observations ([`observations`]), the (C)VAE model both latent kinds share ([`latent`]), the
 //! short generic loop with observers ([`trainer`], [`observers`]), atomic checkpoints
 //! ([`checkpoint`]), run-time backend selection ([`backend`]), plots ([`plots`]), scores of
-//! predictive uncertainty ([`uq`]), Bayes VI with the solver in the likelihood ([`infer`]),
+//! predictive uncertainty ([`uq`]), their calibration checks ([`ranks`]) and recalibration
+//! ([`calibration`]), the HTML run report ([`report`]), Bayes VI with the solver in the likelihood ([`infer`]),
 //! dataset generation ([`datagen`]) and the throughput benchmark ([`bench`]). The `varphi`
 //! binary is [`cli`].
 //!
@@ -42,6 +43,7 @@ pub mod observers;
 pub mod physics_term;
 pub mod plots;
 pub mod ranks;
+pub mod report;
 pub mod rundir;
 pub mod session;
 pub mod surrogate;

@@ -579,3 +579,102 @@ pub fn plot_calibration(
     }
     root.present().map_err(|e| plot_err(path, e))
 }
+
+/// `bands.png`: for the first (up to) three test cases of each block (at most four blocks,
+/// per-parameter blocks `a.b` after the others), the predictive mean with its central 50 % and 90 % intervals
+/// against the truth, entry by entry (grid nodes in order, or the parameters).
+pub fn plot_bands(blocks: &[crate::calibration::Bands], path: &Path) -> Result<(), TrainError> {
+    font();
+    let mut shown: Vec<&crate::calibration::Bands> =
+        blocks.iter().filter(|b| !b.cases.is_empty()).collect();
+    shown.sort_by_key(|b| b.block.contains('.'));
+    shown.truncate(4);
+    if shown.is_empty() {
+        return Ok(());
+    }
+    let cols = shown.iter().map(|b| b.cases.len()).max().unwrap_or(1);
+    let root =
+        BitMapBackend::new(path, (380 * cols as u32, 280 * shown.len() as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let rows = root.split_evenly((shown.len(), cols));
+    for (r, b) in shown.iter().enumerate() {
+        for (k, c) in b.cases.iter().enumerate() {
+            let panel = &rows[r * cols + k];
+            let n = c.truth.len();
+            let (y0, y1) = range(c.q05.iter().chain(&c.q95).chain(&c.truth).copied());
+            let x1 = (n.max(2) - 1) as f64;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(format!("{} — case {k}", b.block), ("sans-serif", 14))
+                .margin(8)
+                .x_label_area_size(28)
+                .y_label_area_size(50)
+                .build_cartesian_2d(-0.5f64..x1 + 0.5, y0..y1)
+                .map_err(|e| plot_err(path, e))?;
+            chart
+                .configure_mesh()
+                .x_desc("entry")
+                .label_style(("sans-serif", 11))
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+            let band = |lo: &[f64], hi: &[f64]| -> Vec<(f64, f64)> {
+                let up = hi.iter().enumerate().map(|(j, v)| (j as f64, *v));
+                let down = lo.iter().enumerate().rev().map(|(j, v)| (j as f64, *v));
+                up.chain(down).collect()
+            };
+            let blue = PALETTE[0];
+            chart
+                .draw_series(std::iter::once(Polygon::new(
+                    band(&c.q05, &c.q95),
+                    blue.mix(0.18).filled(),
+                )))
+                .map_err(|e| plot_err(path, e))?
+                .label("90 %")
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 4), (x + 14, y + 4)], blue.mix(0.18).filled())
+                });
+            chart
+                .draw_series(std::iter::once(Polygon::new(
+                    band(&c.q25, &c.q75),
+                    blue.mix(0.4).filled(),
+                )))
+                .map_err(|e| plot_err(path, e))?
+                .label("50 %")
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 4), (x + 14, y + 4)], blue.mix(0.4).filled())
+                });
+            chart
+                .draw_series(LineSeries::new(
+                    c.mean.iter().enumerate().map(|(j, v)| (j as f64, *v)),
+                    blue.stroke_width(2),
+                ))
+                .map_err(|e| plot_err(path, e))?
+                .label("mean")
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 14, y)], blue.stroke_width(2))
+                });
+            let truth_colour = BLACK;
+            let dot = if n > 200 { 1 } else { 3 };
+            chart
+                .draw_series(
+                    c.truth
+                        .iter()
+                        .enumerate()
+                        .map(|(j, v)| Circle::new((j as f64, *v), dot, truth_colour.filled())),
+                )
+                .map_err(|e| plot_err(path, e))?
+                .label("truth")
+                .legend(move |(x, y)| Circle::new((x + 7, y), 3, truth_colour.filled()));
+            if k == 0 {
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .label_font(("sans-serif", 11))
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK.mix(0.3))
+                    .draw()
+                    .map_err(|e| plot_err(path, e))?;
+            }
+        }
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}

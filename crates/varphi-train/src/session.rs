@@ -535,6 +535,7 @@ impl KindVisitor for EvalKind<'_> {
         let diagram = self.dir.join("calibration.png");
         if !curves.is_empty() {
             plots::plot_calibration(&curves, &diagram)?;
+            plots::plot_bands(&run.scorer.bands(), &self.dir.join("bands.png"))?;
         }
         if self.print {
             if let Some(line) = checkpoint_line(&run) {
@@ -547,7 +548,11 @@ impl KindVisitor for EvalKind<'_> {
             print_calibration_summary(&curves);
             println!("wrote {}", self.dir.join("eval.json").display());
             if !curves.is_empty() {
-                println!("wrote {} (reliability diagram)", diagram.display());
+                println!(
+                    "wrote {} (reliability diagram) and {} (predictive bands vs truth)",
+                    diagram.display(),
+                    self.dir.join("bands.png").display()
+                );
             }
         }
         Ok(json)
