@@ -19,24 +19,7 @@ fn calibrate_on_labelled_cases_fixes_an_under_confident_cvae() {
     let cfg = write(
         &dir,
         "wide.toml",
-        r#"seed = 5
-[data]
-kind = "files"
-train = { path = "train.npz", x = "u", cond = "a" }
-test = { path = "test.npz", x = "u", cond = "a" }
-[model]
-kind = "cvae"
-latent_dim = 2
-hidden = [32, 32]
-[objective]
-sigma = 0.5
-noise = "fixed"
-[optimizer]
-lr = 0.003
-[training]
-epochs = 12
-batch_size = 32
-"#,
+        &files_cvae_config("sigma = 0.5\nnoise = \"fixed\""),
     );
     succeeds(&varphi(
         &["train", cfg.to_str().unwrap(), "--out", "run", "-q"],

@@ -116,3 +116,27 @@ pub fn write_pairs(dir: &Path, name: &str, n: usize, offset: usize) {
     varphi_data::npy::save_npz_f64(&dir.join(name), &[("u", &[n, 16], &u), ("a", &[n, 2], &a)])
         .unwrap();
 }
+
+/// A CVAE on the given `train.npz` / `test.npz` files of [`write_pairs`] (`u` given `a`), 12
+/// epochs, with the `[objective]` lines `objective`.
+pub fn files_cvae_config(objective: &str) -> String {
+    format!(
+        r#"seed = 5
+[data]
+kind = "files"
+train = {{ path = "train.npz", x = "u", cond = "a" }}
+test = {{ path = "test.npz", x = "u", cond = "a" }}
+[model]
+kind = "cvae"
+latent_dim = 2
+hidden = [32, 32]
+[objective]
+{objective}
+[optimizer]
+lr = 0.003
+[training]
+epochs = 12
+batch_size = 32
+"#
+    )
+}

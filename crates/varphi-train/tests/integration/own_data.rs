@@ -21,24 +21,7 @@ fn given_train_and_test_files_then_predict_scores_like_eval() {
     let cfg = write(
         &dir,
         "own.toml",
-        r#"seed = 5
-[data]
-kind = "files"
-train = { path = "train.npz", x = "u", cond = "a" }
-test = { path = "test.npz", x = "u", cond = "a" }
-[model]
-kind = "cvae"
-latent_dim = 2
-hidden = [32, 32]
-[objective]
-sigma = 0.1
-noise = "learned"
-[optimizer]
-lr = 0.003
-[training]
-epochs = 12
-batch_size = 32
-"#,
+        &files_cvae_config("sigma = 0.1\nnoise = \"learned\""),
     );
     let out = varphi(&["train", cfg.to_str().unwrap(), "--out", "run"], &dir);
     succeeds(&out);
