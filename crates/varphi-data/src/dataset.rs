@@ -208,6 +208,18 @@ impl Normalization {
         }
     }
 
+    /// Map normalised condition rows back to data units in place (`[n, cond_dim]` flattened).
+    pub fn invert_cond(&self, cond: &mut [f64]) {
+        let c = self.cond_mean.len();
+        if c == 0 {
+            return;
+        }
+        for (i, v) in cond.iter_mut().enumerate() {
+            let j = i % c;
+            *v = *v * self.cond_std[j] + self.cond_mean[j];
+        }
+    }
+
     /// Map normalised data values back to data units.
     pub fn invert_x(&self, values: &mut [f64]) {
         values

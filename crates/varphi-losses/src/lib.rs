@@ -13,6 +13,8 @@
 //! - [`RenyiBound`]: importance-weighted bounds, IWAE (`α = 0`) and Rényi-α (`α → 1`: ELBO).
 //! - [`free_bits_kl`], [`mmd2`] (PI-VAE's MMD term) and [`score_function_surrogate`]
 //!   (REINFORCE with a leave-one-out baseline).
+//! - [`ModelError`]: a residual-informed discrepancy `δ ~ N(0, τ̂²(z) I)` that carries a
+//!   physics-trained surrogate's approximation error into its predictive, without labels.
 //! - [`skew_js`]: the skew Jensen–Shannon divergence `JS_α` (primer eq. 21).
 //!
 //! Each objective returns named parts: `loss` to backpropagate and detached terms for logging.
@@ -30,6 +32,7 @@ pub mod divergences;
 pub mod elbo;
 pub mod estimators;
 pub mod likelihood;
+pub mod model_error;
 pub mod observation;
 pub mod pddlvm;
 pub mod pde_residual;
@@ -44,6 +47,7 @@ pub use likelihood::{
     BernoulliLikelihood, GaussianLikelihood, GaussianLikelihoodConfig, Likelihood,
     LikelihoodConfig, NoiseModel,
 };
+pub use model_error::{ModelError, ModelErrorConfig, Probe};
 pub use observation::{ObservationLikelihood, ObservationOperator};
 pub use pddlvm::{PddlvmDataElbo, PddlvmDataOutput, PddlvmElbo, PddlvmOutput};
 pub use pde_residual::{

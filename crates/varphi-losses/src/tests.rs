@@ -266,10 +266,129 @@ fn learned_sigma_receives_the_analytic_gradient() {
     let crate::Likelihood::Gaussian(g) = &lik else {
         unreachable!()
     };
-    let ls = g.log_sigma.as_ref().unwrap();
+    // The parameter is κ, log σ = log 0.3 + SIGMA_GAIN·κ: the chain rule's factor.
+    let ls = g.kappa.as_ref().unwrap();
     let got = vec(ls.grad(&grads).unwrap())[0];
-    let want = (0.4f64.powi(2) + 0.5f64.powi(2)) / 0.09 - 2.0;
+    let want = crate::likelihood::SIGMA_GAIN * ((0.4f64.powi(2) + 0.5f64.powi(2)) / 0.09 - 2.0);
     assert!((got - want).abs() < 1e-10, "{got} vs {want}");
+}
+
+#[test]
+fn per_node_sigma_has_the_per_entry_gradient_and_its_maximum_at_the_per_entry_rms() {
+    // log p = Σ_b Σ_i −½[(x_bi − μ_bi)²/σ_i² + log σ_i² + log 2π]; d/d log σ_i (×SIGMA_GAIN for κ_i) =
+    // Σ_b [(x_bi − μ_bi)²/σ_i² − 1], zero at σ_i² = mean_b (x_bi − μ_bi)².
+    let d = dev().autodiff();
+    let lik = LikelihoodConfig::Gaussian(
+        GaussianLikelihoodConfig::new()
+            .with_sigma(0.3)
+            .with_noise(NoiseModel::PerNode)
+            .with_dim(Some(3)),
+    )
+    .init(&d);
+    let x = vec![0.5, -1.0, 0.0, 0.2, 0.4, 0.1];
+    let m = vec![0.1, -0.5, 0.0, 0.3, 0.1, -0.1];
+    let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [2, 3]), &d);
+    let mt = Tensor::<3>::from_data(TensorData::new(m.clone(), [1, 2, 3]), &d);
+    let lp = lik.log_prob(xt.clone(), mt.clone());
+    let want_lp: Vec<f64> = (0..2)
+        .map(|b| {
+            (0..3)
+                .map(|i| {
+                    let e: f64 = x[b * 3 + i] - m[b * 3 + i];
+                    -0.5 * (e * e / 0.09 + 0.09f64.ln() + LN_2PI)
+                })
+                .sum()
+        })
+        .collect();
+    let got_lp = vec(lp.clone());
+    for (g, w) in got_lp.iter().zip(&want_lp) {
+        assert!((g - w).abs() < 1e-10, "{g} vs {w}");
+    }
+    let grads = lp.sum().backward();
+    let crate::Likelihood::Gaussian(g) = &lik else {
+        unreachable!()
+    };
+    let got = vec(g.kappa.as_ref().unwrap().grad(&grads).unwrap());
+    for i in 0..3 {
+        let want: f64 = crate::likelihood::SIGMA_GAIN
+            * (0..2)
+                .map(|b| (x[b * 3 + i] - m[b * 3 + i]).powi(2) / 0.09 - 1.0)
+                .sum::<f64>();
+        assert!(
+            (got[i] - want).abs() < 1e-10,
+            "node {i}: {} vs {want}",
+            got[i]
+        );
+    }
+    // The std is per node, the same for every datum; no global σ is reported.
+    let std = vec(lik.std(mt).unwrap());
+    assert!(std.iter().all(|s| (s - 0.3).abs() < 1e-12));
+    assert_eq!(lik.global_sigma(), None);
+    assert_eq!(lik.params_per_datum(), 1);
+}
+
+#[test]
+fn student_t_likelihood_matches_its_density_and_samples_its_variance() {
+    // ν = 3: p(x) = Γ(2)/(Γ(3/2)√(3π) s) (1 + r²/3)^{−2}, Γ(2)/Γ(3/2) = 2/√π, so the
+    // constant is 2/(π√3 s).
+    let d = dev();
+    let lik = LikelihoodConfig::Gaussian(
+        GaussianLikelihoodConfig::new()
+            .with_sigma(0.3)
+            .with_noise(NoiseModel::Fixed)
+            .with_dof(Some(3)),
+    )
+    .init(&d);
+    let x = [0.5, -1.0];
+    let mu = [0.1, -0.5];
+    let got = vec(lik.log_prob(tensor(x.to_vec(), [1, 2]), tensor(mu.to_vec(), [1, 1, 2])))[0];
+    let want: f64 = (0..2)
+        .map(|i| {
+            let r: f64 = (x[i] - mu[i]) / 0.3;
+            (2.0 / (std::f64::consts::PI * 3f64.sqrt() * 0.3)).ln() - 2.0 * (1.0 + r * r / 3.0).ln()
+        })
+        .sum();
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    // ν = 4 (even): Γ(5/2)/Γ(2) = 3√π/4; learned global σ at its start gives the same.
+    let lik4 = LikelihoodConfig::Gaussian(
+        GaussianLikelihoodConfig::new()
+            .with_sigma(0.3)
+            .with_noise(NoiseModel::LearnedGlobal)
+            .with_dof(Some(4)),
+    )
+    .init(&d);
+    let got = vec(lik4.log_prob(tensor(x.to_vec(), [1, 2]), tensor(mu.to_vec(), [1, 1, 2])))[0];
+    let c4 =
+        (3.0 * std::f64::consts::PI.sqrt() / 4.0 / (4.0 * std::f64::consts::PI).sqrt() / 0.3).ln();
+    let want: f64 = (0..2)
+        .map(|i| {
+            let r: f64 = (x[i] - mu[i]) / 0.3;
+            c4 - 2.5 * (1.0 + r * r / 4.0).ln()
+        })
+        .sum();
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    // Draws: Var = ν/(ν − 2) s² = 3 · 0.09 for ν = 3 is infinite-tailed in its 4th moment;
+    // check ν = 6 (Var = 1.5 · 0.09) and the central 50 % interval ±0.7176 s of t_6.
+    let lik6 = LikelihoodConfig::Gaussian(
+        GaussianLikelihoodConfig::new()
+            .with_sigma(0.3)
+            .with_noise(NoiseModel::Fixed)
+            .with_dof(Some(6)),
+    )
+    .init(&d);
+    let n = 40_000;
+    let mut k = 0u64;
+    let e = vec(lik6
+        .noise(Tensor::<3>::zeros([1, n, 1], &d), |_| {
+            k += 1;
+            standard_normal_seeded([1, n, 1], k, &d)
+        })
+        .unwrap());
+    let var = e.iter().map(|v| v * v).sum::<f64>() / n as f64;
+    assert!((var / (1.5 * 0.09) - 1.0).abs() < 0.05, "variance {var}");
+    let inside = e.iter().filter(|v| v.abs() < 0.7176 * 0.3).count() as f64 / n as f64;
+    assert!((inside - 0.5).abs() < 0.01, "central 50 %: {inside}");
+    assert_eq!(k, 7, "ε and ν = 6 χ² draws");
 }
 
 #[test]
@@ -409,4 +528,19 @@ fn bayes_vi_mean_field_finds_the_mean_and_the_inverse_precision_diagonal() {
         assert!(v < cov[i][i] - 1e-3);
     }
     assert_eq!(c[1], 0.0);
+}
+
+/// Standard normals `shape` from a seeded ChaCha8 stream (f64 device).
+fn standard_normal_seeded<const D: usize>(
+    shape: [usize; D],
+    seed: u64,
+    device: &Device,
+) -> Tensor<D> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f64> = (0..shape.iter().product::<usize>())
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    testing::tensor(v, shape, device)
 }

@@ -645,3 +645,213 @@ fn a_flow_surrogate_trained_on_the_boltzmann_objective_reaches_the_gaussian_targ
         }
     }
 }
+
+/// `u* = K⁻¹ M f` of [`LinearPde`] and `n` surrogate means `u* + δ_i`, `δ_i` from `error(i, rng)`.
+fn means_with_error(
+    pde: &LinearPde,
+    n: usize,
+    mut error: impl FnMut(usize, &mut rand_chacha::ChaCha8Rng) -> Vec<f64>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (k, mf) = pde.system();
+    let kinv = spd_inverse(&k);
+    let d = pde.d;
+    let u_star: Vec<f64> = (0..d)
+        .map(|i| (0..d).map(|j| kinv[i][j] * mf[j]).sum())
+        .collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let mut mean = Vec::with_capacity(n * d);
+    for i in 0..n {
+        let e = error(i, &mut rng);
+        mean.extend(u_star.iter().zip(&e).map(|(u, e)| u + e));
+    }
+    (u_star, mean)
+}
+
+/// Standard normals `[a, b, c]` from `seed`.
+fn normals(shape: [usize; 3], seed: u64) -> Tensor<3> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v = (0..shape.iter().product::<usize>())
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    testing::tensor(v, shape, &f64_device())
+}
+
+#[test]
+fn model_error_recovers_a_known_discrepancy_through_the_raw_fem_residual() {
+    // The known answer: the surrogate mean is u* + δ with δ ~ N(0, τ² I), so the exact
+    // predictive of u* given the mean is N(μ, τ² I). The estimate sees only the raw residual
+    // r(μ) = K δ of the linear FEM system (M = K, far from I: tr(KᵀK) is estimated by probes).
+    let pde = LinearPde::new(31);
+    let (d, n, tau) = (pde.d, 1000, 0.02);
+    let (u_star, mean) = means_with_error(&pde, n, |_, rng| {
+        (0..d)
+            .map(|_| {
+                let e: f64 = StandardNormal.sample(rng);
+                tau * e
+            })
+            .collect()
+    });
+    let dev = f64_device();
+    let me = crate::ModelErrorConfig::new()
+        .with_probe(crate::Probe::White)
+        .init();
+    let free = Tensor::<2>::ones([1, d], &dev);
+    let var = me.variance(
+        |u| pde.residual(u).pde,
+        testing::tensor(mean.clone(), [n, d], &dev),
+        free.clone(),
+        normals([me.probes, n, d], 3),
+    );
+    let var = vec(var);
+    let ratio = var.iter().sum::<f64>() / n as f64 / (tau * tau);
+    assert!((ratio - 1.0).abs() < 0.05, "E τ̂² / τ² = {ratio}");
+    // Coverage of the widened predictive (no surrogate spread) at three levels over all
+    // (case, node) pairs, against the exact predictive's nominal values.
+    let s = 400;
+    let samples = testing::tensor(mean.clone(), [1, n, d], &dev).expand([s, n, d]);
+    let wide = crate::ModelError::widen(
+        samples,
+        testing::tensor(var, [n], &dev),
+        free,
+        normals([s, n, d], 4),
+    );
+    let wide = vec(wide.swap_dims(0, 1).swap_dims(1, 2)); // [n, d, s]
+    for (level, z) in [(0.5, 0.6745), (0.9, 1.6449), (0.95, 1.9600)] {
+        let mut hit = 0usize;
+        for c in 0..n {
+            for j in 0..d {
+                let mut col = wide[(c * d + j) * s..(c * d + j + 1) * s].to_vec();
+                col.sort_by(f64::total_cmp);
+                let lo = col[((1.0 - level) / 2.0 * s as f64) as usize];
+                let hi = col[((1.0 + level) / 2.0 * s as f64) as usize - 1];
+                hit += usize::from((lo..=hi).contains(&u_star[j]));
+            }
+        }
+        let cov = hit as f64 / (n * d) as f64;
+        // τ̂ is a per-case estimate (a few effective degrees of freedom), so the predictive is
+        // a scale mixture: slightly heavy-tailed, within 0.03 of nominal.
+        assert!(
+            (cov - level).abs() < 0.03,
+            "coverage {cov} at {level} (z = {z})"
+        );
+    }
+}
+
+#[test]
+fn preconditioned_model_error_is_the_rms_error_of_any_shape() {
+    // With P = K (exact at this coefficient), s(μ) = K⁻¹ r(μ) = δ and M = I: τ̂² is the mean
+    // square of the error, smooth or not, and the probes' gain is exactly 1.
+    let pde = LinearPde::new(15);
+    let d = pde.d;
+    let (k, _) = pde.system();
+    let kinv = spd_inverse(&k);
+    let dev = f64_device();
+    let pinv = testing::tensor(kinv.concat(), [d, d], &dev);
+    let shapes = [0.05, -0.01, 0.2];
+    let (_, mean) = means_with_error(&pde, 3, |i, _| {
+        (0..d)
+            .map(|j| shapes[i] * (std::f64::consts::PI * (j + 1) as f64 / (d + 1) as f64).sin())
+            .collect()
+    });
+    let me = crate::ModelErrorConfig::new()
+        .with_probe(crate::Probe::White)
+        .with_probes(2)
+        .init();
+    let var = vec(me.variance(
+        |u| pde.residual(u).pde.matmul(pinv.clone()),
+        testing::tensor(mean, [3, d], &dev),
+        Tensor::<2>::ones([1, d], &dev),
+        normals([2, 3, d], 5),
+    ));
+    for (i, a) in shapes.iter().enumerate() {
+        // Mean square of a·sin(πj/(d+1)), j = 1..d: a²/2 · (d+1)/d.
+        let want = a * a / 2.0 * (d + 1) as f64 / d as f64;
+        assert!((var[i] / want - 1.0).abs() < 1e-8, "{} vs {want}", var[i]);
+    }
+    // Entries a boundary condition fixes stay as they are.
+    let free = testing::tensor([vec![0.0], vec![1.0; d - 1]].concat(), [1, d], &dev);
+    let samples = Tensor::<3>::zeros([4, 3, d], &dev);
+    let wide = vec(crate::ModelError::widen(
+        samples,
+        testing::tensor(var, [3], &dev),
+        free,
+        normals([4, 3, d], 6),
+    ));
+    assert!(wide.chunks(d).all(|row| row[0] == 0.0 && row[1] != 0.0));
+}
+
+#[test]
+fn model_error_along_the_mean_recovers_a_smooth_error_the_white_probes_miss() {
+    // δ = c u* (an error shaped like the solution, as a trained network's smooth errors are):
+    // along the mean, s(μ) = c K u* and K μ = (1 + c) K u*, so τ̂² = c² ‖u*‖²/d = mean(δ²)
+    // exactly, through the raw residual. White probes measure K's gain on white noise, which
+    // for a second-difference operator is far above its gain on smooth fields.
+    let pde = LinearPde::new(31);
+    let d = pde.d;
+    let cs = [0.1, -0.03, 0.5];
+    let (u_star, mean) = means_with_error(&pde, 3, |_, _| vec![0.0; d]);
+    let mean: Vec<f64> = mean
+        .chunks(d)
+        .zip(cs)
+        .flat_map(|(m, c)| m.iter().map(move |v| v * (1.0 + c)))
+        .collect();
+    let dev = f64_device();
+    let estimate = |probe| {
+        let me = crate::ModelErrorConfig::new().with_probe(probe).init();
+        vec(me.variance(
+            |u| pde.residual(u).pde,
+            testing::tensor(mean.clone(), [3, d], &dev),
+            Tensor::<2>::ones([1, d], &dev),
+            normals([me.probes, 3, d], 7),
+        ))
+    };
+    let (along, white) = (estimate(crate::Probe::Mean), estimate(crate::Probe::White));
+    let ms = u_star.iter().map(|u| u * u).sum::<f64>() / d as f64;
+    for (i, c) in cs.iter().enumerate() {
+        let want = c * c * ms;
+        assert!(
+            (along[i] / want - 1.0).abs() < 1e-6,
+            "{} vs {want}",
+            along[i]
+        );
+        assert!(white[i] < 0.05 * want, "white {} vs {want}", white[i]);
+    }
+}
+
+#[test]
+fn model_error_along_a_zero_mean_falls_back_to_the_white_probe() {
+    // μ = 0 has no direction: the Mean probe takes the white one for that case (finite, equal
+    // to the White estimate with the same probe) and keeps its own for the other cases.
+    let pde = LinearPde::new(31);
+    let d = pde.d;
+    let (_, mean) = means_with_error(&pde, 2, |_, _| vec![0.0; d]);
+    let mut mean: Vec<f64> = mean.iter().map(|v| v * 1.1).collect();
+    mean[..d].iter_mut().for_each(|v| *v = 0.0);
+    let dev = f64_device();
+    let probes = normals([1, 2, d], 3);
+    let run = |probe| {
+        let me = crate::ModelErrorConfig::new()
+            .with_probe(probe)
+            .with_probes(1)
+            .init();
+        vec(me.variance(
+            |u| pde.residual(u).pde,
+            testing::tensor(mean.clone(), [2, d], &dev),
+            Tensor::<2>::ones([1, d], &dev),
+            probes.clone(),
+        ))
+    };
+    let (along, white) = (run(crate::Probe::Mean), run(crate::Probe::White));
+    assert!(along[0].is_finite() && along[0] > 0.0, "{along:?}");
+    assert!(
+        (along[0] / white[0] - 1.0).abs() < 1e-9,
+        "{along:?} vs {white:?}"
+    );
+    let ms = mean[d..].iter().map(|u| u * u).sum::<f64>() / d as f64;
+    let want = ms * (0.1f64 / 1.1).powi(2);
+    assert!(
+        (along[1] / want - 1.0).abs() < 1e-6,
+        "{} vs {want}",
+        along[1]
+    );
+}

@@ -242,7 +242,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 no_plots: false,
                 quick,
             };
-            session::train(config.as_deref(), &opts)?.print();
+            crate::ensemble::train(config.as_deref(), &opts)?.print();
         }
         Command::Sample {
             run,
@@ -262,6 +262,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 noise,
                 out: output,
             };
+            crate::ensemble::single_run(&run, "sample")?;
             println!("{}", session::sample(&run, &request, kind(backend), last)?);
         }
         Command::Predict {
@@ -283,10 +284,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 truth,
                 truth_key,
             };
-            session::predict(&run, &request, kind(backend), last)?;
+            crate::ensemble::predict(&run, &request, kind(backend), last)?;
         }
         Command::Eval { run, backend, last } => {
-            session::evaluate(&run, kind(backend), true, last)?;
+            crate::ensemble::evaluate(&run, kind(backend), true, last)?;
         }
         Command::Calibrate {
             run,
@@ -307,10 +308,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
                 (None, None) => session::CalibrationSource::Auto,
             };
+            crate::ensemble::single_run(&run, "calibrate")?;
             let file = session::calibrate(&run, &source, kind(backend), last)?;
             session::print_calibration(&run, &file);
         }
         Command::Report { run, output } => {
+            crate::ensemble::single_run(&run, "report")?;
             let p = crate::report::write_report(&run, output.as_deref())?;
             println!("wrote {}", p.display());
         }

@@ -28,6 +28,10 @@ pub struct Common {
     /// Seed for data generation, initialisation, batching and Monte-Carlo noise.
     #[serde(default = "d_seed")]
     pub seed: u64,
+    /// Seed of the data alone — generation, the split, observation nodes and the test
+    /// observations' noise — when it differs from `seed` (ensemble members share it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_seed: Option<u64>,
     /// Data source (`[data]`, selected by `kind`).
     pub data: DataSource,
     /// Train/test split and normalisation.
@@ -138,6 +142,10 @@ pub struct TrainingSection {
     /// checkpoint (`RUN/best`), which `eval`, `sample` and `predict` then use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStoppingSection>,
+    /// Members of a deep ensemble: `K > 1` trains `K` runs with seeds `seed, seed + 1, …` on
+    /// the same data (`RUN/members/k`); eval and predict use their equal-weight mixture.
+    #[serde(default = "d_one")]
+    pub ensemble: usize,
 }
 
 /// `[training] early_stopping = { patience = 10, metric = "loss" }`.
@@ -191,6 +199,7 @@ impl Default for TrainingSection {
             checkpoint_every: 1,
             quick_epochs: None,
             early_stopping: None,
+            ensemble: 1,
         }
     }
 }
@@ -206,6 +215,11 @@ fn d_one() -> usize {
 }
 
 impl Common {
+    /// The seed of the data (see [`Common::data_seed`]).
+    pub fn data_seed(&self) -> u64 {
+        self.data_seed.unwrap_or(self.seed)
+    }
+
     /// Range checks of the shared sections.
     pub fn validate(&self) -> Result<(), TrainError> {
         let s = &self.split;
@@ -250,6 +264,12 @@ impl Common {
         }
         if t.batch_size == 0 {
             return Err(invalid("training.batch_size", "must be at least 1"));
+        }
+        if t.ensemble == 0 {
+            return Err(invalid(
+                "training.ensemble",
+                "must be at least 1 (1: a single run; K > 1: K members)",
+            ));
         }
         if t.checkpoint_every == 0 {
             return Err(invalid("training.checkpoint_every", "must be at least 1"));

@@ -105,7 +105,7 @@ fn fit_norm(common: &Common, scaling: XScaling, train: &Dataset) -> Normalizatio
 /// Load, split and normalise the data of a run (paths relative to `base`).
 pub fn prepare(common: &Common, scaling: XScaling, base: &Path) -> Result<TrainData, TrainError> {
     let splits = common.data.splits(
-        common.seed,
+        common.data_seed(),
         base,
         common.split.test_fraction,
         common.split.validation_fraction,
@@ -148,7 +148,7 @@ pub fn prepare_test(
         let (test, n_train) =
             common
                 .data
-                .load_test(common.seed, base, common.split.test_fraction)?;
+                .load_test(common.data_seed(), base, common.split.test_fraction)?;
         if n_train == 0 {
             return Err(too_few(test.len()));
         }

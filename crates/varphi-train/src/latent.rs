@@ -210,6 +210,9 @@ impl NetSection {
 pub enum LikelihoodName {
     /// Gaussian.
     Gaussian,
+    /// Student-t with `dof` degrees of freedom and scale σ: heavy tails, for errors that are
+    /// small on most data and large on a few.
+    StudentT,
     /// Bernoulli (data in [0, 1], no normalisation).
     Bernoulli,
 }
@@ -224,6 +227,8 @@ pub enum NoiseName {
     Learned,
     /// Decoder-predicted σ per datum.
     Heteroscedastic,
+    /// One learned σ per entry (node) of the sample, shared by all data.
+    PerNode,
 }
 
 /// KL estimator names.
@@ -274,6 +279,9 @@ pub struct ElboSection {
     /// Gaussian noise model.
     #[serde(default = "d_noise")]
     pub noise: NoiseName,
+    /// Degrees of freedom ν of a Student-t likelihood.
+    #[serde(default = "d_dof")]
+    pub dof: usize,
     /// KL weight β (ELBO).
     #[serde(default = "d_beta")]
     pub beta: f64,
@@ -313,6 +321,9 @@ fn d_lik() -> LikelihoodName {
 }
 fn d_sigma() -> f64 {
     0.1
+}
+fn d_dof() -> usize {
+    4
 }
 fn d_noise() -> NoiseName {
     NoiseName::Learned
@@ -361,6 +372,15 @@ impl ElboSection {
         }
         if self.n_particles == 0 {
             return Err(invalid("objective.n_particles", "must be at least 1"));
+        }
+        if self.likelihood == LikelihoodName::StudentT && self.dof < 2 {
+            return Err(invalid(
+                "objective.dof",
+                format!(
+                    "must be at least 2 (ν = 1 is the Cauchy, whose mean does not exist), got {}",
+                    self.dof
+                ),
+            ));
         }
         if !(0.0..1.0).contains(&self.alpha) {
             return Err(invalid(
@@ -430,18 +450,21 @@ impl ElboSection {
         Ok(())
     }
 
-    /// The likelihood config.
-    pub fn likelihood(&self) -> LikelihoodConfig {
+    /// The likelihood config for samples of `dim` entries.
+    pub fn likelihood(&self, dim: usize) -> LikelihoodConfig {
         match self.likelihood {
             LikelihoodName::Bernoulli => LikelihoodConfig::Bernoulli,
-            LikelihoodName::Gaussian => LikelihoodConfig::Gaussian(
+            LikelihoodName::Gaussian | LikelihoodName::StudentT => LikelihoodConfig::Gaussian(
                 GaussianLikelihoodConfig::new()
                     .with_sigma(self.sigma)
                     .with_noise(match self.noise {
                         NoiseName::Fixed => NoiseModel::Fixed,
                         NoiseName::Learned => NoiseModel::LearnedGlobal,
                         NoiseName::Heteroscedastic => NoiseModel::Heteroscedastic,
-                    }),
+                        NoiseName::PerNode => NoiseModel::PerNode,
+                    })
+                    .with_dim(Some(dim))
+                    .with_dof((self.likelihood == LikelihoodName::StudentT).then_some(self.dof)),
             ),
         }
     }
@@ -462,7 +485,7 @@ impl ElboSection {
     pub fn x_scaling(&self) -> XScaling {
         match self.likelihood {
             LikelihoodName::Bernoulli => XScaling::Identity,
-            LikelihoodName::Gaussian => XScaling::Standardise,
+            LikelihoodName::Gaussian | LikelihoodName::StudentT => XScaling::Standardise,
         }
     }
 
@@ -548,6 +571,10 @@ impl LatentVariableModel for LatentModel {
         }
     }
 }
+
+/// Noise steps of a Student-t likelihood's χ² draws: draw `j` of chunk `c` is step
+/// `c + j·CHI2_STEP` (`j = 0`, the Gaussian ε, keeps step `c`).
+const CHI2_STEP: usize = 1 << 20;
 
 /// What the trainer optimises: the latent-variable model and its likelihood (whose σ may be a
 /// learned parameter).
@@ -857,11 +884,12 @@ impl GenerativeModel {
         model: LatentModel,
         objective: &ElboSection,
         residual: Option<&crate::physics_term::ResidualSection>,
+        dim: usize,
         device: &Device,
     ) -> Self {
         Self {
             model,
-            likelihood: objective.likelihood().init(device),
+            likelihood: objective.likelihood(dim).init(device),
             residual: residual.map(|r| r.likelihood().init(device)),
         }
     }
@@ -894,6 +922,13 @@ pub struct EvalReport {
     /// trained data likelihood (`data_likelihood = false`) the decoded means `ū(z, c)` alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub surrogate: Option<UqScores>,
+    /// A residual-only CVAE surrogate with the model-error term: `surrogate` is the predictive
+    /// with the term, this the decoded means alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub surrogate_only: Option<UqScores>,
+    /// The model-error term's scale beside the actual error of the predictive mean.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_error: Option<crate::surrogate::ModelErrorSummary>,
 }
 
 /// What the shared (C)VAE steps need of a trained run.
@@ -961,15 +996,74 @@ impl TrainedLatent<'_> {
         plots::plot_samples(&x, &recon, &prior, &self.data.test.sample_shape, path)
     }
 
-    /// Predictive scores of a CVAE as a surrogate (see [`EvalReport::surrogate`]).
-    fn surrogate_scores(&self) -> UqScores {
+    /// Predictive scores of a CVAE as a surrogate (see [`EvalReport::surrogate`]), with the
+    /// model-error term of a residual-only surrogate where configured (its mean: the mean of
+    /// the decoded samples).
+    fn surrogate_scores(&self) -> crate::surrogate::Widened {
         let test = &self.data.test;
-        let samples = self.predictive_samples(&test.cond, test.len(), 64);
+        let n = test.len();
+        let samples = self.predictive_samples(&test.cond, n, 64);
         let mut truth = test.x.clone();
         self.data.norm.invert_x(&mut truth);
-        let n = test.len();
-        self.scorer
-            .score("surrogate", &samples, &truth, n, Role::Predictive)
+        let term = self.physics.as_ref().map(|p| &p.term);
+        let Some(term) = term.filter(|t| t.model_error.is_some()) else {
+            return crate::surrogate::Widened {
+                scores: self
+                    .scorer
+                    .score("surrogate", &samples, &truth, n, Role::Predictive),
+                surrogate_only: None,
+                model_error: None,
+            };
+        };
+        let (u, mean, z) = self.as_tensors(term, samples, &test.cond, n);
+        crate::surrogate::score_widened(
+            self.scorer,
+            "surrogate",
+            term,
+            u,
+            mean,
+            &truth,
+            z,
+            self.seed,
+        )
+    }
+
+    /// Host samples `[s][rows·d]` (data units) at normalised conditions `cond` as tensors:
+    /// the samples `[s·rows, d]`, their mean `[rows, d]` and the physical parameters.
+    fn as_tensors(
+        &self,
+        term: &crate::physics_term::PhysicsTerm,
+        samples: Vec<Vec<f64>>,
+        cond: &[f64],
+        rows: usize,
+    ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+        let s = samples.len();
+        let flat: Vec<f64> = samples.into_iter().flatten().collect();
+        let d = flat.len() / (s * rows).max(1);
+        let u = Tensor::<2>::from_data(TensorData::new(flat, [s * rows, d]), self.device);
+        let mean = u
+            .clone()
+            .reshape([s, rows, d])
+            .mean_dim(0)
+            .reshape([rows, d]);
+        let c = cond.len() / rows.max(1);
+        let cond = Tensor::<2>::from_data(TensorData::new(cond.to_vec(), [rows, c]), self.device);
+        (u, mean, term.physical(cond))
+    }
+
+    /// The predictive of `varphi predict`: [`Self::predictive_samples`] with the model-error
+    /// term of a residual-only surrogate where configured.
+    pub fn predictive(&self, cond: &[f64], rows: usize, s: usize) -> Vec<Vec<f64>> {
+        let samples = self.predictive_samples(cond, rows, s);
+        let term = self.physics.as_ref().map(|p| &p.term);
+        let Some(term) = term.filter(|t| t.model_error.is_some()) else {
+            return samples;
+        };
+        let d = samples.first().map_or(0, |v| v.len() / rows.max(1));
+        let (u, mean, z) = self.as_tensors(term, samples, cond, rows);
+        let noise = NoiseSource::new(self.seed, Stream::ModelError);
+        let (u, _) = crate::surrogate::with_model_error(term, u, mean, z, noise, 0);
+        crate::host::per_sample(crate::host::values(u), rows, d)
     }
 
     /// `s` samples of the CVAE's predictive `x = ū(z, c) + σ ε`, `z ~ p(z | c)` (the decoded
@@ -995,13 +1089,14 @@ impl TrainedLatent<'_> {
             );
             let params = m.decode(prior.rsample(eps), Some(cond));
             let mut mean = self.model.likelihood.mean(params.clone());
-            if with_noise && let Some(std) = self.model.likelihood.std(params) {
-                let eps = NoiseSource::new(self.seed, Stream::EvalPredictiveNoise).normal::<3>(
-                    mean.dims(),
-                    c,
-                    device,
-                );
-                mean = mean + std * eps;
+            let dims = mean.dims();
+            let source = NoiseSource::new(self.seed, Stream::EvalPredictiveNoise);
+            if with_noise
+                && let Some(noise) = self.model.likelihood.noise(params, |j| {
+                    source.normal::<3>(dims, c + j * CHI2_STEP, device)
+                })
+            {
+                mean = mean + noise;
             }
             let nx = mean.dims()[2];
             for (k, out) in samples.iter_mut().enumerate() {
@@ -1075,6 +1170,7 @@ impl TrainedLatent<'_> {
                 }
             }
         }
+        let widened = surrogate.then(|| self.surrogate_scores());
         EvalReport {
             n_test: n,
             epochs,
@@ -1084,7 +1180,9 @@ impl TrainedLatent<'_> {
             test_iwae64: self.physics.is_none().then(|| self.test_iwae()),
             recon_rmse: (se / count.max(1) as f64).sqrt(),
             recon_rel_l2: (se / sx.max(1e-300)).sqrt(),
-            surrogate: surrogate.then(|| self.surrogate_scores()),
+            surrogate: widened.as_ref().map(|w| w.scores.clone()),
+            surrogate_only: widened.as_ref().and_then(|w| w.surrogate_only.clone()),
+            model_error: widened.and_then(|w| w.model_error),
         }
     }
 
@@ -1103,9 +1201,13 @@ impl TrainedLatent<'_> {
         let z = prior.rsample(source.normal([1, n, m.latent_dim()], 0, self.device));
         let params = m.decode(z, cond);
         let mut x = self.model.likelihood.mean(params.clone());
-        if noise && let Some(std) = self.model.likelihood.std(params) {
-            let dims = x.dims();
-            x = x + std * source.normal::<3>(dims, 1, self.device);
+        let dims = x.dims();
+        if noise
+            && let Some(e) = self.model.likelihood.noise(params, |j| {
+                source.normal::<3>(dims, 1 + j * CHI2_STEP, self.device)
+            })
+        {
+            x = x + e;
         }
         let mut values = crate::host::values(x);
         self.data.norm.invert_x(&mut values);
@@ -1141,4 +1243,9 @@ pub fn print_eval(r: &EvalReport, dir: &Path) {
         println!("  surrogate x | c (64 samples per test case, data units)");
         crate::tables::print_scores(s, 34);
     }
+    if let Some(s) = &r.surrogate_only {
+        println!("  the decoded means alone, without the model-error term");
+        crate::tables::print_scores(s, 34);
+    }
+    crate::surrogate::print_model_error(r.model_error.as_ref());
 }

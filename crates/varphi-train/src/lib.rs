@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod datagen;
+pub mod ensemble;
 pub mod error;
 pub mod experiment;
 pub mod host;

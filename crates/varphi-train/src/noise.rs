@@ -25,6 +25,9 @@ pub enum Stream {
     EvalPredictiveNoise,
     /// The fixed noisy observations of a PDDLVM run's test cases.
     EvalObservations,
+    /// The model-error term of a surrogate's predictive: probes (step 0) and discrepancy
+    /// draws (step 1) of `eval` and `predict`, the same of `sample` (steps 2, 3).
+    ModelError,
     /// The importance samples of the IWAE bound in `eval.json`.
     EvalIwae,
     /// The fixed noisy observations of an amortised posterior's test cases (npe, phys-vae).
@@ -46,6 +49,7 @@ impl Stream {
             Stream::EvalPredictive => 300,
             Stream::EvalPredictiveNoise => 301,
             Stream::EvalObservations => 302,
+            Stream::ModelError => 310,
             Stream::EvalIwae => 400,
             Stream::HeldOutObservations => 500,
             Stream::HeldOutPosterior => 501,

@@ -7,7 +7,7 @@ use crate::error::TrainError;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use varphi_data::{DataSource, Normalization};
-use varphi_losses::{ResidualLikelihoodConfig, SigmaSchedule};
+use varphi_losses::{ModelError, ModelErrorConfig, ResidualLikelihoodConfig, SigmaSchedule};
 use varphi_physics::pde::{Preconditioner, Problem, Residual};
 
 /// How `σ_r` evolves during training.
@@ -47,6 +47,11 @@ pub struct ResidualSection {
     /// taken from solutions).
     #[serde(default = "d_unit")]
     pub u_scale: f64,
+    /// Add the residual-informed model-error term to the forward predictive (`eval`,
+    /// `predict`, `sample`): a discrepancy `N(0, τ̂²(z) I)` estimated from the residual the
+    /// surrogate's mean achieves (docs/objectives.md, "Model error").
+    #[serde(default = "d_true")]
+    pub model_error: bool,
 }
 
 fn d_schedule() -> SigmaScheduleName {
@@ -111,6 +116,8 @@ pub struct PhysicsTerm {
     pub cond_mean: Vec<f64>,
     /// Parameter normalisation (per column).
     pub cond_std: Vec<f64>,
+    /// The model-error term of the forward predictive, where configured.
+    pub model_error: Option<ModelError>,
 }
 
 impl PhysicsTerm {
@@ -146,7 +153,14 @@ impl PhysicsTerm {
             preconditioner,
             cond_mean: norm.cond_mean.clone(),
             cond_std: norm.cond_std.clone(),
+            model_error: None,
         })
+    }
+
+    /// With the residual-informed model-error term (default estimator) when `on`.
+    pub fn with_model_error(mut self, on: bool) -> Self {
+        self.model_error = on.then(|| ModelErrorConfig::new().init());
+        self
     }
 
     /// `(mean, std)` of the parameter normalisation as `[1, p]` rows on `device`.

@@ -55,6 +55,8 @@ pub struct TrainSummary {
     pub stopped: Option<String>,
     /// The best checkpoint kept (`RUN/best`), if early stopping is on.
     pub best: Option<checkpoint::BestState>,
+    /// Members of an ensemble (`RUN/members/k`; 0 for a single run): the terms are their means.
+    pub members: usize,
 }
 
 impl TrainSummary {
@@ -66,6 +68,21 @@ impl TrainSummary {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if self.members > 0 {
+            println!(
+                "done: an ensemble of {} members, {} epochs each on {}",
+                self.members, self.epochs_done, self.device
+            );
+            println!("  mean over members, train: {}", fmt(&self.last_train));
+            println!("  mean over members, test:  {}", fmt(&self.last_test));
+            println!(
+                "  wrote {}/config.toml and the members' runs in {}/members/{{0…{}}}",
+                self.run_dir.display(),
+                self.run_dir.display(),
+                self.members - 1
+            );
+            return;
+        }
         println!("done: {} epochs on {}", self.epochs_done, self.device);
         if let Some(why) = &self.stopped {
             println!("  stopped early: {why}");
@@ -153,12 +170,33 @@ fn resolve(
 
 /// Train from a config (or resume a run). See [`TrainOptions`].
 pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
+    let (config, run_dir, resuming) = prepare(config_path, opts)?;
+    train_resolved(config, run_dir, resuming, opts)
+}
+
+/// The config, run directory and whether it resumes, for `varphi train` (see [`resolve`]),
+/// shrunk for `--quick`.
+pub fn prepare(
+    config_path: Option<&Path>,
+    opts: &TrainOptions,
+) -> Result<(TrainConfig, PathBuf, bool), TrainError> {
     let (mut config, run_dir, resuming) = resolve(config_path, opts)?;
     if opts.quick && !resuming {
         let t = &config.common.training;
         let epochs = t.quick_epochs.unwrap_or((t.epochs / 10).max(1));
         config.shrink_to(epochs);
     }
+    Ok((config, run_dir, resuming))
+}
+
+/// Train a resolved `config` (data paths absolute) into `run_dir` (resuming the run there when
+/// `resuming`); `opts.out`, `resume` and `quick` are not read.
+pub fn train_resolved(
+    config: TrainConfig,
+    run_dir: PathBuf,
+    resuming: bool,
+    opts: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
     let to_save = config.clone();
     config.kind.visit(TrainKind {
         common: config.common,
@@ -255,6 +293,7 @@ impl KindVisitor for TrainKind<'_> {
             device: selected.description,
             stopped,
             best,
+            members: 0,
         })
     }
 }
@@ -642,16 +681,30 @@ pub struct PredictReport {
     pub recalibrated: Option<f64>,
 }
 
+/// One run's predictive samples for `varphi predict`, recalibrated where the run has a
+/// `calibration.json`.
+#[derive(Debug, Clone)]
+pub struct Predicted {
+    /// The samples.
+    pub prediction: crate::kind::Prediction,
+    /// Input rows.
+    pub rows: usize,
+    /// The spread factor applied, if any.
+    pub recalibrated: Option<f64>,
+}
+
 struct PredictKind<'a> {
     dir: &'a Path,
     common: Common,
     backend: Option<BackendKind>,
     request: &'a PredictRequest,
+    /// The inputs, when not read from `request.input`.
+    inputs: Option<&'a varphi_data::read::Array>,
     last: bool,
 }
 
 impl KindVisitor for PredictKind<'_> {
-    type Output = Result<PredictReport, TrainError>;
+    type Output = Result<Predicted, TrainError>;
 
     fn visit<K: Kind>(self, kind: K) -> Self::Output {
         let r = self.request;
@@ -661,7 +714,10 @@ impl KindVisitor for PredictKind<'_> {
                 message: "predict needs at least 2 samples per input (for a spread)".into(),
             });
         }
-        let inputs = varphi_data::read::load_array(&r.input, r.key.as_deref())?;
+        let inputs = match self.inputs {
+            Some(a) => a.clone(),
+            None => varphi_data::read::load_array(&r.input, r.key.as_deref())?,
+        };
         let rows = inputs.shape.first().copied().unwrap_or(0);
         if rows == 0 {
             return Err(TrainError::Invalid {
@@ -669,11 +725,6 @@ impl KindVisitor for PredictKind<'_> {
                 message: format!("{} holds no input rows", r.input.display()),
             });
         }
-        let truth = r
-            .truth
-            .as_ref()
-            .map(|t| varphi_data::read::load_array(t, r.truth_key.as_deref()))
-            .transpose()?;
         let mut run = open(self.dir, self.common, kind, self.backend, self.last)?;
         apply_calibration(&mut run)?;
         let per_row: usize = run.data.test.sample_shape.iter().product();
@@ -698,85 +749,171 @@ impl KindVisitor for PredictKind<'_> {
             );
             f.scale_factor
         });
-        let d: usize = pred.shape.iter().product();
-        let s = pred.samples.len();
-        let mut samples = vec![0.0; rows * s * d];
-        let mut mean = vec![0.0; rows * d];
-        let mut std = vec![0.0; rows * d];
-        for i in 0..rows {
-            for j in 0..d {
-                let col: Vec<f64> = pred.samples.iter().map(|x| x[i * d + j]).collect();
-                let m = col.iter().sum::<f64>() / s as f64;
-                let v = col.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (s - 1) as f64;
-                mean[i * d + j] = m;
-                std[i * d + j] = v.sqrt();
-                for (k, x) in col.iter().enumerate() {
-                    samples[(i * s + k) * d + j] = *x;
-                }
-            }
-        }
-        let scores = match truth {
-            None => None,
-            Some(t) => {
-                if t.data.len() != rows * d || t.shape.first() != Some(&rows) {
-                    return Err(TrainError::Invalid {
-                        key: "--truth".into(),
-                        message: format!(
-                            "{} has shape {:?}; it needs one truth of shape {:?} per input row ({rows} rows)",
-                            r.truth.as_ref().expect("truth given").display(),
-                            t.shape,
-                            pred.shape
-                        ),
-                    });
-                }
-                Some(crate::uq::score(&pred.samples, &t.data, &crate::uq::LEVELS))
-            }
-        };
-        let with = |lead: &[usize]| -> Vec<usize> {
-            lead.iter()
-                .copied()
-                .chain(pred.shape.iter().copied())
-                .collect()
-        };
-        let (s_shape, m_shape) = (with(&[rows, s]), with(&[rows]));
-        varphi_data::npy::save_npz_f64(
-            &r.out,
-            &[
-                ("samples", s_shape.as_slice(), samples.as_slice()),
-                ("mean", m_shape.as_slice(), mean.as_slice()),
-                ("std", m_shape.as_slice(), std.as_slice()),
-            ],
-        )
-        .map_err(crate::error::io_err(&r.out))?;
-        Ok(PredictReport {
+        Ok(Predicted {
+            prediction: pred,
             rows,
-            samples_per_row: s,
-            shape: pred.shape,
-            what: pred.what,
-            output: r.out.clone(),
-            scores,
             recalibrated,
         })
     }
 }
 
-/// `varphi predict`: predictive samples of run `dir` for each row of an input file, written as
-/// `.npz` (`samples`, `mean`, `std`); with a truth file, scored and the scores written beside
-/// it (`<output>.scores.json`) and printed.
-pub fn predict(
+/// The predictive samples of run `dir` for each row of `request`'s input file (see
+/// [`predict`]), not yet written.
+pub fn predictions(
     dir: &Path,
     request: &PredictRequest,
     backend: Option<BackendKind>,
     last: bool,
-) -> Result<PredictReport, TrainError> {
+) -> Result<Predicted, TrainError> {
     let config = rundir::config(dir)?;
-    let report = config.kind.visit(PredictKind {
+    config.kind.visit(PredictKind {
         dir,
         common: config.common,
         backend,
         request,
+        inputs: None,
         last,
-    })?;
+    })
+}
+
+/// [`predictions`] for `inputs` in memory (`request.input` is not read).
+pub fn predictions_for(
+    dir: &Path,
+    inputs: &varphi_data::read::Array,
+    request: &PredictRequest,
+    backend: Option<BackendKind>,
+    last: bool,
+) -> Result<Predicted, TrainError> {
+    let config = rundir::config(dir)?;
+    config.kind.visit(PredictKind {
+        dir,
+        common: config.common,
+        backend,
+        request,
+        inputs: Some(inputs),
+        last,
+    })
+}
+
+struct TestCasesKind<'a> {
+    dir: &'a Path,
+    common: Common,
+    max: usize,
+}
+
+impl KindVisitor for TestCasesKind<'_> {
+    type Output = Result<(varphi_data::read::Array, Vec<f64>), TrainError>;
+
+    fn visit<K: Kind>(self, kind: K) -> Self::Output {
+        let saved = rundir::normalization(self.dir)?;
+        let data = data::prepare_test(&self.common, kind.x_scaling(), &saved, Path::new("."))?;
+        let t = &data.test;
+        let n = t.len().min(self.max);
+        let d: usize = t.sample_shape.iter().product();
+        let mut cond = t.cond[..n * t.cond_dim].to_vec();
+        saved.invert_cond(&mut cond);
+        let mut truth = t.x[..n * d].to_vec();
+        saved.invert_x(&mut truth);
+        let inputs = varphi_data::read::Array {
+            shape: vec![n, t.cond_dim],
+            data: cond,
+            notes: vec![],
+        };
+        Ok((inputs, truth))
+    }
+}
+
+/// The first (up to) `max` test cases of run `dir` as `varphi predict` takes them: the inputs
+/// (conditions or parameters, data units, `[n, c]`) and the solutions (data units, `[n·d]`).
+pub fn test_cases(
+    dir: &Path,
+    max: usize,
+) -> Result<(varphi_data::read::Array, Vec<f64>), TrainError> {
+    let config = rundir::config(dir)?;
+    config.kind.visit(TestCasesKind {
+        dir,
+        common: config.common,
+        max,
+    })
+}
+
+/// Write `predicted` as `request.out` (`samples` `[rows, S, …]`, `mean`, `std`), scored
+/// against `request.truth` where given (written beside it as `<output>.scores.json`), and
+/// print what was written.
+pub fn write_prediction(
+    request: &PredictRequest,
+    predicted: Predicted,
+) -> Result<PredictReport, TrainError> {
+    let r = request;
+    let Predicted {
+        prediction: pred,
+        rows,
+        recalibrated,
+    } = predicted;
+    let truth = r
+        .truth
+        .as_ref()
+        .map(|t| varphi_data::read::load_array(t, r.truth_key.as_deref()))
+        .transpose()?;
+    let d: usize = pred.shape.iter().product();
+    let s = pred.samples.len();
+    let mut samples = vec![0.0; rows * s * d];
+    let mut mean = vec![0.0; rows * d];
+    let mut std = vec![0.0; rows * d];
+    for i in 0..rows {
+        for j in 0..d {
+            let col: Vec<f64> = pred.samples.iter().map(|x| x[i * d + j]).collect();
+            let m = col.iter().sum::<f64>() / s as f64;
+            let v = col.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (s - 1) as f64;
+            mean[i * d + j] = m;
+            std[i * d + j] = v.sqrt();
+            for (k, x) in col.iter().enumerate() {
+                samples[(i * s + k) * d + j] = *x;
+            }
+        }
+    }
+    let scores = match truth {
+        None => None,
+        Some(t) => {
+            if t.data.len() != rows * d || t.shape.first() != Some(&rows) {
+                return Err(TrainError::Invalid {
+                    key: "--truth".into(),
+                    message: format!(
+                        "{} has shape {:?}; it needs one truth of shape {:?} per input row ({rows} rows)",
+                        r.truth.as_ref().expect("truth given").display(),
+                        t.shape,
+                        pred.shape
+                    ),
+                });
+            }
+            Some(crate::uq::score(&pred.samples, &t.data, &crate::uq::LEVELS))
+        }
+    };
+    let with = |lead: &[usize]| -> Vec<usize> {
+        lead.iter()
+            .copied()
+            .chain(pred.shape.iter().copied())
+            .collect()
+    };
+    let (s_shape, m_shape) = (with(&[rows, s]), with(&[rows]));
+    varphi_data::npy::save_npz_f64(
+        &r.out,
+        &[
+            ("samples", s_shape.as_slice(), samples.as_slice()),
+            ("mean", m_shape.as_slice(), mean.as_slice()),
+            ("std", m_shape.as_slice(), std.as_slice()),
+        ],
+    )
+    .map_err(crate::error::io_err(&r.out))?;
+    let report = PredictReport {
+        rows,
+        samples_per_row: s,
+        shape: pred.shape,
+        what: pred.what,
+        output: r.out.clone(),
+        scores,
+        recalibrated,
+    };
     println!(
         "wrote {} samples of {} {:?} for each of {} inputs to {} (samples, mean, std)",
         report.samples_per_row,
@@ -794,6 +931,18 @@ pub fn predict(
         println!("wrote {}", p.display());
     }
     Ok(report)
+}
+
+/// `varphi predict`: predictive samples of run `dir` for each row of an input file, written as
+/// `.npz` (`samples`, `mean`, `std`); with a truth file, scored and the scores written beside
+/// it (`<output>.scores.json`) and printed.
+pub fn predict(
+    dir: &Path,
+    request: &PredictRequest,
+    backend: Option<BackendKind>,
+    last: bool,
+) -> Result<PredictReport, TrainError> {
+    write_prediction(request, predictions(dir, request, backend, last)?)
 }
 
 /// One line per scored block: the calibration error (mean |coverage − nominal| over ten

@@ -110,6 +110,10 @@ pub struct BoltzmannObjectiveSection {
     /// Physical scale of `u`: the surrogate works in units of `u_scale`.
     #[serde(default = "d_unit")]
     pub u_scale: f64,
+    /// Add the residual-informed model-error term to the forward predictive (as
+    /// `[objective.residual] model_error` of pddlvm).
+    #[serde(default = "d_true")]
+    pub model_error: bool,
 }
 
 fn d_particles() -> usize {
@@ -235,8 +239,15 @@ pub struct BoltzmannEval {
     pub epochs: usize,
     /// β of the PDE rows.
     pub beta: f64,
-    /// Predictive samples against the reference solutions.
+    /// Predictive samples against the reference solutions (with the model-error term where
+    /// configured).
     pub forward: UqScores,
+    /// With the model-error term: `q(u | z)` alone (before the term).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub surrogate_only: Option<UqScores>,
+    /// With the model-error term: its estimated scale beside the actual error of the mean.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_error: Option<surrogate::ModelErrorSummary>,
     /// Mean `‖r(u_s, z)‖₂` (PDE and boundary rows, unpreconditioned) of the samples.
     pub residual_norm: f64,
     /// The same for the reference solutions (the discretisation's floor).
@@ -369,7 +380,8 @@ impl Kind for Boltzmann {
             &common.data,
             o.precondition.then_some("objective.precondition"),
             &data.norm,
-        )?;
+        )?
+        .with_model_error(o.model_error);
         let model = BoltzmannSurrogate {
             gaussian: self.network(data).init(device),
             flow: (m.surrogate == Family::Flow).then(|| {
@@ -464,9 +476,19 @@ fn evaluate(run: &Loaded<Boltzmann>) -> Result<BoltzmannEval, TrainError> {
     let z_phys = o.physics.physical(z.clone());
     let eps =
         NoiseSource::new(run.common.seed, Stream::EvalPredictive).normal([s, n, nu], 0, device);
-    let (u, _) = run.model.rsample(z, eps);
+    let (u, _) = run.model.rsample(z.clone(), eps);
     let u = u.reshape([s * n, nu]).mul_scalar(o.u_scale);
-    let fwd = surrogate::score_forward(&run.scorer, &o.physics, u, &truth, z_phys.clone(), s);
+    let (mean, _) = run.model.rsample(z, Tensor::zeros([1, n, nu], device));
+    let mean = mean.reshape([n, nu]).mul_scalar(o.u_scale);
+    let fwd = surrogate::score_forward(
+        &run.scorer,
+        &o.physics,
+        u,
+        mean,
+        &truth,
+        z_phys.clone(),
+        run.common.seed,
+    );
     let target = if nu <= 1024 {
         Some(target_check(o, &truth, &fwd.samples, z_phys, s)?)
     } else {
@@ -478,6 +500,8 @@ fn evaluate(run: &Loaded<Boltzmann>) -> Result<BoltzmannEval, TrainError> {
         epochs: run.epochs_done,
         beta: o.boltzmann.beta,
         forward: fwd.scores,
+        surrogate_only: fwd.surrogate_only,
+        model_error: fwd.model_error,
         residual_norm: fwd.residual_norm,
         reference_residual_norm: fwd.reference_residual_norm,
         target,
@@ -596,17 +620,27 @@ fn print_eval(r: &BoltzmannEval, dir: &Path) {
         r.epochs,
         r.beta
     );
-    let f = &r.forward;
-    println!("  surrogate q(u|z) against the reference solver");
-    println!("    relative L2 of the mean   {:.5}", f.rel_l2);
-    println!("    NLL per entry             {:.5}", f.nll);
-    println!("    CRPS per entry            {:.5}", f.crps);
-    println!(
-        "    coverage 50 / 90 / 95 %   {:.3} / {:.3} / {:.3}",
-        coverage(f, "0.5"),
-        coverage(f, "0.9"),
-        coverage(f, "0.95")
-    );
+    let mut blocks = vec![(
+        "forward predictive u|z (with the model-error term)",
+        &r.forward,
+    )];
+    match &r.surrogate_only {
+        Some(q) => blocks.push(("surrogate q(u|z) alone", q)),
+        None => blocks[0].0 = "surrogate q(u|z)",
+    }
+    for (name, f) in blocks {
+        println!("  {name} against the reference solver");
+        println!("    relative L2 of the mean   {:.5}", f.rel_l2);
+        println!("    NLL per entry             {:.5}", f.nll);
+        println!("    CRPS per entry            {:.5}", f.crps);
+        println!(
+            "    coverage 50 / 90 / 95 %   {:.3} / {:.3} / {:.3}",
+            coverage(f, "0.5"),
+            coverage(f, "0.9"),
+            coverage(f, "0.95")
+        );
+    }
+    surrogate::print_model_error(r.model_error.as_ref());
     println!(
         "  residual norm of samples {:.4e} (reference solutions: {:.4e})",
         r.residual_norm, r.reference_residual_norm

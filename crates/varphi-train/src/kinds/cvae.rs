@@ -86,7 +86,10 @@ impl Cvae {
             return Ok(None);
         };
         Ok(Some(Arc::new(CvaePhysics {
-            term: PhysicsTerm::new(&common.data, r.precondition_key(), &data.norm)?,
+            // The model-error term widens a surrogate trained without labels; with a data
+            // likelihood its σ is fitted to the data's spread instead.
+            term: PhysicsTerm::new(&common.data, r.precondition_key(), &data.norm)?
+                .with_model_error(r.model_error && !self.physics.data_likelihood),
             x_mean: data.norm.x_mean,
             x_std: data.norm.x_std,
             data: self.physics.data_likelihood,
@@ -180,7 +183,10 @@ impl Kind for Cvae {
     ) -> Result<(GenerativeModel, ElboObjective), TrainError> {
         let shape = data.shape();
         let c = shape.cond_dim;
-        let k = self.objective.likelihood().params_per_datum();
+        let k = self
+            .objective
+            .likelihood(shape.features())
+            .params_per_datum();
         let prior = match self.prior.prior {
             PriorName::Standard => CvaePriorConfig::Standard,
             PriorName::Learned => CvaePriorConfig::Learned(
@@ -201,6 +207,7 @@ impl Kind for Cvae {
             LatentModel::Cvae(cvae),
             &self.objective,
             self.physics.residual.as_ref(),
+            shape.features(),
             device,
         );
         let physics = self.cvae_physics(common, data)?;
@@ -230,7 +237,7 @@ impl Kind for Cvae {
         let mut cond = inputs.data.clone();
         run.data.norm.apply_cond(&mut cond);
         Ok(Prediction {
-            samples: self.trained(run).predictive_samples(&cond, rows, n),
+            samples: self.trained(run).predictive(&cond, rows, n),
             shape: run.data.test.sample_shape.clone(),
             what: "x | c".into(),
             block: Some("surrogate"),
@@ -251,11 +258,35 @@ impl Kind for Cvae {
                 });
             }
         };
+        let trained = self.trained(run);
+        if run
+            .objective
+            .physics
+            .as_ref()
+            .is_some_and(|p| p.term.model_error.is_some())
+        {
+            // The predictive with the model-error term (its mean over the n samples).
+            let mut one = values.clone();
+            run.data.norm.apply_cond(&mut one);
+            let samples: Vec<f64> = trained
+                .predictive(&one, 1, n)
+                .into_iter()
+                .flatten()
+                .collect();
+            let mut shape = vec![n];
+            shape.extend(&run.data.test.sample_shape);
+            let out = &request.out;
+            varphi_data::npy::save_npy_f32(out, &shape, &samples)
+                .map_err(crate::error::io_err(out))?;
+            return Ok(format!(
+                "wrote {n} samples {shape:?} to {} with the model-error term ([objective.residual] model_error = false to leave it out)",
+                out.display()
+            ));
+        }
         let mut rows: Vec<f64> = (0..n).flat_map(|_| values.iter().copied()).collect();
         run.data.norm.apply_cond(&mut rows);
         let cond = Tensor::<2>::from_data(TensorData::new(rows, [n, c]), &run.device.device);
-        self.trained(run)
-            .sample(n, Some(cond), request.noise, &request.out)
+        trained.sample(n, Some(cond), request.noise, &request.out)
     }
 }
 

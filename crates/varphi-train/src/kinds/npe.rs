@@ -186,7 +186,11 @@ impl Kind for Npe {
         let (_, physics) = common.physics_source("kind = \"npe\"")?;
         let problem = physics.build();
         let o = &self.objective.observations;
-        let operator = o.operator(problem.as_ref(), common.seed, "objective.observations")?;
+        let operator = o.operator(
+            problem.as_ref(),
+            common.data_seed(),
+            "objective.observations",
+        )?;
         let model = NpeModel {
             flow: RealNvpConfig::new(data.test.cond_dim)
                 .with_layers(self.model.flow_layers)

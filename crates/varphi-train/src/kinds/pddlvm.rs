@@ -450,8 +450,15 @@ pub struct PhysicsEval {
     /// The same for the reference solutions (the discretisation's floor).
     pub reference_residual_norm: f64,
     /// The forward surrogate's full scores (the four headline numbers above, with the
-    /// calibration curve, PIT and any recalibration).
+    /// calibration curve, PIT and any recalibration): the predictive with the model-error
+    /// term where configured.
     pub forward: UqScores,
+    /// With the model-error term: `q(u | z)` alone (before the term).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub surrogate_only: Option<UqScores>,
+    /// With the model-error term: its estimated scale beside the actual error of the mean.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_error: Option<surrogate::ModelErrorSummary>,
     /// Inverse model `p(z | u_true)` against the true parameters.
     pub inverse: UqScores,
     /// Runs with observations: the parameter posterior given noisy observations.
@@ -589,7 +596,8 @@ impl Kind for Pddlvm {
     ) -> Result<(PhysicsModel, PddlvmObjective), TrainError> {
         let norm = &data.norm;
         let o = &self.objective;
-        let physics = PhysicsTerm::new(&common.data, o.residual.precondition_key(), norm)?;
+        let physics = PhysicsTerm::new(&common.data, o.residual.precondition_key(), norm)?
+            .with_model_error(o.residual.model_error);
         let problem = &physics.problem;
         let observations = match &o.observations {
             None => None,
@@ -607,7 +615,7 @@ impl Kind for Pddlvm {
                     likelihood: ObservationLikelihood {
                         operator: obs.operator(
                             problem.as_ref(),
-                            common.seed,
+                            common.data_seed(),
                             "objective.observations",
                         )?,
                         sigma: obs.sigma,
@@ -751,9 +759,10 @@ fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
         &run.scorer,
         &o.physics,
         u.reshape([s * n, nu]),
+        q.mean.mul_scalar(o.u_scale),
         &truth,
         z_phys.clone(),
-        s,
+        run.common.seed,
     );
     let truth_t = Tensor::<2>::from_data(TensorData::new(truth.clone(), [n, nu]), device);
     // Inverse: p(z | u_true).
@@ -774,7 +783,7 @@ fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
             let y = o.observe(
                 obs,
                 truth_t,
-                NoiseSource::new(run.common.seed, Stream::EvalObservations),
+                NoiseSource::new(run.common.data_seed(), Stream::EvalObservations),
                 0,
             );
             let k = obs.transform.latent_dim();
@@ -836,6 +845,8 @@ fn evaluate(run: &Loaded<Pddlvm>) -> Result<PhysicsEval, TrainError> {
         crps: fwd.scores.crps,
         coverage: fwd.scores.coverage.clone(),
         forward: fwd.scores,
+        surrogate_only: fwd.surrogate_only,
+        model_error: fwd.model_error,
         residual_norm: fwd.residual_norm,
         reference_residual_norm: fwd.reference_residual_norm,
         inverse,
@@ -851,7 +862,11 @@ fn print_eval(r: &PhysicsEval, dir: &Path) {
         r.n_samples,
         r.epochs
     );
-    let mut columns = vec![("forward u|z", &r.forward), ("inverse z|u", &r.inverse)];
+    let mut columns = vec![("forward u|z", &r.forward)];
+    if let Some(q) = &r.surrogate_only {
+        columns.push(("q(u|z) alone", q));
+    }
+    columns.push(("inverse z|u", &r.inverse));
     if let Some(p) = &r.posterior {
         println!(
             "  posterior from {} noisy observations (σ_y = {}) per case",
@@ -892,6 +907,7 @@ fn print_eval(r: &PhysicsEval, dir: &Path) {
             );
         }
     }
+    surrogate::print_model_error(r.model_error.as_ref());
     println!(
         "  residual norm of samples {:.4e} (reference solutions: {:.4e})",
         r.residual_norm, r.reference_residual_norm

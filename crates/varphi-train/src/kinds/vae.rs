@@ -42,14 +42,23 @@ impl Vae {
     /// The untrained model for data of `data`'s shape on `device`.
     pub fn model(&self, data: &RunData, device: &Device) -> GenerativeModel {
         let shape = data.shape();
-        let k = self.objective.likelihood().params_per_datum();
+        let k = self
+            .objective
+            .likelihood(shape.features())
+            .params_per_datum();
         let vae = VaeConfig::new(
             self.model.encoder(&shape, 0),
             self.model.decoder(&shape, 0, k),
         )
         .with_flow(self.model.flow())
         .init(device);
-        GenerativeModel::init(LatentModel::Vae(vae), &self.objective, None, device)
+        GenerativeModel::init(
+            LatentModel::Vae(vae),
+            &self.objective,
+            None,
+            shape.features(),
+            device,
+        )
     }
 }
 
@@ -190,13 +199,14 @@ mod tests {
     #[test]
     fn free_bits_keep_a_strongly_regularised_vae_from_collapsing() {
         // β = 100 squeezes KL(q‖p) toward 0; with free bits λ = 0.5 nats per dimension the KL
-        // term gives no pressure below λ, so the total KL stays at about its floor d·λ = 2.
-        // (Measured: 1.32 without, 2.32 with.)
+        // term gives no pressure below λ, so the encoder spends up to its floor d·λ = 2 nats
+        // where they buy likelihood. (Measured with the learned σ's gain: 0.015 without, 1.57
+        // with; 1.32 and 2.32 when σ barely moved from its start.)
         let (collapsed, _) = trained("beta100", 6, "beta = 100.0\n");
         let (kept, _) = trained("freebits", 6, "beta = 100.0\nfree_bits = 0.5\n");
         let (a, b) = (collapsed.last("test_kl"), kept.last("test_kl"));
         assert!(
-            b > 0.9 * 4.0 * 0.5 && b > 1.4 * a,
+            b > 0.6 * 4.0 * 0.5 && b > 10.0 * a,
             "KL with free bits {b} vs without {a}"
         );
     }

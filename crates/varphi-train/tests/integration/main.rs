@@ -3,6 +3,7 @@
 mod calibration;
 mod cli;
 mod common;
+mod ensemble;
 mod own_data;
 mod physics;
 mod training;
