@@ -22,8 +22,10 @@
 //! - [`Probe::White`]: `K` Hutchinson probes `v_k ~ N(0, I)`, `n g² ≈ tr(MᵀM)`: the moment
 //!   estimate for a white discrepancy, unbiased when `δ ~ N(0, τ² I)`.
 //!
-//! The predictive with model error adds the discrepancy to every sample, `u_s + τ̂(z) ε_s` on
-//! the free entries.
+//! The predictive with model error adds the discrepancy to every sample, `u_s + τ_add(z) ε_s`
+//! on the free entries, with `τ_add² = max(τ̂² − v_q, 0)` and `v_q` the surrogate's own variance
+//! (averaged over the free entries): its spread per entry is then `max(v_q, τ̂²)`, not their sum,
+//! since both account for the same error.
 //!
 //! The residual's *norm* is used, its direction is not: using it would be a Newton step, the
 //! solve a surrogate exists to avoid. The estimate includes the virtual-observation noise
@@ -136,16 +138,33 @@ impl ModelError {
         s0.powi_scalar(2).sum_dim(1).reshape([b]) / trace
     }
 
-    /// Samples with the discrepancy added: `u_s + τ̂(z) ε_s ⊙ free`, for samples `[S, b, n_u]`,
-    /// `variance` `[b]` from [`Self::variance`] and standard normals `eps` `[S, b, n_u]`.
+    /// Samples with the discrepancy added where their own spread falls short of it:
+    /// `u_s + τ_add(z) ε_s ⊙ free` with `τ_add² = max(τ̂² − v_q, 0)`, `v_q(z)` the samples'
+    /// variance averaged over the free entries (0 for a single sample), so that the
+    /// predictive's variance per free entry is `max(v_q, τ̂²)`: a surrogate whose own spread
+    /// already covers its error is not widened twice. `samples` `[S, b, n_u]`, `variance`
+    /// `[b]` from [`Self::variance`], standard normals `eps` `[S, b, n_u]`.
     pub fn widen(
         samples: Tensor<3>,
         variance: Tensor<1>,
         free: Tensor<2>,
         eps: Tensor<3>,
     ) -> Tensor<3> {
-        let b = variance.dims()[0];
-        let tau = variance.sqrt().reshape([1, b, 1]);
-        samples + eps * tau * free.unsqueeze_dim::<3>(0)
+        let [s, b, _] = samples.dims();
+        let free3 = free.unsqueeze_dim::<3>(0);
+        let n_free = free3.clone().sum().into_scalar::<f64>().max(1.0);
+        let own = if s > 1 {
+            samples
+                .clone()
+                .var(0)
+                .mul(free3.clone())
+                .sum_dim(2)
+                .reshape([b])
+                .div_scalar(n_free)
+        } else {
+            variance.zeros_like()
+        };
+        let tau = (variance - own).clamp_min(0.0).sqrt().reshape([1, b, 1]);
+        samples + eps * tau * free3
     }
 }

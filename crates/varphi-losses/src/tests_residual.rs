@@ -855,3 +855,31 @@ fn model_error_along_a_zero_mean_falls_back_to_the_white_probe() {
         along[1]
     );
 }
+
+#[test]
+fn widening_adds_only_the_variance_the_samples_lack() {
+    // Samples with variance v_q per free entry and τ̂² = 0.04: the widened variance is
+    // max(v_q, τ̂²) — 0.04 for v_q = 0.01 (τ_add² = 0.03), unchanged for v_q = 0.09.
+    let dev = f64_device();
+    let (s, d) = (20_000, 4);
+    let free = Tensor::<2>::ones([1, d], &dev);
+    let spread = |sd: f64, seed| normals([s, 1, d], seed).mul_scalar(sd);
+    for (sd, want) in [(0.1, 0.04), (0.3, 0.09)] {
+        let samples = spread(sd, 11);
+        let before = vec(samples.clone().var(0)).iter().sum::<f64>() / d as f64;
+        let wide = crate::ModelError::widen(
+            samples,
+            testing::tensor(vec![0.04], [1], &dev),
+            free.clone(),
+            normals([s, 1, d], 12),
+        );
+        let var = vec(wide.var(0)).iter().sum::<f64>() / d as f64;
+        assert!(
+            (var / want - 1.0).abs() < 0.03,
+            "v_q {sd}²: {var} vs {want}"
+        );
+        if sd > 0.2 {
+            assert_eq!(var, before, "no widening when the samples already cover τ̂²");
+        }
+    }
+}

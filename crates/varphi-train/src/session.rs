@@ -765,15 +765,7 @@ pub fn predictions(
     backend: Option<BackendKind>,
     last: bool,
 ) -> Result<Predicted, TrainError> {
-    let config = rundir::config(dir)?;
-    config.kind.visit(PredictKind {
-        dir,
-        common: config.common,
-        backend,
-        request,
-        inputs: None,
-        last,
-    })
+    predictions_of(dir, request, None, backend, last)
 }
 
 /// [`predictions`] for `inputs` in memory (`request.input` is not read).
@@ -784,13 +776,23 @@ pub fn predictions_for(
     backend: Option<BackendKind>,
     last: bool,
 ) -> Result<Predicted, TrainError> {
+    predictions_of(dir, request, Some(inputs), backend, last)
+}
+
+fn predictions_of(
+    dir: &Path,
+    request: &PredictRequest,
+    inputs: Option<&varphi_data::read::Array>,
+    backend: Option<BackendKind>,
+    last: bool,
+) -> Result<Predicted, TrainError> {
     let config = rundir::config(dir)?;
     config.kind.visit(PredictKind {
         dir,
         common: config.common,
         backend,
         request,
-        inputs: Some(inputs),
+        inputs,
         last,
     })
 }
