@@ -82,29 +82,13 @@ fn calibrate_on_labelled_cases_fixes_an_under_confident_cvae() {
     assert_eq!(eval["calibration"]["cases"], 50);
     assert!(dir.join("run/calibration.png").is_file());
 
-    // The report embeds every image and shows eval.json's numbers (parse check: CI has no
-    // browser).
-    succeeds(&varphi(&["report", "run"], &dir));
-    let html = std::fs::read_to_string(dir.join("run/report.html")).unwrap();
-    for img in ["loss.png", "bands.png", "calibration.png", "samples.png"] {
-        let at = html
-            .find(&format!("alt=\"{img}\" src=\"data:image/png;base64,"))
-            .unwrap_or_else(|| panic!("{img} missing from the report"));
-        // base64 of the PNG signature \x89PNG\r\n\x1a\n.
-        assert!(
-            html[at..].contains("base64,iVBORw0KGgo"),
-            "{img} is not a PNG"
-        );
-    }
-    let row = &html[html
-        .find("<tr data-block=\"surrogate\">")
-        .expect("surrogate row")..];
-    let first = &row[row.find("data-v=\"").unwrap() + 8..];
-    let v: f64 = first[..first.find('"').unwrap()].parse().unwrap();
-    assert_eq!(
-        v,
-        s["rel_l2"].as_f64().unwrap(),
-        "report rel_l2 = eval.json's"
+    // The report embeds every image and shows eval.json's numbers.
+    crate::cli::check_report(
+        &dir,
+        "run",
+        &["loss.png", "bands.png", "calibration.png", "samples.png"],
+        &["surrogate"],
+        &[],
     );
 
     // predict applies the factor: its scores against the test file are eval's scaled ones.

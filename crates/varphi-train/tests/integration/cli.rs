@@ -27,6 +27,53 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 }
 
 /// Assert a failed run with a one-line error containing every `needle`.
+/// `varphi report RUN` in `dir`: every image in `images` embedded as a PNG, and each
+/// `(block, key)` of `blocks` shown with eval.json's exact value (its first number is the
+/// block's `rel_l2`), each headline key likewise (parse check: CI has no browser).
+pub fn check_report(dir: &Path, run: &str, images: &[&str], blocks: &[&str], headline: &[&str]) {
+    succeeds(&varphi(&["report", run], dir));
+    let html = std::fs::read_to_string(dir.join(run).join("report.html")).unwrap();
+    let eval = read_json(&dir.join(run).join("eval.json"));
+    for img in images {
+        let at = html
+            .find(&format!("alt=\"{img}\" src=\"data:image/png;base64,"))
+            .unwrap_or_else(|| panic!("{img} missing from the report"));
+        // base64 of the PNG signature \x89PNG\r\n\x1a\n.
+        assert!(
+            html[at..].contains("base64,iVBORw0KGgo"),
+            "{img} is not a PNG"
+        );
+    }
+    let first_value = |from: &str| -> f64 {
+        let v = &from[from.find("data-v=\"").unwrap() + 8..];
+        v[..v.find('"').unwrap()].parse().unwrap()
+    };
+    for block in blocks {
+        let row = &html[html
+            .find(&format!("<tr data-block=\"{block}\">"))
+            .unwrap_or_else(|| panic!("no row for block {block}"))..];
+        let want = eval
+            .pointer(&format!("/{}/rel_l2", block.replace('.', "/")))
+            .and_then(|v| v.as_f64())
+            .unwrap_or_else(|| panic!("eval.json has no rel_l2 for {block}"));
+        assert_eq!(
+            first_value(row),
+            want,
+            "report {block} rel_l2 = eval.json's"
+        );
+    }
+    for key in headline {
+        let row = &html[html
+            .find(&format!("<tr><td>{key}</td>"))
+            .unwrap_or_else(|| panic!("no headline row {key}"))..];
+        assert_eq!(
+            Some(first_value(row)),
+            eval[*key].as_f64(),
+            "report {key} = eval.json's"
+        );
+    }
+}
+
 pub fn fails_with(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -248,6 +295,14 @@ fn train_sample_eval_from_the_command_line() {
         iwae(&report) > report["test_elbo"].as_f64().unwrap(),
         "{report}"
     );
+    // The run report of an unconditional VAE: its plots and headline numbers.
+    check_report(
+        &dir,
+        "run",
+        &["loss.png", "samples.png"],
+        &[],
+        &["test_elbo", "test_iwae64", "recon_rel_l2"],
+    );
 
     // The same model with a flow posterior (Monte-Carlo KL) trains, reloads and evaluates.
     let flow = small_config(3, "")
@@ -400,6 +455,25 @@ fn physics_only_pddlvm_quick_run_and_uq_evaluation() {
     assert!(
         post["params"]["rel_l2"].as_f64().unwrap() < post["prior"]["rel_l2"].as_f64().unwrap(),
         "{r}"
+    );
+    // The model-error term: `forward` is the widened predictive, `forward.q` q alone; the
+    // term only widens (coverage at 90 % at least q's), and its scale is reported.
+    let cov90 = |b: &serde_json::Value| b["coverage"]["0.9"].as_f64().unwrap();
+    assert!(cov90(&r["forward"]) >= cov90(&r["surrogate_only"]), "{r}");
+    assert!(r["model_error"]["tau_rms"].as_f64().unwrap() > 0.0, "{r}");
+    // The run report of a posterior run: every plot, and every block's number as eval.json's.
+    check_report(
+        &dir,
+        "run",
+        &["loss.png", "samples.png", "bands.png", "calibration.png"],
+        &[
+            "forward",
+            "surrogate_only",
+            "inverse",
+            "posterior.params",
+            "posterior.solution",
+        ],
+        &["rel_l2", "residual_norm"],
     );
     // In the data stage (epochs 17–20) the surrogate is frozen: its entropy on the fixed test
     // parameters stays where epoch 16 left it, while the posterior's KL moves; both train again
