@@ -92,24 +92,7 @@ fn calibrate_on_labelled_cases_fixes_an_under_confident_cvae() {
     );
 
     // predict applies the factor: its scores against the test file are eval's scaled ones.
-    succeeds(&varphi(
-        &[
-            "predict",
-            "run",
-            "--input",
-            "test.npz",
-            "--key",
-            "a",
-            "-o",
-            "p.npz",
-            "--truth",
-            "test.npz",
-            "--truth-key",
-            "u",
-        ],
-        &dir,
-    ));
-    let p = read_json(&dir.join("p.scores.json"));
+    let p = predict_test_file(&dir, "run", None);
     assert_eq!(p["recalibrated"].as_f64().unwrap(), k);
     let (a, b) = (
         p["scores"]["crps"].as_f64().unwrap(),

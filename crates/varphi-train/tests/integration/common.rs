@@ -140,3 +140,27 @@ batch_size = 32
 "#
     )
 }
+
+/// `varphi predict RUN` on the conditions of `test.npz` (`a`) with its solutions (`u`) as truth
+/// and `n` samples per row (the run's default without `n`), into `p.npz`: `p.scores.json`.
+pub fn predict_test_file(dir: &Path, run: &str, n: Option<&str>) -> serde_json::Value {
+    let mut args = vec!["predict", run, "--input", "test.npz", "--key", "a"];
+    if let Some(n) = n {
+        args.extend(["-n", n]);
+    }
+    args.extend(["-o", "p.npz", "--truth", "test.npz", "--truth-key", "u"]);
+    crate::cli::succeeds(&crate::cli::varphi(&args, dir));
+    crate::cli::read_json(&dir.join("p.scores.json"))
+}
+
+/// `predict`'s scores equal `eval`'s block: rel. L2, NLL, CRPS to 1e-9, coverage exactly.
+pub fn assert_scores_match(predicted: &serde_json::Value, eval: &serde_json::Value) {
+    for k in ["rel_l2", "nll", "crps"] {
+        let (a, b) = (predicted[k].as_f64().unwrap(), eval[k].as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+            "{k}: predict {a} vs eval {b}"
+        );
+    }
+    assert_eq!(predicted["coverage"], eval["coverage"]);
+}

@@ -69,37 +69,10 @@ fn an_ensemble_trains_members_on_one_data_set_and_scores_their_mixture() {
     assert!(dir.join("ens/bands.png").is_file());
 
     // predict on the ensemble draws the same mixture: 3 × 64 samples per row, scored like eval.
-    let out = varphi(
-        &[
-            "predict",
-            "ens",
-            "--input",
-            "test.npz",
-            "--key",
-            "a",
-            "-n",
-            "64",
-            "-o",
-            "p.npz",
-            "--truth",
-            "test.npz",
-            "--truth-key",
-            "u",
-        ],
-        &dir,
-    );
-    succeeds(&out);
+    let scores = &predict_test_file(&dir, "ens", Some("64"))["scores"];
     let s = varphi_data::npy::load_npz(&dir.join("p.npz"), "samples").unwrap();
     assert_eq!(s.shape, vec![100, 192, 16]);
-    let scores = &read_json(&dir.join("p.scores.json"))["scores"];
-    for k in ["rel_l2", "nll", "crps"] {
-        let (a, b) = (scores[k].as_f64().unwrap(), mixture[k].as_f64().unwrap());
-        assert!(
-            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
-            "{k}: predict {a} vs eval {b}"
-        );
-    }
-    assert_eq!(scores["coverage"], mixture["coverage"]);
+    assert_scores_match(scores, mixture);
 
     // The commands that take one run name the members.
     fails_with(

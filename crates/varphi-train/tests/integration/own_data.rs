@@ -36,35 +36,8 @@ fn given_train_and_test_files_then_predict_scores_like_eval() {
     let surrogate = &eval["surrogate"];
 
     // Predicting the test file's conditions with its solutions as truth gives eval's scores.
-    let out = varphi(
-        &[
-            "predict",
-            "run",
-            "--input",
-            "test.npz",
-            "--key",
-            "a",
-            "-n",
-            "64",
-            "-o",
-            "p.npz",
-            "--truth",
-            "test.npz",
-            "--truth-key",
-            "u",
-        ],
-        &dir,
-    );
-    succeeds(&out);
-    let scores = &read_json(&dir.join("p.scores.json"))["scores"];
-    for k in ["rel_l2", "nll", "crps"] {
-        let (a, b) = (scores[k].as_f64().unwrap(), surrogate[k].as_f64().unwrap());
-        assert!(
-            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
-            "{k}: predict {a} vs eval {b}"
-        );
-    }
-    assert_eq!(scores["coverage"], surrogate["coverage"]);
+    let scores = &predict_test_file(&dir, "run", Some("64"))["scores"];
+    assert_scores_match(scores, surrogate);
     // The model learned the map: well below the data's scale, and calibrated-ish.
     assert!(surrogate["rel_l2"].as_f64().unwrap() < 0.5, "{surrogate}");
 
