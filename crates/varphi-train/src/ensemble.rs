@@ -167,11 +167,12 @@ pub fn evaluate(
     let first = member_dir(dir, 0);
     let (inputs, truth) = session::test_cases(&first, MAX_CASES)?;
     let cases = inputs.shape[0];
-    let request = |m: usize| PredictRequest {
+    // Only `n` is read: the inputs are the test cases above, and nothing is written.
+    let request = PredictRequest {
         input: PathBuf::new(),
         key: None,
         n: SAMPLES,
-        out: member_dir(dir, m).join("ensemble-predict.npz"),
+        out: PathBuf::new(),
         truth: None,
         truth_key: None,
     };
@@ -182,7 +183,7 @@ pub fn evaluate(
     for m in 0..k {
         let mdir = member_dir(dir, m);
         session::evaluate(&mdir, backend, false, last)?;
-        let p = session::predictions_for(&mdir, &inputs, &request(m), backend, last)?;
+        let p = session::predictions_for(&mdir, &inputs, &request, backend, last)?;
         what = p.prediction.what.clone();
         let scores = scorer.score(
             &format!("member {m}"),
