@@ -16,7 +16,7 @@ use crate::calibration::{Role, Scorer};
 use crate::config::Common;
 use crate::error::{TrainError, io_err};
 use crate::experiment::TrainConfig;
-use crate::kind::PredictRequest;
+use crate::kind::{Kind, KindVisitor, PredictRequest};
 use crate::plots;
 use crate::rundir;
 use crate::session::{self, PredictReport, Predicted, TrainOptions, TrainSummary};
@@ -43,6 +43,16 @@ pub fn member_config(config: &TrainConfig, k: usize) -> TrainConfig {
     m
 }
 
+/// Whether a kind's `predict` takes the test split's conditions ([`Kind::PREDICTS_TEST_SAMPLES`]).
+struct PredictsTestSamples;
+
+impl KindVisitor for PredictsTestSamples {
+    type Output = bool;
+    fn visit<K: Kind>(self, _kind: K) -> bool {
+        K::PREDICTS_TEST_SAMPLES
+    }
+}
+
 /// The number of members of run `dir` (1 for a single run).
 fn members(dir: &Path) -> Result<(TrainConfig, usize), TrainError> {
     let config = rundir::config(dir)?;
@@ -59,6 +69,15 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
         return session::train_resolved(config, run_dir, resuming, opts);
     }
     config.validate()?;
+    if !config.kind.clone().visit(PredictsTestSamples) {
+        return Err(TrainError::Invalid {
+            key: "training.ensemble".into(),
+            message: format!(
+                "ensembles of kind \"{}\" are not supported yet: the mixture is scored on the members' predictives of the test split, which kinds cvae, pddlvm and boltzmann have; train single runs with different seeds instead",
+                config.kind.name()
+            ),
+        });
+    }
     std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
     let top = run_dir.join("config.toml");
     if !resuming {

@@ -21,6 +21,9 @@ pub trait Kind: Sized + Clone + std::fmt::Debug + PartialEq {
     const NAME: &'static str;
     /// The terms of the final training/test summary, in metrics.csv's names.
     const SUMMARY_TERMS: &'static [&'static str];
+    /// Whether [`Kind::predict`] takes the test split's conditions (data units) as its inputs
+    /// and predicts its samples — what an ensemble's evaluation needs of its members.
+    const PREDICTS_TEST_SAMPLES: bool = false;
     /// The trained module.
     type Model: Module + Clone + std::fmt::Debug + 'static;
     /// What the training loop minimises.

@@ -308,6 +308,7 @@ impl Boltzmann {
 impl Kind for Boltzmann {
     const NAME: &'static str = "boltzmann";
     const SUMMARY_TERMS: &'static [&'static str] = &["loss", "residual_sq", "entropy"];
+    const PREDICTS_TEST_SAMPLES: bool = true;
     type Model = BoltzmannSurrogate;
     type Objective = BoltzmannObjective;
     type Eval = BoltzmannEval;

@@ -113,6 +113,7 @@ impl Cvae {
 impl Kind for Cvae {
     const NAME: &'static str = "cvae";
     const SUMMARY_TERMS: &'static [&'static str] = &["loss", "elbo", "log_lik", "kl", "bound"];
+    const PREDICTS_TEST_SAMPLES: bool = true;
     type Model = GenerativeModel;
     type Objective = ElboObjective;
     type Eval = EvalReport;

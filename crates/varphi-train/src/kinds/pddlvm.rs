@@ -491,6 +491,7 @@ impl Kind for Pddlvm {
     const NAME: &'static str = "pddlvm";
     const SUMMARY_TERMS: &'static [&'static str] =
         &["loss", "log_residual", "log_inverse", "entropy"];
+    const PREDICTS_TEST_SAMPLES: bool = true;
     type Model = PhysicsModel;
     type Objective = PddlvmObjective;
     type Eval = PhysicsEval;

@@ -109,6 +109,15 @@ fn an_ensemble_trains_members_on_one_data_set_and_scores_their_mixture() {
         ],
         &dir,
     ));
+    // A kind whose predictive is not of the test split's conditions is refused before training.
+    let vae = small_config(2, "").replace("batch_size", "ensemble = 2\nbatch_size");
+    assert!(vae.contains("ensemble = 2"), "{vae}");
+    let vae = write(&dir, "vae.toml", &vae);
+    fails_with(
+        &varphi(&["train", vae.to_str().unwrap(), "--out", "vae"], &dir),
+        &["training.ensemble", "kind \"vae\"", "not supported"],
+    );
+    assert!(!dir.join("vae").exists());
     // ensemble = 0 is refused by name.
     let bad = write(
         &dir,
