@@ -68,7 +68,6 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
     if k <= 1 {
         return session::train_resolved(config, run_dir, resuming, opts);
     }
-    config.validate()?;
     if !config.kind.clone().visit(PredictsTestSamples) {
         return Err(TrainError::Invalid {
             key: "training.ensemble".into(),

@@ -1005,8 +1005,7 @@ impl TrainedLatent<'_> {
         let samples = self.predictive_samples(&test.cond, n, 64);
         let mut truth = test.x.clone();
         self.data.norm.invert_x(&mut truth);
-        let term = self.physics.as_ref().map(|p| &p.term);
-        let Some(term) = term.filter(|t| t.model_error.is_some()) else {
+        let Some(term) = self.model_error_term() else {
             return crate::surrogate::Widened {
                 scores: self
                     .scorer
@@ -1026,6 +1025,14 @@ impl TrainedLatent<'_> {
             z,
             self.seed,
         )
+    }
+
+    /// The residual term of a surrogate whose predictive carries the model-error term.
+    pub fn model_error_term(&self) -> Option<&crate::physics_term::PhysicsTerm> {
+        self.physics
+            .as_ref()
+            .map(|p| &p.term)
+            .filter(|t| t.model_error.is_some())
     }
 
     /// Host samples `[s][rows·d]` (data units) at normalised conditions `cond` as tensors:
@@ -1055,8 +1062,7 @@ impl TrainedLatent<'_> {
     /// term of a residual-only surrogate where configured.
     pub fn predictive(&self, cond: &[f64], rows: usize, s: usize) -> Vec<Vec<f64>> {
         let samples = self.predictive_samples(cond, rows, s);
-        let term = self.physics.as_ref().map(|p| &p.term);
-        let Some(term) = term.filter(|t| t.model_error.is_some()) else {
+        let Some(term) = self.model_error_term() else {
             return samples;
         };
         let d = samples.first().map_or(0, |v| v.len() / rows.max(1));
@@ -1170,7 +1176,11 @@ impl TrainedLatent<'_> {
                 }
             }
         }
-        let widened = surrogate.then(|| self.surrogate_scores());
+        let (surrogate, surrogate_only, model_error) =
+            match surrogate.then(|| self.surrogate_scores()) {
+                Some(w) => (Some(w.scores), w.surrogate_only, w.model_error),
+                None => (None, None, None),
+            };
         EvalReport {
             n_test: n,
             epochs,
@@ -1180,9 +1190,9 @@ impl TrainedLatent<'_> {
             test_iwae64: self.physics.is_none().then(|| self.test_iwae()),
             recon_rmse: (se / count.max(1) as f64).sqrt(),
             recon_rel_l2: (se / sx.max(1e-300)).sqrt(),
-            surrogate: widened.as_ref().map(|w| w.scores.clone()),
-            surrogate_only: widened.as_ref().and_then(|w| w.surrogate_only.clone()),
-            model_error: widened.and_then(|w| w.model_error),
+            surrogate,
+            surrogate_only,
+            model_error,
         }
     }
 

@@ -18,13 +18,9 @@ use std::path::Path;
 
 /// Predictive samples of a forward surrogate scored against the reference solutions.
 pub struct ForwardScores {
-    /// Relative L2 of the sample mean, NLL, CRPS, coverage by level: of the predictive with
-    /// the model-error term where configured, of `q(u | z)` alone otherwise.
-    pub scores: UqScores,
-    /// With the model-error term: the scores of `q(u | z)` alone (block `forward.q`).
-    pub surrogate_only: Option<UqScores>,
-    /// With the model-error term: its estimated scale beside the actual error.
-    pub model_error: Option<ModelErrorSummary>,
+    /// Block `forward` (with the model-error term where configured), `forward.q` and the
+    /// term's scale.
+    pub widened: Widened,
     /// Mean `‖r(u_s, z)‖₂` (PDE and boundary rows, unpreconditioned) of the samples.
     pub residual_norm: f64,
     /// The same for the reference solutions (the discretisation's floor).
@@ -72,7 +68,8 @@ fn free_row(physics: &PhysicsTerm, device: &Device) -> Tensor<2> {
 }
 
 /// The surrogate's samples `[s·b, n_u]` (physical units, sample-major) with the model-error
-/// term added where configured: `u_s + τ̂(z) ε_s` with `τ̂²(z)` from the residual of `mean`
+/// term added where configured ([`varphi_losses::ModelError::widen`]: the variance the samples
+/// lack of `τ̂²(z)`), `τ̂²(z)` from the residual of `mean`
 /// `[b, n_u]` at physical parameters `z_phys` `[b, p]` ([`varphi_losses::ModelError`]).
 /// `noise` gives the probes (its step `k`) and the draws (step `k + 1`). Returns the samples and
 /// `τ̂²` (`None` without the term).
@@ -240,9 +237,7 @@ pub fn score_forward(
     );
     let truth_t = Tensor::<2>::from_data(TensorData::new(truth.to_vec(), [n, nu]), &device);
     ForwardScores {
-        scores: widened.scores,
-        surrogate_only: widened.surrogate_only,
-        model_error: widened.model_error,
+        widened,
         residual_norm,
         reference_residual_norm: norm_of(truth_t, z_phys),
         samples: raw,

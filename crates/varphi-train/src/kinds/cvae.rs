@@ -260,12 +260,7 @@ impl Kind for Cvae {
             }
         };
         let trained = self.trained(run);
-        if run
-            .objective
-            .physics
-            .as_ref()
-            .is_some_and(|p| p.term.model_error.is_some())
-        {
+        if trained.model_error_term().is_some() {
             // The predictive with the model-error term (its mean over the n samples).
             let mut one = values.clone();
             run.data.norm.apply_cond(&mut one);
