@@ -15,6 +15,9 @@
 //!   (REINFORCE with a leave-one-out baseline).
 //! - [`ModelError`]: a residual-informed discrepancy `δ ~ N(0, τ̂²(z) I)` that carries a
 //!   physics-trained surrogate's approximation error into its predictive, without labels.
+//! - [`StateSpaceModel::filter`]: the (extended) Kalman filter's marginal likelihood
+//!   `log p(x_{1:N} | Λ)` of latent physics, differentiable through `Λ`, `Q`, `R` and `x`
+//!   (Φ-DVAE, primer eq. 24), and the [`rts_smooth`]er for the latent states.
 //! - [`skew_js`]: the skew Jensen–Shannon divergence `JS_α` (primer eq. 21).
 //!
 //! Each objective returns named parts: `loss` to backpropagate and detached terms for logging.
@@ -31,6 +34,7 @@ pub mod dgp;
 pub mod divergences;
 pub mod elbo;
 pub mod estimators;
+pub mod kalman;
 pub mod likelihood;
 pub mod model_error;
 pub mod observation;
@@ -43,6 +47,9 @@ pub use dgp::{chi_mean, chi_shell};
 pub use divergences::skew_js;
 pub use elbo::{Elbo, ElboConfig, ElboOutput, ElboScalars, KlEstimator};
 pub use estimators::{free_bits_kl, mmd2, score_function_surrogate};
+pub use kalman::{
+    FilterOutput, FilterStates, KalmanError, Smoothed, StateSpaceModel, Transition, rts_smooth,
+};
 pub use likelihood::{
     BernoulliLikelihood, GaussianLikelihood, GaussianLikelihoodConfig, Likelihood,
     LikelihoodConfig, NoiseModel,
@@ -62,6 +69,8 @@ mod tests;
 mod tests_dgp;
 #[cfg(test)]
 mod tests_flow_posterior;
+#[cfg(test)]
+mod tests_kalman;
 #[cfg(test)]
 mod tests_physvae;
 #[cfg(test)]

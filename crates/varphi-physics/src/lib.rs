@@ -13,6 +13,8 @@
 //!   from faer, Newton, Crank–Nicolson, RK4), plus random coefficient fields
 //!   ([`random_field`]: spectral GRFs via rustfft, two-phase thresholding, log-normal
 //!   Karhunen–Loève) and the closed-form heat solutions of [`heat`].
+//! - **State transitions** ([`dynamics`]) `u_n = M(u_{n−1}; Λ)` with their tangent-linear maps,
+//!   for Kalman filters over latent physics: exact periodic advection–diffusion, Lorenz-63.
 //!
 //! Tensor code takes the device of its inputs; reference solvers are CPU `f64` and return
 //! [`PhysicsError`] when a factorisation or Newton iteration fails.
@@ -27,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod boundary;
+pub mod dynamics;
 pub mod error;
 pub mod fd;
 pub mod fem;

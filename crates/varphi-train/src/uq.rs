@@ -377,17 +377,8 @@ mod tests {
     fn gaussian_crps(m: f64, sd: f64, y: f64) -> f64 {
         let z = (y - m) / sd;
         let phi = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
-        let cdf = 0.5 * (1.0 + erf(z / 2f64.sqrt()));
+        let cdf = varphi_models::distributions::standard_normal_cdf(z);
         sd * (z * (2.0 * cdf - 1.0) + 2.0 * phi - 1.0 / std::f64::consts::PI.sqrt())
-    }
-
-    /// erf by Abramowitz–Stegun 7.1.26 (|error| < 1.5e-7).
-    fn erf(x: f64) -> f64 {
-        let t = 1.0 / (1.0 + 0.3275911 * x.abs());
-        let poly = t
-            * (0.254829592
-                + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-        (1.0 - poly * (-x * x).exp()).copysign(x)
     }
 
     #[test]

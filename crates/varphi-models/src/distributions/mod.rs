@@ -17,6 +17,19 @@ use burn::prelude::*;
 /// `ln(2π)`.
 pub const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
+/// The standard normal CDF `Φ(x) = (1 + erf(x/√2))/2` on the host, with erf by
+/// Abramowitz–Stegun 7.1.26 (absolute error < 1.5e-7): for PIT values and interval checks.
+pub fn standard_normal_cdf(x: f64) -> f64 {
+    let y = x / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * y.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = (1.0 - poly * (-y * y).exp()).copysign(y);
+    0.5 * (1.0 + erf)
+}
+
 /// A reparameterisable variational family over `R^dim`, one distribution per batch row.
 ///
 /// Implemented by [`DiagGaussian`], [`FullGaussian`] and the flow posteriors
