@@ -178,3 +178,70 @@ fn unet_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
     };
     assert_close("cholesky", values(spd(&cpu)), values(spd(&gpu)));
 }
+
+#[test]
+fn kalman_filter_and_its_gradient_agree_between_ndarray_and_wgpu() {
+    if !wgpu_or_skip() {
+        return;
+    }
+    use varphi_losses::kalman::{StateSpaceModel, Transition};
+    use varphi_physics::dynamics::{Lorenz63, PeriodicAdvection, periodic_se_covariance};
+    let (cpu, gpu) = cpu_and_gpu();
+    let (d, m, n) = (8, 4, 6);
+    let adv = PeriodicAdvection::new(d, 0.05);
+    let x: Vec<f64> = (0..2 * n * m).map(|k| (k as f64 * 0.61).sin()).collect();
+    let mut h = vec![0.0; m * d];
+    for i in 0..m {
+        h[i * d + 2 * i] = 1.0;
+    }
+    // Log-likelihood per step and its gradient w.r.t. the speeds c (two sequences).
+    let run = |device: &Device| {
+        let ad = device.clone().autodiff();
+        let c = Tensor::<1>::from_data(TensorData::new(vec![0.7, -0.4], [2]), &ad).require_grad();
+        let lambda = Tensor::cat(
+            vec![c.clone().reshape([2, 1]), Tensor::full([2, 1], 0.01, &ad)],
+            1,
+        );
+        let t =
+            |v: Vec<f64>, shape: [usize; 1]| Tensor::<1>::from_data(TensorData::new(v, shape), &ad);
+        let model = StateSpaceModel {
+            transition: Transition::Dynamics(&adv, lambda),
+            process: periodic_se_covariance(d, t(vec![0.1], [1]), t(vec![0.2], [1]), 1e-4),
+            observation: Tensor::from_data(TensorData::new(h.clone(), [m, d]), &ad),
+            noise: Tensor::full([1, m], 0.01, &ad),
+            initial_mean: Tensor::zeros([1, d], &ad),
+            initial_cov: Tensor::<2>::eye(d, &ad).unsqueeze_dim(0),
+        };
+        let out = model.filter(
+            Tensor::from_data(TensorData::new(x.clone(), [2, n, m]), &ad),
+            false,
+        );
+        let grads = out.log_likelihood.clone().sum().backward();
+        let g = c.grad(&grads).unwrap().unsqueeze_dim::<2>(0);
+        (values(out.step_log_likelihood), values(g))
+    };
+    let ((lc, gc), (lg, gg)) = (run(&cpu), run(&gpu));
+    assert_close("kalman step log-likelihoods", lc, lg);
+    assert_close("kalman ∂ log p / ∂c", gc, gg);
+    // The Lorenz-63 RK4 step and its tangent (the EKF's Jacobian).
+    let l = Lorenz63 {
+        dt: 0.02,
+        substeps: 2,
+    };
+    let lorenz = |device: &Device| {
+        let u = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0, -2.0, 20.0, 3.0, 4.0, 15.0], [2, 3]),
+            device,
+        );
+        let lam = Tensor::<2>::from_data(
+            TensorData::new([Lorenz63::CLASSICAL, Lorenz63::CLASSICAL].concat(), [2, 3]),
+            device,
+        );
+        use varphi_physics::dynamics::Dynamics;
+        let j = l.jacobian(u.clone(), lam.clone()).reshape([2, 9]);
+        (values(l.step(u, lam)), values(j))
+    };
+    let ((sc, jc), (sg, jg)) = (lorenz(&cpu), lorenz(&gpu));
+    assert_close("lorenz step", sc, sg);
+    assert_close("lorenz jacobian", jc, jg);
+}
