@@ -17,7 +17,8 @@
 //!   physics-trained surrogate's approximation error into its predictive, without labels.
 //! - [`StateSpaceModel::filter`]: the (extended) Kalman filter's marginal likelihood
 //!   `log p(x_{1:N} | Λ)` of latent physics, differentiable through `Λ`, `Q`, `R` and `x`
-//!   (Φ-DVAE, primer eq. 24), and the [`rts_smooth`]er for the latent states.
+//!   (Φ-DVAE, primer eq. 24), and the [`rts_smooth`]er for the latent states; [`DvaeElbo`]
+//!   assembles the Φ-DVAE bound around it.
 //! - [`skew_js`]: the skew Jensen–Shannon divergence `JS_α` (primer eq. 21).
 //!
 //! Each objective returns named parts: `loss` to backpropagate and detached terms for logging.
@@ -32,6 +33,7 @@
 pub mod bounds;
 pub mod dgp;
 pub mod divergences;
+pub mod dvae;
 pub mod elbo;
 pub mod estimators;
 pub mod kalman;
@@ -45,6 +47,7 @@ pub mod physvae;
 pub use bounds::{BoundOutput, RenyiBound, log_mean_exp, renyi_bound};
 pub use dgp::{chi_mean, chi_shell};
 pub use divergences::skew_js;
+pub use dvae::{DvaeElbo, DvaeOutput, LatentPhysics};
 pub use elbo::{Elbo, ElboConfig, ElboOutput, ElboScalars, KlEstimator};
 pub use estimators::{free_bits_kl, mmd2, score_function_surrogate};
 pub use kalman::{
@@ -67,6 +70,8 @@ pub use physvae::{PhysVaeLoss, PhysVaeNoise, PhysVaeTerms};
 mod tests;
 #[cfg(test)]
 mod tests_dgp;
+#[cfg(test)]
+mod tests_dvae;
 #[cfg(test)]
 mod tests_flow_posterior;
 #[cfg(test)]

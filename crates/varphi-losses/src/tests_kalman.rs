@@ -16,11 +16,11 @@ fn dev() -> Device {
     f64_device()
 }
 
-fn host_mat(v: &[f64], d: usize) -> Mat {
+pub(crate) fn host_mat(v: &[f64], d: usize) -> Mat {
     v.chunks(d).map(|r| r.to_vec()).collect()
 }
 
-fn mat_vec(a: &Mat, x: &[f64]) -> Vec<f64> {
+pub(crate) fn mat_vec(a: &Mat, x: &[f64]) -> Vec<f64> {
     a.iter()
         .map(|r| r.iter().zip(x).map(|(a, b)| a * b).sum())
         .collect()
@@ -119,63 +119,77 @@ impl Linear {
         tensor(self.x.concat(), [2, self.steps, self.m], &dev())
     }
 
-    /// Means and the full covariance of `u_{0:N}` and of `x_{1:N}` for sequence `b`, and their
-    /// cross-covariance, by stacking the linear system.
+    /// [`stacked_system`] of sequence `b`.
     #[allow(clippy::type_complexity)]
     fn stacked(&self, b: usize) -> (Vec<f64>, Mat, Vec<f64>, Mat, Mat) {
-        let (d, m, n) = (self.d, self.m, self.steps);
         let [c, diff] = self.lambdas[b];
-        let mm = host_mat(&self.adv.matrix_host(c, diff), d);
-        let mut means = vec![self.m0.clone()];
-        let mut diag = vec![self.p0.clone()];
-        for k in 1..=n {
-            means.push(mat_vec(&mm, &means[k - 1]));
-            diag.push(add(
-                &matmul(&matmul(&mm, &diag[k - 1]), &transpose(&mm)),
-                &self.q,
-            ));
-        }
-        // C_ij = C_ii (M^{j−i})ᵀ for j ≥ i.
-        let block = |i: usize, j: usize| -> Mat {
-            let (lo, hi, flip) = if i <= j { (i, j, false) } else { (j, i, true) };
-            let mut c = diag[lo].clone();
-            for _ in lo..hi {
-                c = matmul(&c, &transpose(&mm));
-            }
-            if flip { transpose(&c) } else { c }
-        };
-        let nu = (n + 1) * d;
-        let mut cu = vec![vec![0.0; nu]; nu];
-        for i in 0..=n {
-            for j in 0..=n {
-                let c = block(i, j);
-                for a in 0..d {
-                    for e in 0..d {
-                        cu[i * d + a][j * d + e] = c[a][e];
-                    }
-                }
-            }
-        }
-        let mu: Vec<f64> = means.concat();
-        // x = G u + r with G selecting H u_k for k = 1..N.
-        let mut g = vec![vec![0.0; nu]; n * m];
-        for k in 0..n {
-            for i in 0..m {
-                for j in 0..d {
-                    g[k * m + i][(k + 1) * d + j] = self.h[i][j];
-                }
-            }
-        }
-        let mx = mat_vec(&g, &mu);
-        let mut cx = matmul(&matmul(&g, &cu), &transpose(&g));
-        for k in 0..n {
-            for i in 0..m {
-                cx[k * m + i][k * m + i] += self.r[i];
-            }
-        }
-        let cux = matmul(&cu, &transpose(&g));
-        (mu, cu, mx, cx, cux)
+        let mm = host_mat(&self.adv.matrix_host(c, diff), self.d);
+        stacked_system(
+            &mm, &self.q, &self.h, &self.r, &self.m0, &self.p0, self.steps,
+        )
     }
+}
+
+/// The linear system `u_0 ~ N(m₀, P₀)`, `u_k = M u_{k−1} + N(0, Q)`, `x_k = H u_k + N(0, diag r)`
+/// stacked over `k = 1 … n`: the mean and covariance of `u_{0:n}` and of `x_{1:n}`, and their
+/// cross-covariance.
+#[allow(clippy::type_complexity)]
+pub(crate) fn stacked_system(
+    mm: &Mat,
+    q: &Mat,
+    h: &Mat,
+    r: &[f64],
+    m0: &[f64],
+    p0: &Mat,
+    n: usize,
+) -> (Vec<f64>, Mat, Vec<f64>, Mat, Mat) {
+    let (d, m) = (m0.len(), h.len());
+    let mut means = vec![m0.to_vec()];
+    let mut diag = vec![p0.clone()];
+    for k in 1..=n {
+        means.push(mat_vec(mm, &means[k - 1]));
+        diag.push(add(&matmul(&matmul(mm, &diag[k - 1]), &transpose(mm)), q));
+    }
+    // C_ij = C_ii (M^{j−i})ᵀ for j ≥ i.
+    let block = |i: usize, j: usize| -> Mat {
+        let (lo, hi, flip) = if i <= j { (i, j, false) } else { (j, i, true) };
+        let mut c = diag[lo].clone();
+        for _ in lo..hi {
+            c = matmul(&c, &transpose(mm));
+        }
+        if flip { transpose(&c) } else { c }
+    };
+    let nu = (n + 1) * d;
+    let mut cu = vec![vec![0.0; nu]; nu];
+    for i in 0..=n {
+        for j in 0..=n {
+            let c = block(i, j);
+            for a in 0..d {
+                for e in 0..d {
+                    cu[i * d + a][j * d + e] = c[a][e];
+                }
+            }
+        }
+    }
+    let mu: Vec<f64> = means.concat();
+    // x = G u + r with G selecting H u_k for k = 1..n.
+    let mut g = vec![vec![0.0; nu]; n * m];
+    for k in 0..n {
+        for i in 0..m {
+            for j in 0..d {
+                g[k * m + i][(k + 1) * d + j] = h[i][j];
+            }
+        }
+    }
+    let mx = mat_vec(&g, &mu);
+    let mut cx = matmul(&matmul(&g, &cu), &transpose(&g));
+    for k in 0..n {
+        for i in 0..m {
+            cx[k * m + i][k * m + i] += r[i];
+        }
+    }
+    let cux = matmul(&cu, &transpose(&g));
+    (mu, cu, mx, cx, cux)
 }
 
 #[test]

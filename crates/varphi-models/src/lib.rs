@@ -11,6 +11,8 @@
 //! - [`RealNvp`]: RealNVP flow (ActNorm + affine couplings, exact log-det), optionally conditional.
 //! - [`GaussianPosterior`]: non-amortised mean-field or full-covariance `q(z)` for Bayes VI.
 //! - [`UNet`]: a field-to-field U-Net, the forward surrogate of a [`Pddlvm`] over parameter fields.
+//! - [`Dvae`]: the Φ-DVAE's per-frame encoder/decoder and `q_λ` over physical parameters
+//!   ([`ParameterPrior`]); its latent states are integrated out by `varphi_losses::kalman`.
 //!
 //! Every module follows Burn's conventions: a `#[derive(Config)]` `FooConfig` with
 //! `init(&self, device: &Device)`, a `#[derive(Module)]` `Foo` and a `forward` method. Nothing
@@ -38,6 +40,7 @@ pub mod conv;
 pub mod coordinate_decoder;
 pub mod decoder;
 pub mod distributions;
+pub mod dvae;
 pub mod encoder;
 pub mod flow;
 pub mod flow_posterior;
@@ -55,6 +58,7 @@ pub use decoder::{ConvDecoderConfig, Decoder, DecoderConfig, MlpDecoderConfig};
 pub use distributions::{
     Bernoulli, DiagGaussian, FullGaussian, VariationalFamily, standard_normal,
 };
+pub use dvae::{Dvae, DvaeConfig, ParameterPrior, ParameterScale};
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use flow::{ActNorm, AffineCoupling, InvertibleLinear, RealNvp, RealNvpConfig};
 pub use flow_posterior::{AmortisedQ, FlowQ, PosteriorFlow, PosteriorFlowConfig};
