@@ -10,9 +10,10 @@
 //! m_{n|n−1} = M(m_{n−1|n−1}),   P_{n|n−1} = J_n P_{n−1|n−1} J_nᵀ + Q,   J_n = ∂M/∂u (m_{n−1|n−1})
 //! ```
 //!
-//! With a linear `M` ([`Transition::Linear`]) this is the exact Kalman filter; with a nonlinear
-//! [`Dynamics`] ([`Transition::Dynamics`]) it is the extended Kalman filter, `J_n` from the
-//! transition's tangent-linear map. Because `R` is diagonal, the update processes the `m`
+//! With a linear `M` ([`Transition::Linear`], or a [`Dynamics`] that `is_linear`, whose matrix
+//! is then built once) this is the exact Kalman filter; with a nonlinear [`Dynamics`]
+//! ([`Transition::Dynamics`]) it is the extended Kalman filter, `J_n` from the transition's
+//! tangent-linear map. Because `R` is diagonal, the update processes the `m`
 //! components of `x_n` one at a time (sequential scalar updates): each needs one division, no
 //! matrix factorisation, and the sum of the scalar terms `log N(v_j; 0, s_j)` equals the joint
 //! `log N(x_n; ·, S_n)` exactly (chain rule of the conditionals within a step). Covariances are
@@ -111,7 +112,7 @@ impl FilterOutput {
     /// non-finite log-likelihood). Reads two numbers from the device.
     pub fn check(&self) -> Result<(), KalmanError> {
         let s = self.min_innovation_variance.clone().into_scalar::<f64>();
-        if !(s > 0.0) || !s.is_finite() {
+        if !s.is_finite() || s <= 0.0 {
             return Err(KalmanError::Diverged {
                 term: "the innovation variance H P Hᵀ + R",
                 value: s,
@@ -234,7 +235,7 @@ impl StateSpaceModel<'_> {
         }
         if host(self.noise.clone())
             .iter()
-            .any(|&r| !(r > 0.0) || !r.is_finite())
+            .any(|&r| !r.is_finite() || r <= 0.0)
         {
             return Err(KalmanError::NotPositiveDefinite {
                 what: "observation-noise variance R (an entry ≤ 0 or not finite)".into(),
@@ -263,19 +264,27 @@ impl StateSpaceModel<'_> {
         let rows: Vec<Tensor<2>> = (0..m)
             .map(|j| self.observation.clone().narrow(0, j, 1))
             .collect();
+        // A linear transition's matrix, built once (batched) rather than at every step.
+        let fixed = match &self.transition {
+            Transition::Linear(mat) => Some(batched(mat.clone(), b)),
+            Transition::Dynamics(dynamics, lambda) if dynamics.is_linear() => {
+                Some(dynamics.jacobian(mean.clone(), lambda.clone()))
+            }
+            Transition::Dynamics(..) => None,
+        };
         let mut min_s = Tensor::<2>::full([b, 1], f64::INFINITY, &device);
         let mut terms = Vec::with_capacity(steps);
         for n in 0..steps {
-            let (jac, next) = match &self.transition {
-                Transition::Linear(mat) => {
-                    let mat = batched(mat.clone(), b);
+            let (jac, next) = match (&fixed, &self.transition) {
+                (Some(mat), _) => {
                     let next = mat.clone().matmul(mean.reshape([b, d, 1])).reshape([b, d]);
-                    (mat, next)
+                    (mat.clone(), next)
                 }
-                Transition::Dynamics(dynamics, lambda) => (
+                (None, Transition::Dynamics(dynamics, lambda)) => (
                     dynamics.jacobian(mean.clone(), lambda.clone()),
                     dynamics.step(mean, lambda.clone()),
                 ),
+                (None, Transition::Linear(_)) => unreachable!("a linear transition is fixed"),
             };
             mean = next;
             cov = jac.clone().matmul(cov).matmul(jac.clone().swap_dims(1, 2)) + q.clone();

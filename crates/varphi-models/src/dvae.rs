@@ -53,7 +53,7 @@ impl ParameterPrior {
             ));
         }
         for (i, (m, s)) in self.mean.iter().zip(&self.sd).enumerate() {
-            if !m.is_finite() || !(*s > 0.0) || !s.is_finite() {
+            if !m.is_finite() || !s.is_finite() || *s <= 0.0 {
                 return Err(format!(
                     "parameter {}: the prior needs a finite mean and an sd > 0, got mean {m}, sd {s}",
                     self.names[i]

@@ -36,6 +36,11 @@ pub trait Dynamics {
     }
     /// `M(u; Λ)` in `f64` on the host, one state.
     fn step_host(&self, u: &[f64], lambda: &[f64]) -> Vec<f64>;
+    /// Whether `M` is linear in `u` (`M(u) = J u`, `J` independent of `u`): a filter then builds
+    /// `J` once per sequence instead of once per step.
+    fn is_linear(&self) -> bool {
+        false
+    }
 }
 
 /// Linear advection–diffusion `u_t + c u_x = D u_xx` on `nodes` equispaced points of the
@@ -62,7 +67,7 @@ impl PeriodicAdvection {
     /// The transition on `nodes` (even, ≥ 2) nodes with step `dt`.
     pub fn new(nodes: usize, dt: f64) -> Self {
         assert!(
-            nodes >= 2 && nodes % 2 == 0,
+            nodes >= 2 && nodes.is_multiple_of(2),
             "PeriodicAdvection: nodes must be even and ≥ 2, got {nodes}"
         );
         Self { nodes, dt }
@@ -145,6 +150,9 @@ impl Dynamics for PeriodicAdvection {
     }
     fn jacobian(&self, _u: Tensor<2>, lambda: Tensor<2>) -> Tensor<3> {
         self.matrix(lambda)
+    }
+    fn is_linear(&self) -> bool {
+        true
     }
     fn step_host(&self, u: &[f64], lambda: &[f64]) -> Vec<f64> {
         let m = self.matrix_host(lambda[0], lambda[1]);
