@@ -382,29 +382,13 @@ fn llt(
 /// (for the EKF, the extended RTS smoother with the filter's Jacobians).
 pub fn rts_smooth(states: &FilterStates) -> Result<Smoothed, KalmanError> {
     let levels = states.filtered_mean.len();
-    let [batch, dim] = states.filtered_mean[0].dims();
-    let d = dim;
-    let mf: Vec<Vec<f64>> = states
-        .filtered_mean
-        .iter()
-        .map(|t| host(t.clone()))
-        .collect();
-    let pf: Vec<Vec<f64>> = states
-        .filtered_cov
-        .iter()
-        .map(|t| host(t.clone()))
-        .collect();
-    let mp: Vec<Vec<f64>> = states
-        .predicted_mean
-        .iter()
-        .map(|t| host(t.clone()))
-        .collect();
-    let pp: Vec<Vec<f64>> = states
-        .predicted_cov
-        .iter()
-        .map(|t| host(t.clone()))
-        .collect();
-    let jac: Vec<Vec<f64>> = states.jacobian.iter().map(|t| host(t.clone())).collect();
+    let [batch, d] = states.filtered_mean[0].dims();
+    fn all<const D: usize>(ts: &[Tensor<D>]) -> Vec<Vec<f64>> {
+        ts.iter().map(|t| host(t.clone())).collect()
+    }
+    let (mf, pf) = (all(&states.filtered_mean), all(&states.filtered_cov));
+    let (mp, pp) = (all(&states.predicted_mean), all(&states.predicted_cov));
+    let jac = all(&states.jacobian);
     let mut mean = vec![0.0; batch * levels * d];
     let mut cov = vec![0.0; batch * levels * d * d];
     let mat = |v: &[f64], b: usize| Mat::from_fn(d, d, |i, j| v[b * d * d + i * d + j]);
@@ -442,7 +426,7 @@ pub fn rts_smooth(states: &FilterStates) -> Result<Smoothed, KalmanError> {
     Ok(Smoothed {
         batch,
         levels,
-        dim,
+        dim: d,
         mean,
         cov,
     })
