@@ -5,6 +5,7 @@ use crate::dataset::Dataset;
 use crate::error::DataError;
 use crate::physics::{GeneratorSpec, PhysicsSettings, generate, generate_subset};
 use crate::read::{Array, load_array};
+use crate::sequences::AdvectionVideoSettings;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use varphi_physics::pde::{
@@ -133,6 +134,16 @@ pub enum DataSource {
         /// Problem settings.
         #[serde(default)]
         settings: Option<PendulumSettings>,
+    },
+    /// Advection from video: sequences of rendered frames `[n, N, height, nodes]` of a latent
+    /// advection–diffusion state, conditioned on `(c, D)` ([`crate::sequences`]).
+    AdvectionVideo {
+        /// Sequences.
+        #[serde(default = "d_n_physics")]
+        n: usize,
+        /// Set-up (the defaults of [`AdvectionVideoSettings`] when absent).
+        #[serde(default)]
+        settings: Option<AdvectionVideoSettings>,
     },
     /// A `.npy` file `[n, ...]`, with an optional `.npy` of conditions `[n]` or `[n, c]`.
     Npy {
@@ -361,6 +372,12 @@ impl DataSource {
                 }
                 physics.validate()
             }
+            DataSource::AdvectionVideo { n, settings } => {
+                if *n < 2 {
+                    return bad("n", format!("must be at least 2, got {n}"));
+                }
+                settings.unwrap_or_default().validate()
+            }
             DataSource::Npy { path, cond_path } => {
                 for p in std::iter::once(path).chain(cond_path) {
                     if !p.is_file() {
@@ -467,6 +484,9 @@ impl DataSource {
                 kappa,
                 seed,
             })),
+            DataSource::AdvectionVideo { n, settings } => {
+                settings.unwrap_or_default().dataset(n, seed)
+            }
             DataSource::Npy { path, cond_path } => FileSource {
                 path,
                 x: None,
@@ -503,7 +523,8 @@ impl DataSource {
             | DataSource::Poisson1d { n, .. }
             | DataSource::Burgers { n, .. }
             | DataSource::Heat { n, .. }
-            | DataSource::Pendulum { n, .. } => *n = count,
+            | DataSource::Pendulum { n, .. }
+            | DataSource::AdvectionVideo { n, .. } => *n = count,
             DataSource::Npy { .. } | DataSource::Files { .. } | DataSource::Npz { .. } => {
                 return Ok(None);
             }
@@ -593,6 +614,14 @@ impl DataSource {
             test,
             notes,
         })
+    }
+
+    /// For an advection-video source: the number of sequences and the set-up.
+    pub fn advection_video(&self) -> Option<(usize, AdvectionVideoSettings)> {
+        match self {
+            DataSource::AdvectionVideo { n, settings } => Some((*n, settings.unwrap_or_default())),
+            _ => None,
+        }
     }
 
     /// Whether the test samples are a given file (not a random split).

@@ -10,6 +10,8 @@
 //!   train / validation / test files (`kind = "files"`). NaN/inf, truncated files and shape
 //!   mismatches are reported with the file and sample named; [`memory`] refuses allocations
 //!   larger than the machine's available memory before they are made.
+//! - [`sequences`]: time series with latent physics (`advection-video`: rendered frames of an
+//!   advection–diffusion state with unknown speed and diffusivity) for dynamical latent models.
 //! - [`physics::generate`] / [`physics::write`]: the generators behind `varphi data`, writing
 //!   parameters, solutions, grid coordinates and noisy point observations to `.npz` with a JSON
 //!   sidecar.
@@ -34,6 +36,7 @@ pub mod memory;
 pub mod npy;
 pub mod physics;
 pub mod read;
+pub mod sequences;
 
 pub use config::{DataSource, FileSource, Splits};
 pub use dataset::{Batcher, Dataset, Normalization, split_indices};

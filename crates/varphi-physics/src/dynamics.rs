@@ -297,6 +297,19 @@ impl Dynamics for Lorenz63 {
     }
 }
 
+/// The first row `c(s) = s² exp(−d(0, x_s)² / (2ℓ²))`, `s = 0 … n−1`, of the circulant
+/// [`periodic_se_covariance`] (without jitter), `f64` on the host: row `j` of the matrix is
+/// `c((l − j) mod n)` (for generating data from the same prior the filter assumes).
+pub fn periodic_se_kernel_host(n: usize, scale: f64, length: f64) -> Vec<f64> {
+    (0..n)
+        .map(|s| {
+            let d = s as f64 / n as f64;
+            let d = d.min(1.0 - d);
+            scale * scale * (-d * d / (2.0 * length * length)).exp()
+        })
+        .collect()
+}
+
 /// A squared-exponential covariance on `n` equispaced nodes of the periodic unit interval,
 /// `Q_jl = s² exp(−d(x_j, x_l)² / (2ℓ²)) + jitter·δ_jl` with `d` the distance on the circle,
 /// `[1, n, n]`, differentiable in `scale = s` and `length = ℓ` (`[1]` tensors each).

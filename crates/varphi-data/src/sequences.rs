@@ -1,0 +1,462 @@
+//! Time-series data sets with latent physics, for dynamical latent models (Φ-DVAE, primer
+//! eqs. 23–24): the latent state follows a known discretised PDE with unknown parameters and
+//! is seen only through rendered image frames.
+//!
+//! **Advection from video** ([`AdvectionVideoSettings`]): per sequence, `Λ = (c, D)` from the
+//! prior (`c ~ N(c_mean, c_sd²)`, `log D ~ N(log_d_mean, log_d_sd²)`), an initial profile
+//! `u_0 ~ N(0, P₀)` on a periodic grid (P₀ a periodic squared-exponential covariance plus
+//! [`COVARIANCE_JITTER`]), and
+//!
+//! ```text
+//! u_n = M(c, D) u_{n−1} + e_n,   e_n ~ N(0, Q)          (exact spectral step, varphi_physics::dynamics)
+//! y_n[r, j] = exp(−(v_r − u_n[j])² / (2 w²)) + σ_pix ε   (frame n: the profile drawn as a curve)
+//! ```
+//!
+//! with `v_r` the value at pixel row `r` of `height` rows spanning `value_range` (row 0 at the
+//! top: the largest value) and column `j` at node `j`. `P₀` and `Q` are the covariances a
+//! Kalman filter of the same model assumes, so a model that inverts the rendering can be
+//! calibrated exactly. Frames `y_1 … y_N` are the samples (`[N, height, nodes]`), `(c, D)` the
+//! conditions, and the states `u_0 … u_N` the truth for scoring latent trajectories.
+//!
+//! Sequence `i` uses its own ChaCha8 stream `(seed, i + 1)`: the first `m` sequences of a
+//! larger set equal a set of `m`, whatever the threads.
+
+use crate::dataset::Dataset;
+use crate::error::DataError;
+use crate::npy::save_npz_f64;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+use std::f64::consts::PI;
+use std::path::Path;
+use varphi_physics::dynamics::{Dynamics, PeriodicAdvection, periodic_se_kernel_host};
+
+/// The jitter of `P₀` and `Q`, relative to their variance `s²`: both are the periodic
+/// squared-exponential kernel plus `COVARIANCE_JITTER · s² · I` (here and in a filter of the
+/// same model), which keeps them positive definite in `f32`.
+pub const COVARIANCE_JITTER: f64 = 1e-4;
+
+/// Settings of the advection-from-video data set (module docs); the defaults are the shipped
+/// set-up.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdvectionVideoSettings {
+    /// Grid nodes of the periodic unit interval (even), also the frame width.
+    pub nodes: usize,
+    /// Frames `N` per sequence.
+    pub frames: usize,
+    /// Time between frames.
+    pub dt: f64,
+    /// Frame height in pixels.
+    pub height: usize,
+    /// Values `[lo, hi]` spanned by the frame's rows.
+    pub value_range: [f64; 2],
+    /// Width `w` of the drawn curve, in value units.
+    pub line_width: f64,
+    /// Pixel noise σ_pix.
+    pub pixel_sigma: f64,
+    /// Prior mean of the speed `c`.
+    pub c_mean: f64,
+    /// Prior sd of `c`.
+    pub c_sd: f64,
+    /// Prior mean of `log D`.
+    pub log_d_mean: f64,
+    /// Prior sd of `log D`.
+    pub log_d_sd: f64,
+    /// Scale of the initial covariance `P₀`.
+    pub initial_scale: f64,
+    /// Length of `P₀` (fraction of the domain).
+    pub initial_length: f64,
+    /// Scale of the process noise `Q`.
+    pub process_scale: f64,
+    /// Length of `Q`.
+    pub process_length: f64,
+}
+
+impl Default for AdvectionVideoSettings {
+    fn default() -> Self {
+        Self {
+            nodes: 32,
+            frames: 20,
+            dt: 0.05,
+            height: 20,
+            value_range: [-3.5, 3.5],
+            line_width: 0.5,
+            pixel_sigma: 0.05,
+            c_mean: 0.5,
+            c_sd: 0.25,
+            log_d_mean: 0.002f64.ln(),
+            log_d_sd: 0.5,
+            initial_scale: 1.0,
+            initial_length: 0.1,
+            process_scale: 0.05,
+            process_length: 0.1,
+        }
+    }
+}
+
+/// The generated sequences, row-major `f64`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sequences {
+    /// Sequences generated.
+    pub n: usize,
+    /// `[n, N, height, nodes]`.
+    pub frames: Vec<f64>,
+    /// `[n, N + 1, nodes]`: `u_0 … u_N`.
+    pub states: Vec<f64>,
+    /// `[n, 2]`: `(c, D)`.
+    pub params: Vec<f64>,
+}
+
+impl AdvectionVideoSettings {
+    /// Parameter names.
+    pub const PARAM_NAMES: [&'static str; 2] = ["c", "D"];
+
+    /// Check the settings; the error names the key.
+    pub fn validate(&self) -> Result<(), DataError> {
+        let bad = |key: &'static str, message: String| Err(DataError::Invalid { key, message });
+        if self.nodes < 4 || !self.nodes.is_multiple_of(2) {
+            return bad(
+                "settings.nodes",
+                format!("must be even and at least 4, got {}", self.nodes),
+            );
+        }
+        if self.frames < 2 {
+            return bad(
+                "settings.frames",
+                format!("must be at least 2, got {}", self.frames),
+            );
+        }
+        if self.height < 2 {
+            return bad(
+                "settings.height",
+                format!("must be at least 2 pixels, got {}", self.height),
+            );
+        }
+        let [lo, hi] = self.value_range;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return bad(
+                "settings.value_range",
+                format!("must be [lo, hi] with lo < hi, got {:?}", self.value_range),
+            );
+        }
+        for (key, v) in [
+            ("settings.dt", self.dt),
+            ("settings.line_width", self.line_width),
+            ("settings.c_sd", self.c_sd),
+            ("settings.log_d_sd", self.log_d_sd),
+            ("settings.initial_scale", self.initial_scale),
+            ("settings.initial_length", self.initial_length),
+            ("settings.process_length", self.process_length),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(key, format!("must be finite and > 0, got {v}"));
+            }
+        }
+        for (key, v) in [
+            ("settings.pixel_sigma", self.pixel_sigma),
+            ("settings.process_scale", self.process_scale),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(key, format!("must be finite and ≥ 0, got {v}"));
+            }
+        }
+        for (key, v) in [
+            ("settings.c_mean", self.c_mean),
+            ("settings.log_d_mean", self.log_d_mean),
+        ] {
+            if !v.is_finite() {
+                return bad(key, format!("must be finite, got {v}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The transition of the latent state.
+    pub fn dynamics(&self) -> PeriodicAdvection {
+        PeriodicAdvection::new(self.nodes, self.dt)
+    }
+
+    /// Shape of one sample: `[N, height, nodes]`.
+    pub fn sample_shape(&self) -> Vec<usize> {
+        vec![self.frames, self.height, self.nodes]
+    }
+
+    /// Pixel rows' values `v_r`, top (largest) first.
+    pub fn row_values(&self) -> Vec<f64> {
+        let [lo, hi] = self.value_range;
+        (0..self.height)
+            .map(|r| hi - (r as f64 + 0.5) / self.height as f64 * (hi - lo))
+            .collect()
+    }
+
+    /// The noiseless frame of profile `u` (`[height, nodes]`, row-major).
+    pub fn render(&self, u: &[f64]) -> Vec<f64> {
+        let w2 = 2.0 * self.line_width * self.line_width;
+        self.row_values()
+            .iter()
+            .flat_map(|v| u.iter().map(move |uj| (-(v - uj).powi(2) / w2).exp()))
+            .collect()
+    }
+
+    /// Sequences `0 … n−1` (module docs).
+    pub fn generate(&self, n: usize, seed: u64) -> Result<Sequences, DataError> {
+        self.validate()?;
+        if n == 0 {
+            return Err(DataError::Invalid {
+                key: "n",
+                message: "must be at least 1".into(),
+            });
+        }
+        let (d, steps, px) = (self.nodes, self.frames, self.height * self.nodes);
+        crate::memory::check(
+            (n * (steps * px + (steps + 1) * d + 2) * 8 * 2) as u128,
+            &format!("{n} advection-video sequences of {steps} frames"),
+            "lower the number of sequences (n in [data])",
+        )?;
+        let dynamics = self.dynamics();
+        let jittered = |scale: f64, length: f64| -> Vec<f64> {
+            spectrum(&periodic_se_kernel_host(d, scale, length))
+                .iter()
+                .map(|l| l + COVARIANCE_JITTER * scale * scale)
+                .collect()
+        };
+        let p0 = jittered(self.initial_scale, self.initial_length);
+        let q = jittered(self.process_scale, self.process_length);
+        let mut out = Sequences {
+            n,
+            frames: Vec::with_capacity(n * steps * px),
+            states: Vec::with_capacity(n * (steps + 1) * d),
+            params: Vec::with_capacity(2 * n),
+        };
+        for i in 0..n {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(i as u64 + 1);
+            let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
+            let c = self.c_mean + self.c_sd * normal();
+            let diffusivity = (self.log_d_mean + self.log_d_sd * normal()).exp();
+            let lambda = [c, diffusivity];
+            let mut u = circulant_sample(&p0, &mut normal);
+            out.states.extend(&u);
+            for _ in 0..steps {
+                let e = circulant_sample(&q, &mut normal);
+                u = dynamics
+                    .step_host(&u, &lambda)
+                    .iter()
+                    .zip(&e)
+                    .map(|(a, b)| a + b)
+                    .collect();
+                out.states.extend(&u);
+                let frame = self.render(&u);
+                out.frames
+                    .extend(frame.iter().map(|v| v + self.pixel_sigma * normal()));
+            }
+            out.params.extend(lambda);
+        }
+        Ok(out)
+    }
+
+    /// Write `seqs` (generated with `seed`) to `path` (`.npz`: `frames [n, N, height, nodes]`,
+    /// `states [n, N + 1, nodes]`, `params [n, 2]`, `x [nodes]`, `t [N + 1]`,
+    /// `row_values [height]`) and the settings to `path` with extension `.json`. A config
+    /// trains on it with `[data] kind = "npz"`, `x_key = "frames"`, `cond_key = "params"` and
+    /// these settings as `[objective.setup]`.
+    pub fn write(&self, seqs: &Sequences, seed: u64, path: &Path) -> Result<(), DataError> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e: std::io::Error| DataError::Write { path: p, source: e }
+        };
+        let (n, steps, d) = (seqs.n, self.frames, self.nodes);
+        let x: Vec<f64> = (0..d).map(|j| j as f64 / d as f64).collect();
+        let t: Vec<f64> = (0..=steps).map(|k| k as f64 * self.dt).collect();
+        let rows = self.row_values();
+        let shapes: [(&str, Vec<usize>, &[f64]); 6] = [
+            ("frames", vec![n, steps, self.height, d], &seqs.frames),
+            ("states", vec![n, steps + 1, d], &seqs.states),
+            ("params", vec![n, 2], &seqs.params),
+            ("x", vec![d], &x),
+            ("t", vec![steps + 1], &t),
+            ("row_values", vec![self.height], &rows),
+        ];
+        let arrays: Vec<(&str, &[usize], &[f64])> = shapes
+            .iter()
+            .map(|(name, shape, data)| (*name, shape.as_slice(), *data))
+            .collect();
+        let tmp = path.with_extension("npz.partial");
+        save_npz_f64(&tmp, &arrays).map_err(io(path))?;
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        let meta = serde_json::json!({
+            "generator": format!("varphi {}", env!("CARGO_PKG_VERSION")),
+            "problem": "advection-video",
+            "n": n,
+            "seed": seed,
+            "settings": self,
+            "arrays": shapes.iter().map(|(name, shape, _)| (name.to_string(), shape.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+            "param_names": Self::PARAM_NAMES,
+            "dtype": "float64",
+        });
+        let side = path.with_extension("json");
+        std::fs::write(&side, serde_json::to_string_pretty(&meta).expect("json")).map_err(io(&side))
+    }
+
+    /// The frames of `n` sequences as a [`Dataset`] conditioned on `(c, D)`.
+    pub fn dataset(&self, n: usize, seed: u64) -> Result<Dataset, DataError> {
+        let s = self.generate(n, seed)?;
+        Dataset::new(s.frames, self.sample_shape(), s.params, 2)
+    }
+}
+
+/// The eigenvalues of a symmetric circulant matrix with first row `row`, in the real Fourier
+/// basis order `q = 0 … n−1` (`λ_q = Σ_s c(s) cos(2π q s / n)`), clamped at 0.
+fn spectrum(row: &[f64]) -> Vec<f64> {
+    let n = row.len();
+    (0..n)
+        .map(|q| {
+            row.iter()
+                .enumerate()
+                .map(|(s, c)| c * (2.0 * PI * (q * s) as f64 / n as f64).cos())
+                .sum::<f64>()
+                .max(0.0)
+        })
+        .collect()
+}
+
+/// A draw of `N(0, C)` for the symmetric circulant `C` of eigenvalues `lambda` ([`spectrum`]):
+/// `u = Σ_q √λ_q ξ_q e_q` over the real orthonormal Fourier basis (`1/√n`, `√(2/n) cos`,
+/// `√(2/n) sin`, `(−1)^j/√n`), exact for any even `n`.
+fn circulant_sample(lambda: &[f64], normal: &mut impl FnMut() -> f64) -> Vec<f64> {
+    let n = lambda.len();
+    let mut u = vec![0.0; n];
+    let inv = 1.0 / (n as f64).sqrt();
+    let two = (2.0 / n as f64).sqrt();
+    let a0 = lambda[0].sqrt() * normal() * inv;
+    u.iter_mut().for_each(|v| *v += a0);
+    for (q, l) in lambda.iter().enumerate().take(n / 2).skip(1) {
+        let (a, b) = (l.sqrt() * normal() * two, l.sqrt() * normal() * two);
+        for (j, v) in u.iter_mut().enumerate() {
+            let t = 2.0 * PI * (q * j) as f64 / n as f64;
+            *v += a * t.cos() + b * t.sin();
+        }
+    }
+    let an = lambda[n / 2].sqrt() * normal() * inv;
+    for (j, v) in u.iter_mut().enumerate() {
+        *v += if j % 2 == 0 { an } else { -an };
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circulant_draws_have_the_covariance_of_the_kernel() {
+        // The empirical covariance of 40 000 draws equals the circulant SE matrix within
+        // sampling error (sd of a covariance estimate ≈ √(2/N) · s² ≈ 0.007).
+        let n = 8;
+        let row = periodic_se_kernel_host(n, 1.0, 0.15);
+        let lambda = spectrum(&row);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
+        let draws = 40_000;
+        let mut cov = vec![0.0; n * n];
+        for _ in 0..draws {
+            let u = circulant_sample(&lambda, &mut normal);
+            for j in 0..n {
+                for l in 0..n {
+                    cov[j * n + l] += u[j] * u[l] / draws as f64;
+                }
+            }
+        }
+        for j in 0..n {
+            for l in 0..n {
+                let want = row[(l + n - j) % n];
+                let got = cov[j * n + l];
+                assert!(
+                    (got - want).abs() < 0.035,
+                    "C[{j},{l}] = {got}, want {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sequences_follow_the_dynamics_and_the_frames_draw_the_states() {
+        let s = AdvectionVideoSettings {
+            process_scale: 0.0,
+            pixel_sigma: 0.0,
+            ..Default::default()
+        };
+        let g = s.generate(3, 7).unwrap();
+        let (d, steps) = (s.nodes, s.frames);
+        let px = s.height * d;
+        let m = s.dynamics();
+        for i in 0..3 {
+            let lambda = &g.params[2 * i..2 * i + 2];
+            for k in 0..steps {
+                let u0 = &g.states[(i * (steps + 1) + k) * d..][..d];
+                let u1 = &g.states[(i * (steps + 1) + k + 1) * d..][..d];
+                let stepped = m.step_host(u0, lambda);
+                for (a, b) in stepped.iter().zip(u1) {
+                    assert!((a - b).abs() < 1e-12);
+                }
+                let frame = &g.frames[(i * steps + k) * px..][..px];
+                assert_eq!(frame, s.render(u1).as_slice());
+            }
+        }
+        // The brightest row of each column is the row whose value is nearest the state.
+        let rows = s.row_values();
+        let u = &g.states[d..2 * d];
+        let frame = &g.frames[..px];
+        for j in 0..d {
+            let best = (0..s.height)
+                .max_by(|&a, &b| frame[a * d + j].total_cmp(&frame[b * d + j]))
+                .unwrap();
+            let nearest = (0..s.height)
+                .min_by(|&a, &b| (rows[a] - u[j]).abs().total_cmp(&(rows[b] - u[j]).abs()))
+                .unwrap();
+            assert_eq!(best, nearest, "column {j}");
+        }
+        // Prefixes agree; another seed differs.
+        let more = s.generate(5, 7).unwrap();
+        assert_eq!(&more.frames[..g.frames.len()], g.frames.as_slice());
+        assert_ne!(s.generate(3, 8).unwrap().params, g.params);
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        for (s, key) in [
+            (
+                AdvectionVideoSettings {
+                    nodes: 31,
+                    ..Default::default()
+                },
+                "settings.nodes",
+            ),
+            (
+                AdvectionVideoSettings {
+                    frames: 1,
+                    ..Default::default()
+                },
+                "settings.frames",
+            ),
+            (
+                AdvectionVideoSettings {
+                    value_range: [1.0, -1.0],
+                    ..Default::default()
+                },
+                "settings.value_range",
+            ),
+            (
+                AdvectionVideoSettings {
+                    dt: f64::NAN,
+                    ..Default::default()
+                },
+                "settings.dt",
+            ),
+        ] {
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+}
