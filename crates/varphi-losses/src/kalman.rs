@@ -372,6 +372,22 @@ fn llt(
     Mat::from_fn(d, d, |i, j| m[i * d + j]).llt(faer::Side::Lower)
 }
 
+/// The Cholesky factor of `p`, or of `p + ε·(tr p / d)·I` for the smallest
+/// `ε ∈ {1e-7, 1e-6, …, 1e-3}` that has one: a predicted covariance computed in `f32` (a
+/// filter on the GPU or flex) loses positive definiteness by rounding when a mode is damped
+/// to the level of the process noise's jitter. `None` if none of them factorises.
+fn jittered_llt(p: &Mat<f64>, d: usize) -> Option<faer::linalg::solvers::Llt<f64>> {
+    if let Ok(f) = p.llt(faer::Side::Lower) {
+        return Some(f);
+    }
+    let scale = (0..d).map(|i| p[(i, i)]).sum::<f64>() / d as f64;
+    (1..=5).find_map(|k| {
+        let eps = 10f64.powi(-8 + k) * scale;
+        let q = Mat::from_fn(d, d, |i, j| p[(i, j)] + if i == j { eps } else { 0.0 });
+        q.llt(faer::Side::Lower).ok()
+    })
+}
+
 /// The Rauch–Tung–Striebel smoother over a filter's [`FilterStates`], on the host in `f64`:
 ///
 /// ```text
@@ -379,7 +395,9 @@ fn llt(
 /// m_{n|N} = m_{n|n} + G_n (m_{n+1|N} − m_{n+1|n}),   P_{n|N} = P_{n|n} + G_n (P_{n+1|N} − P_{n+1|n}) G_nᵀ
 /// ```
 ///
-/// (for the EKF, the extended RTS smoother with the filter's Jacobians).
+/// (for the EKF, the extended RTS smoother with the filter's Jacobians). A predicted covariance
+/// that lost positive definiteness to `f32` rounding is factorised with a relative jitter of at
+/// most 1e-3 of its mean variance (see `jittered_llt`); beyond that it is an error.
 pub fn rts_smooth(states: &FilterStates) -> Result<Smoothed, KalmanError> {
     let levels = states.filtered_mean.len();
     let [batch, d] = states.filtered_mean[0].dims();
@@ -410,11 +428,9 @@ pub fn rts_smooth(states: &FilterStates) -> Result<Smoothed, KalmanError> {
             let p_f = mat(&pf[n], b);
             let p_p = mat(&pp[n], b);
             let j = mat(&jac[n], b);
-            let factor =
-                p_p.llt(faer::Side::Lower)
-                    .map_err(|_| KalmanError::NotPositiveDefinite {
-                        what: format!("predicted covariance P_{{{}|{}}} of sequence {b}", n + 1, n),
-                    })?;
+            let factor = jittered_llt(&p_p, d).ok_or_else(|| KalmanError::NotPositiveDefinite {
+                what: format!("predicted covariance P_{{{}|{}}} of sequence {b}", n + 1, n),
+            })?;
             let gt = factor.solve(&j * &p_f); // Gᵀ = P_p⁻¹ J P_f
             let g = gt.transpose().to_owned();
             ms = col(&mf[n], b) + &g * (&ms - col(&mp[n], b));

@@ -47,7 +47,7 @@ pub mod physvae;
 pub use bounds::{BoundOutput, RenyiBound, log_mean_exp, renyi_bound};
 pub use dgp::{chi_mean, chi_shell};
 pub use divergences::skew_js;
-pub use dvae::{DvaeElbo, DvaeOutput, LatentPhysics};
+pub use dvae::{DvaeElbo, DvaeOutput, LatentPhysics, LearnedLinear};
 pub use elbo::{Elbo, ElboConfig, ElboOutput, ElboScalars, KlEstimator};
 pub use estimators::{free_bits_kl, mmd2, score_function_surrogate};
 pub use kalman::{

@@ -8,8 +8,8 @@ use burn::module::Param;
 use burn::prelude::*;
 use varphi_models::testing::{f64_device, normals, tensor, vec};
 use varphi_models::{
-    DecoderConfig, DvaeConfig, EncoderConfig, MlpDecoderConfig, MlpEncoderConfig, ParameterPrior,
-    ParameterScale,
+    DecoderConfig, DvaeConfig, EncoderConfig, FrameDecoder, FrameEncoder, FrameNetsConfig,
+    MlpDecoderConfig, MlpEncoderConfig, ParameterPrior, ParameterScale,
 };
 use varphi_physics::dynamics::PeriodicAdvection;
 
@@ -37,8 +37,10 @@ fn dvae_bound_is_its_closed_form_on_a_linear_gaussian_model() {
         .collect();
     let v: [f64; 4] = [0.02, 0.05, 0.03, 0.08];
     let mut model = DvaeConfig::new(
-        EncoderConfig::Mlp(MlpEncoderConfig::new(p, d).with_hidden(vec![])),
-        DecoderConfig::Mlp(MlpDecoderConfig::new(d, p).with_hidden(vec![])),
+        FrameNetsConfig::dense(
+            EncoderConfig::Mlp(MlpEncoderConfig::new(p, d).with_hidden(vec![])),
+            DecoderConfig::Mlp(MlpDecoderConfig::new(d, p).with_hidden(vec![])),
+        ),
         2,
     )
     .init(&dev);
@@ -50,10 +52,15 @@ fn dvae_bound_is_its_closed_form_on_a_linear_gaussian_model() {
     let enc_b: Vec<f64> = (0..2 * d)
         .map(|o| if o < d { 0.0 } else { v[o - d].ln() })
         .collect();
-    let head = &mut model.encoder.head.layers[0];
+    let (FrameEncoder::Dense(encoder), FrameDecoder::Dense(decoder)) =
+        (&mut model.encoder, &mut model.decoder)
+    else {
+        unreachable!("dense networks")
+    };
+    let head = &mut encoder.head.layers[0];
     head.weight = Param::from_tensor(tensor(enc_w, [p, 2 * d], &dev));
     head.bias = Some(Param::from_tensor(tensor(enc_b, [2 * d], &dev)));
-    let dec = &mut model.decoder.dense.layers[0];
+    let dec = &mut decoder.dense.layers[0];
     dec.weight = Param::from_tensor(tensor(transpose(&bm).concat(), [d, p], &dev));
     dec.bias = Some(Param::from_tensor(Tensor::zeros([p], &dev)));
     let xi = [0.5, -0.2];
@@ -80,7 +87,7 @@ fn dvae_bound_is_its_closed_form_on_a_linear_gaussian_model() {
         .collect();
     let physics = LatentPhysics {
         dynamics: &adv,
-        prior: &prior,
+        prior: Some(&prior),
         process: tensor(q.concat(), [1, d, d], &dev),
         observation: tensor(eye.concat(), [d, d], &dev),
         noise: tensor(r.clone(), [1, d], &dev),
@@ -164,4 +171,109 @@ fn dvae_bound_is_its_closed_form_on_a_linear_gaussian_model() {
         "loss {loss} vs {}",
         kl / 7.0 - total
     );
+}
+
+#[test]
+fn amortised_bound_and_learned_linear_baseline_reduce_to_the_shared_bound() {
+    // An amortisation network whose last layer is zero gives every sequence the shared q_λ:
+    // the same terms, the KL paid per sequence instead of once per data set. A learned linear
+    // transition A = M(c, D) without parameters gives the physics filter at a point-mass q_λ.
+    let dev = f64_device();
+    let (d, p, steps, b) = (4, 6, 3, 5);
+    let shared_cfg = DvaeConfig::new(
+        FrameNetsConfig::dense(
+            EncoderConfig::Mlp(MlpEncoderConfig::new(p, d).with_hidden(vec![8])),
+            DecoderConfig::Mlp(MlpDecoderConfig::new(d, p).with_hidden(vec![8])),
+        ),
+        2,
+    );
+    let mut shared = shared_cfg.init(&dev);
+    let xi = [0.3, -0.4];
+    shared.param_mean = Param::from_tensor(tensor(xi.to_vec(), [1, 2], &dev));
+    shared.param_log_sd = Param::from_tensor(Tensor::full([1, 2], -30.0, &dev));
+    let mut amortised = shared_cfg
+        .clone()
+        .with_amortise(Some(varphi_models::MlpConfig::new(vec![steps * d, 6, 4])))
+        .init(&dev);
+    amortised.encoder = shared.encoder.clone();
+    amortised.decoder = shared.decoder.clone();
+    amortised.param_mean = shared.param_mean.clone();
+    amortised.param_log_sd = shared.param_log_sd.clone();
+    let last = &mut amortised.param_net.as_mut().unwrap().layers[1];
+    last.weight = Param::from_tensor(Tensor::zeros([6, 4], &dev));
+    last.bias = Some(Param::from_tensor(Tensor::zeros([4], &dev)));
+    let prior = ParameterPrior {
+        names: vec!["c".into(), "D".into()],
+        mean: vec![0.6, (0.01f64).ln()],
+        sd: vec![0.4, 0.3],
+        scale: vec![ParameterScale::Linear, ParameterScale::Log],
+    };
+    let adv = PeriodicAdvection::new(d, 0.1);
+    let y = normals([b, steps, p], 5, &dev);
+    let likelihood =
+        LikelihoodConfig::Gaussian(GaussianLikelihoodConfig::new().with_sigma(0.5)).init(&dev);
+    let run = |model: &varphi_models::Dvae, physics: &LatentPhysics| {
+        DvaeElbo { sequences: 9 }.forward(
+            model,
+            &likelihood,
+            physics,
+            y.clone(),
+            normals([1, b * steps, d], 6, &dev),
+            normals([b, 1, 2], 7, &dev),
+        )
+    };
+    let a = run(&shared, &latent(&adv, Some(&prior), d, &dev));
+    let m = run(&amortised, &latent(&adv, Some(&prior), d, &dev));
+    let close = |x: Tensor<1>, y: Tensor<1>, what: &str| {
+        for (u, v) in vec(x).iter().zip(vec(y)) {
+            assert!((u - v).abs() < 1e-10, "{what}: {u} vs {v}");
+        }
+    };
+    close(a.reconstruction.clone(), m.reconstruction.clone(), "rec");
+    close(a.dynamics.clone(), m.dynamics.clone(), "dynamics");
+    let kl = vec(a.kl.clone())[0];
+    assert_eq!(vec(m.kl.clone()).len(), b);
+    assert!(vec(m.kl.clone()).iter().all(|k| (k - kl).abs() < 1e-9));
+    let j = |o: &crate::dvae::DvaeOutput| {
+        vec(o.reconstruction.clone() + o.encoder_entropy.clone() + o.dynamics.clone())
+            .iter()
+            .sum::<f64>()
+            / b as f64
+    };
+    assert!((vec(a.loss.clone())[0] - (kl / 9.0 - j(&a))).abs() < 1e-8);
+    assert!((vec(m.loss.clone())[0] - (kl - j(&m))).abs() < 1e-8);
+    // The baseline with A = M(T(ξ)) and no parameters.
+    let lambda = prior.to_physical_host(&xi);
+    let learned = crate::dvae::LearnedLinear {
+        matrix: tensor(adv.matrix_host(lambda[0], lambda[1]), [d, d], &dev),
+    };
+    let l = run(&shared, &latent(&learned, None, d, &dev));
+    close(
+        a.dynamics.clone(),
+        l.dynamics.clone(),
+        "learned-linear dynamics",
+    );
+    assert!(vec(l.kl.clone()).iter().all(|k| *k == 0.0));
+    assert!((vec(l.loss.clone())[0] + j(&l)).abs() < 1e-8);
+}
+
+/// Q = 0.05 I, H = I, R = 0.02, m₀ = 0, P₀ = I around `dynamics`.
+fn latent<'a>(
+    dynamics: &'a dyn varphi_physics::dynamics::Dynamics,
+    prior: Option<&'a ParameterPrior>,
+    d: usize,
+    dev: &Device,
+) -> LatentPhysics<'a> {
+    let eye: Vec<f64> = (0..d * d)
+        .map(|k| if k / d == k % d { 1.0 } else { 0.0 })
+        .collect();
+    LatentPhysics {
+        dynamics,
+        prior,
+        process: tensor(eye.iter().map(|v| v * 0.05).collect(), [1, d, d], dev),
+        observation: tensor(eye.clone(), [d, d], dev),
+        noise: tensor(vec![0.02; d], [1, d], dev),
+        initial_mean: Tensor::zeros([1, d], dev),
+        initial_cov: tensor(eye, [1, d, d], dev),
+    }
 }

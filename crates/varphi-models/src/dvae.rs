@@ -1,12 +1,20 @@
 //! The Φ-DVAE model (primer eqs. 23–24; Glyn-Davies et al.): a per-frame Gaussian encoder
 //! `q_φ(x_n | y_n)` to pseudo-observations `x_n` of latent physics, a frame decoder
-//! `p_θ(y_n | x_n)`, and a non-amortised Gaussian posterior `q_λ(ξ)` over the standardised
-//! physical parameters, `Λ = T(ξ)` with `ξ ~ N(0, I)` a priori ([`ParameterPrior`]). The latent
-//! states `u_n` are not learned: a Kalman filter integrates them out (`varphi_losses::dvae`).
+//! `p_θ(y_n | x_n)`, and a Gaussian posterior `q_λ(ξ)` over the standardised physical
+//! parameters, `Λ = T(ξ)` with `ξ ~ N(0, I)` a priori ([`ParameterPrior`]). The latent states
+//! `u_n` are not learned: a Kalman filter integrates them out (`varphi_losses::dvae`).
+//!
+//! `q_λ` is either one Gaussian shared by every sequence (the paper's set-up: one data set,
+//! one `Λ`) or *amortised* ([`DvaeConfig::amortise`]): a network maps the encoder means
+//! `μ_φ(y_1) … μ_φ(y_N)` of a sequence to the mean and log-sd of `q_λ(ξ | y_{1:N})`, so that
+//! many data sets, each with its own `Λ`, are fitted at once and a new one costs one forward
+//! pass (the output is added to [`Dvae::param_mean`] / [`Dvae::param_log_sd`]).
 
+use crate::activation::Activation;
 use crate::decoder::{Decoder, DecoderConfig};
 use crate::distributions::DiagGaussian;
 use crate::encoder::{Encoder, EncoderConfig};
+use crate::mlp::{Mlp, MlpConfig};
 use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -107,42 +115,237 @@ impl ParameterPrior {
     }
 }
 
-/// Configuration of a [`Dvae`].
+/// Dense per-frame networks: any [`EncoderConfig`] / [`DecoderConfig`] on the flattened frame.
 #[derive(Config, Debug)]
-pub struct DvaeConfig {
+pub struct DenseFrameNetsConfig {
     /// Per-frame encoder `y_n ↦ q(x_n | y_n)`; its latent width is the pseudo-observation width.
     pub encoder: EncoderConfig,
     /// Per-frame decoder `x_n ↦` the frame likelihood's parameters.
     pub decoder: DecoderConfig,
+}
+
+/// Column networks for frames `[height, width]` whose column `j` shows the latent state at node
+/// `j` of a periodic grid (a profile drawn as a curve): the encoder maps columns
+/// `j − k … j + k` (periodic) to `q(x_j | y) = N(μ_j, σ_j²)` with one shared MLP, the decoder
+/// maps `x_{j−k} … x_{j+k}` to column `j`'s pixels — a 1-D convolution with periodic padding
+/// and kernel `2k + 1`, translation-equivariant, so that `x_j` stays tied to node `j` (a dense
+/// encoder may code the frame anywhere, and the dynamics then fit a code that does not move).
+/// Pseudo-observations are every node (`m = width`); one likelihood parameter per pixel.
+#[derive(Config, Debug)]
+pub struct ColumnNetsConfig {
+    /// Frame height (pixels per column).
+    pub height: usize,
+    /// Frame width (= grid nodes).
+    pub width: usize,
+    /// Half-window `k`: the networks see `2k + 1` neighbouring columns.
+    #[config(default = 1)]
+    pub half_window: usize,
+    /// Hidden widths of both column MLPs.
+    #[config(default = "vec![64, 64]")]
+    pub hidden: Vec<usize>,
+    /// Activation.
+    #[config(default = "Activation::Gelu")]
+    pub activation: Activation,
+}
+
+/// The per-frame networks of a [`Dvae`].
+#[derive(Config, Debug)]
+pub enum FrameNetsConfig {
+    /// Dense networks on the flattened frame.
+    Dense(DenseFrameNetsConfig),
+    /// Column networks ([`ColumnNetsConfig`]).
+    Columns(ColumnNetsConfig),
+}
+
+/// The column encoder of [`ColumnNetsConfig`].
+#[derive(Module, Debug)]
+pub struct ColumnEncoder {
+    /// `(2k + 1)·height → … → 2` (`μ_j`, `log σ_j²`).
+    pub net: Mlp,
+    /// Frame height.
+    pub height: usize,
+    /// Frame width.
+    pub width: usize,
+    /// Half-window `k`.
+    pub half_window: usize,
+}
+
+/// The column decoder of [`ColumnNetsConfig`].
+#[derive(Module, Debug)]
+pub struct ColumnDecoder {
+    /// `2k + 1 → … → height`.
+    pub net: Mlp,
+    /// Frame height.
+    pub height: usize,
+    /// Frame width.
+    pub width: usize,
+    /// Half-window `k`.
+    pub half_window: usize,
+}
+
+/// `x: [rows, c, w]` with its columns rolled by `−k … k` (periodic) stacked on the channels:
+/// `[rows, (2k + 1) c, w]`, channel block `o` holding column `j + o − k` at `j`.
+fn neighbours(x: Tensor<3>, k: usize) -> Tensor<3> {
+    let w = x.dims()[2];
+    let blocks: Vec<Tensor<3>> = (0..=2 * k)
+        .map(|o| {
+            // Column j of the block is column (j + o − k) mod w of x.
+            let s = (o + w * (k / w + 1) - k) % w;
+            if s == 0 {
+                x.clone()
+            } else {
+                Tensor::cat(
+                    vec![x.clone().narrow(2, s, w - s), x.clone().narrow(2, 0, s)],
+                    2,
+                )
+            }
+        })
+        .collect();
+    Tensor::cat(blocks, 1)
+}
+
+impl ColumnEncoder {
+    /// `q(x | y)` of frames `y: [rows, height·width]`, `[rows, width]`.
+    pub fn forward(&self, y: Tensor<2>) -> DiagGaussian {
+        let rows = y.dims()[0];
+        let (h, w) = (self.height, self.width);
+        let c = (2 * self.half_window + 1) * h;
+        let stacked = neighbours(y.reshape([rows, h, w]), self.half_window)
+            .swap_dims(1, 2)
+            .reshape([rows * w, c]);
+        let out = self.net.forward(stacked).reshape([rows, w, 2]);
+        DiagGaussian::new(
+            out.clone().narrow(2, 0, 1).reshape([rows, w]),
+            out.narrow(2, 1, 1).reshape([rows, w]),
+        )
+    }
+}
+
+impl ColumnDecoder {
+    /// The frames' pixel means at `x: [rows, width]`, `[rows, height·width]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let rows = x.dims()[0];
+        let (h, w) = (self.height, self.width);
+        let k = 2 * self.half_window + 1;
+        let stacked = neighbours(x.reshape([rows, 1, w]), self.half_window)
+            .swap_dims(1, 2)
+            .reshape([rows * w, k]);
+        self.net
+            .forward(stacked)
+            .reshape([rows, w, h])
+            .swap_dims(1, 2)
+            .reshape([rows, h * w])
+    }
+}
+
+/// The per-frame encoder of a [`Dvae`].
+#[derive(Module, Debug)]
+pub enum FrameEncoder {
+    /// Dense.
+    Dense(Encoder),
+    /// Column network.
+    Columns(ColumnEncoder),
+}
+
+/// The per-frame decoder of a [`Dvae`].
+#[derive(Module, Debug)]
+pub enum FrameDecoder {
+    /// Dense.
+    Dense(Decoder),
+    /// Column network.
+    Columns(ColumnDecoder),
+}
+
+impl FrameNetsConfig {
+    /// Dense networks.
+    pub fn dense(encoder: EncoderConfig, decoder: DecoderConfig) -> Self {
+        Self::Dense(DenseFrameNetsConfig::new(encoder, decoder))
+    }
+
+    /// The encoder and decoder.
+    pub fn init(&self, device: &Device) -> (FrameEncoder, FrameDecoder) {
+        match self {
+            Self::Dense(c) => (
+                FrameEncoder::Dense(c.encoder.init(device)),
+                FrameDecoder::Dense(c.decoder.init(device)),
+            ),
+            Self::Columns(c) => {
+                let k = 2 * c.half_window + 1;
+                let sizes = |input: usize, output: usize| {
+                    let mut v = vec![input];
+                    v.extend(&c.hidden);
+                    v.push(output);
+                    MlpConfig::new(v).with_activation(c.activation).init(device)
+                };
+                (
+                    FrameEncoder::Columns(ColumnEncoder {
+                        net: sizes(k * c.height, 2),
+                        height: c.height,
+                        width: c.width,
+                        half_window: c.half_window,
+                    }),
+                    FrameDecoder::Columns(ColumnDecoder {
+                        net: sizes(k, c.height),
+                        height: c.height,
+                        width: c.width,
+                        half_window: c.half_window,
+                    }),
+                )
+            }
+        }
+    }
+}
+
+/// Configuration of a [`Dvae`].
+#[derive(Config, Debug)]
+pub struct DvaeConfig {
+    /// The per-frame encoder and decoder.
+    pub nets: FrameNetsConfig,
     /// Physical parameters `p` of `q_λ`.
     pub param_dim: usize,
     /// Initial `log sd` of `q_λ(ξ)` (the mean starts at the prior's, `ξ = 0`).
     #[config(default = -1.0)]
     pub init_log_sd: f64,
+    /// The amortisation network of `q_λ(ξ | y_{1:N})`: sizes `[N·m, hidden…, 2p]` (`None`:
+    /// one shared `q_λ`).
+    #[config(default = "None")]
+    pub amortise: Option<MlpConfig>,
 }
 
 /// The Φ-DVAE's learned parts (module docs).
 #[derive(Module, Debug)]
 pub struct Dvae {
     /// `q_φ(x_n | y_n)`.
-    pub encoder: Encoder,
+    pub encoder: FrameEncoder,
     /// `p_θ(y_n | x_n)`'s parameters.
-    pub decoder: Decoder,
+    pub decoder: FrameDecoder,
     /// Mean of `q_λ(ξ)`, `[1, p]`.
     pub param_mean: Param<Tensor<2>>,
     /// `log sd` of `q_λ(ξ)`, `[1, p]`.
     pub param_log_sd: Param<Tensor<2>>,
+    /// The amortisation network (`[batch, N·m] → [batch, 2p]`), if amortised.
+    pub param_net: Option<Mlp>,
 }
 
 impl DvaeConfig {
     /// Build the model.
     pub fn init(&self, device: &Device) -> Dvae {
         let p = self.param_dim;
+        let (encoder, decoder) = self.nets.init(device);
         Dvae {
-            encoder: self.encoder.init(device),
-            decoder: self.decoder.init(device),
+            encoder,
+            decoder,
             param_mean: Param::from_tensor(Tensor::zeros([1, p], device)),
             param_log_sd: Param::from_tensor(Tensor::full([1, p], self.init_log_sd, device)),
+            param_net: self.amortise.as_ref().map(|c| {
+                assert_eq!(
+                    c.sizes.last(),
+                    Some(&(2 * p)),
+                    "DvaeConfig: the amortisation network must output 2p = {} values",
+                    2 * p
+                );
+                c.init(device)
+            }),
         }
     }
 }
@@ -151,20 +354,103 @@ impl Dvae {
     /// `q_φ(x_n | y_n)` of frames `y: [batch, N, P]`, one row per frame (`[batch·N, m]`).
     pub fn encode(&self, y: Tensor<3>) -> DiagGaussian {
         let [b, n, p] = y.dims();
-        self.encoder.forward(y.reshape([b * n, p]), None)
+        let y = y.reshape([b * n, p]);
+        match &self.encoder {
+            FrameEncoder::Dense(e) => e.forward(y, None),
+            FrameEncoder::Columns(e) => e.forward(y),
+        }
     }
 
     /// The frame likelihood's parameters at pseudo-observations `x: [batch, N, m]`,
     /// `[batch, N, k·P]`.
     pub fn decode(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, m] = x.dims();
-        let out = self.decoder.forward(x.reshape([b * n, m]));
+        let x = x.reshape([b * n, m]);
+        let out = match &self.decoder {
+            FrameDecoder::Dense(d) => d.forward(x),
+            FrameDecoder::Columns(d) => d.forward(x),
+        };
         let k = out.dims()[1];
         out.reshape([b, n, k])
     }
 
-    /// `q_λ(ξ)` over the standardised parameters, `[1, p]`.
+    /// `q_λ(ξ)` over the standardised parameters, `[1, p]` (the shared posterior, or the
+    /// offset of an amortised one).
     pub fn param_posterior(&self) -> DiagGaussian {
         DiagGaussian::new(self.param_mean.val(), self.param_log_sd.val() * 2.0)
+    }
+
+    /// `q_λ(ξ | y_{1:N})` given the encoder means `mu_x: [batch, N, m]` of each sequence:
+    /// `[batch, p]` when amortised, else the shared `[1, p]` posterior.
+    pub fn param_posterior_given(&self, mu_x: Tensor<3>) -> DiagGaussian {
+        let Some(net) = &self.param_net else {
+            return self.param_posterior();
+        };
+        let [b, n, m] = mu_x.dims();
+        let p = self.param_mean.dims()[1];
+        let out = net.forward(mu_x.reshape([b, n * m]));
+        let mean = out.clone().narrow(1, 0, p) + self.param_mean.val();
+        let log_sd = out.narrow(1, p, p) + self.param_log_sd.val();
+        DiagGaussian::new(mean, log_sd * 2.0)
+    }
+
+    /// Whether `q_λ` is amortised.
+    pub fn is_amortised(&self) -> bool {
+        self.param_net.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{f64_device, tensor, vec};
+
+    #[test]
+    fn column_networks_are_periodic_convolutions() {
+        // `neighbours` stacks the rolled columns; rolling a frame's columns by s rolls the
+        // encoder's means and the decoder's columns by s (translation equivariance on the
+        // periodic grid), and each output column depends only on its 2k + 1 neighbours.
+        let dev = f64_device();
+        let x = tensor((0..5).map(|v| v as f64).collect(), [1, 1, 5], &dev);
+        assert_eq!(
+            vec(neighbours(x, 1)),
+            vec![4., 0., 1., 2., 3., 0., 1., 2., 3., 4., 1., 2., 3., 4., 0.]
+        );
+        let (h, w) = (3, 6);
+        let (enc, dec) =
+            FrameNetsConfig::Columns(ColumnNetsConfig::new(h, w).with_hidden(vec![5])).init(&dev);
+        let (FrameEncoder::Columns(enc), FrameDecoder::Columns(dec)) = (enc, dec) else {
+            unreachable!()
+        };
+        let frame: Vec<f64> = (0..h * w).map(|k| ((k * 7) % 11) as f64 / 10.0).collect();
+        let roll = |v: &[f64], rows: usize, s: usize| -> Vec<f64> {
+            (0..rows)
+                .flat_map(|r| (0..w).map(move |j| (r, (j + w - s) % w)))
+                .map(|(r, j)| v[r * w + j])
+                .collect()
+        };
+        let mu = vec(enc.forward(tensor(frame.clone(), [1, h * w], &dev)).mean);
+        let mu2 = vec(enc
+            .forward(tensor(roll(&frame, h, 2), [1, h * w], &dev))
+            .mean);
+        for (a, b) in roll(&mu, 1, 2).iter().zip(&mu2) {
+            assert!((a - b).abs() < 1e-12);
+        }
+        let u: Vec<f64> = (0..w).map(|j| (j as f64).sin()).collect();
+        let y = vec(dec.forward(tensor(u.clone(), [1, w], &dev)));
+        let y2 = vec(dec.forward(tensor(roll(&u, 1, 2), [1, w], &dev)));
+        for (a, b) in roll(&y, h, 2).iter().zip(&y2) {
+            assert!((a - b).abs() < 1e-12);
+        }
+        // Changing node 0 leaves the columns farther than k = 1 away unchanged.
+        let mut v = u.clone();
+        v[0] += 1.0;
+        let y3 = vec(dec.forward(tensor(v, [1, w], &dev)));
+        for r in 0..h {
+            for j in 2..w - 1 {
+                assert_eq!(y[r * w + j], y3[r * w + j], "row {r} column {j}");
+            }
+            assert_ne!(y[r * w + 1], y3[r * w + 1]);
+        }
     }
 }

@@ -58,7 +58,10 @@ pub use decoder::{ConvDecoderConfig, Decoder, DecoderConfig, MlpDecoderConfig};
 pub use distributions::{
     Bernoulli, DiagGaussian, FullGaussian, VariationalFamily, standard_normal,
 };
-pub use dvae::{Dvae, DvaeConfig, ParameterPrior, ParameterScale};
+pub use dvae::{
+    ColumnDecoder, ColumnEncoder, ColumnNetsConfig, DenseFrameNetsConfig, Dvae, DvaeConfig,
+    FrameDecoder, FrameEncoder, FrameNetsConfig, ParameterPrior, ParameterScale,
+};
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use flow::{ActNorm, AffineCoupling, InvertibleLinear, RealNvp, RealNvpConfig};
 pub use flow_posterior::{AmortisedQ, FlowQ, PosteriorFlow, PosteriorFlowConfig};
