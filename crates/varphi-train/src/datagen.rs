@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use varphi_data::physics::{GeneratorSpec, Observations, PhysicsSettings, ProblemKind};
+use varphi_data::sequences::AdvectionVideoSettings;
 
 /// Problems of `varphi data`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -17,17 +18,21 @@ pub enum ProblemArg {
     Heat,
     /// Damped forced pendulum (phys-vae).
     Pendulum,
+    /// Advection from video: rendered frames of a latent advection–diffusion state (Φ-DVAE).
+    AdvectionVideo,
 }
 
-impl From<ProblemArg> for ProblemKind {
-    fn from(p: ProblemArg) -> Self {
-        match p {
+impl ProblemArg {
+    /// The physics problem (`None`: a sequence data set of [`varphi_data::sequences`]).
+    fn problem(self) -> Option<ProblemKind> {
+        Some(match self {
             ProblemArg::Darcy => ProblemKind::Darcy,
             ProblemArg::Poisson1d => ProblemKind::Poisson1d,
             ProblemArg::Burgers => ProblemKind::Burgers,
             ProblemArg::Heat => ProblemKind::Heat,
             ProblemArg::Pendulum => ProblemKind::Pendulum,
-        }
+            ProblemArg::AdvectionVideo => return None,
+        })
     }
 }
 
@@ -115,7 +120,9 @@ pub fn generate(request: &DataRequest) -> anyhow::Result<()> {
     {
         bail!("--grid must be at least 3, got {g}");
     }
-    let kind = ProblemKind::from(problem);
+    let Some(kind) = problem.problem() else {
+        return sequences(request);
+    };
     let mut physics = PhysicsSettings::new(kind, None);
     if let Some(path) = settings {
         let text = std::fs::read_to_string(path)
@@ -206,5 +213,48 @@ pub fn generate(request: &DataRequest) -> anyhow::Result<()> {
         shapes.join(", ")
     );
     println!("settings: {}", output.with_extension("json").display());
+    Ok(())
+}
+
+/// `varphi data advection-video`: sequences of frames, latent states and parameters
+/// ([`varphi_data::sequences`]) into an `.npz` archive with a `.json` sidecar; `--grid` sets
+/// the nodes, `--settings` a TOML file of [`AdvectionVideoSettings`] fields.
+fn sequences(request: &DataRequest) -> anyhow::Result<()> {
+    use anyhow::{Context, bail};
+    if request.obs.is_some() || request.obs_sigma.is_some() {
+        bail!(
+            "advection-video has no point observations: the frames are the observations (their noise is pixel_sigma in --settings); drop --obs / --obs-sigma"
+        );
+    }
+    let mut settings = match &request.settings {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read settings file {}", path.display()))?;
+            toml::from_str::<AdvectionVideoSettings>(&text).map_err(|e| {
+                anyhow::anyhow!("{}: {}", path.display(), e.message().replace('\n', " "))
+            })?
+        }
+        None => AdvectionVideoSettings::default(),
+    };
+    if let Some(g) = request.grid {
+        settings.nodes = g;
+    }
+    settings.validate()?;
+    let start = std::time::Instant::now();
+    let generated = settings.generate(request.n, request.seed)?;
+    let seconds = start.elapsed().as_secs_f64();
+    settings.write(&generated, request.seed, &request.output)?;
+    println!(
+        "wrote {} sequences of {} frames {}×{} to {} in {seconds:.2} s: frames, states, params (c, D), x, t, row_values",
+        request.n,
+        settings.frames,
+        settings.height,
+        settings.nodes,
+        request.output.display()
+    );
+    println!(
+        "settings: {}",
+        request.output.with_extension("json").display()
+    );
     Ok(())
 }

@@ -24,6 +24,7 @@ fn minimal(kind: &str) -> String {
             "kind = \"pendulum\"",
             "[objective.observations]\nsigma = 0.1\n",
         ),
+        "dvae" => ("kind = \"advection-video\"", ""),
         other => panic!("add a minimal config of kind {other} to this test"),
     };
     format!("[data]\n{data}\n[model]\nkind = \"{kind}\"\n{objective}")

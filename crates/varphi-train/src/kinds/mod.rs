@@ -6,6 +6,7 @@
 
 pub mod boltzmann;
 pub mod cvae;
+pub mod dvae;
 pub mod npe;
 pub mod pddlvm;
 pub mod physvae;
@@ -97,4 +98,5 @@ registry! {
     Pinn => pinn::Pinn,
     Npe => npe::Npe,
     PhysVae => physvae::PhysVae,
+    Dvae => dvae::DvaeKind,
 }

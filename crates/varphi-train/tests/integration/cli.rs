@@ -903,3 +903,112 @@ fn vi_dgp_infers_a_two_phase_field_through_a_vae_prior() {
         &["prior.run", "dgp"],
     );
 }
+
+#[test]
+fn dvae_trains_evaluates_and_samples_from_generated_and_written_sequences() {
+    // A small advection-from-video set-up (8 nodes, 6 frames of 6 × 8 pixels), 3 epochs:
+    // the pipeline from `varphi data` to `eval` and `sample`, and its bad-input errors. (The
+    // shipped config's calibration is measured in docs/experiments.md.)
+    let dir = temp_dir("cli-dvae");
+    let settings = write(&dir, "setup.toml", "nodes = 8\nframes = 6\nheight = 6\n");
+    succeeds(&varphi(
+        &[
+            "data",
+            "advection-video",
+            "--n",
+            "40",
+            "--seed",
+            "3",
+            "--settings",
+            settings.to_str().unwrap(),
+            "-o",
+            "seq.npz",
+        ],
+        &dir,
+    ));
+    let side = read_json(&dir.join("seq.json"));
+    assert_eq!(side["arrays"]["frames"], serde_json::json!([40, 6, 6, 8]));
+    assert_eq!(side["arrays"]["states"], serde_json::json!([40, 7, 8]));
+    assert_eq!(side["settings"]["nodes"], 8);
+    let model = "[model]\nkind = \"dvae\"\nhidden = [16]\namortise_hidden = [8]\n[objective]\nforecast = 2\n";
+    let training = "[training]\nepochs = 3\nbatch_size = 8\n";
+    // Generated in the config.
+    let generated = write(
+        &dir,
+        "gen.toml",
+        &format!(
+            "seed = 3\n[data]\nkind = \"advection-video\"\nn = 40\n[data.settings]\nnodes = 8\nframes = 6\nheight = 6\n[split]\ntest_fraction = 0.25\n{model}{training}"
+        ),
+    );
+    succeeds(&varphi(
+        &["train", generated.to_str().unwrap(), "--out", "gen", "-q"],
+        &dir,
+    ));
+    succeeds(&varphi(&["eval", "gen"], &dir));
+    let r = read_json(&dir.join("gen/eval.json"));
+    assert_eq!(r["n_test"], 10);
+    assert_eq!(r["train_frames"], 4);
+    for block in ["posterior", "state"] {
+        let c = r[block]["coverage"]["0.9"]
+            .as_f64()
+            .or_else(|| r[block]["scores"]["coverage"]["0.9"].as_f64())
+            .unwrap_or_else(|| panic!("{block}: {r}"));
+        assert!((0.0..=1.0).contains(&c), "{r}");
+    }
+    assert!(r["forecast"]["frame_rel_l2"].as_f64().unwrap().is_finite());
+    assert!(dir.join("gen/bands.png").is_file());
+    succeeds(&varphi(&["sample", "gen", "-n", "3", "-o", "s.npy"], &dir));
+    let s = varphi_data::read::load_array(&dir.join("s.npy"), None).unwrap();
+    assert_eq!(s.shape, vec![3, 6, 6, 8]);
+    // The written archive with the set-up in [objective.setup]: the same frames, so the
+    // posterior of the first test case matches the generated run's data exactly.
+    let from_file = write(
+        &dir,
+        "file.toml",
+        &format!(
+            "seed = 3\n[data]\nkind = \"npz\"\npath = \"seq.npz\"\nx_key = \"frames\"\ncond_key = \"params\"\n[split]\ntest_fraction = 0.25\n{model}[objective.setup]\nnodes = 8\nframes = 6\nheight = 6\n{training}"
+        ),
+    );
+    succeeds(&varphi(
+        &["train", from_file.to_str().unwrap(), "--out", "file", "-q"],
+        &dir,
+    ));
+    succeeds(&varphi(&["eval", "file"], &dir));
+    let f = read_json(&dir.join("file/eval.json"));
+    assert_eq!(f["posterior"], r["posterior"], "file vs generated");
+    assert!(f["state"].is_null(), "a file has no true states: {f}");
+    // Bad input: a file whose set-up does not match its frames, missing set-up.
+    let wrong = write(
+        &dir,
+        "wrong.toml",
+        &std::fs::read_to_string(&from_file)
+            .unwrap()
+            .replace("frames = 6\nheight = 6", "frames = 5\nheight = 6"),
+    );
+    fails_with(
+        &varphi(&["train", wrong.to_str().unwrap()], &dir),
+        &["5 frames", "same length"],
+    );
+    let wrong = write(
+        &dir,
+        "wrong2.toml",
+        &std::fs::read_to_string(&from_file)
+            .unwrap()
+            .replace("frames = 6\nheight = 6", "frames = 6\nheight = 7"),
+    );
+    fails_with(
+        &varphi(&["train", wrong.to_str().unwrap()], &dir),
+        &["frames of shape", "[7, 8]"],
+    );
+    let nosetup = write(
+        &dir,
+        "nosetup.toml",
+        &std::fs::read_to_string(&from_file)
+            .unwrap()
+            .replace("[objective.setup]\nnodes = 8\nframes = 6\nheight = 6\n", ""),
+    );
+    fails_with(
+        &varphi(&["train", nosetup.to_str().unwrap()], &dir),
+        &["objective.setup", "advection-video"],
+    );
+}

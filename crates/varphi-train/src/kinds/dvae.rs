@@ -1,0 +1,1420 @@
+//! `kind = "dvae"`: the Φ-DVAE of primer eqs. 23–24 on sequences of image frames
+//! (`[data] kind = "advection-video"`, or frames from a file with the set-up in
+//! `[objective.setup]`). Each sample is one sequence `y_{1:N}`; a per-frame encoder gives
+//! pseudo-observations `x_n` of the latent state at every `observe_every`-th node, a Kalman
+//! filter integrates the latent advection–diffusion state out, and an amortised Gaussian
+//! `q_λ(ξ | y_{1:N})` over the standardised `(c, log D)` is fitted by the bound of
+//! [`varphi_losses::DvaeElbo`]. The last `forecast` frames of each sequence are never seen by
+//! the model: evaluation forecasts them.
+//!
+//! `transition = "learned-linear"` is the KVAE-style baseline in the same code: the same
+//! encoder, decoder and filter with a learned matrix `A` in place of the physics (no `Λ`).
+//!
+//! Evaluation (`eval.json`), on up to 200 test sequences: the posterior of `(c, D)` against the
+//! truth (coverage, SBC, TARP) — the exact `p(Λ | x̂_{1:N})` of the trained latent model given
+//! the encoder means, on a zooming grid (the non-amortised Φ-DVAE posterior), beside the
+//! amortised `q_λ` (its amortisation gap); the RTS-smoothed latent states against the true
+//! states (relative L2 as learned and after the best affine map — the encoder fixes the state
+//! only up to such a gauge — and coverage, mixed over 8 posterior draws of `Λ`), the forecast of
+//! the held-out states and frames (with persistence for scale), and the frames' reconstruction.
+
+use crate::calibration::Role;
+use crate::config::{
+    ActivationName, Common, SectionError, check_hidden, d_activation, d_hidden, invalid,
+    kind_sections, to_table,
+};
+use crate::data::{RunData, TrainData};
+use crate::error::{TrainError, io_err};
+use crate::host::{mean_of, per_parameter, values};
+use crate::kind::{Kind, Loaded, SampleRequest};
+use crate::noise::{NoiseSource, Stream};
+use crate::tables::{coverage, print_parameter_table};
+use crate::trainer::{Objective, StepOutput};
+use crate::uq::UqScores;
+use burn::module::Param;
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use varphi_data::sequences::{AdvectionVideoSettings, COVARIANCE_JITTER};
+use varphi_losses::kalman::rts_smooth;
+use varphi_losses::{
+    DvaeElbo, GaussianLikelihoodConfig, LatentPhysics, LearnedLinear, Likelihood, LikelihoodConfig,
+    NoiseModel,
+};
+use varphi_models::decoder::{DecoderConfig, MlpDecoderConfig};
+use varphi_models::encoder::{EncoderConfig, MlpEncoderConfig};
+use varphi_models::mlp::MlpConfig;
+use varphi_models::{
+    ColumnNetsConfig, Dvae, DvaeConfig, FrameNetsConfig, ParameterPrior, ParameterScale,
+};
+use varphi_physics::dynamics::{Dynamics, periodic_se_covariance, periodic_se_kernel_host};
+
+/// The latent transition of a dvae run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransitionName {
+    /// The known physics with unknown `Λ = (c, D)` (Φ-DVAE).
+    #[default]
+    Physics,
+    /// A learned matrix `A`, no physics, no `Λ` (KVAE-style baseline).
+    LearnedLinear,
+}
+
+/// The per-frame networks of a dvae run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkName {
+    /// Column networks: periodic 1-D convolutions over the frame's columns
+    /// ([`varphi_models::ColumnNetsConfig`]); every node observed.
+    #[default]
+    Columns,
+    /// Dense MLPs on the flattened frame.
+    Dense,
+}
+
+/// `[model]` of a dvae run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DvaeModelSection {
+    /// The frame encoder and decoder.
+    #[serde(default)]
+    pub network: NetworkName,
+    /// Half-window `k` of column networks (they see `2k + 1` columns).
+    #[serde(default = "d_half_window")]
+    pub half_window: usize,
+    /// Hidden widths of the frame encoder and decoder.
+    #[serde(default = "d_hidden")]
+    pub hidden: Vec<usize>,
+    /// Activation of the networks.
+    #[serde(default = "d_activation")]
+    pub activation: ActivationName,
+    /// The pseudo-observations are the latent state at every `observe_every`-th node (`H`).
+    #[serde(default = "d_every")]
+    pub observe_every: usize,
+    /// The latent transition.
+    #[serde(default)]
+    pub transition: TransitionName,
+    /// Hidden widths of the amortisation network of `q_λ(ξ | y_{1:N})`.
+    #[serde(default = "d_amortise")]
+    pub amortise_hidden: Vec<usize>,
+}
+
+fn d_every() -> usize {
+    1
+}
+fn d_half_window() -> usize {
+    1
+}
+fn d_amortise() -> Vec<usize> {
+    vec![128]
+}
+fn d_forecast() -> usize {
+    4
+}
+fn d_noise_sd() -> f64 {
+    0.1
+}
+fn d_true() -> bool {
+    true
+}
+fn d_frame_sigma() -> f64 {
+    0.2
+}
+
+/// `[objective]` of a dvae run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DvaeObjectiveSection {
+    /// Frames at the end of each sequence held out of training (forecast in `eval`).
+    #[serde(default = "d_forecast")]
+    pub forecast: usize,
+    /// Initial sd `√R` of the pseudo-observation noise.
+    #[serde(default = "d_noise_sd")]
+    pub noise_sd: f64,
+    /// Learn `R` (one variance for every observed node).
+    #[serde(default = "d_true")]
+    pub learn_noise: bool,
+    /// Learn the scale and length of the process noise `Q` (else the set-up's).
+    #[serde(default)]
+    pub learn_process: bool,
+    /// Initial σ of the Gaussian frame likelihood, in normalised pixel units (learned).
+    #[serde(default = "d_frame_sigma")]
+    pub frame_sigma: f64,
+    /// The physics set-up of the frames; default: the `[data]` settings of an
+    /// `advection-video` source (required for frames from a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<AdvectionVideoSettings>,
+}
+
+/// The config of a `dvae` run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DvaeKind {
+    /// `[model]`.
+    pub model: DvaeModelSection,
+    /// `[objective]`.
+    pub objective: DvaeObjectiveSection,
+}
+
+/// The trained module: the Φ-DVAE, its frame likelihood and the learned noise of the latent
+/// model.
+#[derive(Module, Debug)]
+pub struct DvaeModel {
+    /// Encoder, decoder and `q_λ`.
+    pub dvae: Dvae,
+    /// The frame likelihood (learned σ).
+    pub likelihood: Likelihood,
+    /// `log √R`, `[1]`.
+    pub log_noise_sd: Param<Tensor<1>>,
+    /// `log` of `Q`'s scale and length, `[2]`.
+    pub log_process: Param<Tensor<1>>,
+    /// `A` of the learned-linear baseline, `[d, d]`.
+    pub transition: Option<Param<Tensor<2>>>,
+}
+
+/// The dvae objective: the negative Φ-DVAE bound on the first `frames − forecast` frames.
+pub struct DvaeObjective {
+    /// The physics set-up.
+    pub setup: AdvectionVideoSettings,
+    /// `p(Λ)`.
+    pub prior: ParameterPrior,
+    /// Observed nodes (rows of `H`).
+    pub observed: Vec<usize>,
+    /// Frames the model trains on.
+    pub train_frames: usize,
+    /// Sequences of the training split.
+    pub sequences: usize,
+    /// Learn `R`.
+    pub learn_noise: bool,
+    /// Learn `Q`.
+    pub learn_process: bool,
+    /// Training noise.
+    pub noise: NoiseSource,
+}
+
+/// The prior of `(c, D)` of a set-up.
+pub fn parameter_prior(s: &AdvectionVideoSettings) -> ParameterPrior {
+    ParameterPrior {
+        names: AdvectionVideoSettings::PARAM_NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+        mean: vec![s.c_mean, s.log_d_mean],
+        sd: vec![s.c_sd, s.log_d_sd],
+        scale: vec![ParameterScale::Linear, ParameterScale::Log],
+    }
+}
+
+impl DvaeObjective {
+    /// The jitter of `Q` (that of the data generator, relative to the set-up's scale).
+    fn process_jitter(&self) -> f64 {
+        COVARIANCE_JITTER * self.setup.process_scale.powi(2)
+    }
+
+    /// The jitter of `P₀`.
+    fn initial_jitter(&self) -> f64 {
+        COVARIANCE_JITTER * self.setup.initial_scale.powi(2)
+    }
+
+    /// Pixels per frame.
+    fn pixels(&self) -> usize {
+        self.setup.height * self.setup.nodes
+    }
+
+    /// `H`, `[m, d]`.
+    fn observation(&self, device: &Device) -> Tensor<2> {
+        let d = self.setup.nodes;
+        let mut h = vec![0.0; self.observed.len() * d];
+        for (j, &node) in self.observed.iter().enumerate() {
+            h[j * d + node] = 1.0;
+        }
+        Tensor::from_data(TensorData::new(h, [self.observed.len(), d]), device)
+    }
+
+    /// `Q`'s scale and length (learned or the set-up's), `[1]` each.
+    fn process_params(&self, model: &DvaeModel) -> (Tensor<1>, Tensor<1>) {
+        let p = model.log_process.val();
+        let p = if self.learn_process { p } else { p.detach() };
+        (p.clone().narrow(0, 0, 1).exp(), p.narrow(0, 1, 1).exp())
+    }
+
+    /// `diag R`, `[1, m]`.
+    fn noise_var(&self, model: &DvaeModel) -> Tensor<2> {
+        let l = model.log_noise_sd.val();
+        let l = if self.learn_noise { l } else { l.detach() };
+        (l * 2.0)
+            .exp()
+            .reshape([1, 1])
+            .repeat_dim(1, self.observed.len())
+    }
+
+    /// The latent state-space model around the pseudo-observations.
+    fn physics<'a>(
+        &'a self,
+        model: &DvaeModel,
+        dynamics: &'a dyn Dynamics,
+        device: &Device,
+    ) -> LatentPhysics<'a> {
+        let s = &self.setup;
+        let d = s.nodes;
+        let (qs, ql) = self.process_params(model);
+        let one = |v: f64| Tensor::<1>::from_data(TensorData::new(vec![v], [1]), device);
+        LatentPhysics {
+            dynamics,
+            prior: model.transition.is_none().then_some(&self.prior),
+            process: periodic_se_covariance(d, qs, ql, self.process_jitter()),
+            observation: self.observation(device),
+            noise: self.noise_var(model),
+            initial_mean: Tensor::zeros([1, d], device),
+            initial_cov: periodic_se_covariance(
+                d,
+                one(s.initial_scale),
+                one(s.initial_length),
+                self.initial_jitter(),
+            ),
+        }
+    }
+
+    /// Frames `x: [b, N·P]` (normalised) as the training frames `[b, N_train, P]`.
+    fn training_frames(&self, x: Tensor<2>) -> Tensor<3> {
+        let b = x.dims()[0];
+        x.reshape([b, self.setup.frames, self.pixels()])
+            .narrow(1, 0, self.train_frames)
+    }
+}
+
+impl Objective<DvaeModel> for DvaeObjective {
+    fn step(
+        &self,
+        model: &DvaeModel,
+        x: Tensor<2>,
+        _cond: Option<Tensor<2>>,
+        step: usize,
+        noise_stream: u64,
+    ) -> StepOutput {
+        let device = x.device();
+        let b = x.dims()[0];
+        let y = self.training_frames(x);
+        let noise = self.noise.offset(noise_stream);
+        let m = self.observed.len();
+        let eps_x = noise.normal([1, b * self.train_frames, m], 2 * step, &device);
+        let eps_xi = noise.normal([b, 1, 2], 2 * step + 1, &device);
+        let advection = self.setup.dynamics();
+        let learned = model
+            .transition
+            .as_ref()
+            .map(|a| LearnedLinear { matrix: a.val() });
+        let dynamics: &dyn Dynamics = match &learned {
+            Some(l) => l,
+            None => &advection,
+        };
+        let physics = self.physics(model, dynamics, &device);
+        let out = DvaeElbo {
+            sequences: self.sequences,
+        }
+        .forward(&model.dvae, &model.likelihood, &physics, y, eps_x, eps_xi);
+        let noise_sd = mean_of(model.log_noise_sd.val().detach().exp());
+        StepOutput {
+            terms: vec![
+                ("loss", mean_of(out.loss.clone().detach())),
+                ("reconstruction", mean_of(out.reconstruction)),
+                ("encoder_entropy", mean_of(out.encoder_entropy)),
+                ("dynamics", mean_of(out.dynamics)),
+                ("kl", mean_of(out.kl)),
+                ("noise_sd", noise_sd),
+            ],
+            loss: out.loss,
+            beta: None,
+        }
+    }
+}
+
+/// Scores of latent states against the truth.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateScores {
+    /// Relative L2 error of the mean states.
+    pub rel_l2: f64,
+    /// The same after the least-squares affine map `a x + b` of the mean states onto the
+    /// truth (one `a`, `b` for all sequences): the error of the state's shape, with the
+    /// encoder's amplitude/offset gauge removed (a diagnostic; the scores below use no truth).
+    pub affine_rel_l2: f64,
+    /// Uncertainty scores of the state marginals (mixed over the `Λ` draws).
+    pub scores: UqScores,
+}
+
+/// The forecast of the held-out frames.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForecastScores {
+    /// Frames forecast.
+    pub frames: usize,
+    /// The forecast states against the true ones.
+    pub state: Option<StateScores>,
+    /// Relative L2 error of the decoded forecast frames (data units).
+    pub frame_rel_l2: f64,
+    /// The same error of persistence (the last seen frame repeated), for scale.
+    pub persistence_rel_l2: f64,
+}
+
+/// `eval.json` of a dvae run.
+#[derive(Debug, Clone, Serialize)]
+pub struct DvaeEval {
+    /// Test sequences scored.
+    pub n_test: usize,
+    /// Posterior samples per sequence.
+    pub n_samples: usize,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// The latent transition.
+    pub transition: TransitionName,
+    /// Frames seen per sequence.
+    pub train_frames: usize,
+    /// Learned √R.
+    pub noise_sd: f64,
+    /// Learned (or fixed) `Q` scale and length.
+    pub process: [f64; 2],
+    /// The posterior of `Λ = (c, D)` of each test sequence (physical units) against the
+    /// truths: the exact `p(Λ | x̂_{1:N}) ∝ p(x̂_{1:N} | Λ) p(Λ)` of the trained latent model
+    /// given the encoder means, on a zooming grid over `ξ` (the non-amortised Φ-DVAE posterior
+    /// without a Gaussian restriction).
+    pub posterior: Option<UqScores>,
+    /// [`DvaeEval::posterior`] per parameter: `(name, scores)`.
+    pub per_parameter: Vec<(String, UqScores)>,
+    /// The amortised `q_λ(Λ | y_{1:N})` per parameter (one network pass per sequence): its
+    /// gap to [`DvaeEval::posterior`] is the amortisation error.
+    pub amortised: Vec<(String, UqScores)>,
+    /// RTS-smoothed states `u_1 … u_{N_train}` against the true states (generated data).
+    pub state: Option<StateScores>,
+    /// The forecast of the held-out frames.
+    pub forecast: Option<ForecastScores>,
+    /// Relative L2 error of the frames decoded from the encoder means (data units).
+    pub reconstruction_rel_l2: f64,
+}
+
+impl DvaeKind {
+    /// The physics set-up: `[objective.setup]` or the `[data]` settings.
+    pub fn setup(&self, common: &Common) -> Result<AdvectionVideoSettings, TrainError> {
+        match (common.data.advection_video(), &self.objective.setup) {
+            (Some((_, s)), None) => Ok(s),
+            (Some((_, s)), Some(o)) if s == *o => Ok(s),
+            (Some(_), Some(_)) => Err(invalid(
+                "objective.setup",
+                "differs from the [data] settings, so the model's physics would not be the data's; drop [objective.setup] (the data's set-up is used)",
+            )),
+            (None, Some(o)) => Ok(*o),
+            (None, None) => Err(invalid(
+                "objective.setup",
+                "the frames are not generated ([data] kind = \"advection-video\"), so give their physics set-up in [objective.setup] (nodes, frames, dt, height, priors of c and D, P₀ and Q)",
+            )),
+        }
+    }
+
+    /// Observed nodes.
+    fn observed(&self, s: &AdvectionVideoSettings) -> Vec<usize> {
+        (0..s.nodes)
+            .step_by(self.model.observe_every.max(1))
+            .collect()
+    }
+
+    fn train_frames(&self, s: &AdvectionVideoSettings) -> usize {
+        s.frames - self.objective.forecast
+    }
+}
+
+impl Kind for DvaeKind {
+    const NAME: &'static str = "dvae";
+    const SUMMARY_TERMS: &'static [&'static str] =
+        &["loss", "reconstruction", "dynamics", "kl", "noise_sd"];
+    type Model = DvaeModel;
+    type Objective = DvaeObjective;
+    type Eval = DvaeEval;
+
+    fn from_tables(model: toml::Table, objective: toml::Table) -> Result<Self, SectionError> {
+        let (model, objective) = kind_sections(model, objective, Self::NAME)?;
+        Ok(Self { model, objective })
+    }
+
+    fn to_tables(&self) -> (toml::Table, toml::Table) {
+        (to_table(&self.model), to_table(&self.objective))
+    }
+
+    fn validate(&self, common: &Common) -> Result<(), TrainError> {
+        check_hidden(&self.model.hidden)?;
+        check_hidden(&self.model.amortise_hidden)?;
+        let s = self.setup(common)?;
+        s.validate()?;
+        if self.model.observe_every == 0 || self.model.observe_every > s.nodes {
+            return Err(invalid(
+                "model.observe_every",
+                format!(
+                    "must be between 1 and the {} nodes, got {}",
+                    s.nodes, self.model.observe_every
+                ),
+            ));
+        }
+        if self.model.network == NetworkName::Columns && self.model.observe_every != 1 {
+            return Err(invalid(
+                "model.observe_every",
+                "column networks observe every node (x_j is tied to column j); set observe_every = 1, or network = \"dense\"",
+            ));
+        }
+        if self.objective.forecast + 2 > s.frames {
+            return Err(invalid(
+                "objective.forecast",
+                format!(
+                    "holds out {} of the {} frames; at least 2 must remain to train on",
+                    self.objective.forecast, s.frames
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("objective.noise_sd", self.objective.noise_sd),
+            ("objective.frame_sigma", self.objective.frame_sigma),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(key, format!("must be finite and > 0, got {v}")));
+            }
+        }
+        if s.process_scale <= 0.0 {
+            return Err(invalid(
+                "objective.setup.process_scale",
+                "must be > 0 for the filter (Q = 0 makes the smoother's predicted covariance singular)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_data(&self, common: &Common, data: &TrainData) -> Result<(), TrainError> {
+        let s = self.setup(common)?;
+        let want = s.sample_shape();
+        let got = &data.train.sample_shape;
+        let flat = |v: &[usize]| v.iter().product::<usize>();
+        if *got != want && !(got.len() == 2 && got[0] == s.frames && got[1] == flat(&want[1..])) {
+            let message = if got.first() != Some(&s.frames) {
+                format!(
+                    "sequences of {} frames are expected (set-up frames = {}), the data's samples have shape {got:?}; every sequence must have the same length — cut or pad them to {} frames, or set frames",
+                    s.frames, s.frames, s.frames
+                )
+            } else {
+                format!(
+                    "frames of shape [height, nodes] = [{}, {}] are expected, the data's samples have shape {got:?}; render the frames at the set-up's size or change height/nodes",
+                    s.height, s.nodes
+                )
+            };
+            return Err(invalid("data", message));
+        }
+        if data.train.cond_dim != 0 && data.train.cond_dim != 2 {
+            return Err(invalid(
+                "data",
+                format!(
+                    "the conditions are the true (c, D) of each sequence (2 columns) or absent, got {} columns",
+                    data.train.cond_dim
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(
+        &self,
+        common: &Common,
+        data: &RunData,
+        device: &Device,
+    ) -> Result<(DvaeModel, DvaeObjective), TrainError> {
+        let s = self.setup(common)?;
+        let observed = self.observed(&s);
+        let m = observed.len();
+        let px = s.height * s.nodes;
+        let act = self.model.activation.into();
+        let likelihood = LikelihoodConfig::Gaussian(
+            GaussianLikelihoodConfig::new()
+                .with_sigma(self.objective.frame_sigma)
+                .with_noise(NoiseModel::LearnedGlobal),
+        )
+        .init(device);
+        let k = likelihood.params_per_datum();
+        let train_frames = self.train_frames(&s);
+        let physics = self.model.transition == TransitionName::Physics;
+        let amortise = physics.then(|| {
+            let mut sizes = vec![train_frames * m];
+            sizes.extend(&self.model.amortise_hidden);
+            sizes.push(4);
+            MlpConfig::new(sizes).with_activation(act)
+        });
+        let nets = match self.model.network {
+            NetworkName::Dense => FrameNetsConfig::dense(
+                EncoderConfig::Mlp(
+                    MlpEncoderConfig::new(px, m)
+                        .with_hidden(self.model.hidden.clone())
+                        .with_activation(act),
+                ),
+                DecoderConfig::Mlp(
+                    MlpDecoderConfig::new(m, px * k)
+                        .with_hidden(self.model.hidden.clone())
+                        .with_activation(act),
+                ),
+            ),
+            NetworkName::Columns => FrameNetsConfig::Columns(
+                ColumnNetsConfig::new(s.height, s.nodes)
+                    .with_half_window(self.model.half_window)
+                    .with_hidden(self.model.hidden.clone())
+                    .with_activation(act),
+            ),
+        };
+        let dvae = DvaeConfig::new(nets, 2)
+            .with_amortise(amortise)
+            .init(device);
+        let log = |v: f64| Tensor::<1>::from_data(TensorData::new(vec![v.ln()], [1]), device);
+        let model = DvaeModel {
+            dvae,
+            likelihood,
+            log_noise_sd: Param::from_tensor(log(self.objective.noise_sd)),
+            log_process: Param::from_tensor(Tensor::cat(
+                vec![log(s.process_scale), log(s.process_length)],
+                0,
+            )),
+            transition: (!physics).then(|| Param::from_tensor(Tensor::<2>::eye(s.nodes, device))),
+        };
+        let objective = DvaeObjective {
+            prior: parameter_prior(&s),
+            setup: s,
+            observed,
+            train_frames,
+            sequences: data.n_train,
+            learn_noise: self.objective.learn_noise,
+            learn_process: self.objective.learn_process,
+            noise: NoiseSource::new(common.seed, Stream::Train),
+        };
+        Ok((model, objective))
+    }
+
+    fn plot(&self, run: &Loaded<Self>) -> Result<(), TrainError> {
+        let s = &run.objective.setup;
+        let t = Trained::of(run, run.data.test.len().min(3))?;
+        let (n_tr, px) = (run.objective.train_frames, s.height * s.nodes);
+        // Case 0: the last seen frame, its reconstruction, the first forecast frame.
+        let frame = |v: &[f64], k: usize| v[k * px..(k + 1) * px].to_vec();
+        let data0 = &t.frames_data[0];
+        let f = s.frames - n_tr;
+        let mut data = vec![frame(data0, n_tr - 1)];
+        let mut recon = vec![frame(&t.recon[0], n_tr - 1)];
+        let mut third = vec![recon[0].clone()];
+        if f > 0 {
+            data.push(frame(data0, n_tr));
+            recon.push(t.forecast_frames[0][..px].to_vec());
+            third = vec![t.forecast_frames[0][..px].to_vec()];
+        }
+        crate::plots::plot_samples_titled(
+            &data,
+            &recon,
+            &third,
+            &[s.height, s.nodes],
+            &run.dir.join("samples.png"),
+            &[
+                "frames: last seen, first forecast",
+                "decoded: reconstruction, forecast",
+                "forecast frame",
+                "data (lines) vs decoded (dots)",
+                "forecast frame",
+            ],
+        )
+    }
+
+    fn evaluate(&self, run: &Loaded<Self>) -> Result<DvaeEval, TrainError> {
+        let n = run.data.test.len().min(200);
+        let t = Trained::of(run, n)?;
+        Ok(t.report(run))
+    }
+
+    fn print_eval(&self, r: &DvaeEval, dir: &Path) {
+        match &r.posterior {
+            Some(post) => print_parameter_table(
+                dir,
+                (r.n_test, r.n_samples, r.epochs),
+                &format!(
+                    "p(c, D | x̂) from {} frames per sequence (Kalman-filter likelihood of the encoded frames, on a grid)",
+                    r.train_frames
+                ),
+                "rel_l2",
+                std::iter::once(("all".to_string(), post.rel_l2, post))
+                    .chain(
+                        r.per_parameter
+                            .iter()
+                            .map(|(n, s)| (n.clone(), s.rel_l2, s)),
+                    )
+                    .collect(),
+            ),
+            None => println!(
+                "evaluation of {} ({} test sequences, {} epochs): learned-linear transition (no physical parameters)",
+                dir.display(),
+                r.n_test,
+                r.epochs
+            ),
+        }
+        for (name, g) in &r.amortised {
+            println!(
+                "  amortised q({name} | y)  rel L2 {:>8.4}   cov 50/90/95 {:.3} / {:.3} / {:.3}",
+                g.rel_l2,
+                coverage(g, "0.5"),
+                coverage(g, "0.9"),
+                coverage(g, "0.95")
+            );
+        }
+        let row = |what: &str, s: &StateScores| {
+            println!(
+                "  {what:<22} rel L2 {:>8.4}   cov 50/90/95 {:.3} / {:.3} / {:.3}   (affine-corrected rel L2 {:.4})",
+                s.rel_l2,
+                coverage(&s.scores, "0.5"),
+                coverage(&s.scores, "0.9"),
+                coverage(&s.scores, "0.95"),
+                s.affine_rel_l2
+            )
+        };
+        if let Some(s) = &r.state {
+            row("smoothed states", s);
+        }
+        if let Some(f) = &r.forecast {
+            if let Some(s) = &f.state {
+                row(&format!("forecast states ({})", f.frames), s);
+            }
+            println!(
+                "  forecast frames        rel L2 {:>8.4}   (persistence {:.4})",
+                f.frame_rel_l2, f.persistence_rel_l2
+            );
+        }
+        println!(
+            "  reconstructed frames   rel L2 {:>8.4}   √R = {:.4}, Q scale/length = {:.4} / {:.4}",
+            r.reconstruction_rel_l2, r.noise_sd, r.process[0], r.process[1]
+        );
+    }
+
+    /// Sequences from the trained generative model: `Λ ~ p(Λ)` (physics) or the learned `A`,
+    /// `u_0 ~ N(0, P₀)`, `u_n = M u_{n−1} + e_n`, frames decoded from `H u_n` (with the frame
+    /// noise when `--noise`); `[n, N, height, nodes]` in data units.
+    fn sample(&self, run: &Loaded<Self>, request: &SampleRequest) -> Result<String, TrainError> {
+        if request.condition.is_some() {
+            return Err(invalid(
+                "--condition",
+                "a dvae run samples Λ from its prior; drop --condition",
+            ));
+        }
+        let o = &run.objective;
+        let s = &o.setup;
+        let (d, steps) = (s.nodes, s.frames);
+        let device = &run.device.device;
+        let q = host_process(o, &run.model);
+        let a = run.model.transition.as_ref().map(|a| values(a.val()));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(run.common.seed ^ 0x005a_3e11);
+        let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
+        let p0 = dense_se(d, s.initial_scale, s.initial_length, o.initial_jitter());
+        let (l0, lq) = (cholesky(&p0, d), cholesky(&q, d));
+        let mut states = Vec::with_capacity(request.n * steps * d);
+        for _ in 0..request.n {
+            let matrix = match &a {
+                Some(a) => a.clone(),
+                None => {
+                    let xi = [normal(), normal()];
+                    let l = o.prior.to_physical_host(&xi);
+                    s.dynamics().matrix_host(l[0], l[1])
+                }
+            };
+            let mut u = lower_times(&l0, &(0..d).map(|_| normal()).collect::<Vec<_>>(), d);
+            for _ in 0..steps {
+                let e = lower_times(&lq, &(0..d).map(|_| normal()).collect::<Vec<_>>(), d);
+                u = mat_vec(&matrix, &u, d)
+                    .iter()
+                    .zip(&e)
+                    .map(|(a, b)| a + b)
+                    .collect();
+                states.extend(o.observed.iter().map(|&j| u[j]));
+            }
+        }
+        let m = o.observed.len();
+        let x = Tensor::<3>::from_data(TensorData::new(states, [request.n, steps, m]), device);
+        let params = run.model.dvae.decode(x);
+        let px = s.height * s.nodes;
+        let k = params.dims()[2] / px;
+        let params = params.reshape([1, request.n * steps, px * k]);
+        let lik = &run.model.likelihood;
+        let mut frames = values(lik.mean(params.clone()));
+        if request.noise
+            && let Some(sd) = lik.std(params)
+        {
+            for (f, sd) in frames.iter_mut().zip(values(sd)) {
+                *f += sd * normal();
+            }
+        }
+        run.data.norm.invert_x(&mut frames);
+        let shape = [request.n, steps, s.height, s.nodes];
+        varphi_data::npy::save_npy_f32(&request.out, &shape, &frames)
+            .map_err(io_err(&request.out))?;
+        Ok(format!(
+            "wrote {} sequences of {steps} frames {}×{} ({}) to {}",
+            request.n,
+            s.height,
+            s.nodes,
+            match run.model.transition {
+                Some(_) => "learned linear transition",
+                None => "Λ from the prior",
+            },
+            request.out.display()
+        ))
+    }
+}
+
+/// Draws of `Λ` per test sequence for the state scores.
+const LAMBDA_DRAWS: usize = 8;
+/// Gaussian draws per `Λ` draw and state entry.
+const STATE_DRAWS: usize = 8;
+/// Posterior samples per sequence.
+const POSTERIOR_SAMPLES: usize = 256;
+
+/// A trained run's inferences on its first `n` test sequences, on the host in `f64`.
+struct Trained {
+    n: usize,
+    /// Samples `[S][n·2]` of the exact `p(Λ | x̂_{1:N})` given the encoder means (grid).
+    posterior: Option<Vec<Vec<f64>>>,
+    /// Samples `[S][n·2]` of the amortised `q_λ(Λ | y_{1:N})`.
+    amortised: Option<Vec<Vec<f64>>>,
+    /// The true `(c, D)` `[n·2]`, when the data carry them.
+    truth_params: Option<Vec<f64>>,
+    /// `[draw][case][level 1 … N_train][d]` smoothed means and variances.
+    smoothed: Vec<Vec<(Vec<f64>, Vec<f64>)>>,
+    /// `[draw][case][forecast step][d]` forecast means and variances.
+    forecast: Vec<Vec<(Vec<f64>, Vec<f64>)>>,
+    /// `[case]` all frames (data units), `[N·P]`.
+    frames_data: Vec<Vec<f64>>,
+    /// `[case]` reconstructions of the seen frames (data units), `[N_train·P]`.
+    recon: Vec<Vec<f64>>,
+    /// `[case]` decoded forecast frames (data units, mean over the draws), `[F·P]`.
+    forecast_frames: Vec<Vec<f64>>,
+    /// `[case]` the true states `u_0 … u_N` (generated data).
+    truth_states: Option<Vec<Vec<f64>>>,
+}
+
+fn mat_vec(a: &[f64], u: &[f64], d: usize) -> Vec<f64> {
+    (0..d)
+        .map(|j| (0..d).map(|l| a[j * d + l] * u[l]).sum())
+        .collect()
+}
+
+/// `A P Aᵀ + Q`, all `[d, d]` row-major.
+fn propagate(a: &[f64], p: &[f64], q: &[f64], d: usize) -> Vec<f64> {
+    let mut ap = vec![0.0; d * d];
+    for i in 0..d {
+        for k in 0..d {
+            let v = a[i * d + k];
+            for j in 0..d {
+                ap[i * d + j] += v * p[k * d + j];
+            }
+        }
+    }
+    let mut out = q.to_vec();
+    for i in 0..d {
+        for j in 0..d {
+            out[i * d + j] += (0..d).map(|k| ap[i * d + k] * a[j * d + k]).sum::<f64>();
+        }
+    }
+    out
+}
+
+/// The dense periodic SE covariance plus `jitter·I`, `[d, d]`.
+fn dense_se(d: usize, scale: f64, length: f64, jitter: f64) -> Vec<f64> {
+    let row = periodic_se_kernel_host(d, scale, length);
+    (0..d * d)
+        .map(|k| {
+            let (j, l) = (k / d, k % d);
+            row[(l + d - j) % d] + if j == l { jitter } else { 0.0 }
+        })
+        .collect()
+}
+
+/// `Q` on the host from the model's (possibly learned) scale and length.
+fn host_process(o: &DvaeObjective, model: &DvaeModel) -> Vec<f64> {
+    let p = values(model.log_process.val());
+    dense_se(o.setup.nodes, p[0].exp(), p[1].exp(), o.process_jitter())
+}
+
+/// The lower Cholesky factor of a symmetric positive-definite `[d, d]` matrix (jittered
+/// covariances; a non-positive pivot is clamped so sampling never fails).
+fn cholesky(a: &[f64], d: usize) -> Vec<f64> {
+    let mut l = vec![0.0f64; d * d];
+    for j in 0..d {
+        let s = a[j * d + j] - (0..j).map(|k| l[j * d + k].powi(2)).sum::<f64>();
+        let ljj = s.max(1e-12).sqrt();
+        l[j * d + j] = ljj;
+        for i in j + 1..d {
+            let s = a[i * d + j] - (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum::<f64>();
+            l[i * d + j] = s / ljj;
+        }
+    }
+    l
+}
+
+fn lower_times(l: &[f64], e: &[f64], d: usize) -> Vec<f64> {
+    (0..d)
+        .map(|i| (0..=i).map(|k| l[i * d + k] * e[k]).sum())
+        .collect()
+}
+
+fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+impl Trained {
+    fn of(run: &Loaded<DvaeKind>, n: usize) -> Result<Self, TrainError> {
+        let o = &run.objective;
+        let s = &o.setup;
+        let device = &run.device.device;
+        let seed = run.common.seed;
+        let (d, m, n_tr) = (s.nodes, o.observed.len(), o.train_frames);
+        let px = s.height * d;
+        let idx: Vec<usize> = (0..n).collect();
+        let (x, cond) = run.data.test.batch(&idx, device);
+        let y = o.training_frames(x.clone());
+        let q_x = run.model.dvae.encode(y.clone());
+        let mu_x = q_x.mean.clone().reshape([n, n_tr, m]);
+        // Reconstructions of the seen frames from the encoder means.
+        let lik = &run.model.likelihood;
+        let dec = run.model.dvae.decode(mu_x.clone());
+        let k = dec.dims()[2] / px;
+        let mut recon = values(lik.mean(dec.reshape([1, n * n_tr, px * k])));
+        run.data.norm.invert_x(&mut recon);
+        let mut all = values(x);
+        run.data.norm.invert_x(&mut all);
+        let frames_data: Vec<Vec<f64>> = all.chunks(s.frames * px).map(<[f64]>::to_vec).collect();
+        let recon: Vec<Vec<f64>> = recon.chunks(n_tr * px).map(<[f64]>::to_vec).collect();
+
+        // Λ: amortised and exact posterior samples (physics), the draws the states are mixed over.
+        let draws = LAMBDA_DRAWS;
+        let truth_params = cond.map(|c| {
+            let mut v = values(c);
+            run.data.norm.invert_cond(&mut v);
+            v
+        });
+        let (amortised, posterior, lambda) = match run.model.transition {
+            None => {
+                let q = run.model.dvae.param_posterior_given(mu_x.clone());
+                let rows = q.mean.dims()[0];
+                let (mean, sd) = (values(q.mean.clone()), values(q.std()));
+                let at = |i: usize, j: usize| {
+                    let r = if rows == 1 { 0 } else { i };
+                    (mean[r * 2 + j], sd[r * 2 + j])
+                };
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(NoiseSource::new(seed, Stream::HeldOutPosterior).stream);
+                let mut draw = |count: usize| -> Vec<Vec<f64>> {
+                    (0..count)
+                        .map(|_| {
+                            (0..n)
+                                .flat_map(|i| {
+                                    let xi: Vec<f64> = (0..2)
+                                        .map(|j| {
+                                            let (mu, sd) = at(i, j);
+                                            let e: f64 = StandardNormal.sample(&mut rng);
+                                            mu + sd * e
+                                        })
+                                        .collect();
+                                    o.prior.to_physical_host(&xi)
+                                })
+                                .collect()
+                        })
+                        .collect()
+                };
+                let samples = draw(POSTERIOR_SAMPLES);
+                let grid = grid_posterior(o, &run.model, mu_x.clone(), seed, device)?;
+                let lambda = grid[..draws].to_vec();
+                (Some(samples), Some(grid), Some(lambda))
+            }
+            Some(_) => (None, None, None),
+        };
+
+        // Filter + RTS smoother for each draw, on the pseudo-observation means.
+        let reps = if lambda.is_some() { draws } else { 1 };
+        let xs = mu_x
+            .clone()
+            .unsqueeze_dim::<4>(0)
+            .repeat_dim(0, reps)
+            .reshape([reps * n, n_tr, m]);
+        let advection = s.dynamics();
+        let learned = run
+            .model
+            .transition
+            .as_ref()
+            .map(|a| LearnedLinear { matrix: a.val() });
+        let dynamics: &dyn Dynamics = match &learned {
+            Some(l) => l,
+            None => &advection,
+        };
+        let physics = o.physics(&run.model, dynamics, device);
+        let lambda_t = match &lambda {
+            Some(l) => Tensor::<2>::from_data(TensorData::new(l.concat(), [reps * n, 2]), device),
+            None => Tensor::zeros([n, 1], device),
+        };
+        let filter = physics.model(lambda_t).filter(xs, true);
+        filter.check().map_err(|e| TrainError::Run {
+            path: run.dir.clone(),
+            message: format!("evaluating the test sequences: {e}"),
+        })?;
+        let states = filter.states.expect("states kept");
+        let last_mean = values(states.filtered_mean[n_tr].clone());
+        let last_cov = values(states.filtered_cov[n_tr].clone());
+        let smooth = rts_smooth(&states).map_err(|e| TrainError::Run {
+            path: run.dir.clone(),
+            message: format!("smoothing the test sequences: {e}"),
+        })?;
+        let smoothed: Vec<Vec<(Vec<f64>, Vec<f64>)>> = (0..reps)
+            .map(|r| {
+                (0..n)
+                    .map(|i| {
+                        let b = r * n + i;
+                        let mut mean = Vec::with_capacity(n_tr * d);
+                        let mut var = Vec::with_capacity(n_tr * d);
+                        for level in 1..=n_tr {
+                            mean.extend(smooth.mean_at(b, level));
+                            let c = smooth.cov_at(b, level);
+                            var.extend((0..d).map(|j| c[j * d + j].max(0.0)));
+                        }
+                        (mean, var)
+                    })
+                    .collect()
+            })
+            .collect();
+
+        // Forecast: propagate the last filtered moments through the held-out steps.
+        let f = s.frames - n_tr;
+        let q = host_process(o, &run.model);
+        let a_learned = run.model.transition.as_ref().map(|a| values(a.val()));
+        let mut forecast = Vec::with_capacity(reps);
+        let mut obs_pred = Vec::with_capacity(reps * n * f * m);
+        for r in 0..reps {
+            let mut per_case = Vec::with_capacity(n);
+            for i in 0..n {
+                let b = r * n + i;
+                let a = match (&a_learned, &lambda) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(l)) => advection.matrix_host(l[r][2 * i], l[r][2 * i + 1]),
+                    (None, None) => unreachable!("a physics run has Λ draws"),
+                };
+                let mut mean = last_mean[b * d..(b + 1) * d].to_vec();
+                let mut cov = last_cov[b * d * d..(b + 1) * d * d].to_vec();
+                let (mut means, mut vars) = (Vec::new(), Vec::new());
+                for _ in 0..f {
+                    mean = mat_vec(&a, &mean, d);
+                    cov = propagate(&a, &cov, &q, d);
+                    obs_pred.extend(o.observed.iter().map(|&j| mean[j]));
+                    means.extend(&mean);
+                    vars.extend((0..d).map(|j| cov[j * d + j].max(0.0)));
+                }
+                per_case.push((means, vars));
+            }
+            forecast.push(per_case);
+        }
+        let forecast_frames = if f > 0 {
+            let xp = Tensor::<3>::from_data(TensorData::new(obs_pred, [reps * n, f, m]), device);
+            let dec = run.model.dvae.decode(xp);
+            let mut v = values(lik.mean(dec.reshape([1, reps * n * f, px * k])));
+            run.data.norm.invert_x(&mut v);
+            let per = f * px;
+            (0..n)
+                .map(|i| {
+                    (0..per)
+                        .map(|j| {
+                            (0..reps).map(|r| v[(r * n + i) * per + j]).sum::<f64>() / reps as f64
+                        })
+                        .collect()
+                })
+                .collect()
+        } else {
+            vec![Vec::new(); n]
+        };
+
+        // The true states of the test sequences, regenerated (generated data only).
+        let truth_states = match run.common.data.advection_video() {
+            Some((n_all, settings)) => {
+                let seed = run.common.data_seed();
+                let g = settings.generate(n_all, seed)?;
+                let (_, test) =
+                    varphi_data::split_indices(n_all, run.common.split.test_fraction, seed);
+                let per = (s.frames + 1) * d;
+                Some(
+                    test.iter()
+                        .take(n)
+                        .map(|&t| g.states[t * per..(t + 1) * per].to_vec())
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            n,
+            posterior,
+            amortised,
+            truth_params,
+            smoothed,
+            forecast,
+            frames_data,
+            recon,
+            forecast_frames,
+            truth_states,
+        })
+    }
+
+    /// State samples `[S][n·len]` from the per-draw Gaussian marginals `(mean, var)` of
+    /// `moments[draw][case]`, `STATE_DRAWS` per draw.
+    fn state_samples(moments: &[Vec<(Vec<f64>, Vec<f64>)>], seed: u64) -> Vec<Vec<f64>> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(NoiseSource::new(seed, Stream::EvalPredictive).stream);
+        let mut out = Vec::new();
+        for draw in moments {
+            for _ in 0..STATE_DRAWS {
+                out.push(
+                    draw.iter()
+                        .flat_map(|(m, v)| {
+                            m.iter()
+                                .zip(v)
+                                .map(|(m, v)| {
+                                    let e: f64 = StandardNormal.sample(&mut rng);
+                                    m + v.sqrt() * e
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
+    fn state_scores(
+        &self,
+        run: &Loaded<DvaeKind>,
+        block: &str,
+        moments: &[Vec<(Vec<f64>, Vec<f64>)>],
+        truth: &[f64],
+    ) -> StateScores {
+        let samples = Self::state_samples(moments, run.common.seed);
+        let mean: Vec<f64> = (0..truth.len())
+            .map(|j| {
+                moments
+                    .iter()
+                    .map(|draw| {
+                        let per = draw[0].0.len();
+                        draw[j / per].0[j % per]
+                    })
+                    .sum::<f64>()
+                    / moments.len() as f64
+            })
+            .collect();
+        StateScores {
+            rel_l2: rel_l2(&mean, truth),
+            affine_rel_l2: {
+                let k = mean.len() as f64;
+                let (mx, my) = (mean.iter().sum::<f64>() / k, truth.iter().sum::<f64>() / k);
+                let sxy: f64 = mean
+                    .iter()
+                    .zip(truth)
+                    .map(|(x, y)| (x - mx) * (y - my))
+                    .sum();
+                let sxx: f64 = mean.iter().map(|x| (x - mx).powi(2)).sum();
+                let a = sxy / sxx.max(1e-300);
+                let fit: Vec<f64> = mean.iter().map(|x| my + a * (x - mx)).collect();
+                rel_l2(&fit, truth)
+            },
+            scores: run
+                .scorer
+                .score(block, &samples, truth, self.n, Role::Predictive),
+        }
+    }
+
+    fn report(&self, run: &Loaded<DvaeKind>) -> DvaeEval {
+        let o = &run.objective;
+        let s = &o.setup;
+        let (d, n_tr, px) = (s.nodes, o.train_frames, s.height * s.nodes);
+        let f = s.frames - n_tr;
+        // Node 0's trajectory over every level (smoothed, then forecast) first, for bands.png.
+        if let Some(truth) = &self.truth_states {
+            let traj: Vec<Vec<(Vec<f64>, Vec<f64>)>> = self
+                .smoothed
+                .iter()
+                .zip(&self.forecast)
+                .map(|(sm, fc)| {
+                    sm.iter()
+                        .zip(fc)
+                        .map(|((ms, vs), (mf, vf))| {
+                            let pick = |v: &[f64]| v.iter().step_by(d).copied().collect::<Vec<_>>();
+                            let mut m = pick(ms);
+                            m.extend(pick(mf));
+                            let mut v = pick(vs);
+                            v.extend(pick(vf));
+                            (m, v)
+                        })
+                        .collect()
+                })
+                .collect();
+            let t: Vec<f64> = truth
+                .iter()
+                .flat_map(|u| (1..=s.frames).map(|level| u[level * d]).collect::<Vec<_>>())
+                .collect();
+            let _ = self.state_scores(run, "trajectory", &traj, &t);
+        }
+        let (posterior, per_parameter) = match (&self.posterior, &self.truth_params) {
+            (Some(samples), Some(truth)) => (
+                Some(
+                    run.scorer
+                        .score("posterior", samples, truth, self.n, Role::Posterior),
+                ),
+                per_parameter(&run.scorer, "posterior", samples, truth, 2, &o.prior.names),
+            ),
+            _ => (None, Vec::new()),
+        };
+        let amortised = match (&self.amortised, &self.truth_params) {
+            (Some(samples), Some(truth)) => crate::host::per_parameter(
+                &run.scorer,
+                "amortised",
+                samples,
+                truth,
+                2,
+                &o.prior.names,
+            ),
+            _ => Vec::new(),
+        };
+        let state = self.truth_states.as_ref().map(|truth| {
+            let t: Vec<f64> = truth
+                .iter()
+                .flat_map(|u| u[d..(n_tr + 1) * d].to_vec())
+                .collect();
+            self.state_scores(run, "state", &self.smoothed, &t)
+        });
+        let forecast = (f > 0).then(|| {
+            let data: Vec<f64> = self
+                .frames_data
+                .iter()
+                .flat_map(|v| v[n_tr * px..].to_vec())
+                .collect();
+            let pred: Vec<f64> = self.forecast_frames.concat();
+            let last: Vec<f64> = self
+                .frames_data
+                .iter()
+                .flat_map(|v| v[(n_tr - 1) * px..n_tr * px].repeat(f))
+                .collect();
+            ForecastScores {
+                frames: f,
+                state: self.truth_states.as_ref().map(|truth| {
+                    let t: Vec<f64> = truth
+                        .iter()
+                        .flat_map(|u| u[(n_tr + 1) * d..].to_vec())
+                        .collect();
+                    self.state_scores(run, "forecast", &self.forecast, &t)
+                }),
+                frame_rel_l2: rel_l2(&pred, &data),
+                persistence_rel_l2: rel_l2(&last, &data),
+            }
+        });
+        let seen: Vec<f64> = self
+            .frames_data
+            .iter()
+            .flat_map(|v| v[..n_tr * px].to_vec())
+            .collect();
+        let p = values(run.model.log_process.val());
+        DvaeEval {
+            n_test: self.n,
+            n_samples: POSTERIOR_SAMPLES,
+            epochs: run.epochs_done,
+            transition: run.kind.model.transition,
+            train_frames: n_tr,
+            noise_sd: values(run.model.log_noise_sd.val())[0].exp(),
+            process: [p[0].exp(), p[1].exp()],
+            posterior,
+            per_parameter,
+            amortised,
+            state,
+            forecast,
+            reconstruction_rel_l2: rel_l2(&self.recon.concat(), &seen),
+        }
+    }
+}
+
+/// Grid points per axis of [`grid_posterior`].
+const GRID: usize = 15;
+/// Zoom stages of [`grid_posterior`].
+const GRID_STAGES: usize = 4;
+/// Sequences filtered together by [`grid_posterior`].
+const GRID_CASES: usize = 8;
+
+/// Samples `[S][n·2]` (physical units) of the exact posterior `p(ξ | x̂) ∝ p(x̂ | T(ξ)) N(ξ; 0, I)`
+/// of each sequence, `x̂ = mu_x` the encoder means `[n, N, m]`, by the Kalman-filter likelihood
+/// on a `GRID × GRID` grid over `ξ`: first `[−4, 4]²`, then `GRID_STAGES − 1` times re-centred
+/// on the posterior mean with half-width `5 sd` (at least 1.5 spacings) per axis; samples are
+/// the last grid's cells drawn by weight with a uniform jitter within the cell.
+fn grid_posterior(
+    o: &DvaeObjective,
+    model: &DvaeModel,
+    mu_x: Tensor<3>,
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<Vec<f64>>, TrainError> {
+    let n = mu_x.dims()[0];
+    let advection = o.setup.dynamics();
+    let physics = o.physics(model, &advection, device);
+    let g2 = GRID * GRID;
+    // Per case: centre and half-width per axis.
+    let mut window: Vec<[(f64, f64); 2]> = vec![[(0.0, 4.0), (0.0, 4.0)]; n];
+    let node = |w: &[(f64, f64); 2], a: usize, b: usize| -> [f64; 2] {
+        let at = |(c, h): (f64, f64), k: usize| c - h + 2.0 * h * k as f64 / (GRID - 1) as f64;
+        [at(w[0], a), at(w[1], b)]
+    };
+    let mut weights = vec![vec![0.0; g2]; n];
+    for stage in 0..GRID_STAGES {
+        for start in (0..n).step_by(GRID_CASES) {
+            let cases: Vec<usize> = (start..(start + GRID_CASES).min(n)).collect();
+            let rows = cases.len() * g2;
+            let mut lambda = Vec::with_capacity(rows * 2);
+            let mut prior = Vec::with_capacity(rows);
+            for &i in &cases {
+                for a in 0..GRID {
+                    for b in 0..GRID {
+                        let xi = node(&window[i], a, b);
+                        lambda.extend(o.prior.to_physical_host(&xi));
+                        prior.push(-0.5 * (xi[0] * xi[0] + xi[1] * xi[1]));
+                    }
+                }
+            }
+            let idx: Vec<i64> = cases
+                .iter()
+                .flat_map(|&i| std::iter::repeat_n(i as i64, g2))
+                .collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows]), device);
+            let x = mu_x.clone().select(0, idx);
+            let lambda = Tensor::<2>::from_data(TensorData::new(lambda, [rows, 2]), device);
+            let ll = values(physics.model(lambda).filter(x, false).log_likelihood);
+            for (k, &i) in cases.iter().enumerate() {
+                let lw: Vec<f64> = (0..g2)
+                    .map(|j| ll[k * g2 + j] + prior[k * g2 + j])
+                    .collect();
+                let top = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if !top.is_finite() {
+                    return Err(invalid(
+                        "eval",
+                        format!(
+                            "the Kalman-filter log-likelihood of test sequence {i} is {top} at every grid point of the exact posterior; the trained latent model diverged (retrain with a smaller learning rate)"
+                        ),
+                    ));
+                }
+                let w: Vec<f64> = lw.iter().map(|l| (l - top).exp()).collect();
+                let total: f64 = w.iter().sum();
+                weights[i] = w.iter().map(|v| v / total).collect();
+            }
+        }
+        if stage + 1 == GRID_STAGES {
+            break;
+        }
+        // Re-centre every case on its posterior mean, ±5 sd (≥ 1.5 spacings, ≤ the window).
+        for (w, wt) in window.iter_mut().zip(&weights) {
+            let (mut mean, mut sq) = ([0.0; 2], [0.0; 2]);
+            for a in 0..GRID {
+                for b in 0..GRID {
+                    let xi = node(w, a, b);
+                    for k in 0..2 {
+                        mean[k] += wt[a * GRID + b] * xi[k];
+                        sq[k] += wt[a * GRID + b] * xi[k] * xi[k];
+                    }
+                }
+            }
+            let old = *w;
+            *w = [0, 1].map(|k| {
+                let sd = (sq[k] - mean[k] * mean[k]).max(0.0).sqrt();
+                let spacing = 2.0 * old[k].1 / (GRID - 1) as f64;
+                (mean[k], (5.0 * sd).max(1.5 * spacing).min(old[k].1))
+            });
+        }
+    }
+    // Sample the last grid: a cell by weight, uniform within it.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(
+        NoiseSource::new(seed, Stream::HeldOutPosterior)
+            .offset(1)
+            .stream,
+    );
+    let cdf: Vec<Vec<f64>> = weights
+        .iter()
+        .map(|w| {
+            w.iter()
+                .scan(0.0, |acc, v| {
+                    *acc += v;
+                    Some(*acc)
+                })
+                .collect()
+        })
+        .collect();
+    Ok((0..POSTERIOR_SAMPLES)
+        .map(|_| {
+            (0..n)
+                .flat_map(|i| {
+                    let u: f64 = rand::Rng::random(&mut rng);
+                    let j = cdf[i].partition_point(|c| *c < u).min(g2 - 1);
+                    let centre = node(&window[i], j / GRID, j % GRID);
+                    let xi: Vec<f64> = (0..2)
+                        .map(|k| {
+                            let spacing = 2.0 * window[i][k].1 / (GRID - 1) as f64;
+                            let e: f64 = rand::Rng::random(&mut rng);
+                            centre[k] + (e - 0.5) * spacing
+                        })
+                        .collect();
+                    o.prior.to_physical_host(&xi)
+                })
+                .collect()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tests_common::*;
+
+    const BASE: &str = "[data]\nkind = \"advection-video\"\nn = 24\n[data.settings]\nnodes = 8\nframes = 6\nheight = 6\n[model]\nkind = \"dvae\"\nhidden = [16]\namortise_hidden = [8]\n";
+
+    #[test]
+    fn keys_of_other_kinds_and_bad_set_ups_are_rejected_naming_the_key() {
+        rejects(
+            &format!("{BASE}latent_dim = 3\n"),
+            &["`latent_dim`", "[model]", "dvae", "observe_every"],
+        );
+        rejects(
+            &format!("{BASE}[objective]\nbeta = 2\n"),
+            &["`beta`", "[objective]", "dvae", "forecast"],
+        );
+        rejects(
+            &format!("{BASE}[objective]\nforecast = 5\n"),
+            &["objective.forecast", "at least 2"],
+        );
+        rejects(
+            &format!("{BASE}observe_every = 0\n"),
+            &["model.observe_every"],
+        );
+        rejects(
+            &format!("{BASE}[objective.setup]\nnodes = 8\nframes = 7\nheight = 6\n"),
+            &["objective.setup", "differs"],
+        );
+        rejects(
+            "[data]\nkind = \"heat1d\"\nn = 40\n[model]\nkind = \"dvae\"\n",
+            &["objective.setup", "advection-video"],
+        );
+    }
+
+    #[test]
+    fn one_step_changes_the_weights_and_eval_matches_a_reload() {
+        let config = format!(
+            "seed = 2\n{BASE}[objective]\nforecast = 2\n[training]\nepochs = 2\nbatch_size = 8\n"
+        );
+        one_step_changes_the_weights(&config);
+        eval_of_a_trained_run_is_reproducible(&config, "posterior");
+        let baseline = format!(
+            "seed = 2\n{BASE}transition = \"learned-linear\"\n[objective]\nforecast = 2\n[training]\nepochs = 2\nbatch_size = 8\n"
+        );
+        one_step_changes_the_weights(&baseline);
+        eval_of_a_trained_run_is_reproducible(&baseline, "forecast");
+    }
+}
