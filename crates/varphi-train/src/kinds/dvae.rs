@@ -11,8 +11,9 @@
 //! encoder, decoder and filter with a learned matrix `A` in place of the physics (no `Λ`).
 //!
 //! Evaluation (`eval.json`), on up to 200 test sequences: the posterior of `(c, D)` against the
-//! truth (coverage, SBC, TARP) — the exact `p(Λ | x̂_{1:N})` of the trained latent model given
-//! the encoder means, on a zooming grid (the non-amortised Φ-DVAE posterior), beside the
+//! truth (coverage, SBC, TARP) — the exact `p(Λ | x_{1:N})` of the trained latent model on a
+//! zooming grid, pooled over 4 encoder draws `x ~ q_φ(x | y)` (the non-amortised Φ-DVAE
+//! posterior, `p(Λ | y) ≈ ∫ p(Λ | x) q_φ(x | y) dx`), beside the
 //! amortised `q_λ` (its amortisation gap); the RTS-smoothed latent states against the true
 //! states (relative L2 as learned and after the best affine map — the encoder fixes the state
 //! only up to such a gauge — and coverage, mixed over 8 posterior draws of `Λ`), the forecast of
@@ -139,6 +140,11 @@ pub struct DvaeObjectiveSection {
     /// Learn the scale and length of the process noise `Q` (else the set-up's).
     #[serde(default)]
     pub learn_process: bool,
+    /// Learn the scale of the initial covariance `P₀`: the encoder fixes the latent state only
+    /// up to its amplitude, and `P₀`, `Q` learned with it keep the filter consistent with the
+    /// amplitude it settles on.
+    #[serde(default)]
+    pub learn_initial: bool,
     /// Initial σ of the Gaussian frame likelihood, in normalised pixel units (learned).
     #[serde(default = "d_frame_sigma")]
     pub frame_sigma: f64,
@@ -169,6 +175,8 @@ pub struct DvaeModel {
     pub log_noise_sd: Param<Tensor<1>>,
     /// `log` of `Q`'s scale and length, `[2]`.
     pub log_process: Param<Tensor<1>>,
+    /// `log` of `P₀`'s scale, `[1]`.
+    pub log_initial_scale: Param<Tensor<1>>,
     /// `A` of the learned-linear baseline, `[d, d]`.
     pub transition: Option<Param<Tensor<2>>>,
 }
@@ -189,6 +197,8 @@ pub struct DvaeObjective {
     pub learn_noise: bool,
     /// Learn `Q`.
     pub learn_process: bool,
+    /// Learn `P₀`'s scale.
+    pub learn_initial: bool,
     /// Training noise.
     pub noise: NoiseSource,
 }
@@ -239,6 +249,13 @@ impl DvaeObjective {
         (p.clone().narrow(0, 0, 1).exp(), p.narrow(0, 1, 1).exp())
     }
 
+    /// `P₀`'s scale (learned or the set-up's), `[1]`.
+    fn initial_scale(&self, model: &DvaeModel) -> Tensor<1> {
+        let l = model.log_initial_scale.val();
+        let l = if self.learn_initial { l } else { l.detach() };
+        l.exp()
+    }
+
     /// `diag R`, `[1, m]`.
     fn noise_var(&self, model: &DvaeModel) -> Tensor<2> {
         let l = model.log_noise_sd.val();
@@ -269,11 +286,30 @@ impl DvaeObjective {
             initial_mean: Tensor::zeros([1, d], device),
             initial_cov: periodic_se_covariance(
                 d,
-                one(s.initial_scale),
+                self.initial_scale(model),
                 one(s.initial_length),
                 self.initial_jitter(),
             ),
         }
+    }
+
+    /// `f` of the latent model of `model`'s transition (the physics, or the learned `A`).
+    fn with_physics<R>(
+        &self,
+        model: &DvaeModel,
+        device: &Device,
+        f: impl FnOnce(&LatentPhysics) -> R,
+    ) -> R {
+        let advection = self.setup.dynamics();
+        let learned = model
+            .transition
+            .as_ref()
+            .map(|a| LearnedLinear { matrix: a.val() });
+        let dynamics: &dyn Dynamics = match &learned {
+            Some(l) => l,
+            None => &advection,
+        };
+        f(&self.physics(model, dynamics, device))
     }
 
     /// Frames `x: [b, N·P]` (normalised) as the training frames `[b, N_train, P]`.
@@ -300,20 +336,12 @@ impl Objective<DvaeModel> for DvaeObjective {
         let m = self.observed.len();
         let eps_x = noise.normal([1, b * self.train_frames, m], 2 * step, &device);
         let eps_xi = noise.normal([b, 1, 2], 2 * step + 1, &device);
-        let advection = self.setup.dynamics();
-        let learned = model
-            .transition
-            .as_ref()
-            .map(|a| LearnedLinear { matrix: a.val() });
-        let dynamics: &dyn Dynamics = match &learned {
-            Some(l) => l,
-            None => &advection,
-        };
-        let physics = self.physics(model, dynamics, &device);
-        let out = DvaeElbo {
-            sequences: self.sequences,
-        }
-        .forward(&model.dvae, &model.likelihood, &physics, y, eps_x, eps_xi);
+        let out = self.with_physics(model, &device, |physics| {
+            DvaeElbo {
+                sequences: self.sequences,
+            }
+            .forward(&model.dvae, &model.likelihood, physics, y, eps_x, eps_xi)
+        });
         let noise_sd = mean_of(model.log_noise_sd.val().detach().exp());
         StepOutput {
             terms: vec![
@@ -373,10 +401,12 @@ pub struct DvaeEval {
     pub noise_sd: f64,
     /// Learned (or fixed) `Q` scale and length.
     pub process: [f64; 2],
+    /// Learned (or fixed) `P₀` scale.
+    pub initial_scale: f64,
     /// The posterior of `Λ = (c, D)` of each test sequence (physical units) against the
-    /// truths: the exact `p(Λ | x̂_{1:N}) ∝ p(x̂_{1:N} | Λ) p(Λ)` of the trained latent model
-    /// given the encoder means, on a zooming grid over `ξ` (the non-amortised Φ-DVAE posterior
-    /// without a Gaussian restriction).
+    /// truths: the exact `p(Λ | x_{1:N}) ∝ p(x_{1:N} | Λ) p(Λ)` of the trained latent model on
+    /// a zooming grid over `ξ`, pooled over 4 encoder draws `x ~ q_φ(x | y)` (the non-amortised
+    /// Φ-DVAE posterior without a Gaussian restriction).
     pub posterior: Option<UqScores>,
     /// [`DvaeEval::posterior`] per parameter: `(name, scores)`.
     pub per_parameter: Vec<(String, UqScores)>,
@@ -573,6 +603,7 @@ impl Kind for DvaeKind {
                 vec![log(s.process_scale), log(s.process_length)],
                 0,
             )),
+            log_initial_scale: Param::from_tensor(log(s.initial_scale)),
             transition: (!physics).then(|| Param::from_tensor(Tensor::<2>::eye(s.nodes, device))),
         };
         let objective = DvaeObjective {
@@ -583,6 +614,7 @@ impl Kind for DvaeKind {
             sequences: data.n_train,
             learn_noise: self.objective.learn_noise,
             learn_process: self.objective.learn_process,
+            learn_initial: self.objective.learn_initial,
             noise: NoiseSource::new(common.seed, Stream::Train),
         };
         Ok((model, objective))
@@ -632,7 +664,7 @@ impl Kind for DvaeKind {
                 dir,
                 (r.n_test, r.n_samples, r.epochs),
                 &format!(
-                    "p(c, D | x̂) from {} frames per sequence (Kalman-filter likelihood of the encoded frames, on a grid)",
+                    "p(c, D | frames) from {} frames per sequence (Kalman-filter likelihood of 4 encoder draws, on a grid)",
                     r.train_frames
                 ),
                 "rel_l2",
@@ -683,8 +715,8 @@ impl Kind for DvaeKind {
             );
         }
         println!(
-            "  reconstructed frames   rel L2 {:>8.4}   √R = {:.4}, Q scale/length = {:.4} / {:.4}",
-            r.reconstruction_rel_l2, r.noise_sd, r.process[0], r.process[1]
+            "  reconstructed frames   rel L2 {:>8.4}   √R = {:.4}, Q scale/length = {:.4} / {:.4}, P₀ scale {:.4}",
+            r.reconstruction_rel_l2, r.noise_sd, r.process[0], r.process[1], r.initial_scale
         );
     }
 
@@ -706,7 +738,12 @@ impl Kind for DvaeKind {
         let a = run.model.transition.as_ref().map(|a| values(a.val()));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(run.common.seed ^ 0x005a_3e11);
         let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
-        let p0 = dense_se(d, s.initial_scale, s.initial_length, o.initial_jitter());
+        let p0 = dense_se(
+            d,
+            values(run.model.log_initial_scale.val())[0].exp(),
+            s.initial_length,
+            o.initial_jitter(),
+        );
         let (l0, lq) = (cholesky(&p0, d), cholesky(&q, d));
         let mut states = Vec::with_capacity(request.n * steps * d);
         for _ in 0..request.n {
@@ -772,7 +809,7 @@ const POSTERIOR_SAMPLES: usize = 256;
 /// A trained run's inferences on its first `n` test sequences, on the host in `f64`.
 struct Trained {
     n: usize,
-    /// Samples `[S][n·2]` of the exact `p(Λ | x̂_{1:N})` given the encoder means (grid).
+    /// Samples `[S][n·2]` of the exact `p(Λ | x_{1:N})`, pooled over encoder draws (grid).
     posterior: Option<Vec<Vec<f64>>>,
     /// Samples `[S][n·2]` of the amortised `q_λ(Λ | y_{1:N})`.
     amortised: Option<Vec<Vec<f64>>>,
@@ -924,7 +961,21 @@ impl Trained {
                         .collect()
                 };
                 let samples = draw(POSTERIOR_SAMPLES);
-                let grid = grid_posterior(o, &run.model, mu_x.clone(), seed, device)?;
+                // p(Λ | y) ≈ ∫ p(Λ | x) q_φ(x | y) dx: pooled over encoder draws of x.
+                let sd_x = q_x.std().reshape([n, n_tr, m]);
+                let mut per_draw = Vec::with_capacity(ENCODER_DRAWS);
+                for k in 0..ENCODER_DRAWS {
+                    let eps = NoiseSource::new(seed, Stream::EvalPredictiveNoise).normal(
+                        [n, n_tr, m],
+                        k,
+                        device,
+                    );
+                    let x = mu_x.clone() + sd_x.clone() * eps;
+                    per_draw.push(grid_posterior(o, &run.model, x, seed + k as u64, device)?);
+                }
+                let grid: Vec<Vec<f64>> = (0..POSTERIOR_SAMPLES)
+                    .map(|j| per_draw[j % ENCODER_DRAWS][j / ENCODER_DRAWS].clone())
+                    .collect();
                 let lambda = grid[..draws].to_vec();
                 (Some(samples), Some(grid), Some(lambda))
             }
@@ -939,21 +990,11 @@ impl Trained {
             .repeat_dim(0, reps)
             .reshape([reps * n, n_tr, m]);
         let advection = s.dynamics();
-        let learned = run
-            .model
-            .transition
-            .as_ref()
-            .map(|a| LearnedLinear { matrix: a.val() });
-        let dynamics: &dyn Dynamics = match &learned {
-            Some(l) => l,
-            None => &advection,
-        };
-        let physics = o.physics(&run.model, dynamics, device);
         let lambda_t = match &lambda {
             Some(l) => Tensor::<2>::from_data(TensorData::new(l.concat(), [reps * n, 2]), device),
             None => Tensor::zeros([n, 1], device),
         };
-        let filter = physics.model(lambda_t).filter(xs, true);
+        let filter = o.with_physics(&run.model, device, |p| p.model(lambda_t).filter(xs, true));
         filter.check().map_err(|e| TrainError::Run {
             path: run.dir.clone(),
             message: format!("evaluating the test sequences: {e}"),
@@ -1227,6 +1268,7 @@ impl Trained {
             train_frames: n_tr,
             noise_sd: values(run.model.log_noise_sd.val())[0].exp(),
             process: [p[0].exp(), p[1].exp()],
+            initial_scale: values(run.model.log_initial_scale.val())[0].exp(),
             posterior,
             per_parameter,
             amortised,
@@ -1237,6 +1279,8 @@ impl Trained {
     }
 }
 
+/// Encoder draws `x ~ q_φ(x | y)` the exact posterior of `Λ` is pooled over.
+const ENCODER_DRAWS: usize = 4;
 /// Grid points per axis of [`grid_posterior`].
 const GRID: usize = 15;
 /// Zoom stages of [`grid_posterior`].
@@ -1244,8 +1288,8 @@ const GRID_STAGES: usize = 4;
 /// Sequences filtered together by [`grid_posterior`].
 const GRID_CASES: usize = 8;
 
-/// Samples `[S][n·2]` (physical units) of the exact posterior `p(ξ | x̂) ∝ p(x̂ | T(ξ)) N(ξ; 0, I)`
-/// of each sequence, `x̂ = mu_x` the encoder means `[n, N, m]`, by the Kalman-filter likelihood
+/// Samples `[S][n·2]` (physical units) of the exact posterior `p(ξ | x) ∝ p(x | T(ξ)) N(ξ; 0, I)`
+/// of each sequence given pseudo-observations `x = mu_x` `[n, N, m]`, by the Kalman-filter likelihood
 /// on a `GRID × GRID` grid over `ξ`: first `[−4, 4]²`, then `GRID_STAGES − 1` times re-centred
 /// on the posterior mean with half-width `5 sd` (at least 1.5 spacings) per axis; samples are
 /// the last grid's cells drawn by weight with a uniform jitter within the cell.
