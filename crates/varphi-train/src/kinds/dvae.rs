@@ -1449,6 +1449,95 @@ mod tests {
     }
 
     #[test]
+    fn grid_posterior_matches_a_fine_grid_of_the_same_likelihood() {
+        // Pseudo-observations = true states + N(0, R) noise of one sequence; the zooming
+        // 15 × 15 grid's samples against the moments of a 101 × 101 grid over ±6 sd (f64).
+        use super::*;
+        use crate::data::RunData;
+        let c = crate::experiment::TrainConfig::from_toml(
+            &format!("{BASE}[objective]\nforecast = 2\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let crate::kinds::KindSection::Dvae(kind) = c.kind.clone() else {
+            unreachable!("a dvae config")
+        };
+        let device = varphi_models::testing::f64_device();
+        let setup = kind.setup(&c.common).unwrap();
+        let run = RunData {
+            test: setup.dataset(4, 3).unwrap(),
+            norm: varphi_data::Normalization::identity(2),
+            n_train: 4,
+        };
+        let (model, o) = kind.build(&c.common, &run, &device).unwrap();
+        let (d, n_tr) = (setup.nodes, o.train_frames);
+        let g = setup.generate(1, 11).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let x: Vec<f64> = g.states[d..(n_tr + 1) * d]
+            .iter()
+            .map(|u| {
+                let e: f64 = StandardNormal.sample(&mut rng);
+                u + 0.1 * e
+            })
+            .collect();
+        let x = Tensor::<3>::from_data(TensorData::new(x, [1, n_tr, d]), &device);
+        let samples = grid_posterior(&o, &model, x.clone(), 1, &device).unwrap();
+        let xi: Vec<Vec<f64>> = samples.iter().map(|s| o.prior.to_standard(s)).collect();
+        let moments = |w: &[(f64, [f64; 2])]| -> [[f64; 2]; 2] {
+            [0, 1].map(|k| {
+                let m: f64 = w.iter().map(|(p, v)| p * v[k]).sum();
+                let v: f64 = w.iter().map(|(p, v)| p * (v[k] - m).powi(2)).sum();
+                [m, v.sqrt()]
+            })
+        };
+        let sampled = moments(
+            &xi.iter()
+                .map(|v| (1.0 / xi.len() as f64, [v[0], v[1]]))
+                .collect::<Vec<_>>(),
+        );
+        let fine = 101;
+        let nodes: Vec<[f64; 2]> = (0..fine * fine)
+            .map(|k| {
+                let at = |j: usize, a: usize| {
+                    sampled[j][0] + sampled[j][1] * (12.0 * a as f64 / (fine - 1) as f64 - 6.0)
+                };
+                [at(0, k / fine), at(1, k % fine)]
+            })
+            .collect();
+        let lambda: Vec<f64> = nodes
+            .iter()
+            .flat_map(|v| o.prior.to_physical_host(v))
+            .collect();
+        let lambda = Tensor::<2>::from_data(TensorData::new(lambda, [fine * fine, 2]), &device);
+        let xs = x.repeat_dim(0, fine * fine);
+        let ll = o.with_physics(&model, &device, |p| {
+            values(p.model(lambda).filter(xs, false).log_likelihood)
+        });
+        let lw: Vec<f64> = ll
+            .iter()
+            .zip(&nodes)
+            .map(|(l, v)| l - 0.5 * (v[0] * v[0] + v[1] * v[1]))
+            .collect();
+        let top = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = lw.iter().map(|l| (l - top).exp()).sum();
+        let exact = moments(
+            &lw.iter()
+                .zip(&nodes)
+                .map(|(l, v)| ((l - top).exp() / total, *v))
+                .collect::<Vec<_>>(),
+        );
+        for k in 0..2 {
+            let [[ms, ss], [me, se]] = [sampled[k], exact[k]];
+            assert!(
+                (ms - me).abs() < 0.2 * se && (ss / se - 1.0).abs() < 0.12,
+                "ξ_{k}: grid samples {ms:.4} ± {ss:.4}, fine grid {me:.4} ± {se:.4}"
+            );
+        }
+        // The posterior is far narrower than the prior: the zoom did its work.
+        assert!(exact[0][1] < 0.2, "{exact:?}");
+    }
+
+    #[test]
     fn one_step_changes_the_weights_and_eval_matches_a_reload() {
         let config = format!(
             "seed = 2\n{BASE}[objective]\nforecast = 2\n[training]\nepochs = 2\nbatch_size = 8\n"
