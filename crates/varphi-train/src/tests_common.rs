@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// RNG after `device.seed`, and tests of one binary run in parallel threads that share it.
 static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn device_rng() -> std::sync::MutexGuard<'static, ()> {
+pub fn device_rng() -> std::sync::MutexGuard<'static, ()> {
     DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
