@@ -5,7 +5,7 @@ use crate::dataset::Dataset;
 use crate::error::DataError;
 use crate::physics::{GeneratorSpec, PhysicsSettings, generate, generate_subset};
 use crate::read::{Array, load_array};
-use crate::sequences::AdvectionVideoSettings;
+use crate::sequences::{AdvectionVideoSettings, LorenzFieldsSettings};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use varphi_physics::pde::{
@@ -144,6 +144,16 @@ pub enum DataSource {
         /// Set-up (the defaults of [`AdvectionVideoSettings`] when absent).
         #[serde(default)]
         settings: Option<AdvectionVideoSettings>,
+    },
+    /// Lorenz-63 seen through Rayleigh–Bénard fields: frames `[n, N, 3, height, width]`
+    /// (`u`, `w`, `θ`), conditioned on `(σ, ρ, β)` ([`crate::sequences`]).
+    LorenzFields {
+        /// Sequences.
+        #[serde(default = "d_n_physics")]
+        n: usize,
+        /// Set-up (the defaults of [`LorenzFieldsSettings`] when absent).
+        #[serde(default)]
+        settings: Option<LorenzFieldsSettings>,
     },
     /// A `.npy` file `[n, ...]`, with an optional `.npy` of conditions `[n]` or `[n, c]`.
     Npy {
@@ -378,6 +388,12 @@ impl DataSource {
                 }
                 settings.unwrap_or_default().validate()
             }
+            DataSource::LorenzFields { n, settings } => {
+                if *n < 2 {
+                    return bad("n", format!("must be at least 2, got {n}"));
+                }
+                settings.unwrap_or_default().validate()
+            }
             DataSource::Npy { path, cond_path } => {
                 for p in std::iter::once(path).chain(cond_path) {
                     if !p.is_file() {
@@ -487,6 +503,9 @@ impl DataSource {
             DataSource::AdvectionVideo { n, settings } => {
                 settings.unwrap_or_default().dataset(n, seed)
             }
+            DataSource::LorenzFields { n, settings } => {
+                settings.unwrap_or_default().dataset(n, seed)
+            }
             DataSource::Npy { path, cond_path } => FileSource {
                 path,
                 x: None,
@@ -524,7 +543,8 @@ impl DataSource {
             | DataSource::Burgers { n, .. }
             | DataSource::Heat { n, .. }
             | DataSource::Pendulum { n, .. }
-            | DataSource::AdvectionVideo { n, .. } => *n = count,
+            | DataSource::AdvectionVideo { n, .. }
+            | DataSource::LorenzFields { n, .. } => *n = count,
             DataSource::Npy { .. } | DataSource::Files { .. } | DataSource::Npz { .. } => {
                 return Ok(None);
             }

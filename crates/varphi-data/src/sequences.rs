@@ -18,6 +18,19 @@
 //! calibrated exactly. Frames `y_1 … y_N` are the samples (`[N, height, nodes]`), `(c, D)` the
 //! conditions, and the states `u_0 … u_N` the truth for scoring latent trajectories.
 //!
+//! **Lorenz-63 from fields** ([`LorenzFieldsSettings`]): the Lorenz state `(X, Y, Z)` with
+//! `(σ, ρ, β)` from a log-normal prior, seen through the Rayleigh–Bénard convection fields whose
+//! Galerkin truncation the Lorenz equations are (Saltzman 1962; Lorenz 1963), on the cell
+//! `x ∈ [0, 2/a]`, `z ∈ [0, 1]`, `a = 1/√2`:
+//!
+//! ```text
+//! ψ = X sin(π a x) sin(π z) / s,   θ = (√2 Y cos(π a x) sin(π z) − Z sin(2π z)) / s
+//! u = −∂ψ/∂z,  w = ∂ψ/∂x            (frame channels: u, w, θ at cell centres, + noise)
+//! ```
+//!
+//! with a fixed scale `s` that keeps the fields O(1). The state starts from a spin-up of the
+//! sequence's own attractor and follows the RK4 map plus isotropic process noise.
+//!
 //! Sequence `i` uses its own ChaCha8 stream `(seed, i + 1)`: the first `m` sequences of a
 //! larger set equal a set of `m`, whatever the threads.
 
@@ -29,7 +42,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 use std::path::Path;
-use varphi_physics::dynamics::{Dynamics, PeriodicAdvection, periodic_se_kernel_host};
+use varphi_physics::dynamics::{Dynamics, Lorenz63, PeriodicAdvection, periodic_se_kernel_host};
 
 /// The jitter of `P₀` and `Q`, relative to their variance `s²`: both are the periodic
 /// squared-exponential kernel plus `COVARIANCE_JITTER · s² · I` (here and in a filter of the
@@ -262,41 +275,28 @@ impl AdvectionVideoSettings {
     /// trains on it with `[data] kind = "npz"`, `x_key = "frames"`, `cond_key = "params"` and
     /// these settings as `[objective.setup]`.
     pub fn write(&self, seqs: &Sequences, seed: u64, path: &Path) -> Result<(), DataError> {
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |e: std::io::Error| DataError::Write { path: p, source: e }
-        };
         let (n, steps, d) = (seqs.n, self.frames, self.nodes);
         let x: Vec<f64> = (0..d).map(|j| j as f64 / d as f64).collect();
         let t: Vec<f64> = (0..=steps).map(|k| k as f64 * self.dt).collect();
         let rows = self.row_values();
-        let shapes: [(&str, Vec<usize>, &[f64]); 6] = [
-            ("frames", vec![n, steps, self.height, d], &seqs.frames),
-            ("states", vec![n, steps + 1, d], &seqs.states),
-            ("params", vec![n, 2], &seqs.params),
-            ("x", vec![d], &x),
-            ("t", vec![steps + 1], &t),
-            ("row_values", vec![self.height], &rows),
-        ];
-        let arrays: Vec<(&str, &[usize], &[f64])> = shapes
-            .iter()
-            .map(|(name, shape, data)| (*name, shape.as_slice(), *data))
-            .collect();
-        let tmp = path.with_extension("npz.partial");
-        save_npz_f64(&tmp, &arrays).map_err(io(path))?;
-        std::fs::rename(&tmp, path).map_err(io(path))?;
-        let meta = serde_json::json!({
-            "generator": format!("varphi {}", env!("CARGO_PKG_VERSION")),
-            "problem": "advection-video",
-            "n": n,
-            "seed": seed,
-            "settings": self,
-            "arrays": shapes.iter().map(|(name, shape, _)| (name.to_string(), shape.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-            "param_names": Self::PARAM_NAMES,
-            "dtype": "float64",
-        });
-        let side = path.with_extension("json");
-        std::fs::write(&side, serde_json::to_string_pretty(&meta).expect("json")).map_err(io(&side))
+        write_archive(
+            path,
+            &[
+                ("frames", vec![n, steps, self.height, d], &seqs.frames),
+                ("states", vec![n, steps + 1, d], &seqs.states),
+                ("params", vec![n, 2], &seqs.params),
+                ("x", vec![d], &x),
+                ("t", vec![steps + 1], &t),
+                ("row_values", vec![self.height], &rows),
+            ],
+            serde_json::json!({
+                "problem": "advection-video",
+                "n": n,
+                "seed": seed,
+                "settings": self,
+                "param_names": Self::PARAM_NAMES,
+            }),
+        )
     }
 
     /// The frames of `n` sequences as a [`Dataset`] conditioned on `(c, D)`.
@@ -304,6 +304,248 @@ impl AdvectionVideoSettings {
         let s = self.generate(n, seed)?;
         Dataset::new(s.frames, self.sample_shape(), s.params, 2)
     }
+}
+
+/// Settings of the Lorenz-63-from-fields data set (module docs); the defaults are the shipped
+/// set-up.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LorenzFieldsSettings {
+    /// Frames `N` per sequence.
+    pub frames: usize,
+    /// Time between frames.
+    pub dt: f64,
+    /// RK4 steps per frame.
+    pub substeps: usize,
+    /// Spin-up time before the first state (from `(1, 1, 1)` plus noise).
+    pub spin_up: f64,
+    /// Grid cells across the convection cell (frame width).
+    pub width: usize,
+    /// Grid cells in height.
+    pub height: usize,
+    /// Field noise σ.
+    pub field_sigma: f64,
+    /// Prior medians of `(σ, ρ, β)`.
+    pub median: [f64; 3],
+    /// Prior sds of `(log σ, log ρ, log β)`.
+    pub log_sd: [f64; 3],
+    /// Process-noise sd per step (isotropic `Q`).
+    pub process_sd: f64,
+}
+
+impl Default for LorenzFieldsSettings {
+    fn default() -> Self {
+        Self {
+            frames: 40,
+            dt: 0.02,
+            substeps: 2,
+            spin_up: 5.0,
+            width: 16,
+            height: 8,
+            field_sigma: 0.05,
+            median: Lorenz63::CLASSICAL,
+            log_sd: [0.1, 0.1, 0.1],
+            process_sd: 0.05,
+        }
+    }
+}
+
+/// The field scale `s` of [`LorenzFieldsSettings::render`].
+const FIELD_SCALE: f64 = 20.0;
+
+impl LorenzFieldsSettings {
+    /// Parameter names.
+    pub const PARAM_NAMES: [&'static str; 3] = ["sigma", "rho", "beta"];
+    /// The aspect of the critical mode, `a = 1/√2`.
+    pub const ASPECT: f64 = std::f64::consts::FRAC_1_SQRT_2;
+
+    /// Check the settings; the error names the key.
+    pub fn validate(&self) -> Result<(), DataError> {
+        let bad = |key: &'static str, message: String| Err(DataError::Invalid { key, message });
+        for (key, v, least) in [
+            ("settings.frames", self.frames, 2),
+            ("settings.substeps", self.substeps, 1),
+            ("settings.width", self.width, 2),
+            ("settings.height", self.height, 2),
+        ] {
+            if v < least {
+                return bad(key, format!("must be at least {least}, got {v}"));
+            }
+        }
+        for (key, v) in [("settings.dt", self.dt)]
+            .into_iter()
+            .chain(self.median.iter().map(|m| ("settings.median", *m)))
+            .chain(self.log_sd.iter().map(|m| ("settings.log_sd", *m)))
+        {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(key, format!("must be finite and > 0, got {v}"));
+            }
+        }
+        for (key, v) in [
+            ("settings.spin_up", self.spin_up),
+            ("settings.field_sigma", self.field_sigma),
+            ("settings.process_sd", self.process_sd),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(key, format!("must be finite and ≥ 0, got {v}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The transition of the latent state.
+    pub fn dynamics(&self) -> Lorenz63 {
+        Lorenz63 {
+            dt: self.dt,
+            substeps: self.substeps,
+        }
+    }
+
+    /// Shape of one sample: `[N, 3, height, width]` (channels `u`, `w`, `θ`).
+    pub fn sample_shape(&self) -> Vec<usize> {
+        vec![self.frames, 3, self.height, self.width]
+    }
+
+    /// The noiseless fields `(u, w, θ)` of state `(X, Y, Z)` at the cell centres,
+    /// `[3, height, width]` row-major (row 0 at the bottom, `z` small).
+    pub fn render(&self, state: &[f64]) -> Vec<f64> {
+        let (x_, y_, z_) = (state[0], state[1], state[2]);
+        let a = Self::ASPECT;
+        let pi = PI;
+        let (h, w) = (self.height, self.width);
+        let mut out = vec![0.0; 3 * h * w];
+        for r in 0..h {
+            let z = (r as f64 + 0.5) / h as f64;
+            for c in 0..w {
+                let x = (c as f64 + 0.5) / w as f64 * (2.0 / a);
+                let (sx, cx) = ((pi * a * x).sin(), (pi * a * x).cos());
+                let (sz, cz) = ((pi * z).sin(), (pi * z).cos());
+                let k = r * w + c;
+                out[k] = -x_ * sx * pi * cz / FIELD_SCALE;
+                out[h * w + k] = x_ * pi * a * cx * sz / FIELD_SCALE;
+                out[2 * h * w + k] =
+                    (2f64.sqrt() * y_ * cx * sz - z_ * (2.0 * pi * z).sin()) / FIELD_SCALE;
+            }
+        }
+        out
+    }
+
+    /// Sequences `0 … n−1` (module docs): frames `[n, N, 3, height, width]`, states
+    /// `[n, N + 1, 3]`, params `[n, 3]`.
+    pub fn generate(&self, n: usize, seed: u64) -> Result<Sequences, DataError> {
+        self.validate()?;
+        if n == 0 {
+            return Err(DataError::Invalid {
+                key: "n",
+                message: "must be at least 1".into(),
+            });
+        }
+        let px = 3 * self.height * self.width;
+        crate::memory::check(
+            (n * (self.frames * px + (self.frames + 1) * 3 + 3) * 8 * 2) as u128,
+            &format!("{n} lorenz-fields sequences of {} frames", self.frames),
+            "lower the number of sequences (n in [data])",
+        )?;
+        let dynamics = self.dynamics();
+        let spin = (self.spin_up / self.dt).round() as usize;
+        let mut out = Sequences {
+            n,
+            frames: Vec::with_capacity(n * self.frames * px),
+            states: Vec::with_capacity(n * (self.frames + 1) * 3),
+            params: Vec::with_capacity(3 * n),
+        };
+        for i in 0..n {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(i as u64 + 1);
+            let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
+            let lambda: Vec<f64> = (0..3)
+                .map(|j| (self.median[j].ln() + self.log_sd[j] * normal()).exp())
+                .collect();
+            let mut u: Vec<f64> = (0..3).map(|_| 1.0 + normal()).collect();
+            for _ in 0..spin {
+                u = dynamics.step_host(&u, &lambda);
+            }
+            out.states.extend(&u);
+            for _ in 0..self.frames {
+                u = dynamics
+                    .step_host(&u, &lambda)
+                    .iter()
+                    .map(|v| v + self.process_sd * normal())
+                    .collect();
+                out.states.extend(&u);
+                out.frames.extend(
+                    self.render(&u)
+                        .iter()
+                        .map(|v| v + self.field_sigma * normal()),
+                );
+            }
+            out.params.extend(lambda);
+        }
+        Ok(out)
+    }
+
+    /// Write `seqs` (generated with `seed`) to `path` (`.npz`: `frames [n, N, 3, height,
+    /// width]`, `states [n, N + 1, 3]`, `params [n, 3]`, `t [N + 1]`) with a `.json` sidecar.
+    pub fn write(&self, seqs: &Sequences, seed: u64, path: &Path) -> Result<(), DataError> {
+        let n = seqs.n;
+        let t: Vec<f64> = (0..=self.frames).map(|k| k as f64 * self.dt).collect();
+        write_archive(
+            path,
+            &[
+                (
+                    "frames",
+                    vec![n, self.frames, 3, self.height, self.width],
+                    &seqs.frames,
+                ),
+                ("states", vec![n, self.frames + 1, 3], &seqs.states),
+                ("params", vec![n, 3], &seqs.params),
+                ("t", vec![self.frames + 1], &t),
+            ],
+            serde_json::json!({
+                "problem": "lorenz-fields",
+                "n": n,
+                "seed": seed,
+                "settings": self,
+                "param_names": Self::PARAM_NAMES,
+                "channels": ["u", "w", "theta"],
+            }),
+        )
+    }
+
+    /// The frames of `n` sequences as a [`Dataset`] conditioned on `(σ, ρ, β)`.
+    pub fn dataset(&self, n: usize, seed: u64) -> Result<Dataset, DataError> {
+        let s = self.generate(n, seed)?;
+        Dataset::new(s.frames, self.sample_shape(), s.params, 3)
+    }
+}
+
+/// `arrays` into the `.npz` archive `path` (through a temporary file, so an interrupted write
+/// leaves no truncated archive) and `meta` plus the arrays' shapes into the `.json` sidecar.
+fn write_archive(
+    path: &Path,
+    arrays: &[(&str, Vec<usize>, &[f64])],
+    mut meta: serde_json::Value,
+) -> Result<(), DataError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| DataError::Write { path: p, source: e }
+    };
+    let view: Vec<(&str, &[usize], &[f64])> = arrays
+        .iter()
+        .map(|(name, shape, data)| (*name, shape.as_slice(), *data))
+        .collect();
+    let tmp = path.with_extension("npz.partial");
+    save_npz_f64(&tmp, &view).map_err(io(path))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    meta["generator"] = format!("varphi {}", env!("CARGO_PKG_VERSION")).into();
+    meta["dtype"] = "float64".into();
+    meta["arrays"] = arrays
+        .iter()
+        .map(|(name, shape, _)| (name.to_string(), serde_json::json!(shape)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let side = path.with_extension("json");
+    std::fs::write(&side, serde_json::to_string_pretty(&meta).expect("json")).map_err(io(&side))
 }
 
 /// The eigenvalues of a symmetric circulant matrix with first row `row`, in the real Fourier
@@ -421,6 +663,86 @@ mod tests {
         let more = s.generate(5, 7).unwrap();
         assert_eq!(&more.frames[..g.frames.len()], g.frames.as_slice());
         assert_ne!(s.generate(3, 8).unwrap().params, g.params);
+    }
+
+    #[test]
+    fn lorenz_fields_are_the_rayleigh_benard_modes_of_the_lorenz_state() {
+        let s = LorenzFieldsSettings {
+            process_sd: 0.0,
+            field_sigma: 0.0,
+            ..Default::default()
+        };
+        let g = s.generate(2, 5).unwrap();
+        let (h, w) = (s.height, s.width);
+        let m = s.dynamics();
+        for i in 0..2 {
+            let lambda = &g.params[3 * i..3 * i + 3];
+            for k in 0..s.frames {
+                let u0 = &g.states[(i * (s.frames + 1) + k) * 3..][..3];
+                let u1 = &g.states[(i * (s.frames + 1) + k + 1) * 3..][..3];
+                for (a, b) in m.step_host(u0, lambda).iter().zip(u1) {
+                    assert!((a - b).abs() < 1e-12);
+                }
+                assert_eq!(
+                    &g.frames[(i * s.frames + k) * 3 * h * w..][..3 * h * w],
+                    s.render(u1).as_slice()
+                );
+            }
+        }
+        // On the attractor after the spin-up: Z of order ρ − 1, |X| of order √(β(ρ − 1)).
+        let z: Vec<f64> = g.states.iter().skip(2).step_by(3).copied().collect();
+        assert!(z.iter().all(|z| *z > 0.0 && *z < 60.0), "{z:?}");
+        // The velocity is divergence-free (central differences of the cell-centre values,
+        // second order) and θ's modes return (Y, Z) by projection.
+        let fine = LorenzFieldsSettings {
+            width: 64,
+            height: 32,
+            ..s
+        };
+        let state = [7.0, -3.0, 21.0];
+        let f = fine.render(&state);
+        let (fh, fw) = (fine.height, fine.width);
+        let (dx, dz) = (
+            2.0 / LorenzFieldsSettings::ASPECT / fw as f64,
+            1.0 / fh as f64,
+        );
+        let at = |ch: usize, r: usize, c: usize| f[ch * fh * fw + r * fw + c];
+        let mut worst: f64 = 0.0;
+        for r in 1..fh - 1 {
+            for c in 1..fw - 1 {
+                let div = (at(0, r, c + 1) - at(0, r, c - 1)) / (2.0 * dx)
+                    + (at(1, r + 1, c) - at(1, r - 1, c)) / (2.0 * dz);
+                worst = worst.max(div.abs());
+            }
+        }
+        assert!(worst < 0.01, "max |∇·(u, w)| = {worst}");
+        let (mut py, mut pz, mut ny, mut nz) = (0.0, 0.0, 0.0, 0.0);
+        for r in 0..fh {
+            let z = (r as f64 + 0.5) / fh as f64;
+            for c in 0..fw {
+                let x = (c as f64 + 0.5) / fw as f64 * (2.0 / LorenzFieldsSettings::ASPECT);
+                let ey =
+                    2f64.sqrt() * (PI * LorenzFieldsSettings::ASPECT * x).cos() * (PI * z).sin();
+                let ez = -(2.0 * PI * z).sin();
+                py += at(2, r, c) * ey;
+                ny += ey * ey;
+                pz += at(2, r, c) * ez;
+                nz += ez * ez;
+            }
+        }
+        let (y, zz) = (py / ny * FIELD_SCALE, pz / nz * FIELD_SCALE);
+        assert!(
+            (y - state[1]).abs() < 1e-9 && (zz - state[2]).abs() < 1e-9,
+            "{y} {zz}"
+        );
+        let e = LorenzFieldsSettings {
+            frames: 1,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("settings.frames"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use varphi_data::physics::{GeneratorSpec, Observations, PhysicsSettings, ProblemKind};
-use varphi_data::sequences::AdvectionVideoSettings;
+use varphi_data::sequences::{AdvectionVideoSettings, LorenzFieldsSettings};
 
 /// Problems of `varphi data`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -20,6 +20,8 @@ pub enum ProblemArg {
     Pendulum,
     /// Advection from video: rendered frames of a latent advection–diffusion state (Φ-DVAE).
     AdvectionVideo,
+    /// Lorenz-63 seen through its Rayleigh–Bénard velocity and temperature fields (Φ-DVAE).
+    LorenzFields,
 }
 
 impl ProblemArg {
@@ -31,7 +33,7 @@ impl ProblemArg {
             ProblemArg::Burgers => ProblemKind::Burgers,
             ProblemArg::Heat => ProblemKind::Heat,
             ProblemArg::Pendulum => ProblemKind::Pendulum,
-            ProblemArg::AdvectionVideo => return None,
+            ProblemArg::AdvectionVideo | ProblemArg::LorenzFields => return None,
         })
     }
 }
@@ -216,41 +218,57 @@ pub fn generate(request: &DataRequest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `varphi data advection-video`: sequences of frames, latent states and parameters
-/// ([`varphi_data::sequences`]) into an `.npz` archive with a `.json` sidecar; `--grid` sets
-/// the nodes, `--settings` a TOML file of [`AdvectionVideoSettings`] fields.
+/// `varphi data advection-video | lorenz-fields`: sequences of frames, latent states and
+/// parameters ([`varphi_data::sequences`]) into an `.npz` archive with a `.json` sidecar;
+/// `--settings` is a TOML file of the set-up's fields, `--grid` the advection nodes.
 fn sequences(request: &DataRequest) -> anyhow::Result<()> {
     use anyhow::{Context, bail};
     if request.obs.is_some() || request.obs_sigma.is_some() {
         bail!(
-            "advection-video has no point observations: the frames are the observations (their noise is pixel_sigma in --settings); drop --obs / --obs-sigma"
+            "sequence data sets have no point observations: the frames are the observations (their noise is in --settings); drop --obs / --obs-sigma"
         );
     }
-    let mut settings = match &request.settings {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read settings file {}", path.display()))?;
-            toml::from_str::<AdvectionVideoSettings>(&text).map_err(|e| {
-                anyhow::anyhow!("{}: {}", path.display(), e.message().replace('\n', " "))
-            })?
-        }
-        None => AdvectionVideoSettings::default(),
-    };
-    if let Some(g) = request.grid {
-        settings.nodes = g;
+    fn settings<T: Default + serde::de::DeserializeOwned>(
+        path: &Option<PathBuf>,
+    ) -> anyhow::Result<T> {
+        let Some(path) = path else {
+            return Ok(T::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read settings file {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message().replace('\n', " ")))
     }
-    settings.validate()?;
     let start = std::time::Instant::now();
-    let generated = settings.generate(request.n, request.seed)?;
-    let seconds = start.elapsed().as_secs_f64();
-    settings.write(&generated, request.seed, &request.output)?;
+    let (what, frames, shape) = match request.problem {
+        ProblemArg::LorenzFields => {
+            if request.grid.is_some() {
+                bail!("--grid: lorenz-fields has no grid option; set width / height in --settings");
+            }
+            let s: LorenzFieldsSettings = settings(&request.settings)?;
+            s.validate()?;
+            let g = s.generate(request.n, request.seed)?;
+            s.write(&g, request.seed, &request.output)?;
+            ("sequences (u, w, θ)", s.frames, [s.height, s.width])
+        }
+        _ => {
+            let mut s: AdvectionVideoSettings = settings(&request.settings)?;
+            if let Some(g) = request.grid {
+                s.nodes = g;
+            }
+            s.validate()?;
+            let g = s.generate(request.n, request.seed)?;
+            s.write(&g, request.seed, &request.output)?;
+            ("sequences", s.frames, [s.height, s.nodes])
+        }
+    };
     println!(
-        "wrote {} sequences of {} frames {}×{} to {} in {seconds:.2} s: frames, states, params (c, D), x, t, row_values",
+        "wrote {} {what} of {frames} frames {}×{} to {} in {:.2} s: frames, states, params",
         request.n,
-        settings.frames,
-        settings.height,
-        settings.nodes,
-        request.output.display()
+        shape[0],
+        shape[1],
+        request.output.display(),
+        start.elapsed().as_secs_f64()
     );
     println!(
         "settings: {}",

@@ -426,6 +426,12 @@ pub struct DvaeEval {
 impl DvaeKind {
     /// The physics set-up: `[objective.setup]` or the `[data]` settings.
     pub fn setup(&self, common: &Common) -> Result<AdvectionVideoSettings, TrainError> {
+        if matches!(common.data, varphi_data::DataSource::LorenzFields { .. }) {
+            return Err(invalid(
+                "data.kind",
+                "\"lorenz-fields\" sequences are generated (varphi data lorenz-fields) but kind = \"dvae\" trains only the advection set-up so far (the Lorenz-63 latent model is not wired in yet); use [data] kind = \"advection-video\"",
+            ));
+        }
         match (common.data.advection_video(), &self.objective.setup) {
             (Some((_, s)), None) => Ok(s),
             (Some((_, s)), Some(o)) if s == *o => Ok(s),

@@ -1000,6 +1000,26 @@ fn dvae_trains_evaluates_and_samples_from_generated_and_written_sequences() {
         &varphi(&["train", wrong.to_str().unwrap()], &dir),
         &["frames of shape", "[7, 8]"],
     );
+    // Lorenz-63 fields: generated and written, not yet trained by this kind (one line says so).
+    succeeds(&varphi(
+        &["data", "lorenz-fields", "--n", "3", "-o", "lorenz.npz"],
+        &dir,
+    ));
+    let side = read_json(&dir.join("lorenz.json"));
+    assert_eq!(
+        side["arrays"]["frames"],
+        serde_json::json!([3, 40, 3, 8, 16])
+    );
+    assert_eq!(side["arrays"]["states"], serde_json::json!([3, 41, 3]));
+    let lorenz = write(
+        &dir,
+        "lorenz.toml",
+        &format!("[data]\nkind = \"lorenz-fields\"\nn = 8\n{model}"),
+    );
+    fails_with(
+        &varphi(&["train", lorenz.to_str().unwrap()], &dir),
+        &["lorenz-fields", "not wired in yet"],
+    );
     let nosetup = write(
         &dir,
         "nosetup.toml",
