@@ -622,6 +622,31 @@ mod tests {
         }
     }
 
+    /// Without noise, every state of `g` is the transition of the previous one (1e-12) and
+    /// every frame the rendering of its state; `[d, p, N]`: state and parameter widths, frames.
+    fn follows(
+        g: &Sequences,
+        dynamics: &dyn Dynamics,
+        render: &dyn Fn(&[f64]) -> Vec<f64>,
+        [d, p, steps]: [usize; 3],
+    ) {
+        let px = g.frames.len() / (g.n * steps);
+        for i in 0..g.n {
+            let lambda = &g.params[p * i..p * (i + 1)];
+            for k in 0..steps {
+                let u0 = &g.states[(i * (steps + 1) + k) * d..][..d];
+                let u1 = &g.states[(i * (steps + 1) + k + 1) * d..][..d];
+                for (a, b) in dynamics.step_host(u0, lambda).iter().zip(u1) {
+                    assert!((a - b).abs() < 1e-12, "sequence {i}, step {k}");
+                }
+                assert_eq!(
+                    &g.frames[(i * steps + k) * px..][..px],
+                    render(u1).as_slice()
+                );
+            }
+        }
+    }
+
     #[test]
     fn sequences_follow_the_dynamics_and_the_frames_draw_the_states() {
         let s = AdvectionVideoSettings {
@@ -630,22 +655,8 @@ mod tests {
             ..Default::default()
         };
         let g = s.generate(3, 7).unwrap();
-        let (d, steps) = (s.nodes, s.frames);
-        let px = s.height * d;
-        let m = s.dynamics();
-        for i in 0..3 {
-            let lambda = &g.params[2 * i..2 * i + 2];
-            for k in 0..steps {
-                let u0 = &g.states[(i * (steps + 1) + k) * d..][..d];
-                let u1 = &g.states[(i * (steps + 1) + k + 1) * d..][..d];
-                let stepped = m.step_host(u0, lambda);
-                for (a, b) in stepped.iter().zip(u1) {
-                    assert!((a - b).abs() < 1e-12);
-                }
-                let frame = &g.frames[(i * steps + k) * px..][..px];
-                assert_eq!(frame, s.render(u1).as_slice());
-            }
-        }
+        let (d, px) = (s.nodes, s.height * s.nodes);
+        follows(&g, &s.dynamics(), &|u| s.render(u), [d, 2, s.frames]);
         // The brightest row of each column is the row whose value is nearest the state.
         let rows = s.row_values();
         let u = &g.states[d..2 * d];
@@ -673,22 +684,7 @@ mod tests {
             ..Default::default()
         };
         let g = s.generate(2, 5).unwrap();
-        let (h, w) = (s.height, s.width);
-        let m = s.dynamics();
-        for i in 0..2 {
-            let lambda = &g.params[3 * i..3 * i + 3];
-            for k in 0..s.frames {
-                let u0 = &g.states[(i * (s.frames + 1) + k) * 3..][..3];
-                let u1 = &g.states[(i * (s.frames + 1) + k + 1) * 3..][..3];
-                for (a, b) in m.step_host(u0, lambda).iter().zip(u1) {
-                    assert!((a - b).abs() < 1e-12);
-                }
-                assert_eq!(
-                    &g.frames[(i * s.frames + k) * 3 * h * w..][..3 * h * w],
-                    s.render(u1).as_slice()
-                );
-            }
-        }
+        follows(&g, &s.dynamics(), &|u| s.render(u), [3, 3, s.frames]);
         // On the attractor after the spin-up: Z of order ρ − 1, |X| of order √(β(ρ − 1)).
         let z: Vec<f64> = g.states.iter().skip(2).step_by(3).copied().collect();
         assert!(z.iter().all(|z| *z > 0.0 && *z < 60.0), "{z:?}");
