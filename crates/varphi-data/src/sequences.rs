@@ -228,11 +228,8 @@ impl AdvectionVideoSettings {
             "lower the number of sequences (n in [data])",
         )?;
         let dynamics = self.dynamics();
-        let jittered = |scale: f64, length: f64| -> Vec<f64> {
-            spectrum(&periodic_se_kernel_host(d, scale, length))
-                .iter()
-                .map(|l| l + COVARIANCE_JITTER * scale * scale)
-                .collect()
+        let jittered = |scale: f64, length: f64| {
+            PeriodicGaussian::new(d, scale, length, COVARIANCE_JITTER * scale * scale)
         };
         let p0 = jittered(self.initial_scale, self.initial_length);
         let q = jittered(self.process_scale, self.process_length);
@@ -249,10 +246,10 @@ impl AdvectionVideoSettings {
             let c = self.c_mean + self.c_sd * normal();
             let diffusivity = (self.log_d_mean + self.log_d_sd * normal()).exp();
             let lambda = [c, diffusivity];
-            let mut u = circulant_sample(&p0, &mut normal);
+            let mut u = p0.draw(&mut normal);
             out.states.extend(&u);
             for _ in 0..steps {
-                let e = circulant_sample(&q, &mut normal);
+                let e = q.draw(&mut normal);
                 u = dynamics
                     .step_host(&u, &lambda)
                     .iter()
@@ -546,6 +543,31 @@ fn write_archive(
         .into();
     let side = path.with_extension("json");
     std::fs::write(&side, serde_json::to_string_pretty(&meta).expect("json")).map_err(io(&side))
+}
+
+/// `N(0, K + jitter·I)` on `n` nodes of the periodic unit interval, `K` the periodic
+/// squared-exponential kernel of [`periodic_se_kernel_host`], drawn exactly through the real
+/// Fourier basis that diagonalises every circulant matrix (no factorisation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodicGaussian {
+    lambda: Vec<f64>,
+}
+
+impl PeriodicGaussian {
+    /// The Gaussian of kernel scale `scale`, length `length` plus `jitter·I` on `n` (even) nodes.
+    pub fn new(n: usize, scale: f64, length: f64, jitter: f64) -> Self {
+        Self {
+            lambda: spectrum(&periodic_se_kernel_host(n, scale, length))
+                .iter()
+                .map(|l| l + jitter)
+                .collect(),
+        }
+    }
+
+    /// One draw, from the standard normals `normal` yields.
+    pub fn draw(&self, normal: &mut impl FnMut() -> f64) -> Vec<f64> {
+        circulant_sample(&self.lambda, normal)
+    }
 }
 
 /// The eigenvalues of a symmetric circulant matrix with first row `row`, in the real Fourier

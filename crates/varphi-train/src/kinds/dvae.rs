@@ -39,7 +39,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use varphi_data::sequences::{AdvectionVideoSettings, COVARIANCE_JITTER};
+use varphi_data::sequences::{AdvectionVideoSettings, COVARIANCE_JITTER, PeriodicGaussian};
 use varphi_losses::kalman::rts_smooth;
 use varphi_losses::{
     DvaeElbo, GaussianLikelihoodConfig, LatentPhysics, LearnedLinear, Likelihood, LikelihoodConfig,
@@ -742,17 +742,17 @@ impl Kind for DvaeKind {
         let s = &o.setup;
         let (d, steps) = (s.nodes, s.frames);
         let device = &run.device.device;
-        let q = host_process(o, &run.model);
         let a = run.model.transition.as_ref().map(|a| values(a.val()));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(run.common.seed ^ 0x005a_3e11);
         let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
-        let p0 = dense_se(
+        let lp = values(run.model.log_process.val());
+        let p0 = PeriodicGaussian::new(
             d,
             values(run.model.log_initial_scale.val())[0].exp(),
             s.initial_length,
             o.initial_jitter(),
         );
-        let (l0, lq) = (cholesky(&p0, d), cholesky(&q, d));
+        let q = PeriodicGaussian::new(d, lp[0].exp(), lp[1].exp(), o.process_jitter());
         let mut states = Vec::with_capacity(request.n * steps * d);
         for _ in 0..request.n {
             let matrix = match &a {
@@ -763,9 +763,9 @@ impl Kind for DvaeKind {
                     s.dynamics().matrix_host(l[0], l[1])
                 }
             };
-            let mut u = lower_times(&l0, &(0..d).map(|_| normal()).collect::<Vec<_>>(), d);
+            let mut u = p0.draw(&mut normal);
             for _ in 0..steps {
-                let e = lower_times(&lq, &(0..d).map(|_| normal()).collect::<Vec<_>>(), d);
+                let e = q.draw(&mut normal);
                 u = mat_vec(&matrix, &u, d)
                     .iter()
                     .zip(&e)
@@ -879,28 +879,6 @@ fn dense_se(d: usize, scale: f64, length: f64, jitter: f64) -> Vec<f64> {
 fn host_process(o: &DvaeObjective, model: &DvaeModel) -> Vec<f64> {
     let p = values(model.log_process.val());
     dense_se(o.setup.nodes, p[0].exp(), p[1].exp(), o.process_jitter())
-}
-
-/// The lower Cholesky factor of a symmetric positive-definite `[d, d]` matrix (jittered
-/// covariances; a non-positive pivot is clamped so sampling never fails).
-fn cholesky(a: &[f64], d: usize) -> Vec<f64> {
-    let mut l = vec![0.0f64; d * d];
-    for j in 0..d {
-        let s = a[j * d + j] - (0..j).map(|k| l[j * d + k].powi(2)).sum::<f64>();
-        let ljj = s.max(1e-12).sqrt();
-        l[j * d + j] = ljj;
-        for i in j + 1..d {
-            let s = a[i * d + j] - (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum::<f64>();
-            l[i * d + j] = s / ljj;
-        }
-    }
-    l
-}
-
-fn lower_times(l: &[f64], e: &[f64], d: usize) -> Vec<f64> {
-    (0..d)
-        .map(|i| (0..=i).map(|k| l[i * d + k] * e[k]).sum())
-        .collect()
 }
 
 fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
