@@ -515,8 +515,8 @@ impl Kind for DvaeKind {
         }
         if s.process_scale <= 0.0 {
             return Err(invalid(
-                "objective.setup.process_scale",
-                "must be > 0 for the filter (Q = 0 makes the smoother's predicted covariance singular)",
+                "process_scale",
+                "of the set-up ([data.settings] or [objective.setup]) must be > 0 for the filter (Q = 0 makes the smoother's predicted covariance singular)",
             ));
         }
         Ok(())
@@ -630,7 +630,8 @@ impl Kind for DvaeKind {
 
     fn plot(&self, run: &Loaded<Self>) -> Result<(), TrainError> {
         let s = &run.objective.setup;
-        let t = Trained::of(run, run.data.test.len().min(3))?;
+        // The frames need no exact posterior: the amortised draws of Λ drive the forecast.
+        let t = Trained::of(run, run.data.test.len().min(3), false)?;
         let (n_tr, px) = (run.objective.train_frames, s.height * s.nodes);
         // Case 0: the last seen frame, its reconstruction, the first forecast frame.
         let frame = |v: &[f64], k: usize| v[k * px..(k + 1) * px].to_vec();
@@ -662,7 +663,7 @@ impl Kind for DvaeKind {
 
     fn evaluate(&self, run: &Loaded<Self>) -> Result<DvaeEval, TrainError> {
         let n = run.data.test.len().min(200);
-        let t = Trained::of(run, n)?;
+        let t = Trained::of(run, n, true)?;
         Ok(t.report(run))
     }
 
@@ -888,7 +889,9 @@ fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
 }
 
 impl Trained {
-    fn of(run: &Loaded<DvaeKind>, n: usize) -> Result<Self, TrainError> {
+    /// The inferences on the first `n` test sequences; `exact`: also the grid posterior of `Λ`
+    /// (the expensive part), whose draws then drive the states (else the amortised `q_λ`'s).
+    fn of(run: &Loaded<DvaeKind>, n: usize, exact: bool) -> Result<Self, TrainError> {
         let o = &run.objective;
         let s = &o.setup;
         let device = &run.device.device;
@@ -948,23 +951,28 @@ impl Trained {
                         .collect()
                 };
                 let samples = draw(POSTERIOR_SAMPLES);
-                // p(Λ | y) ≈ ∫ p(Λ | x) q_φ(x | y) dx: pooled over encoder draws of x.
-                let sd_x = q_x.std().reshape([n, n_tr, m]);
-                let mut per_draw = Vec::with_capacity(ENCODER_DRAWS);
-                for k in 0..ENCODER_DRAWS {
-                    let eps = NoiseSource::new(seed, Stream::EvalPredictiveNoise).normal(
-                        [n, n_tr, m],
-                        k,
-                        device,
-                    );
-                    let x = mu_x.clone() + sd_x.clone() * eps;
-                    per_draw.push(grid_posterior(o, &run.model, x, seed + k as u64, device)?);
+                if exact {
+                    // p(Λ | y) ≈ ∫ p(Λ | x) q_φ(x | y) dx: pooled over encoder draws of x.
+                    let sd_x = q_x.std().reshape([n, n_tr, m]);
+                    let mut per_draw = Vec::with_capacity(ENCODER_DRAWS);
+                    for k in 0..ENCODER_DRAWS {
+                        let eps = NoiseSource::new(seed, Stream::EvalPredictiveNoise).normal(
+                            [n, n_tr, m],
+                            k,
+                            device,
+                        );
+                        let x = mu_x.clone() + sd_x.clone() * eps;
+                        per_draw.push(grid_posterior(o, &run.model, x, seed + k as u64, device)?);
+                    }
+                    let grid: Vec<Vec<f64>> = (0..POSTERIOR_SAMPLES)
+                        .map(|j| per_draw[j % ENCODER_DRAWS][j / ENCODER_DRAWS].clone())
+                        .collect();
+                    let lambda = grid[..draws].to_vec();
+                    (Some(samples), Some(grid), Some(lambda))
+                } else {
+                    let lambda = samples[..draws].to_vec();
+                    (Some(samples), None, Some(lambda))
                 }
-                let grid: Vec<Vec<f64>> = (0..POSTERIOR_SAMPLES)
-                    .map(|j| per_draw[j % ENCODER_DRAWS][j / ENCODER_DRAWS].clone())
-                    .collect();
-                let lambda = grid[..draws].to_vec();
-                (Some(samples), Some(grid), Some(lambda))
             }
             Some(_) => (None, None, None),
         };
