@@ -244,6 +244,67 @@ impl StateSpaceModel<'_> {
         Ok(())
     }
 
+    /// A linear transition's matrix, built once (batched like `mean: [batch, d]`) rather than
+    /// at every step; `None` for a nonlinear one.
+    fn fixed_transition(&self, mean: &Tensor<2>) -> Option<Tensor<3>> {
+        let b = mean.dims()[0];
+        match &self.transition {
+            Transition::Linear(mat) => Some(batched(mat.clone(), b)),
+            Transition::Dynamics(dynamics, lambda) if dynamics.is_linear() => {
+                Some(dynamics.jacobian(mean.clone(), lambda.clone()))
+            }
+            Transition::Dynamics(..) => None,
+        }
+    }
+
+    /// The prediction step `m ↦ M(m)`, `P ↦ J P Jᵀ + Q` (`J` the transition's Jacobian at
+    /// `m`); returns `(J, M(m), J P Jᵀ + Q)`.
+    fn predict(
+        &self,
+        fixed: &Option<Tensor<3>>,
+        mean: Tensor<2>,
+        cov: Tensor<3>,
+        q: &Tensor<3>,
+    ) -> (Tensor<3>, Tensor<2>, Tensor<3>) {
+        let [b, d] = mean.dims();
+        let (jac, next) = match (fixed, &self.transition) {
+            (Some(mat), _) => {
+                let next = mat.clone().matmul(mean.reshape([b, d, 1])).reshape([b, d]);
+                (mat.clone(), next)
+            }
+            (None, Transition::Dynamics(dynamics, lambda)) => (
+                dynamics.jacobian(mean.clone(), lambda.clone()),
+                dynamics.step(mean, lambda.clone()),
+            ),
+            (None, Transition::Linear(_)) => unreachable!("a linear transition is fixed"),
+        };
+        let cov = jac.clone().matmul(cov).matmul(jac.clone().swap_dims(1, 2)) + q.clone();
+        (jac, next, cov)
+    }
+
+    /// The forecast of `steps` transitions without observations from the moments `mean:
+    /// [batch, d]`, `cov: [batch, d, d]` (e.g. the last filtered ones): the `(mean, cov)`
+    /// after each step, by the prediction step of the (extended) Kalman filter —
+    /// `m_{k+1} = M(m_k; Λ)`, `P_{k+1} = J_k P_k J_kᵀ + Q` (exact for a linear transition, the
+    /// linearised moments otherwise).
+    pub fn forecast(
+        &self,
+        mut mean: Tensor<2>,
+        mut cov: Tensor<3>,
+        steps: usize,
+    ) -> Vec<(Tensor<2>, Tensor<3>)> {
+        let b = mean.dims()[0];
+        let q = batched(self.process.clone(), b);
+        let fixed = self.fixed_transition(&mean);
+        let mut out = Vec::with_capacity(steps);
+        for _ in 0..steps {
+            let (_, next, next_cov) = self.predict(&fixed, mean, cov, &q);
+            (mean, cov) = (next, next_cov);
+            out.push((mean.clone(), cov.clone()));
+        }
+        out
+    }
+
     /// Run the filter over `x: [batch, N, m]` (module docs); `keep_states` keeps the moments
     /// for [`rts_smooth`]. Shapes must pass [`StateSpaceModel::check_shapes`].
     pub fn filter(&self, x: Tensor<3>, keep_states: bool) -> FilterOutput {
@@ -264,30 +325,12 @@ impl StateSpaceModel<'_> {
         let rows: Vec<Tensor<2>> = (0..m)
             .map(|j| self.observation.clone().narrow(0, j, 1))
             .collect();
-        // A linear transition's matrix, built once (batched) rather than at every step.
-        let fixed = match &self.transition {
-            Transition::Linear(mat) => Some(batched(mat.clone(), b)),
-            Transition::Dynamics(dynamics, lambda) if dynamics.is_linear() => {
-                Some(dynamics.jacobian(mean.clone(), lambda.clone()))
-            }
-            Transition::Dynamics(..) => None,
-        };
+        let fixed = self.fixed_transition(&mean);
         let mut min_s = Tensor::<2>::full([b, 1], f64::INFINITY, &device);
         let mut terms = Vec::with_capacity(steps);
         for n in 0..steps {
-            let (jac, next) = match (&fixed, &self.transition) {
-                (Some(mat), _) => {
-                    let next = mat.clone().matmul(mean.reshape([b, d, 1])).reshape([b, d]);
-                    (mat.clone(), next)
-                }
-                (None, Transition::Dynamics(dynamics, lambda)) => (
-                    dynamics.jacobian(mean.clone(), lambda.clone()),
-                    dynamics.step(mean, lambda.clone()),
-                ),
-                (None, Transition::Linear(_)) => unreachable!("a linear transition is fixed"),
-            };
-            mean = next;
-            cov = jac.clone().matmul(cov).matmul(jac.clone().swap_dims(1, 2)) + q.clone();
+            let (jac, next, next_cov) = self.predict(&fixed, mean, cov, &q);
+            (mean, cov) = (next, next_cov);
             if let Some(s) = states.as_mut() {
                 s.jacobian.push(jac.detach());
                 s.predicted_mean.push(mean.clone().detach());

@@ -258,6 +258,70 @@ fn rts_smoother_is_the_batch_gaussian_posterior() {
     }
 }
 
+#[test]
+fn forecast_from_the_initial_moments_is_the_prior_of_the_stacked_system() {
+    // Without observations the forecast moments are the prior marginals of u_1 … u_N, for the
+    // fixed-matrix filter and the tangent-linear path alike; and on Lorenz-63 with P = 0 the
+    // mean is the RK4 map itself.
+    let p = Linear::new();
+    let d = p.d;
+    let generic = Generic(p.adv);
+    for transition in [
+        Transition::Linear(p.adv.matrix(p.lambda())),
+        Transition::Dynamics(&generic, p.lambda()),
+    ] {
+        let model = p.model(transition);
+        let out = model.forecast(
+            tensor([p.m0.clone(), p.m0.clone()].concat(), [2, d], &dev()),
+            tensor([p.p0.concat(), p.p0.concat()].concat(), [2, d, d], &dev()),
+            p.steps,
+        );
+        assert_eq!(out.len(), p.steps);
+        for b in 0..2 {
+            let (mu, cu, ..) = p.stacked(b);
+            for (k, (mean, cov)) in out.iter().enumerate() {
+                let n = k + 1;
+                let (mean, cov) = (vec(mean.clone()), vec(cov.clone()));
+                for i in 0..d {
+                    assert!((mean[b * d + i] - mu[n * d + i]).abs() < 1e-12);
+                    for j in 0..d {
+                        let want = cu[n * d + i][n * d + j];
+                        assert!((cov[b * d * d + i * d + j] - want).abs() < 1e-12);
+                    }
+                }
+            }
+        }
+    }
+    let lorenz = Lorenz63 {
+        dt: 0.02,
+        substeps: 2,
+    };
+    let l = Lorenz63::CLASSICAL;
+    let u0 = [1.0, -2.0, 20.0];
+    let model = StateSpaceModel {
+        transition: Transition::Dynamics(&lorenz, tensor(l.to_vec(), [1, 3], &dev())),
+        process: tensor(vec![0.0; 9], [1, 3, 3], &dev()),
+        observation: tensor(vec![1.0, 0.0, 0.0], [1, 3], &dev()),
+        noise: tensor(vec![1.0], [1, 1], &dev()),
+        initial_mean: tensor(u0.to_vec(), [1, 3], &dev()),
+        initial_cov: tensor(vec![0.0; 9], [1, 3, 3], &dev()),
+    };
+    let out = model.forecast(
+        tensor(u0.to_vec(), [1, 3], &dev()),
+        tensor(vec![0.0; 9], [1, 3, 3], &dev()),
+        3,
+    );
+    let mut u = u0.to_vec();
+    for (mean, cov) in out {
+        u = lorenz.step_host(&u, &l);
+        let got = vec(mean);
+        for i in 0..3 {
+            assert!((got[i] - u[i]).abs() < 1e-10, "{got:?} vs {u:?}");
+        }
+        assert!(vec(cov).iter().all(|v| v.abs() < 1e-12));
+    }
+}
+
 /// Periodic advection through the generic tangent-linear path only (the default Jacobian).
 struct Generic(PeriodicAdvection);
 
