@@ -9,6 +9,11 @@
 //! `μ_φ(y_1) … μ_φ(y_N)` of a sequence to the mean and log-sd of `q_λ(ξ | y_{1:N})`, so that
 //! many data sets, each with its own `Λ`, are fitted at once and a new one costs one forward
 //! pass (the output is added to [`Dvae::param_mean`] / [`Dvae::param_log_sd`]).
+//!
+//! The networks work on a standardised state ([`DvaeConfig::state_offset`],
+//! [`DvaeConfig::state_scale`]): the pseudo-observations are `x = o + s ⊙ x̃` with `x̃` the
+//! encoder's output, and the decoder and the amortisation network see `x̃ = (x − o) / s`, so a
+//! latent state of physical size (the Lorenz attractor's `Z ≈ 25 ± 8`) needs no large weights.
 
 use crate::activation::Activation;
 use crate::decoder::{Decoder, DecoderConfig};
@@ -310,6 +315,12 @@ pub struct DvaeConfig {
     /// one shared `q_λ`).
     #[config(default = "None")]
     pub amortise: Option<MlpConfig>,
+    /// Offset `o` of the pseudo-observations, `[m]` (`None`: 0).
+    #[config(default = "None")]
+    pub state_offset: Option<Vec<f64>>,
+    /// Scale `s > 0` of the pseudo-observations, `[m]` (`None`: 1).
+    #[config(default = "None")]
+    pub state_scale: Option<Vec<f64>>,
 }
 
 /// The Φ-DVAE's learned parts (module docs).
@@ -325,6 +336,12 @@ pub struct Dvae {
     pub param_log_sd: Param<Tensor<2>>,
     /// The amortisation network (`[batch, N·m] → [batch, 2p]`), if amortised.
     pub param_net: Option<Mlp>,
+    /// `o` of [`DvaeConfig::state_offset`] (empty: 0).
+    #[module(skip)]
+    pub state_offset: Vec<f64>,
+    /// `s` of [`DvaeConfig::state_scale`] (empty: 1).
+    #[module(skip)]
+    pub state_scale: Vec<f64>,
 }
 
 impl DvaeConfig {
@@ -346,26 +363,67 @@ impl DvaeConfig {
                 );
                 c.init(device)
             }),
+            state_offset: self.state_offset.clone().unwrap_or_default(),
+            state_scale: self.state_scale.clone().unwrap_or_default(),
         }
     }
 }
 
 impl Dvae {
-    /// `q_φ(x_n | y_n)` of frames `y: [batch, N, P]`, one row per frame (`[batch·N, m]`).
+    /// `(o, s)` as `[1, m]` tensors, when set.
+    fn standardisation(&self, m: usize, device: &Device) -> (Option<Tensor<2>>, Option<Tensor<2>>) {
+        let row = |v: &[f64]| {
+            (!v.is_empty()).then(|| {
+                assert_eq!(
+                    v.len(),
+                    m,
+                    "Dvae: the state offset/scale needs one value per pseudo-observation"
+                );
+                Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, m]), device)
+            })
+        };
+        (row(&self.state_offset), row(&self.state_scale))
+    }
+
+    /// `q_φ(x_n | y_n)` of frames `y: [batch, N, P]`, one row per frame (`[batch·N, m]`), on
+    /// the pseudo-observations' scale (`x = o + s ⊙ x̃`).
     pub fn encode(&self, y: Tensor<3>) -> DiagGaussian {
         let [b, n, p] = y.dims();
         let y = y.reshape([b * n, p]);
-        match &self.encoder {
+        let q = match &self.encoder {
             FrameEncoder::Dense(e) => e.forward(y, None),
             FrameEncoder::Columns(e) => e.forward(y),
+        };
+        let m = q.mean.dims()[1];
+        let (offset, scale) = self.standardisation(m, &q.mean.device());
+        let (mut mean, mut log_var) = (q.mean, q.log_var);
+        if let Some(s) = scale {
+            mean = mean * s.clone();
+            log_var = log_var + s.log() * 2.0;
         }
+        if let Some(o) = offset {
+            mean = mean + o;
+        }
+        DiagGaussian::new(mean, log_var)
+    }
+
+    /// `x̃ = (x − o) / s` of pseudo-observations `x: [rows, m]`.
+    fn standardise(&self, mut x: Tensor<2>) -> Tensor<2> {
+        let (offset, scale) = self.standardisation(x.dims()[1], &x.device());
+        if let Some(o) = offset {
+            x = x - o;
+        }
+        if let Some(s) = scale {
+            x = x / s;
+        }
+        x
     }
 
     /// The frame likelihood's parameters at pseudo-observations `x: [batch, N, m]`,
     /// `[batch, N, k·P]`.
     pub fn decode(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, m] = x.dims();
-        let x = x.reshape([b * n, m]);
+        let x = self.standardise(x.reshape([b * n, m]));
         let out = match &self.decoder {
             FrameDecoder::Dense(d) => d.forward(x),
             FrameDecoder::Columns(d) => d.forward(x),
@@ -388,7 +446,10 @@ impl Dvae {
         };
         let [b, n, m] = mu_x.dims();
         let p = self.param_mean.dims()[1];
-        let out = net.forward(mu_x.reshape([b, n * m]));
+        let out = net.forward(
+            self.standardise(mu_x.reshape([b * n, m]))
+                .reshape([b, n * m]),
+        );
         let mean = out.clone().narrow(1, 0, p) + self.param_mean.val();
         let log_sd = out.narrow(1, p, p) + self.param_log_sd.val();
         DiagGaussian::new(mean, log_sd * 2.0)
@@ -451,6 +512,38 @@ mod tests {
                 assert_eq!(y[r * w + j], y3[r * w + j], "row {r} column {j}");
             }
             assert_ne!(y[r * w + 1], y3[r * w + 1]);
+        }
+    }
+
+    #[test]
+    fn standardised_state_is_an_affine_map_of_the_networks_outputs() {
+        // x = o + s ⊙ x̃: the encoder's mean and sd map affinely, and the decoder of x equals
+        // the plain decoder of x̃ (same weights).
+        let dev = f64_device();
+        let nets = FrameNetsConfig::dense(
+            EncoderConfig::Mlp(crate::encoder::MlpEncoderConfig::new(4, 2).with_hidden(vec![3])),
+            DecoderConfig::Mlp(crate::decoder::MlpDecoderConfig::new(2, 4).with_hidden(vec![3])),
+        );
+        let plain = DvaeConfig::new(nets.clone(), 1).init(&dev);
+        let mut scaled = DvaeConfig::new(nets, 1)
+            .with_state_offset(Some(vec![1.0, -2.0]))
+            .with_state_scale(Some(vec![3.0, 0.5]))
+            .init(&dev);
+        scaled.encoder = plain.encoder.clone();
+        scaled.decoder = plain.decoder.clone();
+        let y = tensor((0..8).map(|v| v as f64 / 7.0).collect(), [1, 2, 4], &dev);
+        let (q0, q1) = (plain.encode(y.clone()), scaled.encode(y));
+        let (m0, m1) = (vec(q0.mean.clone()), vec(q1.mean.clone()));
+        let (v0, v1) = (vec(q0.log_var), vec(q1.log_var));
+        let (o, s) = ([1.0, -2.0], [3.0, 0.5]);
+        for k in 0..4 {
+            assert!((m1[k] - (o[k % 2] + s[k % 2] * m0[k])).abs() < 1e-12);
+            assert!((v1[k] - (v0[k] + 2.0 * f64::ln(s[k % 2]))).abs() < 1e-12);
+        }
+        let d0 = vec(plain.decode(q0.mean.reshape([1, 2, 2])));
+        let d1 = vec(scaled.decode(q1.mean.reshape([1, 2, 2])));
+        for (a, b) in d0.iter().zip(&d1) {
+            assert!((a - b).abs() < 1e-12);
         }
     }
 }
