@@ -644,6 +644,14 @@ impl DataSource {
         }
     }
 
+    /// For a lorenz-fields source: the number of sequences and the set-up.
+    pub fn lorenz_fields(&self) -> Option<(usize, LorenzFieldsSettings)> {
+        match self {
+            DataSource::LorenzFields { n, settings } => Some((*n, settings.unwrap_or_default())),
+            _ => None,
+        }
+    }
+
     /// Whether the test samples are a given file (not a random split).
     pub fn given_test(&self) -> bool {
         matches!(self, DataSource::Files { test: Some(_), .. })

@@ -129,6 +129,37 @@ pub struct DenseFrameNetsConfig {
     pub decoder: DecoderConfig,
 }
 
+/// A dense encoder with a *known* linear observation map as the decoder (a physics-informed
+/// decoder: the frames are a linear rendering of the state, e.g. the Rayleigh–Bénard fields of
+/// the Lorenz amplitudes): the frame likelihood's mean is `x M + b` on the pseudo-observations'
+/// own scale (not the standardised one), with `M`, `b` fixed. A learned decoder fixes the state
+/// only up to any invertible map; the known one fixes it exactly.
+#[derive(Config, Debug)]
+pub struct KnownDecoderNetsConfig {
+    /// Per-frame encoder `y_n ↦ q(x_n | y_n)`.
+    pub encoder: EncoderConfig,
+    /// `M`, `[m, P]` row-major.
+    pub matrix: Vec<f64>,
+    /// `b`, `[P]`.
+    pub offset: Vec<f64>,
+}
+
+/// The fixed decoder of [`KnownDecoderNetsConfig`] (stored with the model, never trained).
+#[derive(Module, Debug)]
+pub struct KnownLinearDecoder {
+    /// `M`, `[m, P]`.
+    pub matrix: Param<Tensor<2>>,
+    /// `b`, `[1, P]`.
+    pub offset: Param<Tensor<2>>,
+}
+
+impl KnownLinearDecoder {
+    /// `x M + b` for `x: [rows, m]`, `[rows, P]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        x.matmul(self.matrix.val().detach()) + self.offset.val().detach()
+    }
+}
+
 /// Column networks for frames `[height, width]` whose column `j` shows the latent state at node
 /// `j` of a periodic grid (a profile drawn as a curve): the encoder maps columns
 /// `j − k … j + k` (periodic) to `q(x_j | y) = N(μ_j, σ_j²)` with one shared MLP, the decoder
@@ -160,6 +191,8 @@ pub enum FrameNetsConfig {
     Dense(DenseFrameNetsConfig),
     /// Column networks ([`ColumnNetsConfig`]).
     Columns(ColumnNetsConfig),
+    /// A dense encoder and a known linear decoder ([`KnownDecoderNetsConfig`]).
+    KnownDecoder(KnownDecoderNetsConfig),
 }
 
 /// The column encoder of [`ColumnNetsConfig`].
@@ -259,6 +292,8 @@ pub enum FrameDecoder {
     Dense(Decoder),
     /// Column network.
     Columns(ColumnDecoder),
+    /// A known linear map.
+    Known(KnownLinearDecoder),
 }
 
 impl FrameNetsConfig {
@@ -274,6 +309,27 @@ impl FrameNetsConfig {
                 FrameEncoder::Dense(c.encoder.init(device)),
                 FrameDecoder::Dense(c.decoder.init(device)),
             ),
+            Self::KnownDecoder(c) => {
+                let p = c.offset.len();
+                assert!(
+                    p > 0 && c.matrix.len() % p == 0,
+                    "KnownDecoderNetsConfig: the matrix must be [m, P] with P = offset.len()"
+                );
+                let m = c.matrix.len() / p;
+                let fixed = |v: &[f64], shape: [usize; 2]| {
+                    Param::from_tensor(Tensor::<2>::from_data(
+                        TensorData::new(v.to_vec(), shape),
+                        device,
+                    ))
+                };
+                (
+                    FrameEncoder::Dense(c.encoder.init(device)),
+                    FrameDecoder::Known(KnownLinearDecoder {
+                        matrix: fixed(&c.matrix, [m, p]),
+                        offset: fixed(&c.offset, [1, p]),
+                    }),
+                )
+            }
             Self::Columns(c) => {
                 let k = 2 * c.half_window + 1;
                 let sizes = |input: usize, output: usize| {
@@ -420,13 +476,14 @@ impl Dvae {
     }
 
     /// The frame likelihood's parameters at pseudo-observations `x: [batch, N, m]`,
-    /// `[batch, N, k·P]`.
+    /// `[batch, N, k·P]` (a learned decoder sees the standardised `x̃`, a known one `x`).
     pub fn decode(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, m] = x.dims();
-        let x = self.standardise(x.reshape([b * n, m]));
+        let x = x.reshape([b * n, m]);
         let out = match &self.decoder {
-            FrameDecoder::Dense(d) => d.forward(x),
-            FrameDecoder::Columns(d) => d.forward(x),
+            FrameDecoder::Dense(d) => d.forward(self.standardise(x)),
+            FrameDecoder::Columns(d) => d.forward(self.standardise(x)),
+            FrameDecoder::Known(d) => d.forward(x),
         };
         let k = out.dims()[1];
         out.reshape([b, n, k])

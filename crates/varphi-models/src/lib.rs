@@ -60,7 +60,8 @@ pub use distributions::{
 };
 pub use dvae::{
     ColumnDecoder, ColumnEncoder, ColumnNetsConfig, DenseFrameNetsConfig, Dvae, DvaeConfig,
-    FrameDecoder, FrameEncoder, FrameNetsConfig, ParameterPrior, ParameterScale,
+    FrameDecoder, FrameEncoder, FrameNetsConfig, KnownDecoderNetsConfig, KnownLinearDecoder,
+    ParameterPrior, ParameterScale,
 };
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use flow::{ActNorm, AffineCoupling, InvertibleLinear, RealNvp, RealNvpConfig};

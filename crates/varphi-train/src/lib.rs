@@ -46,6 +46,7 @@ pub mod plots;
 pub mod ranks;
 pub mod report;
 pub mod rundir;
+pub mod sequence_setup;
 pub mod session;
 pub mod surrogate;
 pub mod tables;

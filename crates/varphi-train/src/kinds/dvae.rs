@@ -1,24 +1,27 @@
 //! `kind = "dvae"`: the Φ-DVAE of primer eqs. 23–24 on sequences of image frames
-//! (`[data] kind = "advection-video"`, or frames from a file with the set-up in
-//! `[objective.setup]`). Each sample is one sequence `y_{1:N}`; a per-frame encoder gives
-//! pseudo-observations `x_n` of the latent state at every `observe_every`-th node, a Kalman
-//! filter integrates the latent advection–diffusion state out, and an amortised Gaussian
-//! `q_λ(ξ | y_{1:N})` over the standardised `(c, log D)` is fitted by the bound of
-//! [`varphi_losses::DvaeElbo`]. The last `forecast` frames of each sequence are never seen by
+//! (`[data] kind = "advection-video"` or `"lorenz-fields"`, or frames from a file with the
+//! set-up in `[objective.setup]`, [`crate::sequence_setup`]). Each sample is one sequence
+//! `y_{1:N}`; a per-frame encoder gives pseudo-observations `x_n` of the latent state (every
+//! `observe_every`-th node), a Kalman filter (advection–diffusion) or extended Kalman filter
+//! (Lorenz-63) integrates the latent state out, and an amortised Gaussian `q_λ(ξ | y_{1:N})`
+//! over the standardised parameters (`(c, log D)` or `log (σ, ρ, β)`) is fitted by the bound
+//! of [`varphi_losses::DvaeElbo`]. The last `forecast` frames of each sequence are never seen by
 //! the model: evaluation forecasts them.
 //!
 //! `transition = "learned-linear"` is the KVAE-style baseline in the same code: the same
 //! encoder, decoder and filter with a learned matrix `A` in place of the physics (no `Λ`).
 //!
-//! Evaluation (`eval.json`), on up to 200 test sequences: the posterior of `(c, D)` against the
+//! Evaluation (`eval.json`), on up to 200 test sequences: the posterior of `Λ` against the
 //! truth (coverage, SBC, TARP) — the exact `p(Λ | x_{1:N})` of the trained latent model on a
 //! zooming grid, pooled over 4 encoder draws `x ~ q_φ(x | y)` (the non-amortised Φ-DVAE
 //! posterior, `p(Λ | y) ≈ ∫ p(Λ | x) q_φ(x | y) dx`), beside the
 //! amortised `q_λ` (its amortisation gap); the RTS-smoothed latent states against the true
-//! states (in the set-up's units: divided by the amplitude `a` the learned `P₀` scale implies;
-//! relative L2, also after the best affine map — the encoder fixes the state only up to a
-//! monotone map — and coverage, mixed over 8 posterior draws of `Λ`), the forecast of
-//! the held-out states and frames (with persistence for scale), and the frames' reconstruction.
+//! states (advection: in the set-up's units, divided by the amplitude `a` the learned `P₀`
+//! scale implies; relative L2, also after the best affine map — the encoder fixes the state
+//! only up to a monotone map, and Lorenz's `(X, Y)` only up to sign — and coverage, mixed over
+//! 8 posterior draws of `Λ`), the forecast of the held-out states (the filter's prediction
+//! step: linearised moments for Lorenz) and frames (with persistence for scale), and the
+//! frames' reconstruction.
 
 use crate::calibration::Role;
 use crate::config::{
@@ -30,6 +33,7 @@ use crate::error::{TrainError, io_err};
 use crate::host::{mean_of, per_parameter, values};
 use crate::kind::{Kind, Loaded, SampleRequest};
 use crate::noise::{NoiseSource, Stream};
+use crate::sequence_setup::{SequenceModel, SequenceSetup};
 use crate::tables::{coverage, print_parameter_table};
 use crate::trainer::{Objective, StepOutput};
 use crate::uq::UqScores;
@@ -39,7 +43,6 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use varphi_data::sequences::{AdvectionVideoSettings, COVARIANCE_JITTER, PeriodicGaussian};
 use varphi_losses::kalman::rts_smooth;
 use varphi_losses::{
     DvaeElbo, GaussianLikelihoodConfig, LatentPhysics, LearnedLinear, Likelihood, LikelihoodConfig,
@@ -49,15 +52,15 @@ use varphi_models::decoder::{DecoderConfig, MlpDecoderConfig};
 use varphi_models::encoder::{EncoderConfig, MlpEncoderConfig};
 use varphi_models::mlp::MlpConfig;
 use varphi_models::{
-    ColumnNetsConfig, Dvae, DvaeConfig, FrameNetsConfig, ParameterPrior, ParameterScale,
+    ColumnNetsConfig, Dvae, DvaeConfig, FrameNetsConfig, KnownDecoderNetsConfig, ParameterPrior,
 };
-use varphi_physics::dynamics::{Dynamics, periodic_se_covariance, periodic_se_kernel_host};
+use varphi_physics::dynamics::Dynamics;
 
 /// The latent transition of a dvae run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TransitionName {
-    /// The known physics with unknown `Λ = (c, D)` (Φ-DVAE).
+    /// The known physics with unknown `Λ` (Φ-DVAE).
     #[default]
     Physics,
     /// A learned matrix `A`, no physics, no `Λ` (KVAE-style baseline).
@@ -69,11 +72,23 @@ pub enum TransitionName {
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkName {
     /// Column networks: periodic 1-D convolutions over the frame's columns
-    /// ([`varphi_models::ColumnNetsConfig`]); every node observed.
+    /// ([`varphi_models::ColumnNetsConfig`]); every node observed (advection only).
     #[default]
     Columns,
     /// Dense MLPs on the flattened frame.
     Dense,
+}
+
+/// The frame decoder of a dvae run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecoderName {
+    /// Learned with the encoder (`network`).
+    #[default]
+    Learned,
+    /// The set-up's own rendering, known and fixed (a physics-informed decoder; linear
+    /// renderings only: `lorenz-fields`); the encoder is dense.
+    Known,
 }
 
 /// `[model]` of a dvae run.
@@ -83,6 +98,9 @@ pub struct DvaeModelSection {
     /// The frame encoder and decoder.
     #[serde(default)]
     pub network: NetworkName,
+    /// Learn the decoder, or use the set-up's known rendering.
+    #[serde(default)]
+    pub decoder: DecoderName,
     /// Half-window `k` of column networks (they see `2k + 1` columns).
     #[serde(default = "d_half_window")]
     pub half_window: usize,
@@ -150,10 +168,11 @@ pub struct DvaeObjectiveSection {
     /// Initial σ of the Gaussian frame likelihood, in normalised pixel units (learned).
     #[serde(default = "d_frame_sigma")]
     pub frame_sigma: f64,
-    /// The physics set-up of the frames; default: the `[data]` settings of an
-    /// `advection-video` source (required for frames from a file).
+    /// The physics set-up of the frames ([`SequenceSetup`]: `problem = "advection-video"`,
+    /// the default, or `"lorenz-fields"`, with that problem's settings); default: the `[data]`
+    /// settings of a generated source (required for frames from a file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub setup: Option<AdvectionVideoSettings>,
+    pub setup: Option<SequenceSetup>,
 }
 
 /// The config of a `dvae` run.
@@ -175,7 +194,7 @@ pub struct DvaeModel {
     pub likelihood: Likelihood,
     /// `log √R`, `[1]`.
     pub log_noise_sd: Param<Tensor<1>>,
-    /// `log` of `Q`'s scale and length, `[2]`.
+    /// `log` of `Q`'s parameters ([`SequenceSetup::process_init`]: scale and length, or sd).
     pub log_process: Param<Tensor<1>>,
     /// `log` of `P₀`'s scale, `[1]`.
     pub log_initial_scale: Param<Tensor<1>>,
@@ -186,7 +205,7 @@ pub struct DvaeModel {
 /// The dvae objective: the negative Φ-DVAE bound on the first `frames − forecast` frames.
 pub struct DvaeObjective {
     /// The physics set-up.
-    pub setup: AdvectionVideoSettings,
+    pub latent: SequenceModel,
     /// `p(Λ)`.
     pub prior: ParameterPrior,
     /// Observed nodes (rows of `H`).
@@ -205,38 +224,20 @@ pub struct DvaeObjective {
     pub noise: NoiseSource,
 }
 
-/// The prior of `(c, D)` of a set-up.
-pub fn parameter_prior(s: &AdvectionVideoSettings) -> ParameterPrior {
-    ParameterPrior {
-        names: AdvectionVideoSettings::PARAM_NAMES
-            .iter()
-            .map(|n| n.to_string())
-            .collect(),
-        mean: vec![s.c_mean, s.log_d_mean],
-        sd: vec![s.c_sd, s.log_d_sd],
-        scale: vec![ParameterScale::Linear, ParameterScale::Log],
-    }
-}
-
 impl DvaeObjective {
-    /// The jitter of `Q` (that of the data generator, relative to the set-up's scale).
-    fn process_jitter(&self) -> f64 {
-        COVARIANCE_JITTER * self.setup.process_scale.powi(2)
+    /// The physics set-up.
+    pub fn setup(&self) -> &SequenceSetup {
+        &self.latent.setup
     }
 
-    /// The jitter of `P₀`.
-    fn initial_jitter(&self) -> f64 {
-        COVARIANCE_JITTER * self.setup.initial_scale.powi(2)
-    }
-
-    /// Pixels per frame.
+    /// Values per frame.
     fn pixels(&self) -> usize {
-        self.setup.height * self.setup.nodes
+        self.setup().frame_pixels()
     }
 
     /// `H`, `[m, d]`.
     fn observation(&self, device: &Device) -> Tensor<2> {
-        let d = self.setup.nodes;
+        let d = self.setup().state_dim();
         let mut h = vec![0.0; self.observed.len() * d];
         for (j, &node) in self.observed.iter().enumerate() {
             h[j * d + node] = 1.0;
@@ -244,11 +245,11 @@ impl DvaeObjective {
         Tensor::from_data(TensorData::new(h, [self.observed.len(), d]), device)
     }
 
-    /// `Q`'s scale and length (learned or the set-up's), `[1]` each.
-    fn process_params(&self, model: &DvaeModel) -> (Tensor<1>, Tensor<1>) {
+    /// `Q`'s parameters (learned or the set-up's), `[k]`.
+    fn process_params(&self, model: &DvaeModel) -> Tensor<1> {
         let p = model.log_process.val();
         let p = if self.learn_process { p } else { p.detach() };
-        (p.clone().narrow(0, 0, 1).exp(), p.narrow(0, 1, 1).exp())
+        p.exp()
     }
 
     /// `P₀`'s scale (learned or the set-up's), `[1]`.
@@ -275,23 +276,15 @@ impl DvaeObjective {
         dynamics: &'a dyn Dynamics,
         device: &Device,
     ) -> LatentPhysics<'a> {
-        let s = &self.setup;
-        let d = s.nodes;
-        let (qs, ql) = self.process_params(model);
-        let one = |v: f64| Tensor::<1>::from_data(TensorData::new(vec![v], [1]), device);
+        let (initial_mean, initial_cov) = self.latent.initial(self.initial_scale(model));
         LatentPhysics {
             dynamics,
             prior: model.transition.is_none().then_some(&self.prior),
-            process: periodic_se_covariance(d, qs, ql, self.process_jitter()),
+            process: self.setup().process(self.process_params(model)),
             observation: self.observation(device),
             noise: self.noise_var(model),
-            initial_mean: Tensor::zeros([1, d], device),
-            initial_cov: periodic_se_covariance(
-                d,
-                self.initial_scale(model),
-                one(s.initial_length),
-                self.initial_jitter(),
-            ),
+            initial_mean,
+            initial_cov,
         }
     }
 
@@ -302,14 +295,14 @@ impl DvaeObjective {
         device: &Device,
         f: impl FnOnce(&LatentPhysics) -> R,
     ) -> R {
-        let advection = self.setup.dynamics();
+        let physics = self.setup().dynamics();
         let learned = model
             .transition
             .as_ref()
             .map(|a| LearnedLinear { matrix: a.val() });
         let dynamics: &dyn Dynamics = match &learned {
             Some(l) => l,
-            None => &advection,
+            None => physics.as_ref(),
         };
         f(&self.physics(model, dynamics, device))
     }
@@ -317,7 +310,7 @@ impl DvaeObjective {
     /// Frames `x: [b, N·P]` (normalised) as the training frames `[b, N_train, P]`.
     fn training_frames(&self, x: Tensor<2>) -> Tensor<3> {
         let b = x.dims()[0];
-        x.reshape([b, self.setup.frames, self.pixels()])
+        x.reshape([b, self.setup().frames(), self.pixels()])
             .narrow(1, 0, self.train_frames)
     }
 }
@@ -337,7 +330,7 @@ impl Objective<DvaeModel> for DvaeObjective {
         let noise = self.noise.offset(noise_stream);
         let m = self.observed.len();
         let eps_x = noise.normal([1, b * self.train_frames, m], 2 * step, &device);
-        let eps_xi = noise.normal([b, 1, 2], 2 * step + 1, &device);
+        let eps_xi = noise.normal([b, 1, self.prior.dim()], 2 * step + 1, &device);
         let out = self.with_physics(model, &device, |physics| {
             DvaeElbo {
                 sequences: self.sequences,
@@ -401,11 +394,11 @@ pub struct DvaeEval {
     pub train_frames: usize,
     /// Learned √R.
     pub noise_sd: f64,
-    /// Learned (or fixed) `Q` scale and length.
-    pub process: [f64; 2],
+    /// Learned (or fixed) `Q` parameters: scale and length (advection) or sd (Lorenz).
+    pub process: Vec<f64>,
     /// Learned (or fixed) `P₀` scale.
     pub initial_scale: f64,
-    /// The posterior of `Λ = (c, D)` of each test sequence (physical units) against the
+    /// The posterior of `Λ` (`(c, D)` or `(σ, ρ, β)`) of each test sequence (physical units) against the
     /// truths: the exact `p(Λ | x_{1:N}) ∝ p(x_{1:N} | Λ) p(Λ)` of the trained latent model on
     /// a zooming grid over `ξ`, pooled over 4 encoder draws `x ~ q_φ(x | y)` (the non-amortised
     /// Φ-DVAE posterior without a Gaussian restriction).
@@ -425,14 +418,8 @@ pub struct DvaeEval {
 
 impl DvaeKind {
     /// The physics set-up: `[objective.setup]` or the `[data]` settings.
-    pub fn setup(&self, common: &Common) -> Result<AdvectionVideoSettings, TrainError> {
-        if matches!(common.data, varphi_data::DataSource::LorenzFields { .. }) {
-            return Err(invalid(
-                "data.kind",
-                "\"lorenz-fields\" sequences are generated (varphi data lorenz-fields) but kind = \"dvae\" trains only the advection set-up so far (the Lorenz-63 latent model is not wired in yet); use [data] kind = \"advection-video\"",
-            ));
-        }
-        match (common.data.advection_video(), &self.objective.setup) {
+    pub fn setup(&self, common: &Common) -> Result<SequenceSetup, TrainError> {
+        match (SequenceSetup::of_data(&common.data), &self.objective.setup) {
             (Some((_, s)), None) => Ok(s),
             (Some((_, s)), Some(o)) if s == *o => Ok(s),
             (Some(_), Some(_)) => Err(invalid(
@@ -442,20 +429,20 @@ impl DvaeKind {
             (None, Some(o)) => Ok(*o),
             (None, None) => Err(invalid(
                 "objective.setup",
-                "the frames are not generated ([data] kind = \"advection-video\"), so give their physics set-up in [objective.setup] (nodes, frames, dt, height, priors of c and D, P₀ and Q)",
+                "the frames are not generated ([data] kind = \"advection-video\" or \"lorenz-fields\"), so give their physics set-up in [objective.setup]: problem = \"advection-video\" (the default: nodes, frames, dt, height, priors of c and D, P₀ and Q) or \"lorenz-fields\" (frames, dt, width, height, prior of σ, ρ, β, process_sd)",
             )),
         }
     }
 
     /// Observed nodes.
-    fn observed(&self, s: &AdvectionVideoSettings) -> Vec<usize> {
-        (0..s.nodes)
+    fn observed(&self, s: &SequenceSetup) -> Vec<usize> {
+        (0..s.state_dim())
             .step_by(self.model.observe_every.max(1))
             .collect()
     }
 
-    fn train_frames(&self, s: &AdvectionVideoSettings) -> usize {
-        s.frames - self.objective.forecast
+    fn train_frames(&self, s: &SequenceSetup) -> usize {
+        s.frames() - self.objective.forecast
     }
 }
 
@@ -481,14 +468,37 @@ impl Kind for DvaeKind {
         check_hidden(&self.model.amortise_hidden)?;
         let s = self.setup(common)?;
         s.validate()?;
-        if self.model.observe_every == 0 || self.model.observe_every > s.nodes {
+        let d = s.state_dim();
+        if self.model.observe_every == 0 || self.model.observe_every > d {
             return Err(invalid(
                 "model.observe_every",
                 format!(
-                    "must be between 1 and the {} nodes, got {}",
-                    s.nodes, self.model.observe_every
+                    "must be between 1 and the {d} state components, got {}",
+                    self.model.observe_every
                 ),
             ));
+        }
+        if self.model.network == NetworkName::Columns
+            && let SequenceSetup::LorenzFields(_) = s
+        {
+            return Err(invalid(
+                "model.network",
+                "column networks tie each latent node to a frame column (advection-video); the Lorenz fields have 3 latent components: set network = \"dense\"",
+            ));
+        }
+        if self.model.decoder == DecoderName::Known {
+            if s.linear_rendering().is_none() {
+                return Err(invalid(
+                    "model.decoder",
+                    "decoder = \"known\" needs a rendering linear in the state (lorenz-fields); the advection curves are not: use decoder = \"learned\"",
+                ));
+            }
+            if self.model.network != NetworkName::Dense || self.model.observe_every != 1 {
+                return Err(invalid(
+                    "model.decoder",
+                    "decoder = \"known\" goes with network = \"dense\" and observe_every = 1 (the rendering maps the whole state)",
+                ));
+            }
         }
         if self.model.network == NetworkName::Columns && self.model.observe_every != 1 {
             return Err(invalid(
@@ -496,12 +506,13 @@ impl Kind for DvaeKind {
                 "column networks observe every node (x_j is tied to column j); set observe_every = 1, or network = \"dense\"",
             ));
         }
-        if self.objective.forecast + 2 > s.frames {
+        if self.objective.forecast + 2 > s.frames() {
             return Err(invalid(
                 "objective.forecast",
                 format!(
                     "holds out {} of the {} frames; at least 2 must remain to train on",
-                    self.objective.forecast, s.frames
+                    self.objective.forecast,
+                    s.frames()
                 ),
             ));
         }
@@ -513,9 +524,12 @@ impl Kind for DvaeKind {
                 return Err(invalid(key, format!("must be finite and > 0, got {v}")));
             }
         }
-        if s.process_scale <= 0.0 {
+        if s.process_init()[0] <= 0.0 {
             return Err(invalid(
-                "process_scale",
+                match s {
+                    SequenceSetup::AdvectionVideo(_) => "process_scale",
+                    SequenceSetup::LorenzFields(_) => "process_sd",
+                },
                 "of the set-up ([data.settings] or [objective.setup]) must be > 0 for the filter (Q = 0 makes the smoother's predicted covariance singular)",
             ));
         }
@@ -526,26 +540,28 @@ impl Kind for DvaeKind {
         let s = self.setup(common)?;
         let want = s.sample_shape();
         let got = &data.train.sample_shape;
+        let frames = s.frames();
         let flat = |v: &[usize]| v.iter().product::<usize>();
-        if *got != want && !(got.len() == 2 && got[0] == s.frames && got[1] == flat(&want[1..])) {
-            let message = if got.first() != Some(&s.frames) {
+        if *got != want && !(got.len() == 2 && got[0] == frames && got[1] == flat(&want[1..])) {
+            let message = if got.first() != Some(&frames) {
                 format!(
-                    "sequences of {} frames are expected (set-up frames = {}), the data's samples have shape {got:?}; every sequence must have the same length — cut or pad them to {} frames, or set frames",
-                    s.frames, s.frames, s.frames
+                    "sequences of {frames} frames are expected (set-up frames = {frames}), the data's samples have shape {got:?}; every sequence must have the same length — cut or pad them to {frames} frames, or set frames"
                 )
             } else {
                 format!(
-                    "frames of shape [height, nodes] = [{}, {}] are expected, the data's samples have shape {got:?}; render the frames at the set-up's size or change height/nodes",
-                    s.height, s.nodes
+                    "frames of shape {} are expected, the data's samples have shape {got:?}; render the frames at the set-up's size or change the set-up's frame size",
+                    s.frame_shape_words()
                 )
             };
             return Err(invalid("data", message));
         }
-        if data.train.cond_dim != 0 && data.train.cond_dim != 2 {
+        let p = s.param_dim();
+        if data.train.cond_dim != 0 && data.train.cond_dim != p {
             return Err(invalid(
                 "data",
                 format!(
-                    "the conditions are the true (c, D) of each sequence (2 columns) or absent, got {} columns",
+                    "the conditions are the true ({}) of each sequence ({p} columns) or absent, got {} columns",
+                    s.prior().names.join(", "),
                     data.train.cond_dim
                 ),
             ));
@@ -561,8 +577,8 @@ impl Kind for DvaeKind {
     ) -> Result<(DvaeModel, DvaeObjective), TrainError> {
         let s = self.setup(common)?;
         let observed = self.observed(&s);
-        let m = observed.len();
-        let px = s.height * s.nodes;
+        let (m, d, p) = (observed.len(), s.state_dim(), s.param_dim());
+        let px = s.frame_pixels();
         let act = self.model.activation.into();
         let likelihood = LikelihoodConfig::Gaussian(
             GaussianLikelihoodConfig::new()
@@ -576,31 +592,50 @@ impl Kind for DvaeKind {
         let amortise = physics.then(|| {
             let mut sizes = vec![train_frames * m];
             sizes.extend(&self.model.amortise_hidden);
-            sizes.push(4);
+            sizes.push(2 * p);
             MlpConfig::new(sizes).with_activation(act)
         });
-        let nets = match self.model.network {
-            NetworkName::Dense => FrameNetsConfig::dense(
-                EncoderConfig::Mlp(
-                    MlpEncoderConfig::new(px, m)
-                        .with_hidden(self.model.hidden.clone())
-                        .with_activation(act),
-                ),
+        let encoder = || {
+            EncoderConfig::Mlp(
+                MlpEncoderConfig::new(px, m)
+                    .with_hidden(self.model.hidden.clone())
+                    .with_activation(act),
+            )
+        };
+        let nets = match (self.model.decoder, self.model.network) {
+            (DecoderName::Known, _) => {
+                // The rendering in normalised frame units: (R x − μ) / s.
+                let norm = &data.norm;
+                let rendering = s.linear_rendering().ok_or_else(|| {
+                    invalid("model.decoder", "the set-up's rendering is not linear")
+                })?;
+                FrameNetsConfig::KnownDecoder(KnownDecoderNetsConfig::new(
+                    encoder(),
+                    rendering.iter().map(|v| v / norm.x_std).collect(),
+                    vec![-norm.x_mean / norm.x_std; px],
+                ))
+            }
+            (DecoderName::Learned, NetworkName::Dense) => FrameNetsConfig::dense(
+                encoder(),
                 DecoderConfig::Mlp(
                     MlpDecoderConfig::new(m, px * k)
                         .with_hidden(self.model.hidden.clone())
                         .with_activation(act),
                 ),
             ),
-            NetworkName::Columns => FrameNetsConfig::Columns(
-                ColumnNetsConfig::new(s.height, s.nodes)
+            (DecoderName::Learned, NetworkName::Columns) => FrameNetsConfig::Columns(
+                ColumnNetsConfig::new(s.image_shape()[0], d)
                     .with_half_window(self.model.half_window)
                     .with_hidden(self.model.hidden.clone())
                     .with_activation(act),
             ),
         };
-        let dvae = DvaeConfig::new(nets, 2)
+        let latent = SequenceModel::new(s)?;
+        let (offset, scale) = latent.standardisation(&observed).unzip();
+        let dvae = DvaeConfig::new(nets, p)
             .with_amortise(amortise)
+            .with_state_offset(offset)
+            .with_state_scale(scale)
             .init(device);
         let log = |v: f64| Tensor::<1>::from_data(TensorData::new(vec![v.ln()], [1]), device);
         let model = DvaeModel {
@@ -608,15 +643,15 @@ impl Kind for DvaeKind {
             likelihood,
             log_noise_sd: Param::from_tensor(log(self.objective.noise_sd)),
             log_process: Param::from_tensor(Tensor::cat(
-                vec![log(s.process_scale), log(s.process_length)],
+                s.process_init().into_iter().map(log).collect(),
                 0,
             )),
-            log_initial_scale: Param::from_tensor(log(s.initial_scale)),
-            transition: (!physics).then(|| Param::from_tensor(Tensor::<2>::eye(s.nodes, device))),
+            log_initial_scale: Param::from_tensor(log(s.initial_scale())),
+            transition: (!physics).then(|| Param::from_tensor(Tensor::<2>::eye(d, device))),
         };
         let objective = DvaeObjective {
-            prior: parameter_prior(&s),
-            setup: s,
+            prior: s.prior(),
+            latent,
             observed,
             train_frames,
             sequences: data.n_train,
@@ -629,14 +664,14 @@ impl Kind for DvaeKind {
     }
 
     fn plot(&self, run: &Loaded<Self>) -> Result<(), TrainError> {
-        let s = &run.objective.setup;
+        let s = run.objective.setup();
         // The frames need no exact posterior: the amortised draws of Λ drive the forecast.
         let t = Trained::of(run, run.data.test.len().min(3), false)?;
-        let (n_tr, px) = (run.objective.train_frames, s.height * s.nodes);
+        let (n_tr, px) = (run.objective.train_frames, s.frame_pixels());
         // Case 0: the last seen frame, its reconstruction, the first forecast frame.
         let frame = |v: &[f64], k: usize| v[k * px..(k + 1) * px].to_vec();
         let data0 = &t.frames_data[0];
-        let f = s.frames - n_tr;
+        let f = s.frames() - n_tr;
         let mut data = vec![frame(data0, n_tr - 1)];
         let mut recon = vec![frame(&t.recon[0], n_tr - 1)];
         let mut third = vec![recon[0].clone()];
@@ -649,7 +684,7 @@ impl Kind for DvaeKind {
             &data,
             &recon,
             &third,
-            &[s.height, s.nodes],
+            &s.image_shape(),
             &run.dir.join("samples.png"),
             &[
                 "frames: last seen, first forecast",
@@ -673,7 +708,12 @@ impl Kind for DvaeKind {
                 dir,
                 (r.n_test, r.n_samples, r.epochs),
                 &format!(
-                    "p(c, D | frames) from {} frames per sequence (Kalman-filter likelihood of 4 encoder draws, on a grid)",
+                    "p({} | frames) from {} frames per sequence (Kalman-filter likelihood of 4 encoder draws, on a grid)",
+                    r.per_parameter
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     r.train_frames
                 ),
                 "rel_l2",
@@ -723,15 +763,26 @@ impl Kind for DvaeKind {
                 f.frame_rel_l2, f.persistence_rel_l2
             );
         }
+        let q = match r.process.as_slice() {
+            [scale, length] => format!("Q scale/length = {scale:.4} / {length:.4}"),
+            other => format!(
+                "Q sd = {}",
+                other
+                    .iter()
+                    .map(|v| format!("{v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ),
+        };
         println!(
-            "  reconstructed frames   rel L2 {:>8.4}   √R = {:.4}, Q scale/length = {:.4} / {:.4}, P₀ scale {:.4}",
-            r.reconstruction_rel_l2, r.noise_sd, r.process[0], r.process[1], r.initial_scale
+            "  reconstructed frames   rel L2 {:>8.4}   √R = {:.4}, {q}, P₀ scale {:.4}",
+            r.reconstruction_rel_l2, r.noise_sd, r.initial_scale
         );
     }
 
     /// Sequences from the trained generative model: `Λ ~ p(Λ)` (physics) or the learned `A`,
-    /// `u_0 ~ N(0, P₀)`, `u_n = M u_{n−1} + e_n`, frames decoded from `H u_n` (with the frame
-    /// noise when `--noise`); `[n, N, height, nodes]` in data units.
+    /// `u_0 ~ N(m₀, P₀)`, `u_n = M(u_{n−1}; Λ) + e_n`, `e_n ~ N(0, Q)`, frames decoded from
+    /// `H u_n` (with the frame noise when `--noise`); `[n, N, frame…]` in data units.
     fn sample(&self, run: &Loaded<Self>, request: &SampleRequest) -> Result<String, TrainError> {
         if request.condition.is_some() {
             return Err(invalid(
@@ -740,45 +791,38 @@ impl Kind for DvaeKind {
             ));
         }
         let o = &run.objective;
-        let s = &o.setup;
-        let (d, steps) = (s.nodes, s.frames);
+        let s = o.setup();
+        let (d, steps, p) = (s.state_dim(), s.frames(), o.prior.dim());
         let device = &run.device.device;
         let a = run.model.transition.as_ref().map(|a| values(a.val()));
+        let dynamics = s.dynamics();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(run.common.seed ^ 0x005a_3e11);
         let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
-        let lp = values(run.model.log_process.val());
-        let p0 = PeriodicGaussian::new(
-            d,
-            values(run.model.log_initial_scale.val())[0].exp(),
-            s.initial_length,
-            o.initial_jitter(),
-        );
-        let q = PeriodicGaussian::new(d, lp[0].exp(), lp[1].exp(), o.process_jitter());
+        let q: Vec<f64> = values(run.model.log_process.val())
+            .iter()
+            .map(|l| l.exp())
+            .collect();
+        let p0 = values(run.model.log_initial_scale.val())[0].exp();
         let mut states = Vec::with_capacity(request.n * steps * d);
         for _ in 0..request.n {
-            let matrix = match &a {
-                Some(a) => a.clone(),
-                None => {
-                    let xi = [normal(), normal()];
-                    let l = o.prior.to_physical_host(&xi);
-                    s.dynamics().matrix_host(l[0], l[1])
-                }
-            };
-            let mut u = p0.draw(&mut normal);
+            let lambda = o
+                .prior
+                .to_physical_host(&(0..p).map(|_| normal()).collect::<Vec<_>>());
+            let mut u = o.latent.initial_draw(p0, &mut normal);
             for _ in 0..steps {
-                let e = q.draw(&mut normal);
-                u = mat_vec(&matrix, &u, d)
-                    .iter()
-                    .zip(&e)
-                    .map(|(a, b)| a + b)
-                    .collect();
+                let e = s.process_draw(&q, &mut normal);
+                let next = match &a {
+                    Some(a) => mat_vec(a, &u, d),
+                    None => dynamics.step_host(&u, &lambda),
+                };
+                u = next.iter().zip(&e).map(|(a, b)| a + b).collect();
                 states.extend(o.observed.iter().map(|&j| u[j]));
             }
         }
         let m = o.observed.len();
         let x = Tensor::<3>::from_data(TensorData::new(states, [request.n, steps, m]), device);
         let params = run.model.dvae.decode(x);
-        let px = s.height * s.nodes;
+        let px = s.frame_pixels();
         let k = params.dims()[2] / px;
         let params = params.reshape([1, request.n * steps, px * k]);
         let lik = &run.model.likelihood;
@@ -791,14 +835,14 @@ impl Kind for DvaeKind {
             }
         }
         run.data.norm.invert_x(&mut frames);
-        let shape = [request.n, steps, s.height, s.nodes];
+        let mut shape = vec![request.n];
+        shape.extend(s.sample_shape());
         varphi_data::npy::save_npy_f32(&request.out, &shape, &frames)
             .map_err(io_err(&request.out))?;
         Ok(format!(
-            "wrote {} sequences of {steps} frames {}×{} ({}) to {}",
+            "wrote {} sequences of {steps} frames {} ({}) to {}",
             request.n,
-            s.height,
-            s.nodes,
+            s.frame_shape_words(),
             match run.model.transition {
                 Some(_) => "learned linear transition",
                 None => "Λ from the prior",
@@ -845,41 +889,23 @@ fn mat_vec(a: &[f64], u: &[f64], d: usize) -> Vec<f64> {
         .collect()
 }
 
-/// `A P Aᵀ + Q`, all `[d, d]` row-major.
-fn propagate(a: &[f64], p: &[f64], q: &[f64], d: usize) -> Vec<f64> {
-    let mut ap = vec![0.0; d * d];
-    for i in 0..d {
-        for k in 0..d {
-            let v = a[i * d + k];
-            for j in 0..d {
-                ap[i * d + j] += v * p[k * d + j];
-            }
+/// The least-squares affine map `a_g x + b_g` of `mean` onto `truth`, one per group `g = k mod
+/// groups` of the entries (1: one map for all).
+fn affine_fit(mean: &[f64], truth: &[f64], groups: usize) -> Vec<f64> {
+    let mut fit = vec![0.0; mean.len()];
+    for g in 0..groups {
+        let idx: Vec<usize> = (g..mean.len()).step_by(groups).collect();
+        let k = idx.len() as f64;
+        let mx = idx.iter().map(|&i| mean[i]).sum::<f64>() / k;
+        let my = idx.iter().map(|&i| truth[i]).sum::<f64>() / k;
+        let sxy: f64 = idx.iter().map(|&i| (mean[i] - mx) * (truth[i] - my)).sum();
+        let sxx: f64 = idx.iter().map(|&i| (mean[i] - mx).powi(2)).sum();
+        let a = sxy / sxx.max(1e-300);
+        for &i in &idx {
+            fit[i] = my + a * (mean[i] - mx);
         }
     }
-    let mut out = q.to_vec();
-    for i in 0..d {
-        for j in 0..d {
-            out[i * d + j] += (0..d).map(|k| ap[i * d + k] * a[j * d + k]).sum::<f64>();
-        }
-    }
-    out
-}
-
-/// The dense periodic SE covariance plus `jitter·I`, `[d, d]`.
-fn dense_se(d: usize, scale: f64, length: f64, jitter: f64) -> Vec<f64> {
-    let row = periodic_se_kernel_host(d, scale, length);
-    (0..d * d)
-        .map(|k| {
-            let (j, l) = (k / d, k % d);
-            row[(l + d - j) % d] + if j == l { jitter } else { 0.0 }
-        })
-        .collect()
-}
-
-/// `Q` on the host from the model's (possibly learned) scale and length.
-fn host_process(o: &DvaeObjective, model: &DvaeModel) -> Vec<f64> {
-    let p = values(model.log_process.val());
-    dense_se(o.setup.nodes, p[0].exp(), p[1].exp(), o.process_jitter())
+    fit
 }
 
 fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
@@ -893,11 +919,16 @@ impl Trained {
     /// (the expensive part), whose draws then drive the states (else the amortised `q_λ`'s).
     fn of(run: &Loaded<DvaeKind>, n: usize, exact: bool) -> Result<Self, TrainError> {
         let o = &run.objective;
-        let s = &o.setup;
+        let s = o.setup();
         let device = &run.device.device;
         let seed = run.common.seed;
-        let (d, m, n_tr) = (s.nodes, o.observed.len(), o.train_frames);
-        let px = s.height * d;
+        let (d, m, n_tr, p) = (
+            s.state_dim(),
+            o.observed.len(),
+            o.train_frames,
+            o.prior.dim(),
+        );
+        let px = s.frame_pixels();
         let idx: Vec<usize> = (0..n).collect();
         let (x, cond) = run.data.test.batch(&idx, device);
         let y = o.training_frames(x.clone());
@@ -911,7 +942,7 @@ impl Trained {
         run.data.norm.invert_x(&mut recon);
         let mut all = values(x);
         run.data.norm.invert_x(&mut all);
-        let frames_data: Vec<Vec<f64>> = all.chunks(s.frames * px).map(<[f64]>::to_vec).collect();
+        let frames_data: Vec<Vec<f64>> = all.chunks(s.frames() * px).map(<[f64]>::to_vec).collect();
         let recon: Vec<Vec<f64>> = recon.chunks(n_tr * px).map(<[f64]>::to_vec).collect();
 
         // Λ: amortised and exact posterior samples (physics), the draws the states are mixed over.
@@ -928,7 +959,7 @@ impl Trained {
                 let (mean, sd) = (values(q.mean.clone()), values(q.std()));
                 let at = |i: usize, j: usize| {
                     let r = if rows == 1 { 0 } else { i };
-                    (mean[r * 2 + j], sd[r * 2 + j])
+                    (mean[r * p + j], sd[r * p + j])
                 };
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
                 rng.set_stream(NoiseSource::new(seed, Stream::HeldOutPosterior).stream);
@@ -937,7 +968,7 @@ impl Trained {
                         .map(|_| {
                             (0..n)
                                 .flat_map(|i| {
-                                    let xi: Vec<f64> = (0..2)
+                                    let xi: Vec<f64> = (0..p)
                                         .map(|j| {
                                             let (mu, sd) = at(i, j);
                                             let e: f64 = StandardNormal.sample(&mut rng);
@@ -984,19 +1015,30 @@ impl Trained {
             .unsqueeze_dim::<4>(0)
             .repeat_dim(0, reps)
             .reshape([reps * n, n_tr, m]);
-        let advection = s.dynamics();
         let lambda_t = match &lambda {
-            Some(l) => Tensor::<2>::from_data(TensorData::new(l.concat(), [reps * n, 2]), device),
+            Some(l) => Tensor::<2>::from_data(TensorData::new(l.concat(), [reps * n, p]), device),
             None => Tensor::zeros([n, 1], device),
         };
-        let filter = o.with_physics(&run.model, device, |p| p.model(lambda_t).filter(xs, true));
+        // Forecast: the prediction step from the last filtered moments through the held-out
+        // frames (exact for a linear transition, linearised for Lorenz).
+        let f = s.frames() - n_tr;
+        let (filter, predicted) = o.with_physics(&run.model, device, |physics| {
+            let model = physics.model(lambda_t);
+            let filter = model.filter(xs, true);
+            let predicted = filter.states.as_ref().map(|st| {
+                model.forecast(
+                    st.filtered_mean[n_tr].clone(),
+                    st.filtered_cov[n_tr].clone(),
+                    f,
+                )
+            });
+            (filter, predicted)
+        });
         filter.check().map_err(|e| TrainError::Run {
             path: run.dir.clone(),
             message: format!("evaluating the test sequences: {e}"),
         })?;
         let states = filter.states.expect("states kept");
-        let last_mean = values(states.filtered_mean[n_tr].clone());
-        let last_cov = values(states.filtered_cov[n_tr].clone());
         let smooth = rts_smooth(&states).map_err(|e| TrainError::Run {
             path: run.dir.clone(),
             message: format!("smoothing the test sequences: {e}"),
@@ -1019,29 +1061,23 @@ impl Trained {
             })
             .collect();
 
-        // Forecast: propagate the last filtered moments through the held-out steps.
-        let f = s.frames - n_tr;
-        let q = host_process(o, &run.model);
-        let a_learned = run.model.transition.as_ref().map(|a| values(a.val()));
+        let predicted: Vec<(Vec<f64>, Vec<f64>)> = predicted
+            .expect("states kept")
+            .into_iter()
+            .map(|(mean, cov)| (values(mean), values(cov)))
+            .collect();
         let mut forecast = Vec::with_capacity(reps);
         let mut obs_pred = Vec::with_capacity(reps * n * f * m);
         for r in 0..reps {
             let mut per_case = Vec::with_capacity(n);
             for i in 0..n {
                 let b = r * n + i;
-                let a = match (&a_learned, &lambda) {
-                    (Some(a), _) => a.clone(),
-                    (None, Some(l)) => advection.matrix_host(l[r][2 * i], l[r][2 * i + 1]),
-                    (None, None) => unreachable!("a physics run has Λ draws"),
-                };
-                let mut mean = last_mean[b * d..(b + 1) * d].to_vec();
-                let mut cov = last_cov[b * d * d..(b + 1) * d * d].to_vec();
                 let (mut means, mut vars) = (Vec::new(), Vec::new());
-                for _ in 0..f {
-                    mean = mat_vec(&a, &mean, d);
-                    cov = propagate(&a, &cov, &q, d);
+                for (mean, cov) in &predicted {
+                    let mean = &mean[b * d..(b + 1) * d];
+                    let cov = &cov[b * d * d..(b + 1) * d * d];
                     obs_pred.extend(o.observed.iter().map(|&j| mean[j]));
-                    means.extend(&mean);
+                    means.extend(mean);
                     vars.extend((0..d).map(|j| cov[j * d + j].max(0.0)));
                 }
                 per_case.push((means, vars));
@@ -1068,13 +1104,13 @@ impl Trained {
         };
 
         // The true states of the test sequences, regenerated (generated data only).
-        let truth_states = match run.common.data.advection_video() {
+        let truth_states = match SequenceSetup::of_data(&run.common.data) {
             Some((n_all, settings)) => {
                 let seed = run.common.data_seed();
                 let g = settings.generate(n_all, seed)?;
                 let (_, test) =
                     varphi_data::split_indices(n_all, run.common.split.test_fraction, seed);
-                let per = (s.frames + 1) * d;
+                let per = (s.frames() + 1) * d;
                 Some(
                     test.iter()
                         .take(n)
@@ -1084,9 +1120,13 @@ impl Trained {
             }
             None => None,
         };
-        // Report the states in the set-up's units: the encoder fixes x only up to its amplitude
-        // a, and the learned P₀ scale is a × the set-up's (no truth used).
-        let a = values(run.model.log_initial_scale.val())[0].exp() / s.initial_scale;
+        // Report the states in the set-up's units: the advection encoder fixes x only up to its
+        // amplitude a, and the learned P₀ scale is a × the set-up's (no truth used).
+        let a = if s.amplitude_gauge() {
+            values(run.model.log_initial_scale.val())[0].exp() / s.initial_scale()
+        } else {
+            1.0
+        };
         let unstretch =
             |moments: Vec<Vec<(Vec<f64>, Vec<f64>)>>| -> Vec<Vec<(Vec<f64>, Vec<f64>)>> {
                 moments
@@ -1150,6 +1190,7 @@ impl Trained {
         block: &str,
         moments: &[Vec<(Vec<f64>, Vec<f64>)>],
         truth: &[f64],
+        groups: usize,
     ) -> StateScores {
         let samples = Self::state_samples(moments, run.common.seed);
         let mean: Vec<f64> = (0..truth.len())
@@ -1166,19 +1207,7 @@ impl Trained {
             .collect();
         StateScores {
             rel_l2: rel_l2(&mean, truth),
-            affine_rel_l2: {
-                let k = mean.len() as f64;
-                let (mx, my) = (mean.iter().sum::<f64>() / k, truth.iter().sum::<f64>() / k);
-                let sxy: f64 = mean
-                    .iter()
-                    .zip(truth)
-                    .map(|(x, y)| (x - mx) * (y - my))
-                    .sum();
-                let sxx: f64 = mean.iter().map(|x| (x - mx).powi(2)).sum();
-                let a = sxy / sxx.max(1e-300);
-                let fit: Vec<f64> = mean.iter().map(|x| my + a * (x - mx)).collect();
-                rel_l2(&fit, truth)
-            },
+            affine_rel_l2: rel_l2(&affine_fit(&mean, truth, groups), truth),
             scores: run
                 .scorer
                 .score(block, &samples, truth, self.n, Role::Predictive),
@@ -1187,9 +1216,15 @@ impl Trained {
 
     fn report(&self, run: &Loaded<DvaeKind>) -> DvaeEval {
         let o = &run.objective;
-        let s = &o.setup;
-        let (d, n_tr, px) = (s.nodes, o.train_frames, s.height * s.nodes);
-        let f = s.frames - n_tr;
+        let s = o.setup();
+        let (d, n_tr, px, p) = (
+            s.state_dim(),
+            o.train_frames,
+            s.frame_pixels(),
+            o.prior.dim(),
+        );
+        let f = s.frames() - n_tr;
+        let groups = if s.affine_per_component() { d } else { 1 };
         // Node 0's trajectory over every level (smoothed, then forecast) first, for bands.png.
         if let Some(truth) = &self.truth_states {
             let traj: Vec<Vec<(Vec<f64>, Vec<f64>)>> = self
@@ -1212,9 +1247,13 @@ impl Trained {
                 .collect();
             let t: Vec<f64> = truth
                 .iter()
-                .flat_map(|u| (1..=s.frames).map(|level| u[level * d]).collect::<Vec<_>>())
+                .flat_map(|u| {
+                    (1..=s.frames())
+                        .map(|level| u[level * d])
+                        .collect::<Vec<_>>()
+                })
                 .collect();
-            let _ = self.state_scores(run, "trajectory", &traj, &t);
+            let _ = self.state_scores(run, "trajectory", &traj, &t, 1);
         }
         let (posterior, per_parameter) = match (&self.posterior, &self.truth_params) {
             (Some(samples), Some(truth)) => (
@@ -1222,7 +1261,7 @@ impl Trained {
                     run.scorer
                         .score("posterior", samples, truth, self.n, Role::Posterior),
                 ),
-                per_parameter(&run.scorer, "posterior", samples, truth, 2, &o.prior.names),
+                per_parameter(&run.scorer, "posterior", samples, truth, p, &o.prior.names),
             ),
             _ => (None, Vec::new()),
         };
@@ -1232,7 +1271,7 @@ impl Trained {
                 "amortised",
                 samples,
                 truth,
-                2,
+                p,
                 &o.prior.names,
             ),
             _ => Vec::new(),
@@ -1242,7 +1281,7 @@ impl Trained {
                 .iter()
                 .flat_map(|u| u[d..(n_tr + 1) * d].to_vec())
                 .collect();
-            self.state_scores(run, "state", &self.smoothed, &t)
+            self.state_scores(run, "state", &self.smoothed, &t, groups)
         });
         let forecast = (f > 0).then(|| {
             let data: Vec<f64> = self
@@ -1263,7 +1302,7 @@ impl Trained {
                         .iter()
                         .flat_map(|u| u[(n_tr + 1) * d..].to_vec())
                         .collect();
-                    self.state_scores(run, "forecast", &self.forecast, &t)
+                    self.state_scores(run, "forecast", &self.forecast, &t, groups)
                 }),
                 frame_rel_l2: rel_l2(&pred, &data),
                 persistence_rel_l2: rel_l2(&last, &data),
@@ -1274,7 +1313,6 @@ impl Trained {
             .iter()
             .flat_map(|v| v[..n_tr * px].to_vec())
             .collect();
-        let p = values(run.model.log_process.val());
         DvaeEval {
             n_test: self.n,
             n_samples: POSTERIOR_SAMPLES,
@@ -1282,7 +1320,10 @@ impl Trained {
             transition: run.kind.model.transition,
             train_frames: n_tr,
             noise_sd: values(run.model.log_noise_sd.val())[0].exp(),
-            process: [p[0].exp(), p[1].exp()],
+            process: values(run.model.log_process.val())
+                .iter()
+                .map(|l| l.exp())
+                .collect(),
             initial_scale: values(run.model.log_initial_scale.val())[0].exp(),
             posterior,
             per_parameter,
@@ -1296,18 +1337,19 @@ impl Trained {
 
 /// Encoder draws `x ~ q_φ(x | y)` the exact posterior of `Λ` is pooled over.
 const ENCODER_DRAWS: usize = 4;
-/// Grid points per axis of [`grid_posterior`].
-const GRID: usize = 15;
-/// Zoom stages of [`grid_posterior`].
-const GRID_STAGES: usize = 4;
+/// Grid points per axis of [`grid_posterior`] for `p ≤ 2` parameters and for more.
+const GRID: [usize; 2] = [15, 11];
+/// Zoom stages of [`grid_posterior`] for `p ≤ 2` and for more (a coarser grid zooms once more).
+const GRID_STAGES: [usize; 2] = [4, 5];
 /// Sequences filtered together by [`grid_posterior`].
 const GRID_CASES: usize = 8;
 
-/// Samples `[S][n·2]` (physical units) of the exact posterior `p(ξ | x) ∝ p(x | T(ξ)) N(ξ; 0, I)`
-/// of each sequence given pseudo-observations `x = mu_x` `[n, N, m]`, by the Kalman-filter likelihood
-/// on a `GRID × GRID` grid over `ξ`: first `[−4, 4]²`, then `GRID_STAGES − 1` times re-centred
-/// on the posterior mean with half-width `5 sd` (at least 1.5 spacings) per axis; samples are
-/// the last grid's cells drawn by weight with a uniform jitter within the cell.
+/// Samples `[S][n·p]` (physical units) of the exact posterior `p(ξ | x) ∝ p(x | T(ξ)) N(ξ; 0, I)`
+/// of each sequence given pseudo-observations `x = mu_x` `[n, N, m]`, by the (extended)
+/// Kalman-filter likelihood on a `G^p` grid over `ξ` (`G` = [`GRID`]): first `[−4, 4]^p`, then
+/// re-centred (stages − 1 times, [`GRID_STAGES`]) on the posterior mean with half-width `5 sd`
+/// (at least 1.5 spacings) per axis; samples are the last grid's cells drawn by weight with a
+/// uniform jitter within the cell.
 fn grid_posterior(
     o: &DvaeObjective,
     model: &DvaeModel,
@@ -1316,49 +1358,62 @@ fn grid_posterior(
     device: &Device,
 ) -> Result<Vec<Vec<f64>>, TrainError> {
     let n = mu_x.dims()[0];
-    let advection = o.setup.dynamics();
-    let physics = o.physics(model, &advection, device);
-    let g2 = GRID * GRID;
-    // Per case: centre and half-width per axis.
-    let mut window: Vec<[(f64, f64); 2]> = vec![[(0.0, 4.0), (0.0, 4.0)]; n];
-    let node = |w: &[(f64, f64); 2], a: usize, b: usize| -> [f64; 2] {
-        let at = |(c, h): (f64, f64), k: usize| c - h + 2.0 * h * k as f64 / (GRID - 1) as f64;
-        [at(w[0], a), at(w[1], b)]
+    let p = o.prior.dim();
+    let dynamics = o.setup().dynamics();
+    let physics = o.physics(model, dynamics.as_ref(), device);
+    let (g, stages) = if p <= 2 {
+        (GRID[0], GRID_STAGES[0])
+    } else {
+        (GRID[1], GRID_STAGES[1])
     };
-    let mut weights = vec![vec![0.0; g2]; n];
-    for stage in 0..GRID_STAGES {
+    let cells = g.pow(p as u32);
+    // Per case: centre and half-width per axis.
+    let mut window: Vec<Vec<(f64, f64)>> = vec![vec![(0.0, 4.0); p]; n];
+    let node = |w: &[(f64, f64)], mut cell: usize| -> Vec<f64> {
+        let mut xi = vec![0.0; p];
+        for k in (0..p).rev() {
+            let (c, h) = w[k];
+            xi[k] = c - h + 2.0 * h * (cell % g) as f64 / (g - 1) as f64;
+            cell /= g;
+        }
+        xi
+    };
+    let mut weights = vec![vec![0.0; cells]; n];
+    for stage in 0..stages {
         for start in (0..n).step_by(GRID_CASES) {
             let cases: Vec<usize> = (start..(start + GRID_CASES).min(n)).collect();
-            let rows = cases.len() * g2;
-            let mut lambda = Vec::with_capacity(rows * 2);
+            let rows = cases.len() * cells;
+            let mut lambda = Vec::with_capacity(rows * p);
             let mut prior = Vec::with_capacity(rows);
             for &i in &cases {
-                for a in 0..GRID {
-                    for b in 0..GRID {
-                        let xi = node(&window[i], a, b);
-                        lambda.extend(o.prior.to_physical_host(&xi));
-                        prior.push(-0.5 * (xi[0] * xi[0] + xi[1] * xi[1]));
-                    }
+                for cell in 0..cells {
+                    let xi = node(&window[i], cell);
+                    lambda.extend(o.prior.to_physical_host(&xi));
+                    prior.push(-0.5 * xi.iter().map(|v| v * v).sum::<f64>());
                 }
             }
             let idx: Vec<i64> = cases
                 .iter()
-                .flat_map(|&i| std::iter::repeat_n(i as i64, g2))
+                .flat_map(|&i| std::iter::repeat_n(i as i64, cells))
                 .collect();
             let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows]), device);
             let x = mu_x.clone().select(0, idx);
-            let lambda = Tensor::<2>::from_data(TensorData::new(lambda, [rows, 2]), device);
+            let lambda = Tensor::<2>::from_data(TensorData::new(lambda, [rows, p]), device);
             let ll = values(physics.model(lambda).filter(x, false).log_likelihood);
             for (k, &i) in cases.iter().enumerate() {
-                let lw: Vec<f64> = (0..g2)
-                    .map(|j| ll[k * g2 + j] + prior[k * g2 + j])
+                // A non-finite likelihood (a filter that diverged at a far-off Λ) weighs 0.
+                let lw: Vec<f64> = (0..cells)
+                    .map(|j| {
+                        let l = ll[k * cells + j] + prior[k * cells + j];
+                        if l.is_finite() { l } else { f64::NEG_INFINITY }
+                    })
                     .collect();
                 let top = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 if !top.is_finite() {
                     return Err(invalid(
                         "eval",
                         format!(
-                            "the Kalman-filter log-likelihood of test sequence {i} is {top} at every grid point of the exact posterior; the trained latent model diverged (retrain with a smaller learning rate)"
+                            "the Kalman-filter log-likelihood of test sequence {i} is not finite at any grid point of the exact posterior; the trained latent model diverged (retrain with a smaller learning rate)"
                         ),
                     ));
                 }
@@ -1367,27 +1422,25 @@ fn grid_posterior(
                 weights[i] = w.iter().map(|v| v / total).collect();
             }
         }
-        if stage + 1 == GRID_STAGES {
+        if stage + 1 == stages {
             break;
         }
         // Re-centre every case on its posterior mean, ±5 sd (≥ 1.5 spacings, ≤ the window).
         for (w, wt) in window.iter_mut().zip(&weights) {
-            let (mut mean, mut sq) = ([0.0; 2], [0.0; 2]);
-            for a in 0..GRID {
-                for b in 0..GRID {
-                    let xi = node(w, a, b);
-                    for k in 0..2 {
-                        mean[k] += wt[a * GRID + b] * xi[k];
-                        sq[k] += wt[a * GRID + b] * xi[k] * xi[k];
-                    }
+            let (mut mean, mut sq) = (vec![0.0; p], vec![0.0; p]);
+            for (cell, wc) in wt.iter().enumerate() {
+                for (k, v) in node(w, cell).into_iter().enumerate() {
+                    mean[k] += wc * v;
+                    sq[k] += wc * v * v;
                 }
             }
-            let old = *w;
-            *w = [0, 1].map(|k| {
-                let sd = (sq[k] - mean[k] * mean[k]).max(0.0).sqrt();
-                let spacing = 2.0 * old[k].1 / (GRID - 1) as f64;
-                (mean[k], (5.0 * sd).max(1.5 * spacing).min(old[k].1))
-            });
+            *w = (0..p)
+                .map(|k| {
+                    let sd = (sq[k] - mean[k] * mean[k]).max(0.0).sqrt();
+                    let spacing = 2.0 * w[k].1 / (g - 1) as f64;
+                    (mean[k], (5.0 * sd).max(1.5 * spacing).min(w[k].1))
+                })
+                .collect();
         }
     }
     // Sample the last grid: a cell by weight, uniform within it.
@@ -1413,11 +1466,11 @@ fn grid_posterior(
             (0..n)
                 .flat_map(|i| {
                     let u: f64 = rand::Rng::random(&mut rng);
-                    let j = cdf[i].partition_point(|c| *c < u).min(g2 - 1);
-                    let centre = node(&window[i], j / GRID, j % GRID);
-                    let xi: Vec<f64> = (0..2)
+                    let j = cdf[i].partition_point(|c| *c < u).min(cells - 1);
+                    let centre = node(&window[i], j);
+                    let xi: Vec<f64> = (0..p)
                         .map(|k| {
-                            let spacing = 2.0 * window[i][k].1 / (GRID - 1) as f64;
+                            let spacing = 2.0 * window[i][k].1 / (g - 1) as f64;
                             let e: f64 = rand::Rng::random(&mut rng);
                             centre[k] + (e - 0.5) * spacing
                         })
@@ -1434,6 +1487,8 @@ mod tests {
     use crate::tests_common::*;
 
     const BASE: &str = "[data]\nkind = \"advection-video\"\nn = 24\n[data.settings]\nnodes = 8\nframes = 6\nheight = 6\n[model]\nkind = \"dvae\"\nhidden = [16]\namortise_hidden = [8]\n";
+
+    const LORENZ: &str = "[data]\nkind = \"lorenz-fields\"\nn = 24\n[data.settings]\nframes = 8\nwidth = 4\nheight = 4\n[model]\nkind = \"dvae\"\nnetwork = \"dense\"\nhidden = [16]\namortise_hidden = [8]\n";
 
     #[test]
     fn keys_of_other_kinds_and_bad_set_ups_are_rejected_naming_the_key() {
@@ -1461,6 +1516,22 @@ mod tests {
             "[data]\nkind = \"heat1d\"\nn = 40\n[model]\nkind = \"dvae\"\n",
             &["objective.setup", "advection-video"],
         );
+        rejects(
+            &LORENZ.replace("network = \"dense\"", "network = \"columns\""),
+            &["model.network", "dense"],
+        );
+        rejects(
+            &format!("{BASE}decoder = \"known\"\n"),
+            &["model.decoder", "linear"],
+        );
+        rejects(
+            &format!("{LORENZ}observe_every = 4\n"),
+            &["model.observe_every", "3 state components"],
+        );
+        rejects(
+            &format!("{LORENZ}[objective.setup]\nproblem = \"lorenz-fields\"\nnodes = 8\n"),
+            &["lorenz-fields", "nodes"],
+        );
     }
 
     #[test]
@@ -1480,7 +1551,11 @@ mod tests {
             unreachable!("a dvae config")
         };
         let device = Device::flex();
-        let setup = kind.setup(&c.common).unwrap();
+        let crate::sequence_setup::SequenceSetup::AdvectionVideo(setup) =
+            kind.setup(&c.common).unwrap()
+        else {
+            unreachable!("an advection config")
+        };
         let run = RunData {
             test: setup.dataset(4, 3).unwrap(),
             norm: varphi_data::Normalization::identity(2),
@@ -1555,6 +1630,65 @@ mod tests {
     }
 
     #[test]
+    fn lorenz_grid_posterior_given_the_true_states_covers_the_true_parameters() {
+        // Known observation map: pseudo-observations = true Lorenz states + N(0, 0.1²), the
+        // latent model the data's (R = 0.1², Q and P₀ the set-up's): the extended-Kalman-filter
+        // grid posterior of (σ, ρ, β) is centred within 3 sd of the truth for each of 6
+        // sequences and far narrower than the 10 % prior.
+        use super::*;
+        use crate::data::RunData;
+        let _rng = device_rng();
+        let config = "[data]\nkind = \"lorenz-fields\"\nn = 24\n[model]\nkind = \"dvae\"\nnetwork = \"dense\"\nhidden = [8]\namortise_hidden = [8]\n[objective]\nnoise_sd = 0.1\nforecast = 0\n";
+        let c = crate::experiment::TrainConfig::from_toml(config, Path::new("t.toml")).unwrap();
+        let crate::kinds::KindSection::Dvae(kind) = c.kind.clone() else {
+            unreachable!("a dvae config")
+        };
+        let device = Device::flex();
+        let crate::sequence_setup::SequenceSetup::LorenzFields(setup) =
+            kind.setup(&c.common).unwrap()
+        else {
+            unreachable!("a lorenz config")
+        };
+        let run = RunData {
+            test: setup.dataset(4, 3).unwrap(),
+            norm: varphi_data::Normalization::identity(3),
+            n_train: 4,
+        };
+        let (model, o) = kind.build(&c.common, &run, &device).unwrap();
+        let (n, n_tr) = (6, o.train_frames);
+        let g = setup.generate(n, 11).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let per = (setup.frames + 1) * 3;
+        let x: Vec<f64> = (0..n)
+            .flat_map(|i| g.states[i * per + 3..i * per + (n_tr + 1) * 3].to_vec())
+            .map(|u| {
+                let e: f64 = StandardNormal.sample(&mut rng);
+                u + 0.1 * e
+            })
+            .collect();
+        let x = Tensor::<3>::from_data(TensorData::new(x, [n, n_tr, 3]), &device);
+        let samples = grid_posterior(&o, &model, x, 1, &device).unwrap();
+        for i in 0..n {
+            let truth = o.prior.to_standard(&g.params[3 * i..3 * i + 3]);
+            let xi: Vec<Vec<f64>> = samples
+                .iter()
+                .map(|s| o.prior.to_standard(&s[3 * i..3 * i + 3]))
+                .collect();
+            for k in 0..3 {
+                let m = xi.iter().map(|v| v[k]).sum::<f64>() / xi.len() as f64;
+                let sd =
+                    (xi.iter().map(|v| (v[k] - m).powi(2)).sum::<f64>() / xi.len() as f64).sqrt();
+                assert!(
+                    (m - truth[k]).abs() < 3.0 * sd && sd < 0.5,
+                    "sequence {i}, {}: posterior {m:.3} ± {sd:.3} (standardised), truth {:.3}",
+                    o.prior.names[k],
+                    truth[k]
+                );
+            }
+        }
+    }
+
+    #[test]
     fn one_step_changes_the_weights_and_eval_matches_a_reload() {
         let config = format!(
             "seed = 2\n{BASE}[objective]\nforecast = 2\n[training]\nepochs = 2\nbatch_size = 8\n"
@@ -1566,5 +1700,16 @@ mod tests {
         );
         one_step_changes_the_weights(&baseline);
         eval_of_a_trained_run_is_reproducible(&baseline, "forecast");
+        // Lorenz-63 through the extended Kalman filter, three parameters on the grid.
+        let lorenz = format!(
+            "seed = 2\n{LORENZ}[objective]\nforecast = 2\n[training]\nepochs = 2\nbatch_size = 8\n"
+        );
+        one_step_changes_the_weights(&lorenz);
+        eval_of_a_trained_run_is_reproducible(&lorenz, "posterior");
+        let known = lorenz.replace(
+            "network = \"dense\"\n",
+            "network = \"dense\"\ndecoder = \"known\"\n",
+        );
+        one_step_changes_the_weights(&known);
     }
 }

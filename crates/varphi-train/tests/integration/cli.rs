@@ -1000,7 +1000,8 @@ fn dvae_trains_evaluates_and_samples_from_generated_and_written_sequences() {
         &varphi(&["train", wrong.to_str().unwrap()], &dir),
         &["frames of shape", "[7, 8]"],
     );
-    // Lorenz-63 fields: generated and written, not yet trained by this kind (one line says so).
+    // Lorenz-63 fields: the default archive's shapes, then a small written set-up trained from
+    // the file with its set-up in [objective.setup] (extended Kalman filter, 3 parameters).
     succeeds(&varphi(
         &["data", "lorenz-fields", "--n", "3", "-o", "lorenz.npz"],
         &dir,
@@ -1011,14 +1012,53 @@ fn dvae_trains_evaluates_and_samples_from_generated_and_written_sequences() {
         serde_json::json!([3, 40, 3, 8, 16])
     );
     assert_eq!(side["arrays"]["states"], serde_json::json!([3, 41, 3]));
+    let small = "frames = 6\nwidth = 4\nheight = 4\n";
+    let lsettings = write(&dir, "lsetup.toml", small);
+    succeeds(&varphi(
+        &[
+            "data",
+            "lorenz-fields",
+            "--n",
+            "24",
+            "--settings",
+            lsettings.to_str().unwrap(),
+            "-o",
+            "lorenz-small.npz",
+        ],
+        &dir,
+    ));
     let lorenz = write(
         &dir,
         "lorenz.toml",
-        &format!("[data]\nkind = \"lorenz-fields\"\nn = 8\n{model}"),
+        &format!(
+            "seed = 3\n[data]\nkind = \"npz\"\npath = \"lorenz-small.npz\"\nx_key = \"frames\"\ncond_key = \"params\"\n[split]\ntest_fraction = 0.25\n{}network = \"dense\"\n[objective]\nforecast = 2\n[objective.setup]\nproblem = \"lorenz-fields\"\n{small}{training}",
+            model.replace("[objective]\nforecast = 2\n", "")
+        ),
+    );
+    succeeds(&varphi(
+        &["train", lorenz.to_str().unwrap(), "--out", "lorenz", "-q"],
+        &dir,
+    ));
+    succeeds(&varphi(&["eval", "lorenz"], &dir));
+    let l = read_json(&dir.join("lorenz/eval.json"));
+    assert_eq!(l["per_parameter"].as_array().unwrap().len(), 3, "{l}");
+    assert_eq!(l["process"].as_array().unwrap().len(), 1, "{l}");
+    succeeds(&varphi(
+        &["sample", "lorenz", "-n", "2", "-o", "l.npy"],
+        &dir,
+    ));
+    let s = varphi_data::read::load_array(&dir.join("l.npy"), None).unwrap();
+    assert_eq!(s.shape, vec![2, 6, 3, 4, 4]);
+    let columns = write(
+        &dir,
+        "lcolumns.toml",
+        &std::fs::read_to_string(&lorenz)
+            .unwrap()
+            .replace("network = \"dense\"\n", ""),
     );
     fails_with(
-        &varphi(&["train", lorenz.to_str().unwrap()], &dir),
-        &["lorenz-fields", "not wired in yet"],
+        &varphi(&["train", columns.to_str().unwrap()], &dir),
+        &["model.network", "dense"],
     );
     let nosetup = write(
         &dir,
