@@ -142,9 +142,25 @@ pub struct KnownDecoderNetsConfig {
     pub matrix: Vec<f64>,
     /// `b`, `[P]`.
     pub offset: Vec<f64>,
+    /// A fixed linear skip `y A + a` added to the encoder network's mean (in the
+    /// standardised units of [`DvaeConfig::state_offset`]): `(A [P, m] row-major, a [m])`,
+    /// e.g. the least-squares inverse of `M`, so the network learns only a correction.
+    #[config(default = "None")]
+    pub encoder_skip: Option<(Vec<f64>, Vec<f64>)>,
 }
 
-/// The fixed decoder of [`KnownDecoderNetsConfig`] (stored with the model, never trained).
+/// A dense encoder whose mean is a network's plus a fixed linear map of the frame
+/// ([`KnownDecoderNetsConfig::encoder_skip`]).
+#[derive(Module, Debug)]
+pub struct SkipEncoder {
+    /// The network.
+    pub net: Encoder,
+    /// The fixed map `y A + a`.
+    pub skip: KnownLinearDecoder,
+}
+
+/// A fixed affine map `x M + b` (the decoder of [`KnownDecoderNetsConfig`], or its encoder
+/// skip), stored with the model and never trained.
 #[derive(Module, Debug)]
 pub struct KnownLinearDecoder {
     /// `M`, `[m, P]`.
@@ -283,6 +299,8 @@ pub enum FrameEncoder {
     Dense(Encoder),
     /// Column network.
     Columns(ColumnEncoder),
+    /// Dense with a fixed linear skip.
+    Skip(SkipEncoder),
 }
 
 /// The per-frame decoder of a [`Dvae`].
@@ -322,8 +340,26 @@ impl FrameNetsConfig {
                         device,
                     ))
                 };
+                let net = c.encoder.init(device);
+                let encoder = match &c.encoder_skip {
+                    None => FrameEncoder::Dense(net),
+                    Some((a, b)) => {
+                        assert_eq!(
+                            (a.len(), b.len()),
+                            (p * m, m),
+                            "KnownDecoderNetsConfig: the encoder skip must be [P, m] and [m]"
+                        );
+                        FrameEncoder::Skip(SkipEncoder {
+                            net,
+                            skip: KnownLinearDecoder {
+                                matrix: fixed(a, [p, m]),
+                                offset: fixed(b, [1, m]),
+                            },
+                        })
+                    }
+                };
                 (
-                    FrameEncoder::Dense(c.encoder.init(device)),
+                    encoder,
                     FrameDecoder::Known(KnownLinearDecoder {
                         matrix: fixed(&c.matrix, [m, p]),
                         offset: fixed(&c.offset, [1, p]),
@@ -449,6 +485,10 @@ impl Dvae {
         let q = match &self.encoder {
             FrameEncoder::Dense(e) => e.forward(y, None),
             FrameEncoder::Columns(e) => e.forward(y),
+            FrameEncoder::Skip(e) => {
+                let q = e.net.forward(y.clone(), None);
+                DiagGaussian::new(q.mean + e.skip.forward(y), q.log_var)
+            }
         };
         let m = q.mean.dims()[1];
         let (offset, scale) = self.standardisation(m, &q.mean.device());

@@ -61,7 +61,7 @@ pub use distributions::{
 pub use dvae::{
     ColumnDecoder, ColumnEncoder, ColumnNetsConfig, DenseFrameNetsConfig, Dvae, DvaeConfig,
     FrameDecoder, FrameEncoder, FrameNetsConfig, KnownDecoderNetsConfig, KnownLinearDecoder,
-    ParameterPrior, ParameterScale,
+    ParameterPrior, ParameterScale, SkipEncoder,
 };
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use flow::{ActNorm, AffineCoupling, InvertibleLinear, RealNvp, RealNvpConfig};

@@ -602,6 +602,8 @@ impl Kind for DvaeKind {
                     .with_activation(act),
             )
         };
+        let latent = SequenceModel::new(s)?;
+        let standardisation = latent.standardisation(&observed);
         let nets = match (self.model.decoder, self.model.network) {
             (DecoderName::Known, _) => {
                 // The rendering in normalised frame units: (R x − μ) / s.
@@ -609,11 +611,13 @@ impl Kind for DvaeKind {
                 let rendering = s.linear_rendering().ok_or_else(|| {
                     invalid("model.decoder", "the set-up's rendering is not linear")
                 })?;
-                FrameNetsConfig::KnownDecoder(KnownDecoderNetsConfig::new(
-                    encoder(),
-                    rendering.iter().map(|v| v / norm.x_std).collect(),
-                    vec![-norm.x_mean / norm.x_std; px],
-                ))
+                let matrix: Vec<f64> = rendering.iter().map(|v| v / norm.x_std).collect();
+                let offset = vec![-norm.x_mean / norm.x_std; px];
+                let skip = least_squares_inverse(&matrix, &offset, m, standardisation.as_ref())?;
+                FrameNetsConfig::KnownDecoder(
+                    KnownDecoderNetsConfig::new(encoder(), matrix, offset)
+                        .with_encoder_skip(Some(skip)),
+                )
             }
             (DecoderName::Learned, NetworkName::Dense) => FrameNetsConfig::dense(
                 encoder(),
@@ -630,8 +634,7 @@ impl Kind for DvaeKind {
                     .with_activation(act),
             ),
         };
-        let latent = SequenceModel::new(s)?;
-        let (offset, scale) = latent.standardisation(&observed).unzip();
+        let (offset, scale) = standardisation.unzip();
         let dvae = DvaeConfig::new(nets, p)
             .with_amortise(amortise)
             .with_state_offset(offset)
@@ -850,6 +853,49 @@ impl Kind for DvaeKind {
             request.out.display()
         ))
     }
+}
+
+/// The least-squares inverse `x = (ŷ − b) Mᵀ (M Mᵀ)⁻¹` of the known decoder `ŷ = x M + b`
+/// (`M` `[m, P]`), as the encoder skip `(A, a)` in the standardised units `x̃ = (x − o) / s`
+/// of `standardisation`.
+fn least_squares_inverse(
+    matrix: &[f64],
+    offset: &[f64],
+    m: usize,
+    standardisation: Option<&(Vec<f64>, Vec<f64>)>,
+) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
+    let p = offset.len();
+    let gram: Vec<(usize, usize, f64)> = (0..m)
+        .flat_map(|i| (0..m).map(move |j| (i, j)))
+        .map(|(i, j)| {
+            let v = (0..p).map(|k| matrix[i * p + k] * matrix[j * p + k]).sum();
+            (i, j, v)
+        })
+        .collect();
+    let g_inv = varphi_physics::sparse::inverse_spd(m, &gram, "the Gram matrix of the rendering")
+        .map_err(|e| {
+        invalid(
+            "model.decoder",
+            format!("the known rendering has no least-squares inverse: {e}"),
+        )
+    })?;
+    let (o, s) = match standardisation {
+        Some((o, s)) => (o.clone(), s.clone()),
+        None => (vec![0.0; m], vec![1.0; m]),
+    };
+    // A[k, j] = Σ_i M[i, k] G⁻¹[i, j] / s_j;  a_j = (−Σ_k b_k A_phys[k, j] − o_j) / s_j.
+    let a_phys: Vec<f64> = (0..p)
+        .flat_map(|k| (0..m).map(move |j| (k, j)))
+        .map(|(k, j)| (0..m).map(|i| matrix[i * p + k] * g_inv[i * m + j]).sum())
+        .collect();
+    let a: Vec<f64> = (0..p * m).map(|kj| a_phys[kj] / s[kj % m]).collect();
+    let b: Vec<f64> = (0..m)
+        .map(|j| {
+            let shift: f64 = (0..p).map(|k| offset[k] * a_phys[k * m + j]).sum();
+            (-shift - o[j]) / s[j]
+        })
+        .collect();
+    Ok((a, b))
 }
 
 /// Draws of `Λ` per test sequence for the state scores.
@@ -1707,6 +1753,25 @@ mod tests {
                 sd_xi < 0.5,
                 "{name}: mean posterior sd {sd_xi:.3} prior sds"
             );
+        }
+    }
+
+    #[test]
+    fn encoder_skip_inverts_the_known_rendering() {
+        // ŷ = x M + b with M of full row rank: o + s ⊙ (ŷ A + a) = x exactly.
+        let (m, p) = (2, 5);
+        let matrix: Vec<f64> = (0..m * p).map(|k| ((k * 7) % 11) as f64 - 4.5).collect();
+        let offset: Vec<f64> = (0..p).map(|k| 0.1 * k as f64).collect();
+        let st = (vec![2.0, -1.0], vec![3.0, 0.5]);
+        let (a, b) = super::least_squares_inverse(&matrix, &offset, m, Some(&st)).unwrap();
+        let x = [0.7, -1.3];
+        let y: Vec<f64> = (0..p)
+            .map(|k| offset[k] + (0..m).map(|i| x[i] * matrix[i * p + k]).sum::<f64>())
+            .collect();
+        for j in 0..m {
+            let t = b[j] + (0..p).map(|k| y[k] * a[k * m + j]).sum::<f64>();
+            let back = st.0[j] + st.1[j] * t;
+            assert!((back - x[j]).abs() < 1e-10, "{back} vs {}", x[j]);
         }
     }
 
