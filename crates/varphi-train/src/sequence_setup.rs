@@ -275,6 +275,14 @@ impl SequenceSetup {
         }
     }
 
+    /// The frames of sequences `0 … n−1` of `seed` as a dataset conditioned on `Λ`.
+    pub fn dataset(&self, n: usize, seed: u64) -> Result<varphi_data::Dataset, DataError> {
+        match self {
+            Self::AdvectionVideo(s) => s.dataset(n, seed),
+            Self::LorenzFields(s) => s.dataset(n, seed),
+        }
+    }
+
     /// Generate sequences `0 … n−1` of `seed` (frames, true states, parameters).
     pub fn generate(&self, n: usize, seed: u64) -> Result<Sequences, DataError> {
         match self {

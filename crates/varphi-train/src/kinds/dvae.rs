@@ -1536,6 +1536,32 @@ mod tests {
 
     const LORENZ: &str = "[data]\nkind = \"lorenz-fields\"\nn = 24\n[data.settings]\nframes = 8\nwidth = 4\nheight = 4\n[model]\nkind = \"dvae\"\nnetwork = \"dense\"\nhidden = [16]\namortise_hidden = [8]\n";
 
+    /// The set-up, model and objective of `config`, built on 4 generated sequences with
+    /// identity normalisation.
+    fn built(
+        config: &str,
+        device: &burn::prelude::Device,
+    ) -> (
+        crate::sequence_setup::SequenceSetup,
+        super::DvaeModel,
+        super::DvaeObjective,
+    ) {
+        use crate::kind::Kind;
+        let c = crate::experiment::TrainConfig::from_toml(config, std::path::Path::new("t.toml"))
+            .unwrap();
+        let crate::kinds::KindSection::Dvae(kind) = c.kind.clone() else {
+            unreachable!("a dvae config")
+        };
+        let setup = kind.setup(&c.common).unwrap();
+        let run = crate::data::RunData {
+            test: setup.dataset(4, 3).unwrap(),
+            norm: varphi_data::Normalization::identity(setup.param_dim()),
+            n_train: 4,
+        };
+        let (model, o) = kind.build(&c.common, &run, device).unwrap();
+        (setup, model, o)
+    }
+
     #[test]
     fn keys_of_other_kinds_and_bad_set_ups_are_rejected_naming_the_key() {
         rejects(
@@ -1586,28 +1612,12 @@ mod tests {
         // 15 × 15 grid's samples against the moments of a 101 × 101 grid over ±6 sd (flex,
         // f32: log-likelihoods of a few hundred nats to ~1e-4, far below the tolerances).
         use super::*;
-        use crate::data::RunData;
         let _rng = device_rng(); // model initialisation draws from the shared device RNG
-        let c = crate::experiment::TrainConfig::from_toml(
-            &format!("{BASE}[objective]\nforecast = 2\n"),
-            Path::new("t.toml"),
-        )
-        .unwrap();
-        let crate::kinds::KindSection::Dvae(kind) = c.kind.clone() else {
-            unreachable!("a dvae config")
-        };
         let device = Device::flex();
-        let crate::sequence_setup::SequenceSetup::AdvectionVideo(setup) =
-            kind.setup(&c.common).unwrap()
-        else {
+        let (setup, model, o) = built(&format!("{BASE}[objective]\nforecast = 2\n"), &device);
+        let SequenceSetup::AdvectionVideo(setup) = setup else {
             unreachable!("an advection config")
         };
-        let run = RunData {
-            test: setup.dataset(4, 3).unwrap(),
-            norm: varphi_data::Normalization::identity(2),
-            n_train: 4,
-        };
-        let (model, o) = kind.build(&c.common, &run, &device).unwrap();
         let (d, n_tr) = (setup.nodes, o.train_frames);
         let g = setup.generate(1, 11).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
@@ -1684,25 +1694,13 @@ mod tests {
         // SBC ranks (10 bins) are not rejected (χ² < 27.9, p = 0.001 at 9 dof), and it is far
         // narrower than the 10 % prior.
         use super::*;
-        use crate::data::RunData;
         let _rng = device_rng();
         let config = "[data]\nkind = \"lorenz-fields\"\nn = 24\n[data.settings]\nframes = 20\n[model]\nkind = \"dvae\"\nnetwork = \"dense\"\nhidden = [8]\namortise_hidden = [8]\n[objective]\nnoise_sd = 0.1\nforecast = 0\n";
-        let c = crate::experiment::TrainConfig::from_toml(config, Path::new("t.toml")).unwrap();
-        let crate::kinds::KindSection::Dvae(kind) = c.kind.clone() else {
-            unreachable!("a dvae config")
-        };
         let device = Device::flex();
-        let crate::sequence_setup::SequenceSetup::LorenzFields(setup) =
-            kind.setup(&c.common).unwrap()
-        else {
+        let (setup, model, o) = built(config, &device);
+        let SequenceSetup::LorenzFields(setup) = setup else {
             unreachable!("a lorenz config")
         };
-        let run = RunData {
-            test: setup.dataset(4, 3).unwrap(),
-            norm: varphi_data::Normalization::identity(3),
-            n_train: 4,
-        };
-        let (model, o) = kind.build(&c.common, &run, &device).unwrap();
         let (n, n_tr) = (100, o.train_frames);
         let g = setup.generate(n, 11).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
