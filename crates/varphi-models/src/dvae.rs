@@ -149,6 +149,56 @@ pub struct KnownDecoderNetsConfig {
     pub encoder_skip: Option<(Vec<f64>, Vec<f64>)>,
 }
 
+/// Column encoders with a *known* curve rendering as the decoder: frame pixel `(r, j)` is
+/// `a · exp(−(v_r − x_j)² / (2 w²)) + c` (the profile drawn as an intensity curve; `a`, `c` the
+/// frames' normalisation), fixed. The learned column decoder fixes the state only up to a
+/// monotone map per value; the known one fixes it exactly.
+#[derive(Config, Debug)]
+pub struct CurveNetsConfig {
+    /// The column encoder (its decoder part is unused).
+    pub columns: ColumnNetsConfig,
+    /// `v_r` of the pixel rows, `[height]`.
+    pub row_values: Vec<f64>,
+    /// Line width `w`.
+    pub line_width: f64,
+    /// Scale `a`.
+    pub scale: f64,
+    /// Shift `c`.
+    pub shift: f64,
+}
+
+/// The fixed decoder of [`CurveNetsConfig`].
+#[derive(Module, Debug)]
+pub struct CurveDecoder {
+    /// `v_r`.
+    #[module(skip)]
+    pub row_values: Vec<f64>,
+    /// `w`.
+    #[module(skip)]
+    pub line_width: f64,
+    /// `a`.
+    #[module(skip)]
+    pub scale: f64,
+    /// `c`.
+    #[module(skip)]
+    pub shift: f64,
+}
+
+impl CurveDecoder {
+    /// The frames' pixel means at `x: [rows, width]`, `[rows, height·width]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let [rows, w] = x.dims();
+        let h = self.row_values.len();
+        let v = Tensor::<3>::from_data(
+            TensorData::new(self.row_values.clone(), [1, h, 1]),
+            &x.device(),
+        );
+        let d = x.reshape([rows, 1, w]) - v;
+        let curve = (d.powf_scalar(2.0) * (-0.5 / (self.line_width * self.line_width))).exp();
+        curve.reshape([rows, h * w]) * self.scale + self.shift
+    }
+}
+
 /// A dense encoder whose mean is a network's plus a fixed linear map of the frame
 /// ([`KnownDecoderNetsConfig::encoder_skip`]).
 #[derive(Module, Debug)]
@@ -209,6 +259,8 @@ pub enum FrameNetsConfig {
     Columns(ColumnNetsConfig),
     /// A dense encoder and a known linear decoder ([`KnownDecoderNetsConfig`]).
     KnownDecoder(KnownDecoderNetsConfig),
+    /// Column encoders and a known curve rendering ([`CurveNetsConfig`]).
+    Curve(CurveNetsConfig),
 }
 
 /// The column encoder of [`ColumnNetsConfig`].
@@ -312,6 +364,8 @@ pub enum FrameDecoder {
     Columns(ColumnDecoder),
     /// A known linear map.
     Known(KnownLinearDecoder),
+    /// A known curve rendering.
+    Curve(CurveDecoder),
 }
 
 impl FrameNetsConfig {
@@ -327,6 +381,18 @@ impl FrameNetsConfig {
                 FrameEncoder::Dense(c.encoder.init(device)),
                 FrameDecoder::Dense(c.decoder.init(device)),
             ),
+            Self::Curve(c) => {
+                let (encoder, _) = Self::Columns(c.columns.clone()).init(device);
+                (
+                    encoder,
+                    FrameDecoder::Curve(CurveDecoder {
+                        row_values: c.row_values.clone(),
+                        line_width: c.line_width,
+                        scale: c.scale,
+                        shift: c.shift,
+                    }),
+                )
+            }
             Self::KnownDecoder(c) => {
                 let p = c.offset.len();
                 assert!(
@@ -524,6 +590,7 @@ impl Dvae {
             FrameDecoder::Dense(d) => d.forward(self.standardise(x)),
             FrameDecoder::Columns(d) => d.forward(self.standardise(x)),
             FrameDecoder::Known(d) => d.forward(x),
+            FrameDecoder::Curve(d) => d.forward(x),
         };
         let k = out.dims()[1];
         out.reshape([b, n, k])

@@ -59,9 +59,9 @@ pub use distributions::{
     Bernoulli, DiagGaussian, FullGaussian, VariationalFamily, standard_normal,
 };
 pub use dvae::{
-    ColumnDecoder, ColumnEncoder, ColumnNetsConfig, DenseFrameNetsConfig, Dvae, DvaeConfig,
-    FrameDecoder, FrameEncoder, FrameNetsConfig, KnownDecoderNetsConfig, KnownLinearDecoder,
-    ParameterPrior, ParameterScale, SkipEncoder,
+    ColumnDecoder, ColumnEncoder, ColumnNetsConfig, CurveDecoder, CurveNetsConfig,
+    DenseFrameNetsConfig, Dvae, DvaeConfig, FrameDecoder, FrameEncoder, FrameNetsConfig,
+    KnownDecoderNetsConfig, KnownLinearDecoder, ParameterPrior, ParameterScale, SkipEncoder,
 };
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use flow::{ActNorm, AffineCoupling, InvertibleLinear, RealNvp, RealNvpConfig};

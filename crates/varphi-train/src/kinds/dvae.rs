@@ -52,7 +52,8 @@ use varphi_models::decoder::{DecoderConfig, MlpDecoderConfig};
 use varphi_models::encoder::{EncoderConfig, MlpEncoderConfig};
 use varphi_models::mlp::MlpConfig;
 use varphi_models::{
-    ColumnNetsConfig, Dvae, DvaeConfig, FrameNetsConfig, KnownDecoderNetsConfig, ParameterPrior,
+    ColumnNetsConfig, CurveNetsConfig, Dvae, DvaeConfig, FrameNetsConfig, KnownDecoderNetsConfig,
+    ParameterPrior,
 };
 use varphi_physics::dynamics::Dynamics;
 
@@ -86,8 +87,9 @@ pub enum DecoderName {
     /// Learned with the encoder (`network`).
     #[default]
     Learned,
-    /// The set-up's own rendering, known and fixed (a physics-informed decoder; linear
-    /// renderings only: `lorenz-fields`); the encoder is dense.
+    /// The set-up's own rendering, known and fixed (a physics-informed decoder): the curve
+    /// frames of `advection-video` (with column encoders) or the linear fields of
+    /// `lorenz-fields` (with a dense encoder plus the rendering's least-squares inverse).
     Known,
 }
 
@@ -487,16 +489,21 @@ impl Kind for DvaeKind {
             ));
         }
         if self.model.decoder == DecoderName::Known {
-            if s.linear_rendering().is_none() {
+            let want = match s {
+                SequenceSetup::AdvectionVideo(_) => NetworkName::Columns,
+                SequenceSetup::LorenzFields(_) => NetworkName::Dense,
+            };
+            if self.model.network != want || self.model.observe_every != 1 {
                 return Err(invalid(
                     "model.decoder",
-                    "decoder = \"known\" needs a rendering linear in the state (lorenz-fields); the advection curves are not: use decoder = \"learned\"",
-                ));
-            }
-            if self.model.network != NetworkName::Dense || self.model.observe_every != 1 {
-                return Err(invalid(
-                    "model.decoder",
-                    "decoder = \"known\" goes with network = \"dense\" and observe_every = 1 (the rendering maps the whole state)",
+                    format!(
+                        "decoder = \"known\" for {} goes with network = \"{}\" and observe_every = 1 (the rendering maps the whole state)",
+                        s.problem(),
+                        match want {
+                            NetworkName::Columns => "columns",
+                            NetworkName::Dense => "dense",
+                        }
+                    ),
                 ));
             }
         }
@@ -605,7 +612,23 @@ impl Kind for DvaeKind {
         let latent = SequenceModel::new(s)?;
         let standardisation = latent.standardisation(&observed);
         let nets = match (self.model.decoder, self.model.network) {
-            (DecoderName::Known, _) => {
+            (DecoderName::Known, NetworkName::Columns) => {
+                let SequenceSetup::AdvectionVideo(a) = s else {
+                    return Err(invalid("model.network", "columns need advection-video"));
+                };
+                let norm = &data.norm;
+                FrameNetsConfig::Curve(CurveNetsConfig::new(
+                    ColumnNetsConfig::new(a.height, d)
+                        .with_half_window(self.model.half_window)
+                        .with_hidden(self.model.hidden.clone())
+                        .with_activation(act),
+                    a.row_values(),
+                    a.line_width,
+                    1.0 / norm.x_std,
+                    -norm.x_mean / norm.x_std,
+                ))
+            }
+            (DecoderName::Known, NetworkName::Dense) => {
                 // The rendering in normalised frame units: (R x − μ) / s.
                 let norm = &data.norm;
                 let rendering = s.linear_rendering().ok_or_else(|| {
@@ -1168,7 +1191,7 @@ impl Trained {
         };
         // Report the states in the set-up's units: the advection encoder fixes x only up to its
         // amplitude a, and the learned P₀ scale is a × the set-up's (no truth used).
-        let a = if s.amplitude_gauge() {
+        let a = if s.amplitude_gauge() && run.kind.model.decoder == DecoderName::Learned {
             values(run.model.log_initial_scale.val())[0].exp() / s.initial_scale()
         } else {
             1.0
@@ -1593,8 +1616,8 @@ mod tests {
             &["model.network", "dense"],
         );
         rejects(
-            &format!("{BASE}decoder = \"known\"\n"),
-            &["model.decoder", "linear"],
+            &format!("{BASE}decoder = \"known\"\nnetwork = \"dense\"\n"),
+            &["model.decoder", "columns"],
         );
         rejects(
             &format!("{LORENZ}observe_every = 4\n"),
@@ -1751,6 +1774,41 @@ mod tests {
                 sd_xi < 0.5,
                 "{name}: mean posterior sd {sd_xi:.3} prior sds"
             );
+        }
+    }
+
+    #[test]
+    fn known_decoders_are_the_set_ups_renderings() {
+        // decoder = "known" (identity normalisation): the decoded frame of a true state is the
+        // generator's noiseless rendering, for the advection curves and the Lorenz fields.
+        use super::*;
+        let _rng = device_rng();
+        let device = Device::flex();
+        for config in [
+            format!("{BASE}decoder = \"known\"\n"),
+            LORENZ.replace(
+                "network = \"dense\"\n",
+                "network = \"dense\"\ndecoder = \"known\"\n",
+            ),
+        ] {
+            let (setup, model, _) = built(&config, &device);
+            let d = setup.state_dim();
+            let g = setup.generate(1, 5).unwrap();
+            let u = g.states[d..2 * d].to_vec();
+            let want = match setup {
+                SequenceSetup::AdvectionVideo(a) => a.render(&u),
+                SequenceSetup::LorenzFields(l) => l.render(&u),
+            };
+            let x = Tensor::<3>::from_data(TensorData::new(u, [1, 1, d]), &device);
+            let got = values(model.dvae.decode(x));
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "{} decoded {a} vs rendered {b}",
+                    setup.problem()
+                );
+            }
         }
     }
 
