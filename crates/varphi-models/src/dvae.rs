@@ -155,7 +155,7 @@ pub struct KnownDecoderNetsConfig {
 /// monotone map per value; the known one fixes it exactly.
 #[derive(Config, Debug)]
 pub struct CurveNetsConfig {
-    /// The column encoder (its decoder part is unused).
+    /// The column encoder (the decoder settings are unused).
     pub columns: ColumnNetsConfig,
     /// `v_r` of the pixel rows, `[height]`.
     pub row_values: Vec<f64>,
@@ -206,20 +206,20 @@ pub struct SkipEncoder {
     /// The network.
     pub net: Encoder,
     /// The fixed map `y A + a`.
-    pub skip: KnownLinearDecoder,
+    pub skip: FixedAffine,
 }
 
-/// A fixed affine map `x M + b` (the decoder of [`KnownDecoderNetsConfig`], or its encoder
+/// A fixed affine map `x M + b` (the decoder of [`KnownDecoderNetsConfig`] and its encoder
 /// skip), stored with the model and never trained.
 #[derive(Module, Debug)]
-pub struct KnownLinearDecoder {
+pub struct FixedAffine {
     /// `M`, `[m, P]`.
     pub matrix: Param<Tensor<2>>,
     /// `b`, `[1, P]`.
     pub offset: Param<Tensor<2>>,
 }
 
-impl KnownLinearDecoder {
+impl FixedAffine {
     /// `x M + b` for `x: [rows, m]`, `[rows, P]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         x.matmul(self.matrix.val().detach()) + self.offset.val().detach()
@@ -363,7 +363,7 @@ pub enum FrameDecoder {
     /// Column network.
     Columns(ColumnDecoder),
     /// A known linear map.
-    Known(KnownLinearDecoder),
+    Known(FixedAffine),
     /// A known curve rendering.
     Curve(CurveDecoder),
 }
@@ -381,18 +381,15 @@ impl FrameNetsConfig {
                 FrameEncoder::Dense(c.encoder.init(device)),
                 FrameDecoder::Dense(c.decoder.init(device)),
             ),
-            Self::Curve(c) => {
-                let (encoder, _) = Self::Columns(c.columns.clone()).init(device);
-                (
-                    encoder,
-                    FrameDecoder::Curve(CurveDecoder {
-                        row_values: c.row_values.clone(),
-                        line_width: c.line_width,
-                        scale: c.scale,
-                        shift: c.shift,
-                    }),
-                )
-            }
+            Self::Curve(c) => (
+                FrameEncoder::Columns(c.columns.encoder(device)),
+                FrameDecoder::Curve(CurveDecoder {
+                    row_values: c.row_values.clone(),
+                    line_width: c.line_width,
+                    scale: c.scale,
+                    shift: c.shift,
+                }),
+            ),
             Self::KnownDecoder(c) => {
                 let p = c.offset.len();
                 assert!(
@@ -417,7 +414,7 @@ impl FrameNetsConfig {
                         );
                         FrameEncoder::Skip(SkipEncoder {
                             net,
-                            skip: KnownLinearDecoder {
+                            skip: FixedAffine {
                                 matrix: fixed(a, [p, m]),
                                 offset: fixed(b, [1, m]),
                             },
@@ -426,35 +423,43 @@ impl FrameNetsConfig {
                 };
                 (
                     encoder,
-                    FrameDecoder::Known(KnownLinearDecoder {
+                    FrameDecoder::Known(FixedAffine {
                         matrix: fixed(&c.matrix, [m, p]),
                         offset: fixed(&c.offset, [1, p]),
                     }),
                 )
             }
-            Self::Columns(c) => {
-                let k = 2 * c.half_window + 1;
-                let sizes = |input: usize, output: usize| {
-                    let mut v = vec![input];
-                    v.extend(&c.hidden);
-                    v.push(output);
-                    MlpConfig::new(v).with_activation(c.activation).init(device)
-                };
-                (
-                    FrameEncoder::Columns(ColumnEncoder {
-                        net: sizes(k * c.height, 2),
-                        height: c.height,
-                        width: c.width,
-                        half_window: c.half_window,
-                    }),
-                    FrameDecoder::Columns(ColumnDecoder {
-                        net: sizes(k, c.height),
-                        height: c.height,
-                        width: c.width,
-                        half_window: c.half_window,
-                    }),
-                )
-            }
+            Self::Columns(c) => (
+                FrameEncoder::Columns(c.encoder(device)),
+                FrameDecoder::Columns(ColumnDecoder {
+                    net: c.mlp(2 * c.half_window + 1, c.height, device),
+                    height: c.height,
+                    width: c.width,
+                    half_window: c.half_window,
+                }),
+            ),
+        }
+    }
+}
+
+impl ColumnNetsConfig {
+    /// The shared column MLP `input → hidden… → output`.
+    fn mlp(&self, input: usize, output: usize, device: &Device) -> Mlp {
+        let mut v = vec![input];
+        v.extend(&self.hidden);
+        v.push(output);
+        MlpConfig::new(v)
+            .with_activation(self.activation)
+            .init(device)
+    }
+
+    /// The column encoder.
+    fn encoder(&self, device: &Device) -> ColumnEncoder {
+        ColumnEncoder {
+            net: self.mlp((2 * self.half_window + 1) * self.height, 2, device),
+            height: self.height,
+            width: self.width,
+            half_window: self.half_window,
         }
     }
 }

@@ -60,8 +60,8 @@ pub use distributions::{
 };
 pub use dvae::{
     ColumnDecoder, ColumnEncoder, ColumnNetsConfig, CurveDecoder, CurveNetsConfig,
-    DenseFrameNetsConfig, Dvae, DvaeConfig, FrameDecoder, FrameEncoder, FrameNetsConfig,
-    KnownDecoderNetsConfig, KnownLinearDecoder, ParameterPrior, ParameterScale, SkipEncoder,
+    DenseFrameNetsConfig, Dvae, DvaeConfig, FixedAffine, FrameDecoder, FrameEncoder,
+    FrameNetsConfig, KnownDecoderNetsConfig, ParameterPrior, ParameterScale, SkipEncoder,
 };
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use flow::{ActNorm, AffineCoupling, InvertibleLinear, RealNvp, RealNvpConfig};
