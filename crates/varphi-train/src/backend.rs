@@ -376,3 +376,61 @@ mod tests {
         );
     }
 }
+
+/// The backend of a run and its extra data-parallel devices from `--devices` / `training.devices`
+/// (`devices`, each a [`parse_backend`] spec; the first is the main device): `(backend of the
+/// first, the others selected)`. Without `devices`, `--backend` (`cli`) or the config's
+/// backend, and no extra devices.
+///
+/// Errors: `--backend` disagreeing with the first device; two different wgpu adapters (burn
+/// starts one wgpu runtime per process: use one MPI rank per GPU instead); a device that
+/// cannot start.
+pub fn data_parallel_devices(
+    cli: Option<BackendKind>,
+    config: BackendKind,
+    devices: Option<&[String]>,
+    precision: Precision,
+) -> Result<(BackendKind, Vec<SelectedDevice>), TrainError> {
+    let Some(devices) = devices.filter(|d| !d.is_empty()) else {
+        return Ok((cli.unwrap_or(config), Vec::new()));
+    };
+    let parsed = devices
+        .iter()
+        .map(|d| parse_backend(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TrainError::Invalid {
+            key: "devices".into(),
+            message: e,
+        })?;
+    let first = parsed[0].0;
+    if let Some(b) = cli
+        && b != first
+    {
+        return Err(TrainError::Invalid {
+            key: "devices".into(),
+            message: format!(
+                "--backend {b} disagrees with the first of the devices ({}); drop --backend (the first device is the main one)",
+                devices[0]
+            ),
+        });
+    }
+    let adapters: Vec<&Option<String>> = parsed
+        .iter()
+        .filter(|(k, _)| *k == BackendKind::Wgpu)
+        .map(|(_, a)| a)
+        .collect();
+    if adapters.windows(2).any(|w| w[0] != w[1]) {
+        return Err(TrainError::Invalid {
+            key: "devices".into(),
+            message: "several wgpu adapters in one process: burn starts one wgpu runtime per process; run one MPI rank per GPU instead (docs/scaling.md)".into(),
+        });
+    }
+    if let Some(Some(a)) = adapters.first() {
+        choose_adapter(a);
+    }
+    let rest = parsed[1..]
+        .iter()
+        .map(|(k, _)| select_device(*k, precision))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((first, rest))
+}

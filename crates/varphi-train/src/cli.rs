@@ -58,6 +58,14 @@ pub enum Command {
         /// Run the config's small variant (training.quick_epochs, default epochs / 10).
         #[arg(long)]
         quick: bool,
+        /// Data-parallel devices of this process, comma-separated (e.g. flex,flex), overriding
+        /// training.devices: each batch is split over them (docs/scaling.md).
+        #[arg(long, value_delimiter = ',')]
+        devices: Option<Vec<String>>,
+        /// Require MPI: fail unless started by mpirun / srun with a build that has the `mpi`
+        /// feature (without it, MPI is used whenever such a launch is detected).
+        #[arg(long)]
+        mpi: bool,
     },
     /// Draw samples from a trained model into a .npy file.
     Sample {
@@ -233,7 +241,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             resume,
             quiet,
             quick,
+            devices,
+            mpi,
         } => {
+            let _mpi = crate::cluster::Guard::init(mpi)?;
+            let lead = crate::cluster::world().rank() == 0;
             let opts = TrainOptions {
                 out,
                 backend: kind(backend),
@@ -241,8 +253,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 quiet,
                 no_plots: false,
                 quick,
+                devices,
             };
-            crate::ensemble::train(config.as_deref(), &opts)?.print();
+            let summary = crate::ensemble::train(config.as_deref(), &opts)?;
+            if lead {
+                summary.print();
+            }
         }
         Command::Sample {
             run,

@@ -146,6 +146,15 @@ pub struct TrainingSection {
     /// the same data (`RUN/members/k`); eval and predict use their equal-weight mixture.
     #[serde(default = "d_one")]
     pub ensemble: usize,
+    /// Data-parallel devices of this process, e.g. `["flex", "flex"]` or `["wgpu", "flex"]`
+    /// (overridden by `--devices`): each step's batch is split over them, the gradients are
+    /// summed on the first (docs/scaling.md). Default: the one device of `backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<String>>,
+    /// Relative batch share of each of `devices` (e.g. proportional to their speed); default
+    /// equal shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_shares: Option<Vec<f64>>,
 }
 
 /// `[training] early_stopping = { patience = 10, metric = "loss" }`.
@@ -200,6 +209,8 @@ impl Default for TrainingSection {
             quick_epochs: None,
             early_stopping: None,
             ensemble: 1,
+            devices: None,
+            device_shares: None,
         }
     }
 }
@@ -270,6 +281,38 @@ impl Common {
                 "training.ensemble",
                 "must be at least 1 (1: a single run; K > 1: K members)",
             ));
+        }
+        if let Some(d) = &t.devices {
+            if d.is_empty() {
+                return Err(invalid(
+                    "training.devices",
+                    "give at least one device, e.g. [\"flex\", \"flex\"], or leave it out",
+                ));
+            }
+            if let Some(bad) = d
+                .iter()
+                .find_map(|e| crate::backend::parse_backend(e).err())
+            {
+                return Err(invalid("training.devices", bad));
+            }
+        }
+        if let Some(shares) = &t.device_shares {
+            let n = t.devices.as_ref().map_or(1, Vec::len);
+            if shares.len() != n {
+                return Err(invalid(
+                    "training.device_shares",
+                    format!(
+                        "has {} entries for {n} devices: give one share per device",
+                        shares.len()
+                    ),
+                ));
+            }
+            if shares.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(invalid(
+                    "training.device_shares",
+                    format!("must all be finite and > 0, got {shares:?}"),
+                ));
+            }
         }
         if t.checkpoint_every == 0 {
             return Err(invalid("training.checkpoint_every", "must be at least 1"));

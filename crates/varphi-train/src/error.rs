@@ -22,6 +22,9 @@ pub enum TrainError {
         /// What is wrong.
         message: String,
     },
+    /// Data-parallel or MPI training cannot run as asked.
+    #[error("parallel training: {0}")]
+    Parallel(String),
     /// Data loading failed.
     #[error(transparent)]
     Data(#[from] varphi_data::DataError),

@@ -11,7 +11,7 @@ use crate::config::{
 use crate::data::{DataShape, RunData, TrainData, XScaling};
 use crate::error::{TrainError, io_err};
 use crate::host::{mean_of, rows};
-use crate::noise::{NoiseSource, Stream};
+use crate::noise::{NoiseSource, RowWindow, Stream};
 use crate::physics_term::PhysicsTerm;
 use crate::plots;
 use crate::trainer::{self, Objective, StepOutput};
@@ -844,10 +844,29 @@ impl Objective<GenerativeModel> for ElboObjective {
         noise_stream: u64,
     ) -> StepOutput {
         let [b, _] = x.dims();
+        self.step_rows(model, x, cond, step, noise_stream, RowWindow::whole(b))
+    }
+
+    /// Exact without batch statistics: the MMD term, free bits (a batch-mean KL) and a CVAE
+    /// residual (its own draws) make shards differ from the whole batch.
+    fn rows_exact(&self) -> bool {
+        self.mmd.is_none() && self.free_bits.is_none() && self.physics.is_none()
+    }
+
+    fn step_rows(
+        &self,
+        model: &GenerativeModel,
+        x: Tensor<2>,
+        cond: Option<Tensor<2>>,
+        step: usize,
+        noise_stream: u64,
+        rows: RowWindow,
+    ) -> StepOutput {
+        let [b, _] = x.dims();
         let device = x.device();
         let noise = self.noise.offset(noise_stream);
         let d = model.model.latent_dim();
-        let eps = noise.normal([self.elbo.config.n_particles, b, d], step, &device);
+        let eps = noise.normal_rows([self.elbo.config.n_particles, b, d], 1, rows, step, &device);
         let (q, prior) = self.families(model, &x, &cond);
         let families = (&q, &prior);
         let mut parts = match self.bound {
@@ -862,8 +881,8 @@ impl Objective<GenerativeModel> for ElboObjective {
             // Aggregate posterior vs prior: one posterior and one prior draw per datum, on a
             // sub-stream of their own.
             let sub = noise.offset(1 << 20);
-            let zq = q.rsample(sub.normal([1, b, d], 2 * step, &device));
-            let zp = prior.rsample(sub.normal([1, b, d], 2 * step + 1, &device));
+            let zq = q.rsample(sub.normal_rows([1, b, d], 1, rows, 2 * step, &device));
+            let zp = prior.rsample(sub.normal_rows([1, b, d], 1, rows, 2 * step + 1, &device));
             let m = mmd2(zq.reshape([b, d]), zp.reshape([b, d]), h);
             parts.terms.push(("mmd", mean_of(m.clone().detach())));
             parts.loss = parts.loss + m.mul_scalar(weight);

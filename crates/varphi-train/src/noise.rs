@@ -58,6 +58,43 @@ impl Stream {
     }
 }
 
+/// Rows `offset .. offset + len` of a batch of `total` rows: the part of a training batch one
+/// data-parallel shard (a device or an MPI rank) evaluates. `shard` numbers the shards of a
+/// step (0 for the whole batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowWindow {
+    /// First row.
+    pub offset: usize,
+    /// Rows in the window.
+    pub len: usize,
+    /// Rows of the whole batch.
+    pub total: usize,
+    /// Index of the shard among all shards of the step.
+    pub shard: usize,
+}
+
+impl RowWindow {
+    /// The whole batch of `n` rows.
+    pub fn whole(n: usize) -> Self {
+        Self {
+            offset: 0,
+            len: n,
+            total: n,
+            shard: 0,
+        }
+    }
+
+    /// Whether the window is the whole batch.
+    pub fn is_whole(&self) -> bool {
+        self.offset == 0 && self.len == self.total
+    }
+
+    /// The window's share of the batch, `len / total` (the weight of its mean loss).
+    pub fn weight(&self) -> f64 {
+        self.len as f64 / self.total.max(1) as f64
+    }
+}
+
 /// Standard-normal noise that depends only on `(seed, stream, step)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoiseSource {
@@ -96,6 +133,32 @@ impl NoiseSource {
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
         Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    /// The rows `window` of the `N(0, 1)` draw of `shape` with axis `axis` of length
+    /// `window.total` instead of `shape[axis]` (= `window.len`): a data-parallel shard draws
+    /// exactly the noise its rows get in the unsharded batch, so sharded and unsharded steps
+    /// agree to rounding. The whole window is [`NoiseSource::normal`].
+    pub fn normal_rows<const D: usize>(
+        &self,
+        shape: [usize; D],
+        axis: usize,
+        window: RowWindow,
+        step: usize,
+        device: &Device,
+    ) -> Tensor<D> {
+        assert_eq!(
+            shape[axis], window.len,
+            "noise axis {axis} of {shape:?} is not the shard's {} rows",
+            window.len
+        );
+        if window.is_whole() {
+            return self.normal(shape, step, device);
+        }
+        let mut full = shape;
+        full[axis] = window.total;
+        self.normal(full, step, device)
+            .narrow(axis, window.offset, window.len)
     }
 
     /// `U[0, 1)` values for step `step` (host-side, e.g. collocation points), row-major.

@@ -36,6 +36,8 @@ pub struct TrainOptions {
     pub no_plots: bool,
     /// Run the config's small variant: `training.quick_epochs` (default epochs / 10) epochs.
     pub quick: bool,
+    /// Data-parallel devices (overrides `training.devices`), e.g. `["flex", "flex"]`.
+    pub devices: Option<Vec<String>>,
 }
 
 /// What a finished training run reports.
@@ -226,22 +228,62 @@ impl KindVisitor for TrainKind<'_> {
             resuming,
             opts,
         } = self;
-        let backend = opts.backend.unwrap_or(common.training.backend);
+        let world = crate::cluster::world();
+        let lead = world.rank() == 0;
+        let devices = opts
+            .devices
+            .clone()
+            .or_else(|| common.training.devices.clone());
+        let (backend, replicas) = crate::backend::data_parallel_devices(
+            opts.backend,
+            common.training.backend,
+            devices.as_deref(),
+            common.training.precision,
+        )?;
+        let quiet = opts.quiet || !lead;
         let data = data::prepare(&common, kind.x_scaling(), Path::new("."))?;
         kind.check_data(&common, &data)?;
         let selected = select_device(backend, common.training.precision)?;
-        if !opts.quiet {
-            println!("device: {}", selected.description);
+        if !quiet {
+            let extra = if replicas.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} more data-parallel device(s)", replicas.len())
+            };
+            let ranks = if world.size() > 1 {
+                format!(", on each of {} MPI ranks", world.size())
+            } else {
+                String::new()
+            };
+            println!("device: {}{extra}{ranks}", selected.description);
             for note in &data.notes {
                 println!("data: {note}");
             }
         }
-        if !resuming {
+        // Rank 0 names and creates the run directory; the broadcast is also the barrier the
+        // other ranks wait at until it exists.
+        if lead && !resuming {
             rundir::create(&run_dir, saved, &data.run.norm)?;
         }
+        let run_dir = PathBuf::from(crate::parallel::broadcast_string(
+            world.as_ref(),
+            &run_dir.to_string_lossy(),
+        ));
         let device = selected.device.clone().autodiff();
         device.seed(common.seed);
         let (model, objective) = kind.build(&common, &data.run, &device)?;
+        let mut all = vec![device.clone()];
+        all.extend(replicas.iter().map(|d| d.device.clone().autodiff()));
+        let parallel = crate::parallel::DataParallel {
+            shares: common
+                .training
+                .device_shares
+                .clone()
+                .filter(|s| s.len() == all.len())
+                .unwrap_or_else(|| vec![1.0; all.len()]),
+            devices: all,
+            collective: world.clone(),
+        };
         let fit = FitRun {
             common: &common,
             run_dir: &run_dir,
@@ -249,9 +291,23 @@ impl KindVisitor for TrainKind<'_> {
             backend,
             data: &data,
             device: &device,
-            quiet: opts.quiet,
+            quiet,
+            parallel,
         };
         let (model, stopped) = fit.run(model, &objective)?;
+        if !lead {
+            // The other ranks hold the same model; rank 0 writes the run's files.
+            return Ok(TrainSummary {
+                epochs_done: common.training.epochs,
+                last_train: Vec::new(),
+                last_test: Vec::new(),
+                run_dir,
+                device: format!("{} ({})", selected.description, world.describe()),
+                stopped,
+                best: None,
+                members: 0,
+            });
+        }
         let (model, best) = if checkpoint::has_best(&run_dir) {
             let (m, b) = checkpoint::load_best(&run_dir, model)?;
             (m, Some(b))
@@ -319,6 +375,7 @@ struct FitRun<'a> {
     data: &'a TrainData,
     device: &'a Device,
     quiet: bool,
+    parallel: crate::parallel::DataParallel,
 }
 
 impl FitRun<'_> {
@@ -389,6 +446,7 @@ impl FitRun<'_> {
                 ),
             });
         }
+        let lead = self.parallel.collective.rank() == 0;
         let mut observers: Vec<Box<dyn Observer<M>>> = vec![
             Box::new(Progress::new(self.quiet)),
             Box::new(MetricsCsv::new(run_dir.join("metrics.csv"))),
@@ -407,6 +465,11 @@ impl FitRun<'_> {
                 e.clone(),
             )));
         }
+        if !lead {
+            // Only rank 0 writes metrics and checkpoints; its early-stopping verdict is
+            // broadcast to the others by the training loop.
+            observers.clear();
+        }
         let spec = FitSpec {
             train,
             test: Some(test),
@@ -420,6 +483,7 @@ impl FitRun<'_> {
             start_epoch,
             epochs: common.training.epochs,
             device: self.device.clone(),
+            parallel: self.parallel.clone(),
         };
         let (model, _optim, termination) =
             trainer::fit(model, optim, objective, spec, &mut observers)?;
@@ -1162,4 +1226,28 @@ pub fn print_calibration(dir: &Path, file: &CalibrationFile) {
         "wrote {}; `varphi eval` now reports recalibrated scores beside the raw ones and `varphi predict` scales its samples",
         dir.join(calibration::FILE).display()
     );
+}
+
+struct ParametersKind<'a> {
+    dir: &'a Path,
+    common: Common,
+}
+
+impl KindVisitor for ParametersKind<'_> {
+    type Output = Result<Vec<f64>, TrainError>;
+
+    fn visit<K: Kind>(self, kind: K) -> Self::Output {
+        let run = open(self.dir, self.common, kind, None, true)?;
+        Ok(crate::parallel::flat_parameters(&run.model))
+    }
+}
+
+/// Every weight of run `dir`'s last checkpoint, flattened in the model's parameter order
+/// (`f64`): to compare runs, e.g. data-parallel against one device.
+pub fn run_parameters(dir: &Path) -> Result<Vec<f64>, TrainError> {
+    let config = rundir::config(dir)?;
+    config.kind.visit(ParametersKind {
+        dir,
+        common: config.common,
+    })
 }

@@ -2,8 +2,10 @@
 //! observers.
 
 use crate::error::TrainError;
+use crate::noise::RowWindow;
+use crate::parallel::DataParallel;
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use std::time::Instant;
 use varphi_data::{Batcher, Dataset};
@@ -30,6 +32,40 @@ pub trait Objective<M> {
         step: usize,
         noise_stream: u64,
     ) -> StepOutput;
+
+    /// Evaluate on the rows `rows` of a batch (one data-parallel shard); `x` and `cond` hold
+    /// only those rows, and the returned loss is their mean (the trainer weights it by
+    /// [`RowWindow::weight`]). An objective whose [`Objective::rows_exact`] is true draws each
+    /// row's noise as in the whole batch, so the weighted shards give the unsharded gradient
+    /// to rounding. The default draws the shard's noise from a sub-stream of its own
+    /// (`noise_stream + (1 + shard)·2²⁴`): the same distribution, not the same numbers.
+    fn step_rows(
+        &self,
+        model: &M,
+        x: Tensor<2>,
+        cond: Option<Tensor<2>>,
+        step: usize,
+        noise_stream: u64,
+        rows: RowWindow,
+    ) -> StepOutput {
+        if rows.is_whole() {
+            self.step(model, x, cond, step, noise_stream)
+        } else {
+            self.step(
+                model,
+                x,
+                cond,
+                step,
+                noise_stream + ((1 + rows.shard as u64) << 24),
+            )
+        }
+    }
+
+    /// Whether [`Objective::step_rows`] reproduces the unsharded step: a mean over rows of
+    /// per-row terms with the unsharded noise (no batch statistics such as MMD or free bits).
+    fn rows_exact(&self) -> bool {
+        false
+    }
 }
 
 /// Why training ended.
@@ -153,6 +189,8 @@ pub struct FitSpec<'a> {
     pub epochs: usize,
     /// The autodiff device.
     pub device: Device,
+    /// Data-parallel replicas ([`DataParallel::single`] for the plain step on `device`).
+    pub parallel: DataParallel,
 }
 
 impl FitSpec<'_> {
@@ -209,6 +247,78 @@ pub fn evaluate<M: Module, O: Objective<M>>(
     mean_terms(&sum, data.len())
 }
 
+/// One data-parallel step: this rank's shards of `batch` (one per device of `parallel`), each
+/// evaluated with [`Objective::step_rows`] on its device and weighted by its share of the
+/// batch, the gradients summed on the main device and over the ranks. Returns the batch's
+/// terms (the same weighted sum, equal on every rank), β and the gradient (none when a term is
+/// not finite on any rank; every rank then stops at the same step).
+fn sharded_step<M: Module, O: Objective<M>>(
+    model: &M,
+    objective: &O,
+    train: &Dataset,
+    batch: &[usize],
+    step: usize,
+    parallel: &DataParallel,
+) -> (
+    Vec<(&'static str, f64)>,
+    Option<f64>,
+    Option<GradientsParams>,
+) {
+    let main = parallel.main();
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let mut terms: Vec<(&'static str, f64)> = Vec::new();
+    let mut beta = None;
+    let mut finite = true;
+    for (d, window) in parallel.windows(batch.len()) {
+        let device = &parallel.devices[d];
+        let rows = &batch[window.offset..window.offset + window.len];
+        let replica = if d == 0 {
+            model.clone()
+        } else {
+            model.clone().fork(device)
+        };
+        let (x, cond) = train.batch(rows, device);
+        let out = objective.step_rows(&replica, x, cond, step, 0, window);
+        accumulate(&mut terms, &out.terms, window.weight());
+        beta = beta.or(out.beta);
+        finite &= out.terms.iter().all(|(_, v)| v.is_finite());
+        if finite {
+            let grads = out.loss.mul_scalar(window.weight()).backward();
+            let grads = GradientsParams::from_grads(grads, &replica);
+            let grads = if d == 0 {
+                grads
+            } else {
+                grads.to_device(main, model)
+            };
+            accumulator.accumulate(model, grads);
+        }
+    }
+    let collective = parallel.collective.as_ref();
+    if collective.size() > 1 {
+        // The terms and a finiteness flag in one all-reduce: every rank sees the batch's terms.
+        let mut flat: Vec<f64> = terms.iter().map(|(_, v)| *v).collect();
+        flat.push(if finite { 0.0 } else { 1.0 });
+        collective.all_reduce_sum(&mut flat);
+        finite = flat.pop() == Some(0.0);
+        for (t, v) in terms.iter_mut().zip(flat) {
+            t.1 = v;
+        }
+        if finite {
+            let grads = accumulator.grads();
+            let grads = crate::parallel::all_reduce_gradients(model, grads, main, collective);
+            return (terms, beta, Some(grads));
+        }
+        // A non-finite term on some rank: make sure the terms say so everywhere.
+        if terms.iter().all(|(_, v)| v.is_finite())
+            && let Some(t) = terms.first_mut()
+        {
+            t.1 = f64::NAN;
+        }
+        return (terms, beta, None);
+    }
+    (terms, beta, finite.then(|| accumulator.grads()))
+}
+
 /// Train `model` with Adam-style `optim` on `objective`; returns the final model, optimiser
 /// and why it stopped.
 ///
@@ -231,6 +341,14 @@ pub fn fit<M: Module, O: Objective<M>>(
     for o in observers.iter_mut() {
         o.on_start(&info)?;
     }
+    let collective = spec.parallel.collective.as_ref();
+    let spread = crate::parallel::parameter_spread(&model, collective);
+    if spread > 0.0 {
+        return Err(TrainError::Parallel(format!(
+            "the {} ranks start from different weights (largest difference {spread:.3e}); every rank must run the same config with the same seed (and, resuming, the same run directory on a shared file system)",
+            collective.size()
+        )));
+    }
     let start = Instant::now();
     let mut step = spec.start_epoch * steps_per_epoch;
     let mut termination = Termination::Completed;
@@ -238,9 +356,19 @@ pub fn fit<M: Module, O: Objective<M>>(
         let mut sum = Vec::new();
         let mut beta = None;
         for batch in spec.batcher.epoch(n, epoch) {
-            let (x, cond) = spec.train.batch(&batch, &spec.device);
-            let out = objective.step(&model, x, cond, step, 0);
-            if let Some((term, value)) = out.terms.iter().find(|(_, v)| !v.is_finite()) {
+            let (terms, step_beta, grads) = if spec.parallel.is_single() {
+                let (x, cond) = spec.train.batch(&batch, &spec.device);
+                let out = objective.step(&model, x, cond, step, 0);
+                let grads = out
+                    .terms
+                    .iter()
+                    .all(|(_, v)| v.is_finite())
+                    .then(|| GradientsParams::from_grads(out.loss.backward(), &model));
+                (out.terms, out.beta, grads)
+            } else {
+                sharded_step(&model, objective, spec.train, &batch, step, &spec.parallel)
+            };
+            if let Some((term, value)) = terms.iter().find(|(_, v)| !v.is_finite()) {
                 termination = Termination::NonFinite {
                     term: term.to_string(),
                     value: *value,
@@ -249,15 +377,11 @@ pub fn fit<M: Module, O: Objective<M>>(
                 };
                 break 'epochs;
             }
-            beta = out.beta;
-            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            beta = step_beta;
+            let grads = grads.expect("finite terms come with gradients");
             model = optim.step(spec.lr_at(step, steps_per_epoch), model, grads);
-            accumulate(&mut sum, &out.terms, batch.len() as f64);
-            let record = StepRecord {
-                epoch,
-                step,
-                terms: out.terms,
-            };
+            accumulate(&mut sum, &terms, batch.len() as f64);
+            let record = StepRecord { epoch, step, terms };
             for o in observers.iter_mut() {
                 o.on_step(&record)?;
             }
@@ -288,7 +412,16 @@ pub fn fit<M: Module, O: Objective<M>>(
         for o in observers.iter_mut() {
             o.on_epoch_end(&record, &model, &optim)?;
         }
-        if let Some(reason) = observers.iter().find_map(|o| o.stop()) {
+        // Rank 0's observers decide for every rank.
+        let reason = observers.iter().find_map(|o| o.stop());
+        let collective = spec.parallel.collective.as_ref();
+        let reason = if collective.size() > 1 {
+            let stop = crate::parallel::broadcast_flag(collective, reason.is_some());
+            stop.then(|| crate::parallel::broadcast_string(collective, &reason.unwrap_or_default()))
+        } else {
+            reason
+        };
+        if let Some(reason) = reason {
             termination = Termination::Stopped { epoch, reason };
             break;
         }

@@ -1072,3 +1072,52 @@ fn dvae_trains_evaluates_and_samples_from_generated_and_written_sequences() {
         &["objective.setup", "advection-video"],
     );
 }
+
+#[test]
+fn mpi_without_a_launcher_or_a_build_with_mpi_is_a_one_line_error() {
+    let dir = temp_dir("cli-mpi");
+    write(&dir, "c.toml", &small_config(1, ""));
+    let out = varphi(&["train", "c.toml", "--mpi", "--out", "r"], &dir);
+    if cfg!(feature = "mpi") {
+        fails_with(&out, &["--mpi", "no MPI launcher found", "mpirun -n N"]);
+    } else {
+        fails_with(
+            &out,
+            &["--mpi", "built without MPI", "--features varphi-train/mpi"],
+        );
+    }
+    assert!(!dir.join("r").exists(), "nothing written");
+    // Several ranks of a build without MPI would each train alone into the same folder.
+    if !cfg!(feature = "mpi") {
+        let out = Command::new(env!("CARGO_BIN_EXE_varphi"))
+            .args(["train", "c.toml", "--out", "r"])
+            .env("OMPI_COMM_WORLD_SIZE", "2")
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        fails_with(&out, &["one of 2 ranks", "built without MPI"]);
+    }
+    // Bad data-parallel devices name the key.
+    let out = varphi(
+        &["train", "c.toml", "--devices", "flex,cuda", "--out", "r"],
+        &dir,
+    );
+    fails_with(&out, &["devices", "unknown backend 'cuda'"]);
+    let out = varphi(
+        &[
+            "train",
+            "c.toml",
+            "--devices",
+            "flex,flex",
+            "--backend",
+            "wgpu",
+            "--out",
+            "r",
+        ],
+        &dir,
+    );
+    fails_with(
+        &out,
+        &["--backend wgpu disagrees with the first of the devices"],
+    );
+}

@@ -4,6 +4,8 @@ mod calibration;
 mod cli;
 mod common;
 mod ensemble;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod own_data;
 mod physics;
 mod training;

@@ -1,0 +1,364 @@
+//! Data-parallel training: one optimiser step over several devices of this process and several
+//! processes (MPI ranks), each evaluating its rows of the same global batch.
+//!
+//! Every replica holds the same weights and draws the same batch order (both follow from the
+//! run's seed), so a step only has to agree on the gradient. With `R` ranks, `D_r` devices on
+//! rank `r` and shard `k` holding `b_k` of the batch's `B` rows, the step's gradient is
+//!
+//! ```text
+//! g = Σ_k (b_k / B) ∇ mean_{i ∈ k} ℓ_i   = ∇ mean_{i ∈ batch} ℓ_i
+//! ```
+//!
+//! (per-row losses; see `Objective::rows_exact` for the objectives whose batch statistics
+//! make this approximate). Within a rank the shard gradients are moved to the main device and
+//! summed; across ranks they are summed by one flat all-reduce of the host-staged gradient
+//! (`f64`, in the module's parameter order), then every rank applies the same optimiser step.
+
+use crate::noise::RowWindow;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use std::sync::Arc;
+
+/// The processes of a run and their collectives (MPI, or this process alone).
+///
+/// Collectives are called by every rank in the same order, from the training thread.
+pub trait Collective: Send + Sync {
+    /// This process's rank, `0 .. size`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Element-wise sum over the ranks, in place (every rank gets the sum).
+    fn all_reduce_sum(&self, values: &mut [f64]);
+    /// Replace `bytes` on every rank by rank 0's.
+    fn broadcast(&self, bytes: &mut Vec<u8>);
+    /// A description for logs, e.g. `MPI rank 1 of 4`.
+    fn describe(&self) -> String;
+}
+
+/// This process alone: the collectives are no-ops.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&self, _values: &mut [f64]) {}
+    fn broadcast(&self, _bytes: &mut Vec<u8>) {}
+    fn describe(&self) -> String {
+        "one process".into()
+    }
+}
+
+/// Broadcast a boolean from rank 0.
+pub fn broadcast_flag(c: &dyn Collective, flag: bool) -> bool {
+    let mut b = vec![flag as u8];
+    c.broadcast(&mut b);
+    b.first().copied().unwrap_or(0) != 0
+}
+
+/// Broadcast a string from rank 0.
+pub fn broadcast_string(c: &dyn Collective, s: &str) -> String {
+    let mut b = s.as_bytes().to_vec();
+    c.broadcast(&mut b);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// Where the rows of each training step go: the ranks, the devices of this rank and the share
+/// of the batch each device takes.
+#[derive(Clone)]
+pub struct DataParallel {
+    /// This rank's devices (autodiff), the first the main one (holds the model and the
+    /// optimiser state).
+    pub devices: Vec<Device>,
+    /// Relative batch share of each device (e.g. proportional to its speed).
+    pub shares: Vec<f64>,
+    /// The ranks.
+    pub collective: Arc<dyn Collective>,
+}
+
+impl std::fmt::Debug for DataParallel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataParallel")
+            .field("devices", &self.devices.len())
+            .field("shares", &self.shares)
+            .field("collective", &self.collective.describe())
+            .finish()
+    }
+}
+
+impl DataParallel {
+    /// One device, one process: the plain training step.
+    pub fn single(device: &Device) -> Self {
+        Self {
+            devices: vec![device.clone()],
+            shares: vec![1.0],
+            collective: Arc::new(SingleProcess),
+        }
+    }
+
+    /// Whether a step is split at all.
+    pub fn is_single(&self) -> bool {
+        self.devices.len() == 1 && self.collective.size() == 1
+    }
+
+    /// The main device.
+    pub fn main(&self) -> &Device {
+        &self.devices[0]
+    }
+
+    /// The windows of a batch of `total` rows this rank evaluates, one per local device: the
+    /// batch is split evenly over the ranks (largest remainder), then this rank's part over
+    /// its devices by [`DataParallel::shares`]. Empty windows (more shards than rows) are
+    /// dropped.
+    pub fn windows(&self, total: usize) -> Vec<(usize, RowWindow)> {
+        let ranks = self.collective.size();
+        let rank = self.collective.rank();
+        let per_rank = split_rows(total, &vec![1.0; ranks]);
+        let (start, len) = per_rank[rank];
+        let local = split_rows(len, &self.shares);
+        local
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (_, n))| *n > 0)
+            .map(|(d, (o, n))| {
+                (
+                    d,
+                    RowWindow {
+                        offset: start + o,
+                        len: n,
+                        total,
+                        shard: rank * self.devices.len() + d,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// Split `total` rows into contiguous parts proportional to `shares` (largest remainder, ties
+/// to the earlier part): `(offset, len)` per share, lengths summing to `total`.
+pub fn split_rows(total: usize, shares: &[f64]) -> Vec<(usize, usize)> {
+    let sum: f64 = shares.iter().sum();
+    let exact: Vec<f64> = shares.iter().map(|s| total as f64 * s / sum).collect();
+    let mut lens: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    let mut left = total - lens.iter().sum::<usize>();
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (fa, fb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+        fb.partial_cmp(&fa)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    for &i in &order {
+        if left == 0 {
+            break;
+        }
+        lens[i] += 1;
+        left -= 1;
+    }
+    let mut offset = 0;
+    lens.into_iter()
+        .map(|n| {
+            let part = (offset, n);
+            offset += n;
+            part
+        })
+        .collect()
+}
+
+/// The float parameters of `module` in visiting order: ids and shapes.
+fn parameter_layout<M: Module>(module: &M) -> Vec<(ParamId, Vec<usize>)> {
+    struct Layout(Vec<(ParamId, Vec<usize>)>);
+    impl ModuleVisitor for Layout {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push((param.id, param.val().dims().to_vec()));
+        }
+    }
+    let mut v = Layout(Vec::new());
+    module.visit(&mut v);
+    v.0
+}
+
+/// Every float parameter of `module`, flattened in visiting order (host, `f64`).
+pub fn flat_parameters<M: Module>(module: &M) -> Vec<f64> {
+    struct Flat(Vec<f64>);
+    impl ModuleVisitor for Flat {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = param.val().into_data().convert::<f64>();
+            self.0.extend(data.iter::<f64>());
+        }
+    }
+    let mut v = Flat(Vec::new());
+    module.visit(&mut v);
+    v.0
+}
+
+/// Sum `grads` (of `module`, on `device`) over the ranks of `collective` in place: host-staged
+/// in `f64`, one all-reduce of every parameter's gradient in `module`'s order (parameters
+/// without a gradient on this rank count as zeros, so the ranks always agree on the layout).
+pub fn all_reduce_gradients<M: Module>(
+    module: &M,
+    grads: GradientsParams,
+    device: &Device,
+    collective: &dyn Collective,
+) -> GradientsParams {
+    if collective.size() == 1 {
+        return grads;
+    }
+    let mut grads = grads;
+    let layout = parameter_layout(module);
+    let mut flat = Vec::new();
+    let mut dtypes = Vec::with_capacity(layout.len());
+    for (id, shape) in &layout {
+        let n: usize = shape.iter().product();
+        match take_flat(&mut grads, *id, shape.len()) {
+            Some((values, dtype)) => {
+                flat.extend(values);
+                dtypes.push(Some(dtype));
+            }
+            None => {
+                flat.extend(std::iter::repeat_n(0.0, n));
+                dtypes.push(None);
+            }
+        }
+    }
+    collective.all_reduce_sum(&mut flat);
+    let mut out = GradientsParams::new();
+    let mut at = 0;
+    for ((id, shape), dtype) in layout.iter().zip(dtypes) {
+        let n: usize = shape.iter().product();
+        let values = flat[at..at + n].to_vec();
+        at += n;
+        let data = TensorData::new(values, shape.clone());
+        register(&mut out, *id, (shape.len(), data), dtype, device);
+    }
+    out
+}
+
+/// Remove the gradient of parameter `id` (of rank `rank`) from `grads`, as host values.
+fn take_flat(
+    grads: &mut GradientsParams,
+    id: ParamId,
+    rank: usize,
+) -> Option<(Vec<f64>, burn::tensor::DType)> {
+    fn take<const D: usize>(
+        grads: &mut GradientsParams,
+        id: ParamId,
+    ) -> Option<(Vec<f64>, burn::tensor::DType)> {
+        let t = grads.remove::<D>(id)?;
+        let dtype = t.dtype();
+        let values = t.into_data().convert::<f64>().iter::<f64>().collect();
+        Some((values, dtype))
+    }
+    match rank {
+        1 => take::<1>(grads, id),
+        2 => take::<2>(grads, id),
+        3 => take::<3>(grads, id),
+        4 => take::<4>(grads, id),
+        5 => take::<5>(grads, id),
+        6 => take::<6>(grads, id),
+        r => panic!("parameters of rank {r} are not supported by the all-reduce"),
+    }
+}
+
+/// Register host values `data` of tensor rank `rank` as the gradient of `id` in `dtype`.
+fn register(
+    out: &mut GradientsParams,
+    id: ParamId,
+    (rank, data): (usize, TensorData),
+    dtype: Option<burn::tensor::DType>,
+    device: &Device,
+) {
+    fn put<const D: usize>(
+        out: &mut GradientsParams,
+        id: ParamId,
+        data: TensorData,
+        dtype: Option<burn::tensor::DType>,
+        device: &Device,
+    ) {
+        let t = Tensor::<D>::from_data(data, device);
+        let t = match dtype {
+            Some(d) if d != t.dtype() => t.cast(d),
+            _ => t,
+        };
+        out.register(id, t);
+    }
+    match rank {
+        1 => put::<1>(out, id, data, dtype, device),
+        2 => put::<2>(out, id, data, dtype, device),
+        3 => put::<3>(out, id, data, dtype, device),
+        4 => put::<4>(out, id, data, dtype, device),
+        5 => put::<5>(out, id, data, dtype, device),
+        6 => put::<6>(out, id, data, dtype, device),
+        r => panic!("parameters of rank {r} are not supported by the all-reduce"),
+    }
+}
+
+/// The largest difference of `module`'s parameters between this rank and the ranks' mean
+/// (0 when every rank holds the same weights): one all-reduce, to check identical
+/// initialisation or a resumed checkpoint before training.
+pub fn parameter_spread<M: Module>(module: &M, collective: &dyn Collective) -> f64 {
+    if collective.size() == 1 {
+        return 0.0;
+    }
+    let mine = flat_parameters(module);
+    let mut sum = mine.clone();
+    collective.all_reduce_sum(&mut sum);
+    let n = collective.size() as f64;
+    let local = mine
+        .iter()
+        .zip(&sum)
+        .map(|(a, s)| (a - s / n).abs())
+        .fold(0.0, f64::max);
+    // Every rank's spread, so that all ranks agree on the verdict.
+    let mut all = vec![0.0; collective.size()];
+    all[collective.rank()] = local;
+    collective.all_reduce_sum(&mut all);
+    all.into_iter().fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_split_by_shares_cover_the_batch_once() {
+        assert_eq!(split_rows(10, &[1.0, 1.0]), vec![(0, 5), (5, 5)]);
+        assert_eq!(split_rows(11, &[1.0, 1.0]), vec![(0, 6), (6, 5)]);
+        assert_eq!(split_rows(10, &[3.0, 1.0]), vec![(0, 8), (8, 2)]);
+        assert_eq!(
+            split_rows(7, &[1.0, 1.0, 1.0]),
+            vec![(0, 3), (3, 2), (5, 2)]
+        );
+        assert_eq!(split_rows(1, &[1.0, 1.0]), vec![(0, 1), (1, 0)]);
+        for total in 0..40 {
+            let parts = split_rows(total, &[0.3, 1.0, 2.5]);
+            assert_eq!(parts.iter().map(|p| p.1).sum::<usize>(), total);
+            let mut at = 0;
+            for (o, n) in parts {
+                assert_eq!(o, at);
+                at += n;
+            }
+        }
+    }
+
+    #[test]
+    fn windows_number_the_shards_and_skip_empty_ones() {
+        let dp = DataParallel {
+            devices: vec![Device::flex(), Device::flex()],
+            shares: vec![1.0, 1.0],
+            collective: Arc::new(SingleProcess),
+        };
+        let w = dp.windows(9);
+        assert_eq!(w.len(), 2);
+        assert_eq!((w[0].1.offset, w[0].1.len, w[0].1.shard), (0, 5, 0));
+        assert_eq!((w[1].1.offset, w[1].1.len, w[1].1.shard), (5, 4, 1));
+        assert!(w.iter().all(|(_, r)| r.total == 9));
+        assert_eq!(dp.windows(1).len(), 1);
+    }
+}

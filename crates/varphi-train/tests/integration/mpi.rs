@@ -1,0 +1,161 @@
+//! Training over MPI ranks (the `mpi` feature; `.ci/run` builds it and runs these under
+//! OpenMPI's `mpirun -n 2 --oversubscribe` on its 2 cores).
+
+use crate::common::*;
+use std::path::Path;
+use std::process::{Command, Output};
+use varphi_train::session::run_parameters;
+
+/// `mpirun -n ranks varphi ARGS` in `cwd`.
+fn mpirun(ranks: usize, args: &[&str], cwd: &Path) -> Output {
+    Command::new("mpirun")
+        .args(["--oversubscribe", "-n", &ranks.to_string()])
+        .arg(env!("CARGO_BIN_EXE_varphi"))
+        .args(args)
+        .current_dir(cwd)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .expect("mpirun (OpenMPI) is on PATH: apt-get install openmpi-bin libopenmpi-dev")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Largest `|a − b|` over `max |a|`.
+fn relative_difference(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+fn one_process(dir: &Path, config: &Path, out: &str) -> Vec<f64> {
+    let status = Command::new(env!("CARGO_BIN_EXE_varphi"))
+        .args(["train", "-q", "--out", out])
+        .arg(config)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    ok(&status);
+    run_parameters(&dir.join(out)).unwrap()
+}
+
+#[test]
+fn two_mpi_ranks_with_half_batches_train_the_weights_of_one_process() {
+    let dir = temp_dir("mpi-ranks");
+    // 230 training rows, batches of 32: 7 epochs = 56 steps, 16 rows per rank per step.
+    let cfg = write(&dir, "c.toml", &small_config(7, ""));
+    let one = one_process(&dir, &cfg, "one");
+    let out = mpirun(2, &["train", "-q", "--mpi", "--out", "two", "c.toml"], &dir);
+    ok(&out);
+    assert_eq!(*metric(&dir.join("two"), "step").last().unwrap(), 56.0);
+    let two = run_parameters(&dir.join("two")).unwrap();
+    // f32 weights, the batch summed in another order (one host all-reduce in f64): measured
+    // 1e-7 of the largest weight; ≤ 1e-5.
+    let d = relative_difference(&one, &two);
+    assert!(d < 1e-5, "weights differ by {d:.3e} of the largest");
+    // Two ranks with two CPU replicas each: four shards of 8 rows.
+    let out = mpirun(
+        2,
+        &[
+            "train",
+            "-q",
+            "--devices",
+            "flex,flex",
+            "--out",
+            "four",
+            "c.toml",
+        ],
+        &dir,
+    );
+    ok(&out);
+    let four = run_parameters(&dir.join("four")).unwrap();
+    let d = relative_difference(&one, &four);
+    assert!(d < 1e-5, "2 ranks × 2 devices: weights differ by {d:.3e}");
+}
+
+#[test]
+fn a_killed_rank_stops_the_job_with_its_checkpoint_and_the_ranks_resume() {
+    let dir = temp_dir("mpi-kill");
+    let cfg = write(&dir, "long.toml", &small_config(100_000, ""));
+    let bin = env!("CARGO_BIN_EXE_varphi");
+    let job = Command::new("mpirun")
+        .args([
+            "--oversubscribe",
+            "-n",
+            "2",
+            bin,
+            "train",
+            "-q",
+            "--out",
+            "killed",
+        ])
+        .arg(&cfg)
+        .current_dir(&dir)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for a few epochs' checkpoints, then kill one rank (the last varphi process of
+    // this job: rank 0 or 1, either must do).
+    let state = dir.join("killed/checkpoint/state.json");
+    let t0 = std::time::Instant::now();
+    while !(state.exists()
+        && std::fs::read_to_string(&state).is_ok_and(|s| !s.contains("\"epochs_done\": 1,")))
+    {
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ranks: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.starts_with(bin) && c.contains("killed")
+            })
+        })
+        .collect();
+    assert_eq!(ranks.len(), 2, "two rank processes: {ranks:?}");
+    Command::new("kill")
+        .args(["-9", &ranks[1].to_string()])
+        .status()
+        .unwrap();
+    let out = job.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("exited on signal 9") || stderr.contains("killed"),
+        "mpirun names the killed rank: {stderr}"
+    );
+    // The checkpoint is whole; resuming on two ranks for five more epochs continues it, to
+    // the weights of one uninterrupted process.
+    let text = std::fs::read_to_string(&state).unwrap();
+    let done: usize = text
+        .split("\"epochs_done\":")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .expect("epochs_done in state.json");
+    let target = done + 5;
+    let more = write(&dir, "more.toml", &small_config(target, ""));
+    let out = mpirun(2, &["train", "-q", "--resume", "killed", "more.toml"], &dir);
+    ok(&out);
+    let steps = metric(&dir.join("killed"), "step");
+    assert_eq!(*steps.last().unwrap(), (target * 8) as f64);
+    let resumed = run_parameters(&dir.join("killed")).unwrap();
+    let one = one_process(&dir, &more, "uninterrupted");
+    let d = relative_difference(&one, &resumed);
+    assert!(d < 1e-4, "resumed after a kill: weights differ by {d:.3e}");
+}
