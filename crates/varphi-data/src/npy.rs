@@ -27,6 +27,9 @@ pub fn save_npz_f64(path: &Path, arrays: &[(&str, &[usize], &[f64])]) -> std::io
         let shape: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
         let options = npyz::zip::write::FileOptions::default()
             .compression_method(npyz::zip::CompressionMethod::Stored)
+            // A fixed timestamp (the zip epoch, 1980-01-01): the same arrays give the same
+            // bytes, whenever and however (sharded or not) they were generated.
+            .last_modified_time(npyz::zip::DateTime::default())
             .large_file(data.len() * 8 >= u32::MAX as usize);
         let mut w = npz
             .array::<f64>(name, options)?

@@ -169,7 +169,67 @@ pub struct Generated {
     pub seconds: f64,
 }
 
+/// The arrays of a generated dataset with one row per sample (the others — coordinates and
+/// the observed nodes — are the same for every sample).
+pub const PER_SAMPLE_ARRAYS: [&str; 4] = ["params", "coefficient", "solution", "obs_values"];
+
 impl Generated {
+    /// Samples (rows of the per-sample arrays).
+    pub fn rows(&self) -> usize {
+        self.arrays
+            .iter()
+            .find(|a| PER_SAMPLE_ARRAYS.contains(&a.name.as_str()))
+            .map_or(0, |a| a.shape[0])
+    }
+
+    /// Consecutive parts of one dataset (e.g. the shards of [`generate_subset`] over
+    /// contiguous index ranges) as one: per-sample arrays concatenated in order, the others
+    /// checked equal; `seconds` is the slowest part's.
+    pub fn concat(parts: Vec<Generated>) -> Result<Generated, DataError> {
+        let bad = |message: String| DataError::Invalid {
+            key: "shards",
+            message,
+        };
+        let mut parts = parts.into_iter();
+        let mut all = parts
+            .next()
+            .ok_or_else(|| bad("no parts to merge".into()))?;
+        for (k, part) in parts.enumerate() {
+            let names = |g: &Generated| g.arrays.iter().map(|a| a.name.clone()).collect::<Vec<_>>();
+            if names(&part) != names(&all) || part.solution_shape != all.solution_shape {
+                return Err(bad(format!(
+                    "part {} holds other arrays ({:?}) than part 0 ({:?}): not shards of one dataset",
+                    k + 1,
+                    names(&part),
+                    names(&all)
+                )));
+            }
+            for (a, b) in all.arrays.iter_mut().zip(part.arrays) {
+                if PER_SAMPLE_ARRAYS.contains(&a.name.as_str()) {
+                    if a.shape[1..] != b.shape[1..] {
+                        return Err(bad(format!(
+                            "array {} of part {} has rows of shape {:?}, part 0 {:?}",
+                            a.name,
+                            k + 1,
+                            &b.shape[1..],
+                            &a.shape[1..]
+                        )));
+                    }
+                    a.shape[0] += b.shape[0];
+                    a.data.extend(b.data);
+                } else if a.shape != b.shape || a.data != b.data {
+                    return Err(bad(format!(
+                        "array {} differs between part 0 and part {}: not shards of one dataset (same problem, settings and seed)",
+                        a.name,
+                        k + 1
+                    )));
+                }
+            }
+            all.seconds = all.seconds.max(part.seconds);
+        }
+        Ok(all)
+    }
+
     /// The array called `name`.
     pub fn array(&self, name: &str) -> Option<&NamedArray> {
         self.arrays.iter().find(|a| a.name == name)
@@ -467,6 +527,22 @@ mod tests {
             seed: 3,
             observations,
         }
+    }
+
+    #[test]
+    fn contiguous_shards_concatenate_to_the_full_dataset() {
+        let s = spec(ProblemKind::Poisson1d, 17, 7);
+        let full = generate_on(&s, 2, &|_| {}).unwrap();
+        let a = generate_subset(&s, &[0, 1, 2, 3], 1, &|_| {}).unwrap();
+        let b = generate_subset(&s, &[4, 5, 6], 2, &|_| {}).unwrap();
+        assert_eq!((a.rows(), b.rows()), (4, 3));
+        let merged = Generated::concat(vec![a.clone(), b]).unwrap();
+        assert_eq!(merged.arrays, full.arrays);
+        // Parts of another dataset (other seed: other observed nodes) are refused.
+        let other = GeneratorSpec { seed: 4, ..s };
+        let c = generate_subset(&other, &[4, 5, 6], 1, &|_| {}).unwrap();
+        let err = Generated::concat(vec![a, c]).unwrap_err().to_string();
+        assert!(err.contains("not shards of one dataset"), "{err}");
     }
 
     #[test]

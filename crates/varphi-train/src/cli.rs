@@ -340,7 +340,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             });
             crate::infer::infer(&config, &out, quiet)?.print(&out);
         }
-        Command::Data(request) => crate::datagen::generate(&request)?,
+        Command::Data(request) => {
+            let _mpi = crate::cluster::Guard::init(false)?;
+            crate::datagen::generate(&request)?
+        }
         Command::Bench {
             backend,
             steps,

@@ -145,6 +145,44 @@ mod mpi_world {
                 root.broadcast_into(&mut bytes[..]);
             }
         }
+        fn gather(&self, bytes: &[u8]) -> Vec<Vec<u8>> {
+            use mpi::datatype::PartitionMut;
+            let mut lens = vec![0.0; self.size];
+            lens[self.rank] = bytes.len() as f64;
+            self.all_reduce_sum(&mut lens);
+            let counts: Vec<i32> = lens
+                .iter()
+                .map(|&l| {
+                    i32::try_from(l as u64).expect(
+                        "one rank's part of a gather is under 2 GiB (MPI counts are 32-bit)",
+                    )
+                })
+                .collect();
+            let root = self.world.process_at_rank(0);
+            if self.rank != 0 {
+                root.gather_varcount_into(bytes);
+                return Vec::new();
+            }
+            let displs: Vec<i32> = counts
+                .iter()
+                .scan(0i32, |at, &c| {
+                    let d = *at;
+                    *at += c;
+                    Some(d)
+                })
+                .collect();
+            let total: usize = counts.iter().map(|&c| c as usize).sum();
+            let mut buf = vec![0u8; total];
+            {
+                let mut part = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
+                root.gather_varcount_into_root(bytes, &mut part);
+            }
+            counts
+                .iter()
+                .zip(&displs)
+                .map(|(&c, &d)| buf[d as usize..(d + c) as usize].to_vec())
+                .collect()
+        }
         fn describe(&self) -> String {
             format!("MPI rank {} of {}", self.rank, self.size)
         }

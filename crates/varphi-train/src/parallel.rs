@@ -32,6 +32,8 @@ pub trait Collective: Send + Sync {
     fn all_reduce_sum(&self, values: &mut [f64]);
     /// Replace `bytes` on every rank by rank 0's.
     fn broadcast(&self, bytes: &mut Vec<u8>);
+    /// Every rank's `bytes`, in rank order, on rank 0 (empty on the others).
+    fn gather(&self, bytes: &[u8]) -> Vec<Vec<u8>>;
     /// A description for logs, e.g. `MPI rank 1 of 4`.
     fn describe(&self) -> String;
 }
@@ -49,6 +51,9 @@ impl Collective for SingleProcess {
     }
     fn all_reduce_sum(&self, _values: &mut [f64]) {}
     fn broadcast(&self, _bytes: &mut Vec<u8>) {}
+    fn gather(&self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        vec![bytes.to_vec()]
+    }
     fn describe(&self) -> String {
         "one process".into()
     }

@@ -1121,3 +1121,53 @@ fn mpi_without_a_launcher_or_a_build_with_mpi_is_a_one_line_error() {
         &["--backend wgpu disagrees with the first of the devices"],
     );
 }
+
+#[test]
+fn data_shards_merge_into_the_archive_one_process_writes_byte_for_byte() {
+    let dir = temp_dir("cli-shards");
+    let args = ["data", "darcy", "--n", "30", "--grid", "9", "-q"];
+    let with = |extra: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend_from_slice(extra);
+        varphi(&a, &dir)
+    };
+    succeeds(&with(&["-o", "one.npz"]));
+    for i in 0..3 {
+        succeeds(&with(&[
+            "--shard",
+            &format!("{i}/3"),
+            "-o",
+            &format!("p{i}.npz"),
+        ]));
+    }
+    succeeds(&with(&[
+        "--merge",
+        "p0.npz,p1.npz,p2.npz",
+        "-o",
+        "merged.npz",
+    ]));
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    assert_eq!(
+        read("one.npz"),
+        read("merged.npz"),
+        "merged archive differs"
+    );
+    assert_ne!(read("p0.npz"), read("one.npz"));
+    fails_with(
+        &with(&["--merge", "p1.npz,p0.npz,p2.npz", "-o", "bad.npz"]),
+        &["p1.npz is part 1/3", "in order"],
+    );
+    fails_with(
+        &with(&[
+            "--seed",
+            "1",
+            "--merge",
+            "p0.npz,p1.npz,p2.npz",
+            "-o",
+            "bad.npz",
+        ]),
+        &["other settings"],
+    );
+    fails_with(&with(&["--shard", "3/3", "-o", "bad.npz"]), &["0 ≤ I < N"]);
+    assert!(!dir.join("bad.npz").exists());
+}

@@ -159,3 +159,25 @@ fn a_killed_rank_stops_the_job_with_its_checkpoint_and_the_ranks_resume() {
     let d = relative_difference(&one, &resumed);
     assert!(d < 1e-4, "resumed after a kill: weights differ by {d:.3e}");
 }
+
+#[test]
+fn data_generated_over_two_ranks_is_the_one_process_archive_byte_for_byte() {
+    let dir = temp_dir("mpi-data");
+    let args = ["data", "darcy", "--n", "41", "--grid", "9", "-q"];
+    let one = Command::new(env!("CARGO_BIN_EXE_varphi"))
+        .args(args)
+        .args(["-o", "one.npz"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    ok(&one);
+    let mut two = args.to_vec();
+    two.extend_from_slice(&["-o", "two.npz"]);
+    ok(&mpirun(2, &two, &dir));
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    assert_eq!(
+        read("one.npz"),
+        read("two.npz"),
+        "the 2-rank archive differs"
+    );
+}
