@@ -254,6 +254,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 no_plots: false,
                 quick,
                 devices,
+                alone: false,
             };
             let summary = crate::ensemble::train(config.as_deref(), &opts)?;
             if lead {

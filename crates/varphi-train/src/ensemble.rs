@@ -77,21 +77,41 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
             ),
         });
     }
-    std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
+    // Under mpirun the members are split over the ranks (member m on rank m mod N), each
+    // trained by its rank alone; rank 0 writes the ensemble's own files.
+    let world = crate::cluster::world();
+    let (rank, ranks) = (world.rank(), world.size());
+    let run_dir = std::path::PathBuf::from(crate::parallel::broadcast_string(
+        world.as_ref(),
+        &run_dir.to_string_lossy(),
+    ));
     let top = run_dir.join("config.toml");
-    if !resuming {
-        if top.exists() {
-            return Err(TrainError::Run {
-                path: run_dir,
-                message:
-                    "already holds a run; use --resume to continue it or --out for a new folder"
-                        .into(),
-            });
-        }
-        std::fs::write(&top, config.to_toml()).map_err(io_err(&top))?;
+    let created = if rank == 0 {
+        ensemble_dir(&run_dir, &top, &config, resuming)
+    } else {
+        Ok(())
+    };
+    let failed = crate::parallel::broadcast_string(
+        world.as_ref(),
+        &created
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
+    );
+    created?;
+    if !failed.is_empty() {
+        return Err(TrainError::Parallel(format!(
+            "rank 0 could not start the ensemble: {failed}"
+        )));
     }
     let mut summaries = Vec::with_capacity(k);
-    for m in 0..k {
+    let opts = &TrainOptions {
+        alone: ranks > 1,
+        quiet: opts.quiet || rank != 0,
+        ..opts.clone()
+    };
+    for m in (0..k).filter(|m| m % ranks == rank) {
         let dir = member_dir(&run_dir, m);
         let started = crate::checkpoint::find(&dir).is_ok();
         let member = if started {
@@ -101,11 +121,16 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
         };
         if !opts.quiet {
             println!(
-                "ensemble member {} of {k} (seed {}) in {}{}",
+                "ensemble member {} of {k} (seed {}) in {}{}{}",
                 m + 1,
                 member.common.seed,
                 dir.display(),
-                if started { ", resumed" } else { "" }
+                if started { ", resumed" } else { "" },
+                if ranks > 1 {
+                    format!(" (rank 0 of {ranks}; the others train theirs)")
+                } else {
+                    String::new()
+                }
             );
         }
         let s = session::train_resolved(member, dir, started, opts)?;
@@ -113,6 +138,53 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
             s.print();
         }
         summaries.push(s);
+    }
+    if ranks > 1 {
+        // Every member's final terms on rank 0 (the wait for the others' members, too).
+        let mine: Vec<(Vec<f64>, Vec<f64>)> = summaries
+            .iter()
+            .map(|s| {
+                (
+                    s.last_train.iter().map(|t| t.1).collect(),
+                    s.last_test.iter().map(|t| t.1).collect(),
+                )
+            })
+            .collect();
+        let gathered = world.gather(&serde_json::to_vec(&mine).expect("json"));
+        if rank != 0 {
+            return Ok(summaries.pop().unwrap_or(TrainSummary {
+                run_dir,
+                epochs_done: 0,
+                last_train: Vec::new(),
+                last_test: Vec::new(),
+                device: world.describe(),
+                stopped: None,
+                best: None,
+                members: 0,
+            }));
+        }
+        let template = summaries[0].clone();
+        summaries = gathered
+            .iter()
+            .flat_map(|b| {
+                serde_json::from_slice::<Vec<(Vec<f64>, Vec<f64>)>>(b).unwrap_or_default()
+            })
+            .map(|(train, test)| TrainSummary {
+                last_train: template
+                    .last_train
+                    .iter()
+                    .zip(train)
+                    .map(|(t, v)| (t.0, v))
+                    .collect(),
+                last_test: template
+                    .last_test
+                    .iter()
+                    .zip(test)
+                    .map(|(t, v)| (t.0, v))
+                    .collect(),
+                ..template.clone()
+            })
+            .collect();
     }
     let mean_of = |pick: fn(&TrainSummary) -> &Vec<(&'static str, f64)>| {
         let first = pick(&summaries[0]);
@@ -138,6 +210,28 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
         best: None,
         members: k,
     })
+}
+
+/// Create ensemble folder `run_dir` with its config `top` (unless resuming).
+fn ensemble_dir(
+    run_dir: &Path,
+    top: &Path,
+    config: &TrainConfig,
+    resuming: bool,
+) -> Result<(), TrainError> {
+    std::fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
+    if !resuming {
+        if top.exists() {
+            return Err(TrainError::Run {
+                path: run_dir.to_path_buf(),
+                message:
+                    "already holds a run; use --resume to continue it or --out for a new folder"
+                        .into(),
+            });
+        }
+        std::fs::write(top, config.to_toml()).map_err(io_err(top))?;
+    }
+    Ok(())
 }
 
 /// A member's or the mixture's scores in an ensemble's `eval.json`.

@@ -38,6 +38,8 @@ pub struct TrainOptions {
     pub quick: bool,
     /// Data-parallel devices (overrides `training.devices`), e.g. `["flex", "flex"]`.
     pub devices: Option<Vec<String>>,
+    /// Train in this process alone even under mpirun (an ensemble member of one rank).
+    pub alone: bool,
 }
 
 /// What a finished training run reports.
@@ -155,7 +157,11 @@ fn resolve(
         }
         (None, Some(p)) => {
             let mut config = TrainConfig::load(p)?;
-            let base = p.parent().unwrap_or(Path::new("."));
+            // `c.toml` has the parent "", which `absolute` refuses: the current folder.
+            let base = p
+                .parent()
+                .filter(|b| !b.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             config.common.data = config
                 .common
                 .data
@@ -228,7 +234,11 @@ impl KindVisitor for TrainKind<'_> {
             resuming,
             opts,
         } = self;
-        let world = crate::cluster::world();
+        let world: std::sync::Arc<dyn crate::parallel::Collective> = if opts.alone {
+            std::sync::Arc::new(crate::parallel::SingleProcess)
+        } else {
+            crate::cluster::world()
+        };
         let lead = world.rank() == 0;
         let devices = opts
             .devices

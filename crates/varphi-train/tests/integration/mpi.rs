@@ -181,3 +181,37 @@ fn data_generated_over_two_ranks_is_the_one_process_archive_byte_for_byte() {
         "the 2-rank archive differs"
     );
 }
+
+#[test]
+fn an_ensemble_of_four_over_two_ranks_is_the_sequential_ensemble() {
+    let dir = temp_dir("mpi-ensemble");
+    write_pairs(&dir, "train.npz", 240, 0);
+    write_pairs(&dir, "test.npz", 100, 1000);
+    let config = files_cvae_config("").replace("epochs = 12\n", "epochs = 4\nensemble = 4\n");
+    assert!(config.contains("ensemble = 4"), "{config}");
+    let cfg = write(&dir, "ens.toml", &config);
+    let seq = Command::new(env!("CARGO_BIN_EXE_varphi"))
+        .args(["train", "-q", "--out", "seq"])
+        .arg(&cfg)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    ok(&seq);
+    let out = mpirun(2, &["train", "--out", "ranks", "ens.toml"], &dir);
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("the others train theirs"), "{stdout}");
+    for m in 0..4 {
+        let a = run_parameters(&dir.join(format!("seq/members/{m}"))).unwrap();
+        let b = run_parameters(&dir.join(format!("ranks/members/{m}"))).unwrap();
+        // Each member is trained by one process either way: the same weights bit for bit.
+        assert_eq!(a, b, "member {m}");
+    }
+    // The ensemble evaluates as one.
+    let eval = Command::new(env!("CARGO_BIN_EXE_varphi"))
+        .args(["eval", "ranks"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    ok(&eval);
+}
