@@ -339,7 +339,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let out = out.unwrap_or_else(|| {
                 PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
             });
-            crate::infer::infer(&config, &out, quiet)?.print(&out);
+            let _mpi = crate::cluster::Guard::init(false)?;
+            if let Some(summary) = crate::infer::infer(&config, &out, quiet)? {
+                summary.print(&out);
+            }
         }
         Command::Data(request) => {
             let _mpi = crate::cluster::Guard::init(false)?;

@@ -424,9 +424,66 @@ fn mean_scores(all: &[&UqScores]) -> UqScores {
     }
 }
 
+/// One case's posterior and prior draws `[samples · nn]`, true field and final ELBO: what a
+/// rank sends to rank 0, which scores them.
+#[derive(Debug, Clone, PartialEq)]
+struct CaseOutput {
+    case: usize,
+    elbo: f64,
+    samples: Vec<f64>,
+    prior: Vec<f64>,
+    truth: Vec<f64>,
+}
+
+impl CaseOutput {
+    /// `[case, elbo, samples…, prior…, truth…]` as little-endian `f64`.
+    fn to_bytes(&self) -> Vec<u8> {
+        [self.case as f64, self.elbo]
+            .iter()
+            .chain(&self.samples)
+            .chain(&self.prior)
+            .chain(&self.truth)
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    }
+
+    /// The cases of [`CaseOutput::to_bytes`] concatenated, with `draws` samples · nodes and
+    /// `nn` nodes each.
+    fn all_from_bytes(bytes: &[u8], draws: usize, nn: usize) -> Vec<Self> {
+        let v: Vec<f64> = bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        v.chunks_exact(2 + 2 * draws + nn)
+            .map(|c| Self {
+                case: c[0] as usize,
+                elbo: c[1],
+                samples: c[2..2 + draws].to_vec(),
+                prior: c[2 + draws..2 + 2 * draws].to_vec(),
+                truth: c[2 + 2 * draws..].to_vec(),
+            })
+            .collect()
+    }
+
+    /// The case's scores against its truth.
+    fn result(&self, nn: usize) -> CaseResult {
+        let rows = |v: &[f64]| -> Vec<Vec<f64>> { v.chunks(nn).map(|r| r.to_vec()).collect() };
+        CaseResult {
+            posterior: uq::score(&rows(&self.samples), &self.truth, &uq::LEVELS),
+            prior: uq::score(&rows(&self.prior), &self.truth, &uq::LEVELS),
+            elbo: self.elbo,
+        }
+    }
+}
+
 /// Run `varphi infer`: write `summary.json` and `samples.npy` (`[n, samples, grid, grid]`
-/// posterior draws of the field, float32) and `truth.npy` into `out`.
-pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary, TrainError> {
+/// posterior draws of the field, float32) and `truth.npy` into `out`. Under mpirun the ranks
+/// share the cases and rank 0 writes the files (`None` on the other ranks).
+pub fn infer(
+    config_path: &Path,
+    out: &Path,
+    quiet: bool,
+) -> Result<Option<InferSummary>, TrainError> {
     let start = std::time::Instant::now();
     let config = InferConfig::load(config_path)?;
     let (darcy, transform) = config.problem()?;
@@ -479,10 +536,7 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
         },
         config.posterior.samples,
     );
-    let mut cases = Vec::with_capacity(n_cases);
-    let mut all_samples = Vec::with_capacity(n_cases * n_samples * nn);
-    let mut truths = Vec::with_capacity(n_cases * nn);
-    for case in 0..n_cases {
+    let run_case = |case: usize| -> Result<CaseOutput, TrainError> {
         let noise = |stream: u64| NoiseSource {
             seed: config.seed,
             stream: 1000 * case as u64 + stream,
@@ -580,7 +634,8 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
         let truth = crate::host::values(a_true);
         let post_rows = rows(post);
         let posterior = uq::score(&post_rows, &truth, &uq::LEVELS);
-        let prior_scores = uq::score(&rows(prior_draws), &truth, &uq::LEVELS);
+        let prior_rows = rows(prior_draws);
+        let prior_scores = uq::score(&prior_rows, &truth, &uq::LEVELS);
         if !quiet {
             println!(
                 "case {case}: posterior rel_l2 {:.4} (prior {:.4}), 90 % coverage {:.3}, ELBO {:.2}",
@@ -590,13 +645,47 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
                 recent.iter().sum::<f64>() / recent.len().max(1) as f64
             );
         }
-        all_samples.extend(post_rows.into_iter().flatten());
-        truths.extend(truth);
-        cases.push(CaseResult {
-            posterior,
-            prior: prior_scores,
+        Ok(CaseOutput {
+            case,
             elbo: recent.iter().sum::<f64>() / recent.len().max(1) as f64,
-        });
+            samples: post_rows.into_iter().flatten().collect(),
+            prior: prior_rows.into_iter().flatten().collect(),
+            truth,
+        })
+    };
+    // Under mpirun the cases are split over the ranks (case c on rank c mod N) and gathered
+    // on rank 0, which writes the files a single process would.
+    let world = crate::cluster::world();
+    let (rank, ranks) = (world.rank(), world.size());
+    let mut outputs = (0..n_cases)
+        .filter(|c| c % ranks == rank)
+        .map(run_case)
+        .collect::<Result<Vec<_>, _>>()?;
+    if ranks > 1 {
+        let mine: Vec<u8> = outputs.iter().flat_map(CaseOutput::to_bytes).collect();
+        let gathered = world.gather(&mine);
+        if rank != 0 {
+            return Ok(None);
+        }
+        outputs = gathered
+            .iter()
+            .flat_map(|b| CaseOutput::all_from_bytes(b, n_samples * nn, nn))
+            .collect();
+        outputs.sort_by_key(|o| o.case);
+        if outputs.len() != n_cases {
+            return Err(TrainError::Parallel(format!(
+                "the ranks returned {} of the {n_cases} cases",
+                outputs.len()
+            )));
+        }
+    }
+    let mut cases = Vec::with_capacity(n_cases);
+    let mut all_samples = Vec::with_capacity(n_cases * n_samples * nn);
+    let mut truths = Vec::with_capacity(n_cases * nn);
+    for o in outputs {
+        cases.push(o.result(nn));
+        all_samples.extend(o.samples);
+        truths.extend(o.truth);
     }
     let summary = InferSummary {
         n_cases,
@@ -631,7 +720,7 @@ pub fn infer(config_path: &Path, out: &Path, quiet: bool) -> Result<InferSummary
     let p = out.join("summary.json");
     std::fs::write(&p, serde_json::to_string_pretty(&summary).expect("json"))
         .map_err(io_err(&p))?;
-    Ok(summary)
+    Ok(Some(summary))
 }
 
 /// How latents become the coefficient field.

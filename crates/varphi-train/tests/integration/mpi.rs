@@ -215,3 +215,36 @@ fn an_ensemble_of_four_over_two_ranks_is_the_sequential_ensemble() {
         .unwrap();
     ok(&eval);
 }
+
+#[test]
+fn bayes_vi_cases_over_two_ranks_write_the_one_process_files() {
+    let dir = temp_dir("mpi-infer");
+    let cfg = write(
+        &dir,
+        "bvi.toml",
+        "seed = 3\n[data]\nkind = \"darcy\"\nn = 3\ngrid = 17\n[data.settings.coefficient]\nkind = \"log-normal\"\nlength = 0.3\nsigma = 0.8\nmean = 0.0\nmodes = 6\n[observations]\ncount = 32\nsigma = 0.005\n[posterior]\nparticles = 4\nsamples = 50\n[optimizer]\nsteps = 100\n",
+    );
+    let one = Command::new(env!("CARGO_BIN_EXE_varphi"))
+        .args(["infer", "-q", "--out", "one"])
+        .arg(&cfg)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    ok(&one);
+    // Three cases over two ranks: cases 0 and 2 on rank 0, case 1 on rank 1.
+    ok(&mpirun(
+        2,
+        &["infer", "-q", "--out", "two", "bvi.toml"],
+        &dir,
+    ));
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    assert_eq!(read("one/samples.npy"), read("two/samples.npy"));
+    assert_eq!(read("one/truth.npy"), read("two/truth.npy"));
+    let summary = |run: &str| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&read(&format!("{run}/summary.json"))).unwrap();
+        v.as_object_mut().unwrap().remove("wall_s");
+        v
+    };
+    assert_eq!(summary("one"), summary("two"));
+}
