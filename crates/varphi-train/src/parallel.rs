@@ -84,6 +84,40 @@ pub struct DataParallel {
     pub shares: Vec<f64>,
     /// The ranks.
     pub collective: Arc<dyn Collective>,
+    /// Time spent in steps and in communication, shared by the clones.
+    pub stats: Arc<std::sync::Mutex<ParallelStats>>,
+}
+
+/// What data-parallel steps cost, measured by the training loop (`RUN/parallel.json`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ParallelStats {
+    /// Ranks.
+    pub ranks: usize,
+    /// Devices on each rank.
+    pub devices_per_rank: usize,
+    /// Batch share of each device.
+    pub shares: Vec<f64>,
+    /// Float parameters of the model.
+    pub parameters: usize,
+    /// Payload of one gradient all-reduce (`8 · parameters`, host `f64`).
+    pub allreduce_bytes: usize,
+    /// Data-parallel steps measured.
+    pub steps: usize,
+    /// Mean wall time of a step (all shards, communication, not the optimiser), ms.
+    pub step_ms: f64,
+    /// Mean time of the step's communication: host staging of the gradients, the gradient and
+    /// terms all-reduces, and moving other devices' gradients to the main one, ms.
+    pub communication_ms: f64,
+}
+
+impl ParallelStats {
+    /// Add one step of `step_s` seconds, `comm_s` of them communicating.
+    pub fn record(&mut self, step_s: f64, comm_s: f64) {
+        let n = self.steps as f64;
+        self.step_ms = (self.step_ms * n + step_s * 1e3) / (n + 1.0);
+        self.communication_ms = (self.communication_ms * n + comm_s * 1e3) / (n + 1.0);
+        self.steps += 1;
+    }
 }
 
 impl std::fmt::Debug for DataParallel {
@@ -103,6 +137,24 @@ impl DataParallel {
             devices: vec![device.clone()],
             shares: vec![1.0],
             collective: Arc::new(SingleProcess),
+            stats: Default::default(),
+        }
+    }
+
+    /// Data-parallel over `devices` (the first the main one) with batch `shares`, on the
+    /// ranks of `collective`.
+    pub fn new(devices: Vec<Device>, shares: Vec<f64>, collective: Arc<dyn Collective>) -> Self {
+        let stats = ParallelStats {
+            ranks: collective.size(),
+            devices_per_rank: devices.len(),
+            shares: shares.clone(),
+            ..Default::default()
+        };
+        Self {
+            devices,
+            shares,
+            collective,
+            stats: Arc::new(std::sync::Mutex::new(stats)),
         }
     }
 
@@ -203,9 +255,10 @@ pub fn flat_parameters<M: Module>(module: &M) -> Vec<f64> {
     v.0
 }
 
-/// Sum `grads` (of `module`, on `device`) over the ranks of `collective` in place: host-staged
-/// in `f64`, one all-reduce of every parameter's gradient in `module`'s order (parameters
-/// without a gradient on this rank count as zeros, so the ranks always agree on the layout).
+/// Sum `grads` (of `module`, on `device`) over the ranks of `collective` in place: every
+/// parameter's gradient flattened into one device tensor (in `module`'s order; parameters
+/// without a gradient on this rank count as zeros, so the ranks always agree on the layout),
+/// staged to the host once, summed in `f64` by one all-reduce, and split again on the device.
 pub fn all_reduce_gradients<M: Module>(
     module: &M,
     grads: GradientsParams,
@@ -217,48 +270,62 @@ pub fn all_reduce_gradients<M: Module>(
     }
     let mut grads = grads;
     let layout = parameter_layout(module);
-    let mut flat = Vec::new();
-    let mut dtypes = Vec::with_capacity(layout.len());
+    let mut pieces = Vec::with_capacity(layout.len());
+    let mut dtype = None;
     for (id, shape) in &layout {
         let n: usize = shape.iter().product();
-        match take_flat(&mut grads, *id, shape.len()) {
-            Some((values, dtype)) => {
-                flat.extend(values);
-                dtypes.push(Some(dtype));
+        let piece = match take_flat(&mut grads, *id, shape.len()) {
+            Some(t) => {
+                dtype.get_or_insert(t.dtype());
+                t
             }
-            None => {
-                flat.extend(std::iter::repeat_n(0.0, n));
-                dtypes.push(None);
-            }
-        }
+            None => Tensor::<1>::zeros([n], device),
+        };
+        pieces.push(piece);
     }
-    collective.all_reduce_sum(&mut flat);
+    if pieces.is_empty() {
+        return grads;
+    }
+    let flat = Tensor::cat(pieces, 0);
+    let dtype = dtype.unwrap_or(flat.dtype());
+    let data = flat.into_data();
+    let mut host: Vec<f64> = if data.dtype() == burn::tensor::DType::F32 {
+        let v = data.try_into_vec::<f32>().expect("f32 gradients");
+        v.into_iter().map(f64::from).collect()
+    } else {
+        data.convert::<f64>()
+            .try_into_vec::<f64>()
+            .expect("f64 gradients")
+    };
+    collective.all_reduce_sum(&mut host);
+    let total = host.len();
+    let summed = if dtype == burn::tensor::DType::F64 {
+        Tensor::<1>::from_data(TensorData::new(host, [total]), device)
+    } else {
+        let v: Vec<f32> = host.into_iter().map(|x| x as f32).collect();
+        Tensor::<1>::from_data(TensorData::new(v, [total]), device)
+    };
+    let summed = if summed.dtype() != dtype {
+        summed.cast(dtype)
+    } else {
+        summed
+    };
     let mut out = GradientsParams::new();
     let mut at = 0;
-    for ((id, shape), dtype) in layout.iter().zip(dtypes) {
+    for (id, shape) in &layout {
         let n: usize = shape.iter().product();
-        let values = flat[at..at + n].to_vec();
+        register(&mut out, *id, shape, summed.clone().narrow(0, at, n));
         at += n;
-        let data = TensorData::new(values, shape.clone());
-        register(&mut out, *id, (shape.len(), data), dtype, device);
     }
     out
 }
 
-/// Remove the gradient of parameter `id` (of rank `rank`) from `grads`, as host values.
-fn take_flat(
-    grads: &mut GradientsParams,
-    id: ParamId,
-    rank: usize,
-) -> Option<(Vec<f64>, burn::tensor::DType)> {
-    fn take<const D: usize>(
-        grads: &mut GradientsParams,
-        id: ParamId,
-    ) -> Option<(Vec<f64>, burn::tensor::DType)> {
+/// Remove the gradient of parameter `id` (of tensor rank `rank`) from `grads`, flattened.
+fn take_flat(grads: &mut GradientsParams, id: ParamId, rank: usize) -> Option<Tensor<1>> {
+    fn take<const D: usize>(grads: &mut GradientsParams, id: ParamId) -> Option<Tensor<1>> {
         let t = grads.remove::<D>(id)?;
-        let dtype = t.dtype();
-        let values = t.into_data().convert::<f64>().iter::<f64>().collect();
-        Some((values, dtype))
+        let n = t.shape().num_elements();
+        Some(t.reshape([n]))
     }
     match rank {
         1 => take::<1>(grads, id),
@@ -271,35 +338,24 @@ fn take_flat(
     }
 }
 
-/// Register host values `data` of tensor rank `rank` as the gradient of `id` in `dtype`.
-fn register(
-    out: &mut GradientsParams,
-    id: ParamId,
-    (rank, data): (usize, TensorData),
-    dtype: Option<burn::tensor::DType>,
-    device: &Device,
-) {
+/// Register the flat `values` as the gradient of `id`, reshaped to `shape`.
+fn register(out: &mut GradientsParams, id: ParamId, shape: &[usize], values: Tensor<1>) {
     fn put<const D: usize>(
         out: &mut GradientsParams,
         id: ParamId,
-        data: TensorData,
-        dtype: Option<burn::tensor::DType>,
-        device: &Device,
+        shape: &[usize],
+        values: Tensor<1>,
     ) {
-        let t = Tensor::<D>::from_data(data, device);
-        let t = match dtype {
-            Some(d) if d != t.dtype() => t.cast(d),
-            _ => t,
-        };
-        out.register(id, t);
+        let dims: [usize; D] = shape.try_into().expect("rank D");
+        out.register(id, values.reshape(dims));
     }
-    match rank {
-        1 => put::<1>(out, id, data, dtype, device),
-        2 => put::<2>(out, id, data, dtype, device),
-        3 => put::<3>(out, id, data, dtype, device),
-        4 => put::<4>(out, id, data, dtype, device),
-        5 => put::<5>(out, id, data, dtype, device),
-        6 => put::<6>(out, id, data, dtype, device),
+    match shape.len() {
+        1 => put::<1>(out, id, shape, values),
+        2 => put::<2>(out, id, shape, values),
+        3 => put::<3>(out, id, shape, values),
+        4 => put::<4>(out, id, shape, values),
+        5 => put::<5>(out, id, shape, values),
+        6 => put::<6>(out, id, shape, values),
         r => panic!("parameters of rank {r} are not supported by the all-reduce"),
     }
 }
@@ -354,11 +410,11 @@ mod tests {
 
     #[test]
     fn windows_number_the_shards_and_skip_empty_ones() {
-        let dp = DataParallel {
-            devices: vec![Device::flex(), Device::flex()],
-            shares: vec![1.0, 1.0],
-            collective: Arc::new(SingleProcess),
-        };
+        let dp = DataParallel::new(
+            vec![Device::flex(), Device::flex()],
+            vec![1.0, 1.0],
+            Arc::new(SingleProcess),
+        );
         let w = dp.windows(9);
         assert_eq!(w.len(), 2);
         assert_eq!((w[0].1.offset, w[0].1.len, w[0].1.shard), (0, 5, 0));

@@ -284,16 +284,14 @@ impl KindVisitor for TrainKind<'_> {
         let (model, objective) = kind.build(&common, &data.run, &device)?;
         let mut all = vec![device.clone()];
         all.extend(replicas.iter().map(|d| d.device.clone().autodiff()));
-        let parallel = crate::parallel::DataParallel {
-            shares: common
-                .training
-                .device_shares
-                .clone()
-                .filter(|s| s.len() == all.len())
-                .unwrap_or_else(|| vec![1.0; all.len()]),
-            devices: all,
-            collective: world.clone(),
-        };
+        let shares = common
+            .training
+            .device_shares
+            .clone()
+            .filter(|s| s.len() == all.len())
+            .unwrap_or_else(|| vec![1.0; all.len()]);
+        let parallel = crate::parallel::DataParallel::new(all, shares, world.clone());
+        let stats = parallel.stats.clone();
         let fit = FitRun {
             common: &common,
             run_dir: &run_dir,
@@ -305,6 +303,32 @@ impl KindVisitor for TrainKind<'_> {
             parallel,
         };
         let (model, stopped) = fit.run(model, &objective)?;
+        let stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
+        if lead && stats.steps > 0 {
+            let stats = crate::parallel::ParallelStats {
+                parameters: burn::module::Module::num_params(&model),
+                allreduce_bytes: if world.size() > 1 {
+                    8 * burn::module::Module::num_params(&model)
+                } else {
+                    0
+                },
+                ..stats
+            };
+            let p = run_dir.join("parallel.json");
+            std::fs::write(&p, serde_json::to_string_pretty(&stats).expect("json"))
+                .map_err(crate::error::io_err(&p))?;
+            if !quiet {
+                println!(
+                    "data-parallel: {} rank(s) × {} device(s), {:.2} ms per step, {:.3} ms of it communicating ({:.1} %) → {}",
+                    stats.ranks,
+                    stats.devices_per_rank,
+                    stats.step_ms,
+                    stats.communication_ms,
+                    100.0 * stats.communication_ms / stats.step_ms.max(1e-12),
+                    p.display()
+                );
+            }
+        }
         if !lead {
             // The other ranks hold the same model; rank 0 writes the run's files.
             return Ok(TrainSummary {

@@ -264,6 +264,8 @@ fn sharded_step<M: Module, O: Objective<M>>(
     Option<f64>,
     Option<GradientsParams>,
 ) {
+    let started = Instant::now();
+    let mut comm = std::time::Duration::ZERO;
     let main = parallel.main();
     let mut accumulator = GradientsAccumulator::<M>::new();
     let mut terms: Vec<(&'static str, f64)> = Vec::new();
@@ -288,14 +290,23 @@ fn sharded_step<M: Module, O: Objective<M>>(
             let grads = if d == 0 {
                 grads
             } else {
-                grads.to_device(main, model)
+                let t = Instant::now();
+                let g = grads.to_device(main, model);
+                comm += t.elapsed();
+                g
             };
             accumulator.accumulate(model, grads);
         }
     }
     let collective = parallel.collective.as_ref();
+    let record = |comm: std::time::Duration| {
+        if let Ok(mut s) = parallel.stats.lock() {
+            s.record(started.elapsed().as_secs_f64(), comm.as_secs_f64());
+        }
+    };
     if collective.size() > 1 {
         // The terms and a finiteness flag in one all-reduce: every rank sees the batch's terms.
+        let t = Instant::now();
         let mut flat: Vec<f64> = terms.iter().map(|(_, v)| *v).collect();
         flat.push(if finite { 0.0 } else { 1.0 });
         collective.all_reduce_sum(&mut flat);
@@ -303,9 +314,13 @@ fn sharded_step<M: Module, O: Objective<M>>(
         for (t, v) in terms.iter_mut().zip(flat) {
             t.1 = v;
         }
+        comm += t.elapsed();
         if finite {
             let grads = accumulator.grads();
+            let t = Instant::now();
             let grads = crate::parallel::all_reduce_gradients(model, grads, main, collective);
+            comm += t.elapsed();
+            record(comm);
             return (terms, beta, Some(grads));
         }
         // A non-finite term on some rank: make sure the terms say so everywhere.
@@ -316,7 +331,9 @@ fn sharded_step<M: Module, O: Objective<M>>(
         }
         return (terms, beta, None);
     }
-    (terms, beta, finite.then(|| accumulator.grads()))
+    let grads = finite.then(|| accumulator.grads());
+    record(comm);
+    (terms, beta, grads)
 }
 
 /// Train `model` with Adam-style `optim` on `objective`; returns the final model, optimiser
