@@ -26,8 +26,8 @@ pub trait Kind: Sized + Clone + std::fmt::Debug + PartialEq {
     const PREDICTS_TEST_SAMPLES: bool = false;
     /// The trained module.
     type Model: Module + Clone + std::fmt::Debug + 'static;
-    /// What the training loop minimises.
-    type Objective: Objective<Self::Model>;
+    /// What the training loop minimises (`Sync`: data-parallel shards evaluate it on threads).
+    type Objective: Objective<Self::Model> + Sync;
     /// The report `varphi eval` writes as `eval.json`.
     type Eval: Serialize;
 

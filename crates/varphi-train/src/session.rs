@@ -419,7 +419,7 @@ impl FitRun<'_> {
     fn run<M, O>(&self, model: M, objective: &O) -> Result<(M, Option<String>), TrainError>
     where
         M: Module + Clone + 'static,
-        O: trainer::Objective<M>,
+        O: trainer::Objective<M> + Sync,
     {
         let common = self.common;
         let run_dir = self.run_dir.to_path_buf();

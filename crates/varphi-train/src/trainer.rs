@@ -252,7 +252,7 @@ pub fn evaluate<M: Module, O: Objective<M>>(
 /// batch, the gradients summed on the main device and over the ranks. Returns the batch's
 /// terms (the same weighted sum, equal on every rank), β and the gradient (none when a term is
 /// not finite on any rank; every rank then stops at the same step).
-fn sharded_step<M: Module, O: Objective<M>>(
+fn sharded_step<M: Module, O: Objective<M> + Sync>(
     model: &M,
     objective: &O,
     train: &Dataset,
@@ -267,35 +267,65 @@ fn sharded_step<M: Module, O: Objective<M>>(
     let started = Instant::now();
     let mut comm = std::time::Duration::ZERO;
     let main = parallel.main();
+    // One shard: forward and backward of its rows on its device (its gradient stays there).
+    let shard = |replica: M, d: usize, window: RowWindow| {
+        let device = &parallel.devices[d];
+        let replica = if d == 0 {
+            replica
+        } else {
+            replica.fork(device)
+        };
+        let rows = &batch[window.offset..window.offset + window.len];
+        let (x, cond) = train.batch(rows, device);
+        let out = objective.step_rows(&replica, x, cond, step, 0, window);
+        let finite = out.terms.iter().all(|(_, v)| v.is_finite());
+        let grads = finite.then(|| {
+            let grads = out.loss.mul_scalar(window.weight()).backward();
+            GradientsParams::from_grads(grads, &replica)
+        });
+        (d, window, out.terms, out.beta, grads)
+    };
+    let windows = parallel.windows(batch.len());
+    // The other devices' shards on threads of their own, the main device's on this one.
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = windows[1..]
+            .iter()
+            .map(|&(d, w)| {
+                let replica = model.clone();
+                let shard = &shard;
+                scope.spawn(move || shard(replica, d, w))
+            })
+            .collect();
+        let (d, w) = windows[0];
+        let first = shard(model.clone(), d, w);
+        std::iter::once(first)
+            .chain(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a data-parallel shard panicked")),
+            )
+            .collect()
+    });
     let mut accumulator = GradientsAccumulator::<M>::new();
     let mut terms: Vec<(&'static str, f64)> = Vec::new();
     let mut beta = None;
     let mut finite = true;
-    for (d, window) in parallel.windows(batch.len()) {
-        let device = &parallel.devices[d];
-        let rows = &batch[window.offset..window.offset + window.len];
-        let replica = if d == 0 {
-            model.clone()
-        } else {
-            model.clone().fork(device)
-        };
-        let (x, cond) = train.batch(rows, device);
-        let out = objective.step_rows(&replica, x, cond, step, 0, window);
-        accumulate(&mut terms, &out.terms, window.weight());
-        beta = beta.or(out.beta);
-        finite &= out.terms.iter().all(|(_, v)| v.is_finite());
-        if finite {
-            let grads = out.loss.mul_scalar(window.weight()).backward();
-            let grads = GradientsParams::from_grads(grads, &replica);
-            let grads = if d == 0 {
-                grads
-            } else {
-                let t = Instant::now();
-                let g = grads.to_device(main, model);
-                comm += t.elapsed();
-                g
-            };
-            accumulator.accumulate(model, grads);
+    for (d, window, shard_terms, shard_beta, grads) in results {
+        accumulate(&mut terms, &shard_terms, window.weight());
+        beta = beta.or(shard_beta);
+        match grads {
+            Some(grads) if finite => {
+                let grads = if d == 0 {
+                    grads
+                } else {
+                    let t = Instant::now();
+                    let g = grads.to_device(main, model);
+                    comm += t.elapsed();
+                    g
+                };
+                accumulator.accumulate(model, grads);
+            }
+            _ => finite = false,
         }
     }
     let collective = parallel.collective.as_ref();
@@ -341,7 +371,7 @@ fn sharded_step<M: Module, O: Objective<M>>(
 ///
 /// The loop per step: evaluate the loss, check every term is finite (else stop *before*
 /// updating, so the last checkpoint stays good), backpropagate, step the optimiser.
-pub fn fit<M: Module, O: Objective<M>>(
+pub fn fit<M: Module, O: Objective<M> + Sync>(
     mut model: M,
     mut optim: ModuleOptimizer,
     objective: &O,
