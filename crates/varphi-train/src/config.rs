@@ -151,10 +151,57 @@ pub struct TrainingSection {
     /// summed on the first (docs/scaling.md). Default: the one device of `backend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<String>>,
-    /// Relative batch share of each of `devices` (e.g. proportional to their speed); default
-    /// equal shares.
+    /// Relative batch share of each of `devices` (e.g. proportional to their speed), or
+    /// `"auto"`: measured speeds; default equal shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_shares: Option<Vec<f64>>,
+    pub device_shares: Option<DeviceShares>,
+}
+
+/// `[training] device_shares`: fixed relative shares, or `"auto"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "toml::Value", into = "toml::Value")]
+pub enum DeviceShares {
+    /// One positive share per device.
+    Fixed(Vec<f64>),
+    /// Equal shares for the first steps, then shares proportional to each device's measured
+    /// rows per second (docs/scaling.md).
+    Auto,
+}
+
+impl TryFrom<toml::Value> for DeviceShares {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "expected a list of positive shares, one per device (e.g. [3, 1]), or \"auto\"; got {v}"
+            )
+        };
+        match &v {
+            toml::Value::String(s) if s == "auto" => Ok(Self::Auto),
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|x| match x {
+                    toml::Value::Float(f) => Some(*f),
+                    toml::Value::Integer(i) => Some(*i as f64),
+                    _ => None,
+                })
+                .collect::<Option<Vec<f64>>>()
+                .map(Self::Fixed)
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl From<DeviceShares> for toml::Value {
+    fn from(s: DeviceShares) -> Self {
+        match s {
+            DeviceShares::Auto => toml::Value::String("auto".into()),
+            DeviceShares::Fixed(v) => {
+                toml::Value::Array(v.into_iter().map(toml::Value::Float).collect())
+            }
+        }
+    }
 }
 
 /// `[training] early_stopping = { patience = 10, metric = "loss" }`.
@@ -296,9 +343,11 @@ impl Common {
                 return Err(invalid("training.devices", bad));
             }
         }
-        if let Some(shares) = &t.device_shares {
-            let n = t.devices.as_ref().map_or(1, Vec::len);
-            if shares.len() != n {
+        if let Some(DeviceShares::Fixed(shares)) = &t.device_shares {
+            // Without `devices` here, `--devices` sets the count (checked when training).
+            if let Some(n) = t.devices.as_ref().map(Vec::len)
+                && shares.len() != n
+            {
                 return Err(invalid(
                     "training.device_shares",
                     format!(

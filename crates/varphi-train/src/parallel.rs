@@ -86,7 +86,26 @@ pub struct DataParallel {
     pub collective: Arc<dyn Collective>,
     /// Time spent in steps and in communication, shared by the clones.
     pub stats: Arc<std::sync::Mutex<ParallelStats>>,
+    /// Replace [`DataParallel::shares`] by the devices' measured speeds after the first
+    /// steps (`device_shares = "auto"`).
+    pub auto_shares: bool,
+    balance: Arc<std::sync::Mutex<Balance>>,
 }
+
+/// The speed measurement of `device_shares = "auto"`: after [`BALANCE_WARM_UP`] steps, the
+/// rows and seconds of each device over [`BALANCE_STEPS`] steps.
+#[derive(Debug, Default)]
+struct Balance {
+    steps: usize,
+    rows: Vec<usize>,
+    seconds: Vec<f64>,
+    shares: Option<Vec<f64>>,
+}
+
+/// Steps not measured by `device_shares = "auto"` (first-call allocation and autotuning).
+pub const BALANCE_WARM_UP: usize = 2;
+/// Steps `device_shares = "auto"` measures before fixing the shares.
+pub const BALANCE_STEPS: usize = 10;
 
 /// What data-parallel steps cost, measured by the training loop (`RUN/parallel.json`).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -138,6 +157,8 @@ impl DataParallel {
             shares: vec![1.0],
             collective: Arc::new(SingleProcess),
             stats: Default::default(),
+            auto_shares: false,
+            balance: Default::default(),
         }
     }
 
@@ -155,6 +176,59 @@ impl DataParallel {
             shares,
             collective,
             stats: Arc::new(std::sync::Mutex::new(stats)),
+            auto_shares: false,
+            balance: Default::default(),
+        }
+    }
+
+    /// The batch shares in force: the configured ones, or with `auto_shares` the measured
+    /// ones once they are known.
+    pub fn current_shares(&self) -> Vec<f64> {
+        if self.auto_shares
+            && let Ok(b) = self.balance.lock()
+            && let Some(s) = &b.shares
+        {
+            return s.clone();
+        }
+        self.shares.clone()
+    }
+
+    /// Report one step's `(device, rows, seconds)` per shard to the `auto_shares` measurement;
+    /// after the warm-up and [`BALANCE_STEPS`] measured steps the shares become each device's
+    /// rows per second (scaled to sum to the number of devices) and are recorded in the
+    /// stats. Splitting differently does not change the step's gradient (see the module
+    /// docs), only how long it takes.
+    pub fn observe(&self, shards: &[(usize, usize, f64)]) {
+        if !self.auto_shares || self.devices.len() < 2 {
+            return;
+        }
+        let Ok(mut b) = self.balance.lock() else {
+            return;
+        };
+        if b.shares.is_some() {
+            return;
+        }
+        b.steps += 1;
+        if b.steps <= BALANCE_WARM_UP {
+            return;
+        }
+        let n = self.devices.len();
+        b.rows.resize(n, 0);
+        b.seconds.resize(n, 0.0);
+        for &(d, rows, s) in shards {
+            b.rows[d] += rows;
+            b.seconds[d] += s;
+        }
+        if b.steps == BALANCE_WARM_UP + BALANCE_STEPS {
+            let speed: Vec<f64> = (0..n)
+                .map(|d| b.rows[d] as f64 / b.seconds[d].max(1e-12))
+                .collect();
+            let sum: f64 = speed.iter().sum();
+            let shares: Vec<f64> = speed.iter().map(|v| v / sum * n as f64).collect();
+            if let Ok(mut st) = self.stats.lock() {
+                st.shares = shares.clone();
+            }
+            b.shares = Some(shares);
         }
     }
 
@@ -177,7 +251,7 @@ impl DataParallel {
         let rank = self.collective.rank();
         let per_rank = split_rows(total, &vec![1.0; ranks]);
         let (start, len) = per_rank[rank];
-        let local = split_rows(len, &self.shares);
+        let local = split_rows(len, &self.current_shares());
         local
             .into_iter()
             .enumerate()

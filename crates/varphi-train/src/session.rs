@@ -251,6 +251,22 @@ impl KindVisitor for TrainKind<'_> {
             common.training.precision,
         )?;
         let quiet = opts.quiet || !lead;
+        use crate::config::DeviceShares;
+        let (shares, auto) = match &common.training.device_shares {
+            None => (vec![1.0; 1 + replicas.len()], false),
+            Some(DeviceShares::Auto) => (vec![1.0; 1 + replicas.len()], true),
+            Some(DeviceShares::Fixed(s)) if s.len() == 1 + replicas.len() => (s.clone(), false),
+            Some(DeviceShares::Fixed(s)) => {
+                return Err(TrainError::Invalid {
+                    key: "training.device_shares".into(),
+                    message: format!(
+                        "has {} entries for the {} devices (training.devices / --devices): give one share per device, or \"auto\"",
+                        s.len(),
+                        1 + replicas.len()
+                    ),
+                });
+            }
+        };
         let data = data::prepare(&common, kind.x_scaling(), Path::new("."))?;
         kind.check_data(&common, &data)?;
         let selected = select_device(backend, common.training.precision)?;
@@ -284,13 +300,8 @@ impl KindVisitor for TrainKind<'_> {
         let (model, objective) = kind.build(&common, &data.run, &device)?;
         let mut all = vec![device.clone()];
         all.extend(replicas.iter().map(|d| d.device.clone().autodiff()));
-        let shares = common
-            .training
-            .device_shares
-            .clone()
-            .filter(|s| s.len() == all.len())
-            .unwrap_or_else(|| vec![1.0; all.len()]);
-        let parallel = crate::parallel::DataParallel::new(all, shares, world.clone());
+        let mut parallel = crate::parallel::DataParallel::new(all, shares, world.clone());
+        parallel.auto_shares = auto;
         let stats = parallel.stats.clone();
         let fit = FitRun {
             common: &common,

@@ -269,6 +269,7 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
     let main = parallel.main();
     // One shard: forward and backward of its rows on its device (its gradient stays there).
     let shard = |replica: M, d: usize, window: RowWindow| {
+        let t = Instant::now();
         let device = &parallel.devices[d];
         let replica = if d == 0 {
             replica
@@ -283,7 +284,14 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
             let grads = out.loss.mul_scalar(window.weight()).backward();
             GradientsParams::from_grads(grads, &replica)
         });
-        (d, window, out.terms, out.beta, grads)
+        (
+            d,
+            window,
+            out.terms,
+            out.beta,
+            grads,
+            t.elapsed().as_secs_f64(),
+        )
     };
     let windows = parallel.windows(batch.len());
     // The other devices' shards on threads of their own, the main device's on this one.
@@ -310,7 +318,12 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
     let mut terms: Vec<(&'static str, f64)> = Vec::new();
     let mut beta = None;
     let mut finite = true;
-    for (d, window, shard_terms, shard_beta, grads) in results {
+    let timing: Vec<(usize, usize, f64)> = results
+        .iter()
+        .map(|(d, w, _, _, _, secs)| (*d, w.len, *secs))
+        .collect();
+    parallel.observe(&timing);
+    for (d, window, shard_terms, shard_beta, grads, _) in results {
         accumulate(&mut terms, &shard_terms, window.weight());
         beta = beta.or(shard_beta);
         match grads {

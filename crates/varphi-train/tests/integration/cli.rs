@@ -1120,6 +1120,31 @@ fn mpi_without_a_launcher_or_a_build_with_mpi_is_a_one_line_error() {
         &out,
         &["--backend wgpu disagrees with the first of the devices"],
     );
+    write(&dir, "s.toml", &small_config(1, "device_shares = \"fast\""));
+    fails_with(
+        &varphi(&["train", "s.toml", "--out", "r"], &dir),
+        &["device_shares", "\"auto\""],
+    );
+    write(
+        &dir,
+        "n.toml",
+        &small_config(1, "device_shares = [1.0, 2.0]"),
+    );
+    fails_with(
+        &varphi(
+            &[
+                "train",
+                "n.toml",
+                "--devices",
+                "flex,flex,flex",
+                "--out",
+                "r",
+            ],
+            &dir,
+        ),
+        &["device_shares", "2 entries for the 3 devices"],
+    );
+    assert!(!dir.join("r").exists(), "nothing written");
 }
 
 #[test]

@@ -224,9 +224,31 @@ fn two_cpu_replicas_with_half_batches_train_the_weights_of_one_device() {
         ),
     );
     train(Some(&uneven), &quiet(&dir.join("uneven"))).unwrap();
+    let auto = write(
+        &dir,
+        "a.toml",
+        &small_config(
+            7,
+            "devices = [\"flex\", \"flex\"]\ndevice_shares = \"auto\"",
+        ),
+    );
+    train(Some(&auto), &quiet(&dir.join("auto"))).unwrap();
+    // The measured shares are recorded (two equal devices: both near 1, positive, summing to 2).
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("auto/parallel.json")).unwrap())
+            .unwrap();
+    let shares: Vec<f64> = p["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(shares.len(), 2);
+    assert!((shares.iter().sum::<f64>() - 2.0).abs() < 1e-9 && shares.iter().all(|&s| s > 0.0));
+    assert_eq!(p["steps"], 56);
     assert_eq!(*metric(&dir.join("two"), "step").last().unwrap(), 56.0);
     let one = varphi_train::session::run_parameters(&dir.join("one")).unwrap();
-    for run in ["two", "uneven"] {
+    for run in ["two", "uneven", "auto"] {
         let other = varphi_train::session::run_parameters(&dir.join(run)).unwrap();
         let d = relative_difference(&one, &other);
         // f32 weights after 56 Adam steps: the shards sum the batch in another order, so
