@@ -66,6 +66,10 @@ pub enum Command {
         /// feature (without it, MPI is used whenever such a launch is detected).
         #[arg(long)]
         mpi: bool,
+        /// Train only the ensemble members m with m mod N = I (one task of a job array; give
+        /// every task the same --out); `varphi eval` the folder when all are done.
+        #[arg(long)]
+        shard: Option<crate::datagen::ShardArg>,
     },
     /// Draw samples from a trained model into a .npy file.
     Sample {
@@ -243,6 +247,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             quick,
             devices,
             mpi,
+            shard,
         } => {
             let _mpi = crate::cluster::Guard::init(mpi)?;
             let lead = crate::cluster::world().rank() == 0;
@@ -255,6 +260,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 quick,
                 devices,
                 alone: false,
+                shard: shard.map(|s| (s.index, s.count)),
             };
             let summary = crate::ensemble::train(config.as_deref(), &opts)?;
             if lead {

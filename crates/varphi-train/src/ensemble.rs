@@ -65,6 +65,36 @@ fn members(dir: &Path) -> Result<(TrainConfig, usize), TrainError> {
 pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let (config, run_dir, resuming) = session::prepare(config_path, opts)?;
     let k = config.common.training.ensemble;
+    if let Some((_, n)) = opts.shard {
+        if k <= 1 {
+            return Err(TrainError::Invalid {
+                key: "shard".into(),
+                message: "--shard splits the members of an ensemble ([training] ensemble = K > 1); this config trains one run: use mpirun to split its batches".into(),
+            });
+        }
+        if opts.out.is_none() && opts.resume.is_none() {
+            return Err(TrainError::Invalid {
+                key: "shard".into(),
+                message: "--shard needs --out DIR: every task of the job array writes its members into the same ensemble folder".into(),
+            });
+        }
+        if crate::cluster::world().size() > 1 {
+            return Err(TrainError::Invalid {
+                key: "shard".into(),
+                message:
+                    "--shard under mpirun: the ranks split the members themselves; drop --shard"
+                        .into(),
+            });
+        }
+        if n > k {
+            return Err(TrainError::Invalid {
+                key: "shard".into(),
+                message: format!(
+                    "{n} parts of {k} members leave parts without a member: use at most {k}"
+                ),
+            });
+        }
+    }
     if k <= 1 {
         return session::train_resolved(config, run_dir, resuming, opts);
     }
@@ -87,7 +117,7 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
     ));
     let top = run_dir.join("config.toml");
     let created = if rank == 0 {
-        ensemble_dir(&run_dir, &top, &config, resuming)
+        ensemble_dir(&run_dir, &top, &config, (resuming, opts.shard.is_some()))
     } else {
         Ok(())
     };
@@ -111,7 +141,8 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
         quiet: opts.quiet || rank != 0,
         ..opts.clone()
     };
-    for m in (0..k).filter(|m| m % ranks == rank) {
+    let (part, parts) = opts.shard.unwrap_or((rank, ranks));
+    for m in (0..k).filter(|m| m % parts == part) {
         let dir = member_dir(&run_dir, m);
         let started = crate::checkpoint::find(&dir).is_ok();
         let member = if started {
@@ -128,6 +159,8 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
                 if started { ", resumed" } else { "" },
                 if ranks > 1 {
                     format!(" (rank 0 of {ranks}; the others train theirs)")
+                } else if let Some((i, n)) = opts.shard {
+                    format!(" (part {i}/{n} of a job array)")
                 } else {
                     String::new()
                 }
@@ -138,6 +171,15 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
             s.print();
         }
         summaries.push(s);
+    }
+    if let Some((i, n)) = opts.shard
+        && !opts.quiet
+    {
+        println!(
+            "part {i}/{n} of the ensemble in {} done; once every part is, `varphi eval {}` scores the mixture",
+            run_dir.display(),
+            run_dir.display()
+        );
     }
     if ranks > 1 {
         // Every member's final terms on rank 0 (the wait for the others' members, too).
@@ -212,25 +254,45 @@ pub fn train(config_path: Option<&Path>, opts: &TrainOptions) -> Result<TrainSum
     })
 }
 
-/// Create ensemble folder `run_dir` with its config `top` (unless resuming).
+/// Create ensemble folder `run_dir` with its config `top` (unless resuming). `shared`: a job
+/// array's tasks meet in the folder: its config may exist already, and must then be this one.
 fn ensemble_dir(
     run_dir: &Path,
     top: &Path,
     config: &TrainConfig,
-    resuming: bool,
+    (resuming, shared): (bool, bool),
 ) -> Result<(), TrainError> {
     std::fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
-    if !resuming {
-        if top.exists() {
-            return Err(TrainError::Run {
-                path: run_dir.to_path_buf(),
-                message:
-                    "already holds a run; use --resume to continue it or --out for a new folder"
-                        .into(),
-            });
-        }
-        std::fs::write(top, config.to_toml()).map_err(io_err(top))?;
+    if resuming {
+        return Ok(());
     }
+    if shared {
+        let text = config.to_toml();
+        match std::fs::read_to_string(top) {
+            Ok(existing) if existing == text => {}
+            Ok(_) => {
+                return Err(TrainError::Run {
+                    path: run_dir.to_path_buf(),
+                    message: "holds an ensemble of another config; give every task the same config, or another --out".into(),
+                });
+            }
+            Err(_) => {
+                // Tasks may start together: write beside it, then rename into place.
+                let tmp = run_dir.join(format!(".config.toml.{}", std::process::id()));
+                std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+                std::fs::rename(&tmp, top).map_err(io_err(top))?;
+            }
+        }
+        return Ok(());
+    }
+    if top.exists() {
+        return Err(TrainError::Run {
+            path: run_dir.to_path_buf(),
+            message: "already holds a run; use --resume to continue it or --out for a new folder"
+                .into(),
+        });
+    }
+    std::fs::write(top, config.to_toml()).map_err(io_err(top))?;
     Ok(())
 }
 

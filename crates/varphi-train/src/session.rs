@@ -40,6 +40,9 @@ pub struct TrainOptions {
     pub devices: Option<Vec<String>>,
     /// Train in this process alone even under mpirun (an ensemble member of one rank).
     pub alone: bool,
+    /// `(I, N)`: train only the ensemble members `m` with `m mod N = I` (one task of a job
+    /// array; every task writes into the same `--out` folder).
+    pub shard: Option<(usize, usize)>,
 }
 
 /// What a finished training run reports.

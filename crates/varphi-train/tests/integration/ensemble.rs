@@ -129,3 +129,74 @@ fn an_ensemble_trains_members_on_one_data_set_and_scores_their_mixture() {
         &["training.ensemble", "at least 1"],
     );
 }
+
+#[test]
+fn job_array_parts_train_the_members_of_the_sequential_ensemble() {
+    let dir = temp_dir("ensemble-shards");
+    write_pairs(&dir, "train.npz", 240, 0);
+    write_pairs(&dir, "test.npz", 100, 1000);
+    let config = files_cvae_config("").replace("epochs = 12\n", "epochs = 3\nensemble = 3\n");
+    let cfg = write(&dir, "ens.toml", &config);
+    let cfg = cfg.to_str().unwrap();
+    succeeds(&varphi(&["train", cfg, "--out", "seq", "-q"], &dir));
+    // Two tasks of a job array: members 0 and 2, then member 1, into one folder.
+    for part in ["0/2", "1/2"] {
+        succeeds(&varphi(
+            &["train", cfg, "--shard", part, "--out", "arr", "-q"],
+            &dir,
+        ));
+    }
+    for m in 0..3 {
+        let a =
+            varphi_train::session::run_parameters(&dir.join(format!("seq/members/{m}"))).unwrap();
+        let b =
+            varphi_train::session::run_parameters(&dir.join(format!("arr/members/{m}"))).unwrap();
+        assert_eq!(a, b, "member {m}");
+    }
+    succeeds(&varphi(&["eval", "arr"], &dir));
+    succeeds(&varphi(&["eval", "seq"], &dir));
+    let (a, b) = (
+        read_json(&dir.join("seq/eval.json")),
+        read_json(&dir.join("arr/eval.json")),
+    );
+    assert_eq!(a["mixture"], b["mixture"]);
+    // A task of another config, a single run, or no --out are refused.
+    let other = write(
+        &dir,
+        "other.toml",
+        &config.replace("epochs = 3", "epochs = 4"),
+    );
+    fails_with(
+        &varphi(
+            &[
+                "train",
+                other.to_str().unwrap(),
+                "--shard",
+                "0/2",
+                "--out",
+                "arr",
+            ],
+            &dir,
+        ),
+        &["another config"],
+    );
+    fails_with(
+        &varphi(&["train", cfg, "--shard", "0/2"], &dir),
+        &["--shard needs --out"],
+    );
+    let single = write(&dir, "one.toml", &files_cvae_config(""));
+    fails_with(
+        &varphi(
+            &[
+                "train",
+                single.to_str().unwrap(),
+                "--shard",
+                "0/2",
+                "--out",
+                "x",
+            ],
+            &dir,
+        ),
+        &["--shard splits the members of an ensemble"],
+    );
+}
