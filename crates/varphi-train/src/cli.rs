@@ -186,6 +186,14 @@ pub enum Command {
         /// No per-case output.
         #[arg(short, long)]
         quiet: bool,
+        /// Run only the cases c with c mod N = I (one task of a job array) into --out as a
+        /// part; merge the parts with --merge.
+        #[arg(long)]
+        shard: Option<crate::datagen::ShardArg>,
+        /// Part folders written with --shard 0/N … N-1/N, comma-separated in part order:
+        /// write the files one process would into --out.
+        #[arg(long, value_delimiter = ',')]
+        merge: Option<Vec<PathBuf>>,
     },
     /// Generate a physics dataset (paper set-up, reference solver) into an .npz archive with a
     /// .json sidecar of the settings.
@@ -341,12 +349,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", p.display());
         }
         Command::Devices => crate::backend::print_devices(),
-        Command::Infer { config, out, quiet } => {
+        Command::Infer {
+            config,
+            out,
+            quiet,
+            shard,
+            merge,
+        } => {
             let out = out.unwrap_or_else(|| {
                 PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
             });
             let _mpi = crate::cluster::Guard::init(false)?;
-            if let Some(summary) = crate::infer::infer(&config, &out, quiet)? {
+            let split = crate::infer::InferSplit {
+                shard: shard.map(|s| (s.index, s.count)),
+                merge: merge.as_deref(),
+            };
+            if let Some(summary) = crate::infer::infer(&config, &out, quiet, split)? {
                 summary.print(&out);
             }
         }

@@ -25,7 +25,7 @@ use crate::uq::{self, UqScores};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use varphi_data::DataSource;
 use varphi_data::physics::{Observations, PhysicsSettings, observation_indices};
 use varphi_losses::{ObservationLikelihood, ObservationOperator};
@@ -438,12 +438,20 @@ struct CaseOutput {
 impl CaseOutput {
     /// `[case, elbo, samples…, prior…, truth…]` as little-endian `f64`.
     fn to_bytes(&self) -> Vec<u8> {
+        self.to_values()
+            .into_iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    }
+
+    /// `[case, elbo, samples…, prior…, truth…]`.
+    fn to_values(&self) -> Vec<f64> {
         [self.case as f64, self.elbo]
             .iter()
             .chain(&self.samples)
             .chain(&self.prior)
             .chain(&self.truth)
-            .flat_map(|v| v.to_le_bytes())
+            .copied()
             .collect()
     }
 
@@ -454,6 +462,11 @@ impl CaseOutput {
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
+        Self::all_from_values(&v, draws, nn)
+    }
+
+    /// The cases of [`CaseOutput::to_values`] concatenated.
+    fn all_from_values(v: &[f64], draws: usize, nn: usize) -> Vec<Self> {
         v.chunks_exact(2 + 2 * draws + nn)
             .map(|c| Self {
                 case: c[0] as usize,
@@ -483,9 +496,11 @@ pub fn infer(
     config_path: &Path,
     out: &Path,
     quiet: bool,
+    split: InferSplit<'_>,
 ) -> Result<Option<InferSummary>, TrainError> {
     let start = std::time::Instant::now();
     let config = InferConfig::load(config_path)?;
+    let config_text = std::fs::read_to_string(config_path).map_err(io_err(config_path))?;
     let (darcy, transform) = config.problem()?;
     let base = config_path.parent().unwrap_or(Path::new("."));
     let (n_cases, _) = config.data.physics().expect("checked");
@@ -654,13 +669,43 @@ pub fn infer(
         })
     };
     // Under mpirun the cases are split over the ranks (case c on rank c mod N) and gathered
-    // on rank 0, which writes the files a single process would.
+    // on rank 0, which writes the files a single process would; `--shard I/N` runs the
+    // cases c mod N = I into a part file, and `--merge` reads the parts back.
     let world = crate::cluster::world();
     let (rank, ranks) = (world.rank(), world.size());
-    let mut outputs = (0..n_cases)
-        .filter(|c| c % ranks == rank)
-        .map(run_case)
-        .collect::<Result<Vec<_>, _>>()?;
+    if ranks > 1 && (split.shard.is_some() || split.merge.is_some()) {
+        return Err(invalid(
+            "shard",
+            "--shard / --merge under mpirun: the ranks split the cases themselves; drop them",
+        ));
+    }
+    let draws = n_samples * nn;
+    let mut outputs = if let Some(parts) = split.merge {
+        read_parts(parts, &config_text, (draws, nn, n_cases))?
+    } else {
+        let (part, parts) = split.shard.unwrap_or((rank, ranks));
+        (0..n_cases)
+            .filter(|c| c % parts == part)
+            .map(run_case)
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if let Some((part, parts)) = split.shard {
+        write_part(
+            out,
+            &outputs,
+            (part, parts),
+            &config_text,
+            draws + draws + nn + 2,
+        )?;
+        if !quiet {
+            println!(
+                "wrote part {part}/{parts} ({} of {n_cases} cases) to {}; merge the parts with `varphi infer CONFIG --merge PART0,PART1,… --out DIR`",
+                outputs.len(),
+                out.display()
+            );
+        }
+        return Ok(None);
+    }
     if ranks > 1 {
         let mine: Vec<u8> = outputs.iter().flat_map(CaseOutput::to_bytes).collect();
         let gathered = world.gather(&mine);
@@ -721,6 +766,88 @@ pub fn infer(
     std::fs::write(&p, serde_json::to_string_pretty(&summary).expect("json"))
         .map_err(io_err(&p))?;
     Ok(Some(summary))
+}
+
+/// How `varphi infer` shares its cases with other processes (`--shard`, `--merge`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InferSplit<'a> {
+    /// `(I, N)`: run only the cases `c mod N = I` and write them as a part (`OUT/part.npz`).
+    pub shard: Option<(usize, usize)>,
+    /// Part folders (written with `--shard 0/N … N-1/N`, in order) to merge instead of running.
+    pub merge: Option<&'a [PathBuf]>,
+}
+
+/// Write the cases of part `(I, N)` into `out/part.npz` (one row of
+/// [`CaseOutput::to_values`] per case, `width` values) and `out/part.json` (the part and the
+/// config it ran).
+fn write_part(
+    out: &Path,
+    outputs: &[CaseOutput],
+    (index, count): (usize, usize),
+    config_text: &str,
+    width: usize,
+) -> Result<(), TrainError> {
+    let values: Vec<f64> = outputs.iter().flat_map(CaseOutput::to_values).collect();
+    let p = out.join("part.npz");
+    varphi_data::npy::save_npz_f64(&p, &[("cases", &[outputs.len(), width], &values)])
+        .map_err(io_err(&p))?;
+    let p = out.join("part.json");
+    let meta =
+        serde_json::json!({"shard": {"index": index, "count": count}, "config": config_text});
+    std::fs::write(&p, serde_json::to_string_pretty(&meta).expect("json")).map_err(io_err(&p))
+}
+
+/// The cases of part folders `parts` (in part order), each checked to be part `k` of
+/// `parts.len()` of this very config; all `n_cases` must be there.
+fn read_parts(
+    parts: &[PathBuf],
+    config_text: &str,
+    (draws, nn, n_cases): (usize, usize, usize),
+) -> Result<Vec<CaseOutput>, TrainError> {
+    let mut all = Vec::new();
+    for (k, dir) in parts.iter().enumerate() {
+        let p = dir.join("part.json");
+        let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+        let meta: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::Run {
+            path: p.clone(),
+            message: format!("is not JSON: {e}"),
+        })?;
+        if meta["config"].as_str() != Some(config_text) {
+            return Err(TrainError::Run {
+                path: dir.clone(),
+                message: "is a part of another config: merge with the config the parts ran".into(),
+            });
+        }
+        let (i, n) = (
+            meta["shard"]["index"].as_u64(),
+            meta["shard"]["count"].as_u64(),
+        );
+        if i != Some(k as u64) || n != Some(parts.len() as u64) {
+            return Err(TrainError::Run {
+                path: dir.clone(),
+                message: format!(
+                    "is part {}/{}, but --merge lists it as part {k}/{}: give every part, in order",
+                    i.map_or("?".into(), |v| v.to_string()),
+                    n.map_or("?".into(), |v| v.to_string()),
+                    parts.len()
+                ),
+            });
+        }
+        let a = varphi_data::read::load_npz(&dir.join("part.npz"), "cases")?;
+        all.extend(CaseOutput::all_from_values(&a.data, draws, nn));
+    }
+    all.sort_by_key(|o| o.case);
+    let complete = all.len() == n_cases && all.iter().enumerate().all(|(i, o)| o.case == i);
+    if !complete {
+        return Err(invalid(
+            "merge",
+            format!(
+                "the parts hold {} cases, not each of the config's {n_cases} once",
+                all.len()
+            ),
+        ));
+    }
+    Ok(all)
 }
 
 /// How latents become the coefficient field.

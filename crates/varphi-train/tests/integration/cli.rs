@@ -1196,3 +1196,68 @@ fn data_shards_merge_into_the_archive_one_process_writes_byte_for_byte() {
     fails_with(&with(&["--shard", "3/3", "-o", "bad.npz"]), &["0 ≤ I < N"]);
     assert!(!dir.join("bad.npz").exists());
 }
+
+#[test]
+fn bayes_vi_job_array_parts_merge_into_the_one_process_files() {
+    let dir = temp_dir("cli-infer-parts");
+    let cfg = write(
+        &dir,
+        "bvi.toml",
+        "seed = 3\n[data]\nkind = \"darcy\"\nn = 3\ngrid = 17\n[data.settings.coefficient]\nkind = \"log-normal\"\nlength = 0.3\nsigma = 0.8\nmean = 0.0\nmodes = 6\n[observations]\ncount = 32\nsigma = 0.005\n[posterior]\nparticles = 4\nsamples = 50\n[optimizer]\nsteps = 100\n",
+    );
+    let cfg = cfg.to_str().unwrap();
+    succeeds(&varphi(&["infer", cfg, "--out", "one", "-q"], &dir));
+    for i in 0..2 {
+        let (part, out) = (format!("{i}/2"), format!("p{i}"));
+        succeeds(&varphi(
+            &["infer", cfg, "--shard", &part, "--out", &out, "-q"],
+            &dir,
+        ));
+    }
+    assert!(
+        !dir.join("p0/summary.json").exists(),
+        "a part is not a result"
+    );
+    succeeds(&varphi(
+        &["infer", cfg, "--merge", "p0,p1", "--out", "merged", "-q"],
+        &dir,
+    ));
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    assert_eq!(read("one/samples.npy"), read("merged/samples.npy"));
+    assert_eq!(read("one/truth.npy"), read("merged/truth.npy"));
+    let summary = |run: &str| {
+        let mut v = read_json(&dir.join(run).join("summary.json"));
+        v.as_object_mut().unwrap().remove("wall_s");
+        v
+    };
+    assert_eq!(summary("one"), summary("merged"));
+    fails_with(
+        &varphi(&["infer", cfg, "--merge", "p1,p0", "--out", "bad"], &dir),
+        &["is part 1/2", "in order"],
+    );
+    fails_with(
+        &varphi(&["infer", cfg, "--merge", "p0", "--out", "bad"], &dir),
+        &["part 0/2", "part 0/1"],
+    );
+    let other = write(
+        &dir,
+        "other.toml",
+        &std::fs::read_to_string(cfg)
+            .unwrap()
+            .replace("steps = 100", "steps = 101"),
+    );
+    fails_with(
+        &varphi(
+            &[
+                "infer",
+                other.to_str().unwrap(),
+                "--merge",
+                "p0,p1",
+                "--out",
+                "bad",
+            ],
+            &dir,
+        ),
+        &["another config"],
+    );
+}
