@@ -1200,11 +1200,7 @@ fn data_shards_merge_into_the_archive_one_process_writes_byte_for_byte() {
 #[test]
 fn bayes_vi_job_array_parts_merge_into_the_one_process_files() {
     let dir = temp_dir("cli-infer-parts");
-    let cfg = write(
-        &dir,
-        "bvi.toml",
-        "seed = 3\n[data]\nkind = \"darcy\"\nn = 3\ngrid = 17\n[data.settings.coefficient]\nkind = \"log-normal\"\nlength = 0.3\nsigma = 0.8\nmean = 0.0\nmodes = 6\n[observations]\ncount = 32\nsigma = 0.005\n[posterior]\nparticles = 4\nsamples = 50\n[optimizer]\nsteps = 100\n",
-    );
+    let cfg = write(&dir, "bvi.toml", SMALL_BAYES_VI);
     let cfg = cfg.to_str().unwrap();
     succeeds(&varphi(&["infer", cfg, "--out", "one", "-q"], &dir));
     for i in 0..2 {

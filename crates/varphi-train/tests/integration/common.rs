@@ -164,3 +164,17 @@ pub fn assert_scores_match(predicted: &serde_json::Value, eval: &serde_json::Val
     }
     assert_eq!(predicted["coverage"], eval["coverage"]);
 }
+
+/// Largest `|a − b|` over `max |a|` (weights of two runs).
+pub fn relative_difference(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// A small `varphi infer` config: 3 cases of a 17 × 17 Darcy problem with a 6-mode
+/// log-normal field, 32 sensors, 100 steps.
+pub const SMALL_BAYES_VI: &str = "seed = 3\n[data]\nkind = \"darcy\"\nn = 3\ngrid = 17\n[data.settings.coefficient]\nkind = \"log-normal\"\nlength = 0.3\nsigma = 0.8\nmean = 0.0\nmodes = 6\n[observations]\ncount = 32\nsigma = 0.005\n[posterior]\nparticles = 4\nsamples = 50\n[optimizer]\nsteps = 100\n";

@@ -28,16 +28,6 @@ fn ok(out: &Output) {
     );
 }
 
-/// Largest `|a − b|` over `max |a|`.
-fn relative_difference(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    a.iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
-        / scale
-}
-
 fn one_process(dir: &Path, config: &Path, out: &str) -> Vec<f64> {
     let status = Command::new(env!("CARGO_BIN_EXE_varphi"))
         .args(["train", "-q", "--out", out])
@@ -219,11 +209,7 @@ fn an_ensemble_of_four_over_two_ranks_is_the_sequential_ensemble() {
 #[test]
 fn bayes_vi_cases_over_two_ranks_write_the_one_process_files() {
     let dir = temp_dir("mpi-infer");
-    let cfg = write(
-        &dir,
-        "bvi.toml",
-        "seed = 3\n[data]\nkind = \"darcy\"\nn = 3\ngrid = 17\n[data.settings.coefficient]\nkind = \"log-normal\"\nlength = 0.3\nsigma = 0.8\nmean = 0.0\nmodes = 6\n[observations]\ncount = 32\nsigma = 0.005\n[posterior]\nparticles = 4\nsamples = 50\n[optimizer]\nsteps = 100\n",
-    );
+    let cfg = write(&dir, "bvi.toml", SMALL_BAYES_VI);
     let one = Command::new(env!("CARGO_BIN_EXE_varphi"))
         .args(["infer", "-q", "--out", "one"])
         .arg(&cfg)

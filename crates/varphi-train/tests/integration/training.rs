@@ -193,16 +193,6 @@ fn every_shipped_config_validates() {
     assert!(n >= 25, "found only {n} configs in {}", dir.display());
 }
 
-/// Largest `|a − b|` over `max |a|`.
-fn relative_difference(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    a.iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
-        / scale
-}
-
 #[test]
 fn two_cpu_replicas_with_half_batches_train_the_weights_of_one_device() {
     let dir = temp_dir("replicas");
