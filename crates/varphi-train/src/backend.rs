@@ -342,41 +342,6 @@ pub fn print_devices() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backends_parse_with_an_optional_wgpu_adapter() {
-        assert_eq!(parse_backend("flex"), Ok((BackendKind::Flex, None)));
-        assert_eq!(parse_backend("wgpu"), Ok((BackendKind::Wgpu, None)));
-        assert_eq!(
-            parse_backend("wgpu:1"),
-            Ok((BackendKind::Wgpu, Some("1".into())))
-        );
-        assert_eq!(
-            parse_backend("wgpu:llvmpipe"),
-            Ok((BackendKind::Wgpu, Some("llvmpipe".into())))
-        );
-        assert!(parse_backend("flex:0").unwrap_err().contains("only wgpu"));
-        assert!(
-            parse_backend("cuda")
-                .unwrap_err()
-                .contains("unknown backend")
-        );
-        assert!(
-            parse_backend("wgpu:")
-                .unwrap_err()
-                .contains("give an adapter")
-        );
-        assert!(
-            pick_adapter(&[], Some("0"))
-                .unwrap_err()
-                .contains("no usable wgpu adapter")
-        );
-    }
-}
-
 /// The backend of a run and its extra data-parallel devices from `--devices` / `training.devices`
 /// (`devices`, each a [`parse_backend`] spec; the first is the main device): `(backend of the
 /// first, the others selected)`. Without `devices`, `--backend` (`cli`) or the config's
@@ -433,4 +398,39 @@ pub fn data_parallel_devices(
         .map(|(k, _)| select_device(*k, precision))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((first, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_parse_with_an_optional_wgpu_adapter() {
+        assert_eq!(parse_backend("flex"), Ok((BackendKind::Flex, None)));
+        assert_eq!(parse_backend("wgpu"), Ok((BackendKind::Wgpu, None)));
+        assert_eq!(
+            parse_backend("wgpu:1"),
+            Ok((BackendKind::Wgpu, Some("1".into())))
+        );
+        assert_eq!(
+            parse_backend("wgpu:llvmpipe"),
+            Ok((BackendKind::Wgpu, Some("llvmpipe".into())))
+        );
+        assert!(parse_backend("flex:0").unwrap_err().contains("only wgpu"));
+        assert!(
+            parse_backend("cuda")
+                .unwrap_err()
+                .contains("unknown backend")
+        );
+        assert!(
+            parse_backend("wgpu:")
+                .unwrap_err()
+                .contains("give an adapter")
+        );
+        assert!(
+            pick_adapter(&[], Some("0"))
+                .unwrap_err()
+                .contains("no usable wgpu adapter")
+        );
+    }
 }
