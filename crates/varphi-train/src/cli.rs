@@ -245,6 +245,15 @@ fn kind(b: Option<BackendArg>) -> Option<BackendKind> {
 
 /// Run one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let parallel = matches!(
+        cli.command,
+        Command::Train { .. } | Command::Data(_) | Command::Infer { .. }
+    );
+    if !parallel && let Some(n) = crate::cluster::launched_ranks().filter(|&n| n > 1) {
+        anyhow::bail!(
+            "started as one of {n} MPI ranks, but only train, data and infer use several ranks (docs/scaling.md); run this command as one process, without mpirun"
+        );
+    }
     match cli.command {
         Command::Train {
             config,

@@ -1097,6 +1097,14 @@ fn mpi_without_a_launcher_or_a_build_with_mpi_is_a_one_line_error() {
             .unwrap();
         fails_with(&out, &["one of 2 ranks", "built without MPI"]);
     }
+    // Commands that run as one process refuse a launch of several ranks.
+    let out = Command::new(env!("CARGO_BIN_EXE_varphi"))
+        .args(["eval", "r"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    fails_with(&out, &["one of 2 MPI ranks", "without mpirun"]);
     // Bad data-parallel devices name the key.
     let out = varphi(
         &["train", "c.toml", "--devices", "flex,cuda", "--out", "r"],
