@@ -266,3 +266,35 @@ fn two_cpu_replicas_with_half_batches_train_the_weights_of_one_device() {
     let seed4 = varphi_train::session::run_parameters(&dir.join("seed4")).unwrap();
     assert!(relative_difference(&one, &seed4) > 1e-2);
 }
+
+#[test]
+fn a_gpu_with_a_cpu_replica_trains_the_weights_of_the_gpu_alone() {
+    if !wgpu_or_skip() {
+        return;
+    }
+    let dir = temp_dir("replicas-wgpu");
+    // 3 epochs = 24 steps (lavapipe is slow).
+    let cfg = write(&dir, "c.toml", &small_config(3, ""));
+    let run = |name: &str, backend: Option<BackendKind>, devices: Option<[&str; 2]>| {
+        let opts = TrainOptions {
+            backend,
+            devices: devices.map(|d| d.iter().map(|s| s.to_string()).collect()),
+            ..quiet(&dir.join(name))
+        };
+        train(Some(&cfg), &opts).unwrap();
+        varphi_train::session::run_parameters(&dir.join(name)).unwrap()
+    };
+    let gpu = run("gpu", Some(BackendKind::Wgpu), None);
+    let twice = run("twice", None, Some(["wgpu", "wgpu"]));
+    let mixed = run("mixed", None, Some(["wgpu", "flex"]));
+    let (d_twice, d_mixed) = (
+        relative_difference(&gpu, &twice),
+        relative_difference(&gpu, &mixed),
+    );
+    // Measured on Mesa's lavapipe: 1.1e-7 and 2.1e-4 of the largest weight.
+    // Two shards on the GPU: its rounding alone.
+    assert!(d_twice < 1e-5, "wgpu,wgpu: {d_twice:.3e}");
+    // Half of every batch on the CPU: the two backends' f32 kernels (exp, softplus, matmul
+    // order) round differently.
+    assert!(d_mixed < 1e-3, "wgpu,flex: {d_mixed:.3e}");
+}
