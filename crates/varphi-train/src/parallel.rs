@@ -127,14 +127,25 @@ pub struct ParallelStats {
     /// Mean time of the step's communication: host staging of the gradients, the gradient and
     /// terms all-reduces, and moving other devices' gradients to the main one, ms.
     pub communication_ms: f64,
+    /// The part of `communication_ms` in the first collective of the step, the all-reduce of
+    /// the loss terms: mostly the wait for the slowest rank, ms.
+    pub wait_ms: f64,
+    /// The part of `communication_ms` inside the gradient's `MPI_Allreduce` (the transfer),
+    /// ms; the rest of `communication_ms` is host staging and moving gradients between
+    /// devices.
+    pub allreduce_ms: f64,
 }
 
 impl ParallelStats {
-    /// Add one step of `step_s` seconds, `comm_s` of them communicating.
-    pub fn record(&mut self, step_s: f64, comm_s: f64) {
+    /// Add one step of `step_s` seconds, `comm_s` of them communicating; `(wait_ms,
+    /// allreduce_ms)` of those waiting in the terms' all-reduce and in the gradient's.
+    pub fn record(&mut self, step_s: f64, comm_s: f64, (wait_ms, allreduce_ms): (f64, f64)) {
         let n = self.steps as f64;
-        self.step_ms = (self.step_ms * n + step_s * 1e3) / (n + 1.0);
-        self.communication_ms = (self.communication_ms * n + comm_s * 1e3) / (n + 1.0);
+        let mean = |old: f64, new: f64| (old * n + new) / (n + 1.0);
+        self.step_ms = mean(self.step_ms, step_s * 1e3);
+        self.communication_ms = mean(self.communication_ms, comm_s * 1e3);
+        self.wait_ms = mean(self.wait_ms, wait_ms);
+        self.allreduce_ms = mean(self.allreduce_ms, allreduce_ms);
         self.steps += 1;
     }
 }
@@ -329,7 +340,8 @@ pub fn flat_parameters<M: Module>(module: &M) -> Vec<f64> {
     v.0
 }
 
-/// Sum `grads` (of `module`, on `device`) over the ranks of `collective` in place: every
+/// Sum `grads` (of `module`, on `device`) over the ranks of `collective` (adding the time of
+/// the MPI call itself to `allreduce_ms`): every
 /// parameter's gradient flattened into one device tensor (in `module`'s order; parameters
 /// without a gradient on this rank count as zeros, so the ranks always agree on the layout),
 /// staged to the host once, summed in `f64` by one all-reduce, and split again on the device.
@@ -338,6 +350,7 @@ pub fn all_reduce_gradients<M: Module>(
     grads: GradientsParams,
     device: &Device,
     collective: &dyn Collective,
+    allreduce_ms: Option<&mut f64>,
 ) -> GradientsParams {
     if collective.size() == 1 {
         return grads;
@@ -371,7 +384,11 @@ pub fn all_reduce_gradients<M: Module>(
             .try_into_vec::<f64>()
             .expect("f64 gradients")
     };
+    let t = std::time::Instant::now();
     collective.all_reduce_sum(&mut host);
+    if let Some(ms) = allreduce_ms {
+        *ms += t.elapsed().as_secs_f64() * 1e3;
+    }
     let total = host.len();
     let summed = if dtype == burn::tensor::DType::F64 {
         Tensor::<1>::from_data(TensorData::new(host, [total]), device)

@@ -342,9 +342,9 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
         }
     }
     let collective = parallel.collective.as_ref();
-    let record = |comm: std::time::Duration| {
+    let record = |comm: std::time::Duration, parts: (f64, f64)| {
         if let Ok(mut s) = parallel.stats.lock() {
-            s.record(started.elapsed().as_secs_f64(), comm.as_secs_f64());
+            s.record(started.elapsed().as_secs_f64(), comm.as_secs_f64(), parts);
         }
     };
     if collective.size() > 1 {
@@ -357,13 +357,21 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
         for (t, v) in terms.iter_mut().zip(flat) {
             t.1 = v;
         }
-        comm += t.elapsed();
+        let wait = t.elapsed();
+        comm += wait;
         if finite {
             let grads = accumulator.grads();
             let t = Instant::now();
-            let grads = crate::parallel::all_reduce_gradients(model, grads, main, collective);
+            let mut allreduce_ms = 0.0;
+            let grads = crate::parallel::all_reduce_gradients(
+                model,
+                grads,
+                main,
+                collective,
+                Some(&mut allreduce_ms),
+            );
             comm += t.elapsed();
-            record(comm);
+            record(comm, (wait.as_secs_f64() * 1e3, allreduce_ms));
             return (terms, beta, Some(grads));
         }
         // A non-finite term on some rank: make sure the terms say so everywhere.
@@ -375,7 +383,7 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
         return (terms, beta, None);
     }
     let grads = finite.then(|| accumulator.grads());
-    record(comm);
+    record(comm, (0.0, 0.0));
     (terms, beta, grads)
 }
 
