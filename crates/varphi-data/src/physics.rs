@@ -280,7 +280,7 @@ pub fn generate_on(
 /// Refuse a dataset of `rows` samples that cannot fit in memory, before allocating it: the
 /// parameters, solutions and observations in f64, twice (the arrays and the dataset or archive
 /// made from them), and the index list.
-fn check_memory(spec: &GeneratorSpec, rows: usize) -> Result<(), DataError> {
+pub fn check_memory(spec: &GeneratorSpec, rows: usize) -> Result<(), DataError> {
     spec.physics.validate()?;
     let problem = spec.physics.build();
     let nu: u128 = problem.solution_shape().iter().product::<usize>() as u128;

@@ -263,6 +263,8 @@ pub fn generate(request: &DataRequest) -> anyhow::Result<()> {
         if len == 0 {
             bail!("part {index} of {count} of {n} samples is empty: use at most {n} parts");
         }
+        // Before the index list: a part too large for memory fails at once.
+        varphi_data::physics::check_memory(&spec, len)?;
         let indices: Vec<usize> = (start..start + len).collect();
         let part = varphi_data::physics::generate_subset(&spec, &indices, threads, &|k| {
             bar.set_position(k as u64)

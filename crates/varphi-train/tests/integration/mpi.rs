@@ -129,15 +129,12 @@ fn a_killed_rank_stops_the_job_with_its_checkpoint_and_the_ranks_resume() {
         stderr.contains("exited on signal 9") || stderr.contains("killed"),
         "mpirun names the killed rank: {stderr}"
     );
-    // The checkpoint is whole; resuming on two ranks for five more epochs continues it, to
-    // the weights of one uninterrupted process.
-    let text = std::fs::read_to_string(&state).unwrap();
-    let done: usize = text
-        .split("\"epochs_done\":")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .and_then(|s| s.trim().parse().ok())
-        .expect("epochs_done in state.json");
+    // The checkpoint is whole (the kill may land between the renames of an atomic write:
+    // `load_state` then reads the kept `.checkpoint.old`); resuming on two ranks for five more
+    // epochs continues it, to the weights of one uninterrupted process.
+    let done = varphi_train::checkpoint::load_state(&dir.join("killed"))
+        .expect("a whole checkpoint after the kill")
+        .epochs_done;
     let target = done + 5;
     let more = write(&dir, "more.toml", &small_config(target, ""));
     let out = mpirun(2, &["train", "-q", "--resume", "killed", "more.toml"], &dir);
