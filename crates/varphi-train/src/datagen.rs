@@ -265,6 +265,23 @@ pub fn generate(request: &DataRequest) -> anyhow::Result<()> {
         }
         // Before the index list: a part too large for memory fails at once.
         varphi_data::physics::check_memory(&spec, len)?;
+        if world.size() > 1 {
+            // MPI counts are 32-bit: every rank can tell from the split whether some part is
+            // too large to gather, so all of them stop together, before generating.
+            let problem = spec.physics.build();
+            let nu: usize = problem.solution_shape().iter().product();
+            let m = spec
+                .observations
+                .map_or(0, |o| o.count.unwrap_or(problem.observable().len()));
+            let per_row = (problem.param_dim() + nu + m) * 8;
+            let largest = n.div_ceil(count) * per_row;
+            if largest > i32::MAX as usize {
+                bail!(
+                    "a rank's part is {:.1} GiB, and MPI gathers at most 2 GiB per rank: use more ranks, or --shard I/N with --merge",
+                    largest as f64 / (1u64 << 30) as f64
+                );
+            }
+        }
         let indices: Vec<usize> = (start..start + len).collect();
         let part = varphi_data::physics::generate_subset(&spec, &indices, threads, &|k| {
             bar.set_position(k as u64)
@@ -350,7 +367,8 @@ fn gather_parts(
     part: Generated,
     n: usize,
 ) -> anyhow::Result<Option<Generated>> {
-    let received = world.gather(&per_sample_bytes(&part));
+    let bytes = per_sample_bytes(&part);
+    let received = world.gather(&bytes);
     if world.rank() != 0 {
         return Ok(None);
     }

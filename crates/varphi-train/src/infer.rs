@@ -680,6 +680,19 @@ pub fn infer(
         ));
     }
     let draws = n_samples * nn;
+    if ranks > 1 {
+        // MPI counts are 32-bit; every rank computes the same verdict from the case split.
+        let largest = n_cases.div_ceil(ranks) * (2 + 2 * draws + nn) * 8;
+        if largest > i32::MAX as usize {
+            return Err(invalid(
+                "posterior.samples",
+                format!(
+                    "a rank's cases are {:.1} GiB of draws, and MPI gathers at most 2 GiB per rank: use more ranks or fewer samples, or --shard I/N with --merge",
+                    largest as f64 / (1u64 << 30) as f64
+                ),
+            ));
+        }
+    }
     let mut outputs = if let Some(parts) = split.merge {
         read_parts(parts, &config_text, (draws, nn, n_cases))?
     } else {
