@@ -26,8 +26,8 @@ static WORLD: Mutex<Option<Arc<dyn Collective>>> = Mutex::new(None);
 pub fn world() -> Arc<dyn Collective> {
     WORLD
         .lock()
-        .ok()
-        .and_then(|w| w.clone())
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
         .unwrap_or_else(|| Arc::new(SingleProcess))
 }
 
@@ -75,7 +75,7 @@ impl Guard {
         #[cfg(feature = "mpi")]
         {
             let (universe, world) = mpi_world::init()?;
-            *WORLD.lock().map_err(|_| poisoned())? = Some(world);
+            *WORLD.lock().unwrap_or_else(|e| e.into_inner()) = Some(world);
             Ok(Self {
                 universe: Some(universe),
             })
@@ -85,18 +85,11 @@ impl Guard {
     }
 }
 
-#[allow(dead_code)]
-fn poisoned() -> TrainError {
-    TrainError::Parallel("the MPI world's lock was poisoned by a panic".into())
-}
-
 impl Drop for Guard {
     fn drop(&mut self) {
         #[cfg(feature = "mpi")]
         if let Some(u) = self.universe.take() {
-            if let Ok(mut w) = WORLD.lock() {
-                *w = None;
-            }
+            *WORLD.lock().unwrap_or_else(|e| e.into_inner()) = None;
             drop(u);
         }
     }
