@@ -268,7 +268,7 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
     let mut comm = std::time::Duration::ZERO;
     let main = parallel.main();
     // One shard: forward and backward of its rows on its device (its gradient stays there).
-    let shard = |replica: M, d: usize, window: RowWindow| {
+    let shard = |replica: M, d: usize, window: RowWindow, weight: f64| {
         let t = Instant::now();
         let device = &parallel.devices[d];
         let replica = if d == 0 {
@@ -281,31 +281,46 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
         let out = objective.step_rows(&replica, x, cond, step, 0, window);
         let finite = out.terms.iter().all(|(_, v)| v.is_finite());
         let grads = finite.then(|| {
-            let grads = out.loss.mul_scalar(window.weight()).backward();
+            let grads = out.loss.mul_scalar(weight).backward();
             GradientsParams::from_grads(grads, &replica)
         });
         (
-            d,
-            window,
+            (d, window, weight),
             out.terms,
             out.beta,
             grads,
             t.elapsed().as_secs_f64(),
         )
     };
-    let windows = parallel.windows(batch.len());
+    let mut windows: Vec<_> = parallel
+        .windows(batch.len())
+        .into_iter()
+        .map(|(d, w)| (d, w, w.weight()))
+        .collect();
+    if windows.is_empty() {
+        // More ranks than rows (a short last batch): this rank evaluates one row with weight
+        // 0, so that its terms and gradient have the layout the all-reduces expect and add
+        // nothing.
+        let rows = RowWindow {
+            offset: 0,
+            len: 1,
+            total: batch.len(),
+            shard: parallel.collective.rank() * parallel.devices.len(),
+        };
+        windows.push((0, rows, 0.0));
+    }
     // The other devices' shards on threads of their own, the main device's on this one.
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = windows[1..]
             .iter()
-            .map(|&(d, w)| {
+            .map(|&(d, w, weight)| {
                 let replica = model.clone();
                 let shard = &shard;
-                scope.spawn(move || shard(replica, d, w))
+                scope.spawn(move || shard(replica, d, w, weight))
             })
             .collect();
-        let (d, w) = windows[0];
-        let first = shard(model.clone(), d, w);
+        let (d, w, weight) = windows[0];
+        let first = shard(model.clone(), d, w, weight);
         std::iter::once(first)
             .chain(
                 handles
@@ -320,11 +335,11 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
     let mut finite = true;
     let timing: Vec<(usize, usize, f64)> = results
         .iter()
-        .map(|(d, w, _, _, _, secs)| (*d, w.len, *secs))
+        .map(|((d, w, _), _, _, _, secs)| (*d, w.len, *secs))
         .collect();
     parallel.observe(&timing);
-    for (d, window, shard_terms, shard_beta, grads, _) in results {
-        accumulate(&mut terms, &shard_terms, window.weight());
+    for ((d, _, weight), shard_terms, shard_beta, grads, _) in results {
+        accumulate(&mut terms, &shard_terms, weight);
         beta = beta.or(shard_beta);
         match grads {
             Some(grads) if finite => {

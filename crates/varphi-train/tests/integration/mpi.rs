@@ -74,6 +74,22 @@ fn two_mpi_ranks_with_half_batches_train_the_weights_of_one_process() {
 }
 
 #[test]
+fn a_batch_with_fewer_rows_than_ranks_trains_the_weights_of_one_process() {
+    let dir = temp_dir("mpi-short-batch");
+    // 230 training rows in batches of 229: every epoch ends with a batch of one row, which
+    // leaves rank 1 without rows (it evaluates a row with weight 0).
+    let text = small_config(3, "").replace("batch_size = 32", "batch_size = 229");
+    assert!(text.contains("batch_size = 229"));
+    let cfg = write(&dir, "c.toml", &text);
+    let one = one_process(&dir, &cfg, "one");
+    ok(&mpirun(2, &["train", "-q", "--out", "two", "c.toml"], &dir));
+    assert_eq!(*metric(&dir.join("two"), "step").last().unwrap(), 6.0);
+    let two = run_parameters(&dir.join("two")).unwrap();
+    let d = relative_difference(&one, &two);
+    assert!(d < 1e-5, "weights differ by {d:.3e} of the largest");
+}
+
+#[test]
 fn a_killed_rank_stops_the_job_with_its_checkpoint_and_the_ranks_resume() {
     let dir = temp_dir("mpi-kill");
     let cfg = write(&dir, "long.toml", &small_config(100_000, ""));
