@@ -231,6 +231,12 @@ impl DataParallel {
             b.seconds[d] += s;
         }
         if b.steps == BALANCE_WARM_UP + BALANCE_STEPS {
+            if b.rows.contains(&0) {
+                // A device that got no rows (batches shorter than the devices) was not
+                // measured: keep the configured shares.
+                b.shares = Some(self.shares.clone());
+                return;
+            }
             let speed: Vec<f64> = (0..n)
                 .map(|d| b.rows[d] as f64 / b.seconds[d].max(1e-12))
                 .collect();
