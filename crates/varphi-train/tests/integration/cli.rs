@@ -1128,6 +1128,24 @@ fn mpi_without_a_launcher_or_a_build_with_mpi_is_a_one_line_error() {
         &out,
         &["--backend wgpu disagrees with the first of the devices"],
     );
+    let out = varphi(
+        &[
+            "train",
+            "c.toml",
+            "--devices",
+            "wgpu:0,wgpu:1",
+            "--out",
+            "r",
+        ],
+        &dir,
+    );
+    fails_with(
+        &out,
+        &[
+            "several wgpu adapters in one process",
+            "one MPI rank per GPU",
+        ],
+    );
     write(&dir, "s.toml", &small_config(1, "device_shares = \"fast\""));
     fails_with(
         &varphi(&["train", "s.toml", "--out", "r"], &dir),
