@@ -116,6 +116,9 @@ pub struct ParallelStats {
     pub devices_per_rank: usize,
     /// Batch share of each device.
     pub shares: Vec<f64>,
+    /// Whether the objective's shards reproduce the unsharded step to rounding
+    /// (`Objective::rows_exact`); otherwise each shard draws noise of its own.
+    pub exact: bool,
     /// Float parameters of the model.
     pub parameters: usize,
     /// Payload of one gradient all-reduce (`8 · parameters`, host `f64`).
@@ -163,14 +166,7 @@ impl std::fmt::Debug for DataParallel {
 impl DataParallel {
     /// One device, one process: the plain training step.
     pub fn single(device: &Device) -> Self {
-        Self {
-            devices: vec![device.clone()],
-            shares: vec![1.0],
-            collective: Arc::new(SingleProcess),
-            stats: Default::default(),
-            auto_shares: false,
-            balance: Default::default(),
-        }
+        Self::new(vec![device.clone()], vec![1.0], Arc::new(SingleProcess))
     }
 
     /// Data-parallel over `devices` (the first the main one) with batch `shares`, on the
@@ -266,7 +262,7 @@ impl DataParallel {
     pub fn windows(&self, total: usize) -> Vec<(usize, RowWindow)> {
         let ranks = self.collective.size();
         let rank = self.collective.rank();
-        let per_rank = split_rows(total, &vec![1.0; ranks]);
+        let per_rank = even_parts(total, ranks);
         let (start, len) = per_rank[rank];
         let local = split_rows(len, &self.current_shares());
         local
@@ -317,6 +313,11 @@ pub fn split_rows(total: usize, shares: &[f64]) -> Vec<(usize, usize)> {
             part
         })
         .collect()
+}
+
+/// `total` rows in `parts` contiguous parts of (nearly) equal size ([`split_rows`]).
+pub fn even_parts(total: usize, parts: usize) -> Vec<(usize, usize)> {
+    split_rows(total, &vec![1.0; parts])
 }
 
 /// The float parameters of `module` in visiting order: ids and shapes.

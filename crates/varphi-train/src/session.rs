@@ -320,6 +320,7 @@ impl KindVisitor for TrainKind<'_> {
         let stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
         if lead && stats.steps > 0 {
             let stats = crate::parallel::ParallelStats {
+                exact: trainer::Objective::rows_exact(&objective),
                 parameters: burn::module::Module::num_params(&model),
                 allreduce_bytes: if world.size() > 1 {
                     8 * burn::module::Module::num_params(&model)
