@@ -41,10 +41,7 @@ fn main() {
     let elbo = ElboConfig::new().with_warmup_steps(100).init();
     let mut optim = AdamConfig::new().init();
 
-    let batcher = Batcher {
-        batch_size: 64,
-        seed: 0,
-    };
+    let batcher = Batcher::new(64, 0);
     let mut step = 0;
     for epoch in 0..20 {
         for idx in batcher.epoch(train.len(), epoch) {

@@ -269,6 +269,19 @@ pub struct Splits {
     pub notes: Vec<String>,
 }
 
+/// The shards of the training split one process holds (see [`DataSource::splits_part`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardPart {
+    /// Shards the training split is cut into.
+    pub shards: usize,
+    /// The first shard held.
+    pub first: usize,
+    /// Shards held (contiguous).
+    pub count: usize,
+    /// Whether this process evaluates the test and validation splits (rank 0).
+    pub lead: bool,
+}
+
 /// Seed offset of the validation split, so that it never changes the test split.
 const VALIDATION_SEED: u64 = 0x7a11_da7e;
 
@@ -634,6 +647,102 @@ impl DataSource {
             test,
             notes,
         })
+    }
+
+    /// The splits of [`DataSource::splits`] as one process of a run with per-rank data holds
+    /// them: of the training split only the rows of shards `part.first .. part.first +
+    /// part.count` ([`crate::Batcher::shard_rows`] over its `n_train` rows, returned with
+    /// them), and the whole test and validation splits on the lead process only (one row each
+    /// elsewhere, kept for the layout). A physics source generates only those samples (each
+    /// sample has its own stream, so they equal the whole split's rows); other sources are read
+    /// whole and cut.
+    pub fn splits_part(
+        &self,
+        seed: u64,
+        base: &Path,
+        test_fraction: f64,
+        validation_fraction: f64,
+        part: &ShardPart,
+    ) -> Result<(Splits, usize), DataError> {
+        let held = |n_train: usize| -> Result<std::ops::Range<usize>, DataError> {
+            let parts = crate::dataset::even_parts(n_train, part.shards);
+            if part.count == 0 || part.first + part.count > part.shards || n_train < part.shards {
+                return Err(DataError::Invalid {
+                    key: "training.data_shards",
+                    message: format!(
+                        "cannot give shards {}..{} of {} over {n_train} training samples: use at most one shard per training sample",
+                        part.first,
+                        part.first + part.count,
+                        part.shards
+                    ),
+                });
+            }
+            let (start, _) = parts[part.first];
+            let (last, len) = parts[part.first + part.count - 1];
+            Ok(start..last + len)
+        };
+        let keep = |d: Dataset| if part.lead { d } else { d.select(&[0]) };
+        if let Some((n, physics)) = self.physics() {
+            self.validate()?;
+            let (train, test) = crate::dataset::split_indices(n, test_fraction, seed);
+            let (train, validation) = if validation_fraction > 0.0 {
+                let (t, v) = crate::dataset::split_indices(
+                    train.len(),
+                    validation_fraction,
+                    seed ^ VALIDATION_SEED,
+                );
+                let pick = |pos: Vec<usize>| pos.into_iter().map(|p| train[p]).collect();
+                (pick(t), Some(pick(v)))
+            } else {
+                (train, None)
+            };
+            let n_train: usize = train.len();
+            let rows = held(n_train)?;
+            let cut = |idx: &[usize]| -> Vec<usize> {
+                if part.lead {
+                    idx.to_vec()
+                } else {
+                    idx[..1].to_vec()
+                }
+            };
+            let test = cut(&test);
+            let validation = validation.as_deref().map(cut);
+            let mut wanted: Vec<usize> = train[rows.clone()].to_vec();
+            wanted.extend(&test);
+            wanted.extend(validation.iter().flatten());
+            let spec = GeneratorSpec {
+                physics,
+                n,
+                seed,
+                observations: None,
+            };
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            let all = generate_subset(&spec, &wanted, cores, &|_| {})?.into_dataset()?;
+            let range =
+                |from: usize, len: usize| all.select(&(from..from + len).collect::<Vec<_>>());
+            let mine = rows.len();
+            return Ok((
+                Splits {
+                    train: range(0, mine),
+                    test: range(mine, test.len()),
+                    validation: validation.map(|v| range(mine + test.len(), v.len())),
+                    notes: Vec::new(),
+                },
+                n_train,
+            ));
+        }
+        let s = self.splits(seed, base, test_fraction, validation_fraction)?;
+        let n_train = s.train.len();
+        let rows: Vec<usize> = held(n_train)?.collect();
+        Ok((
+            Splits {
+                train: s.train.select(&rows),
+                test: keep(s.test),
+                validation: s.validation.map(keep),
+                notes: s.notes,
+            },
+            n_train,
+        ))
     }
 
     /// For an advection-video source: the number of sequences and the set-up.

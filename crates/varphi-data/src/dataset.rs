@@ -173,6 +173,34 @@ impl Normalization {
         }
     }
 
+    /// [`Normalization::fit`] over data spread across processes: `data` is this process's
+    /// part and `all_reduce` sums a vector over all parts in place (an MPI all-reduce; a no-op
+    /// for one process, which gives `fit` to the bit). Two passes, as `fit`: the counts and
+    /// sums give the means, then the sums of squared deviations about them the deviations.
+    pub fn fit_reduced(data: &Dataset, all_reduce: &mut dyn FnMut(&mut [f64])) -> Self {
+        let c = data.cond_dim;
+        let column = |j: usize| data.cond.iter().skip(j).step_by(c.max(1)).copied();
+        let mut first = vec![data.x.len() as f64, data.x.iter().sum::<f64>()];
+        first.push(data.len() as f64);
+        first.extend((0..c).map(|j| column(j).sum::<f64>()));
+        all_reduce(&mut first);
+        let x_mean = first[1] / first[0].max(1.0);
+        let cond_mean: Vec<f64> = (0..c).map(|j| first[3 + j] / first[2].max(1.0)).collect();
+        let mut second = vec![data.x.iter().map(|v| (v - x_mean).powi(2)).sum::<f64>()];
+        second.extend((0..c).map(|j| column(j).map(|v| (v - cond_mean[j]).powi(2)).sum::<f64>()));
+        all_reduce(&mut second);
+        let std = |ss: f64, n: f64| {
+            let s = (ss / n.max(1.0)).sqrt();
+            if s > 1e-12 { s } else { 1.0 }
+        };
+        Self {
+            x_mean,
+            x_std: std(second[0], first[0]),
+            cond_std: (0..c).map(|j| std(second[1 + j], first[2])).collect(),
+            cond_mean,
+        }
+    }
+
     /// Whether two normalisations agree to a relative 1e-12 (JSON round trips of `f64` may
     /// differ in the last bit).
     pub fn approx_eq(&self, other: &Self) -> bool {
@@ -228,32 +256,115 @@ impl Normalization {
     }
 }
 
+/// `total` rows in `parts` contiguous parts of (nearly) equal size: `(offset, len)` per part,
+/// the first `total mod parts` parts one row longer.
+pub fn even_parts(total: usize, parts: usize) -> Vec<(usize, usize)> {
+    let parts = parts.max(1);
+    let (base, extra) = (total / parts, total % parts);
+    let mut offset = 0;
+    (0..parts)
+        .map(|k| {
+            let len = base + usize::from(k < extra);
+            offset += len;
+            (offset - len, len)
+        })
+        .collect()
+}
+
 /// Deterministic mini-batch order: epoch `e` uses a permutation seeded by `(seed, e)`, so an
 /// interrupted run resumed at epoch `e` sees exactly the batches it would have seen.
+///
+/// With `shards > 1` the `n` rows are cut into `shards` contiguous shards ([`even_parts`]) and
+/// every batch takes its rows from all of them: shard `k` is permuted on its own (seeded by
+/// `(seed, e, k)`) and gives its `B_k` next rows to each batch, `B_k` the even parts of the
+/// batch size. A process that holds only some shards (an MPI rank with per-rank data) then
+/// knows its rows of every batch without seeing the others' data. One shard is the plain
+/// order.
 #[derive(Debug, Clone)]
 pub struct Batcher {
     /// Batch size.
     pub batch_size: usize,
     /// Base seed.
     pub seed: u64,
+    /// Shards the rows are drawn from (1: one permutation of all rows).
+    pub shards: usize,
 }
 
 impl Batcher {
-    /// Index batches of epoch `epoch` over `n` samples; the last batch may be smaller.
+    /// A batch order over one shard.
+    pub fn new(batch_size: usize, seed: u64) -> Self {
+        Self {
+            batch_size,
+            seed,
+            shards: 1,
+        }
+    }
+
+    fn permutation(&self, len: usize, epoch: usize, shard: usize) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..len).collect();
+        let mut seed = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64;
+        if self.shards > 1 {
+            seed ^= ((shard as u64) + 1) << 40;
+        }
+        idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        idx
+    }
+
+    /// Index batches of epoch `epoch` over `n` samples; the last batch may be smaller. With
+    /// several shards each batch lists shard 0's rows first, then shard 1's, … (see
+    /// [`Batcher::shard_batches`]).
     pub fn epoch(&self, n: usize, epoch: usize) -> Vec<Vec<usize>> {
-        let mut idx: Vec<usize> = (0..n).collect();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-            self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64,
-        );
-        idx.shuffle(&mut rng);
-        idx.chunks(self.batch_size.max(1))
-            .map(<[usize]>::to_vec)
+        if self.shards <= 1 {
+            return self
+                .permutation(n, epoch, 0)
+                .chunks(self.batch_size.max(1))
+                .map(<[usize]>::to_vec)
+                .collect();
+        }
+        self.shard_batches(n, epoch)
+            .into_iter()
+            .map(|parts| parts.concat())
             .collect()
     }
 
-    /// Number of batches per epoch.
+    /// The rows `(offset, len)` of shard `k` among `n` rows.
+    pub fn shard_rows(&self, n: usize, k: usize) -> (usize, usize) {
+        even_parts(n, self.shards)[k]
+    }
+
+    /// Epoch `epoch` as `[batch][shard] → rows` (indices among all `n` rows): shard `k`'s
+    /// permutation cut into runs of `B_k` rows; a shard that runs out gives no rows to the
+    /// last batches. Every row is in exactly one batch.
+    pub fn shard_batches(&self, n: usize, epoch: usize) -> Vec<Vec<Vec<usize>>> {
+        let shards = self.shards.max(1);
+        let sizes = even_parts(self.batch_size.max(shards), shards);
+        let parts = even_parts(n, shards);
+        let steps = self.batches_per_epoch(n);
+        let mut out = vec![Vec::with_capacity(shards); steps];
+        for (k, &(offset, len)) in parts.iter().enumerate() {
+            let perm = self.permutation(len, epoch, k);
+            let b = sizes[k].1;
+            for (s, batch) in out.iter_mut().enumerate() {
+                let from = (s * b).min(len);
+                let to = ((s + 1) * b).min(len);
+                batch.push(perm[from..to].iter().map(|i| offset + i).collect());
+            }
+        }
+        out
+    }
+
+    /// Number of batches per epoch (with shards: the most any shard needs).
     pub fn batches_per_epoch(&self, n: usize) -> usize {
-        n.div_ceil(self.batch_size.max(1))
+        if self.shards <= 1 {
+            return n.div_ceil(self.batch_size.max(1));
+        }
+        let sizes = even_parts(self.batch_size.max(self.shards), self.shards);
+        even_parts(n, self.shards)
+            .iter()
+            .zip(&sizes)
+            .map(|(&(_, len), &(_, b))| len.div_ceil(b))
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -325,10 +436,7 @@ mod tests {
 
     #[test]
     fn batcher_covers_each_index_once_per_epoch() {
-        let b = Batcher {
-            batch_size: 4,
-            seed: 3,
-        };
+        let b = Batcher::new(4, 3);
         let e0 = b.epoch(10, 0);
         assert_eq!(e0.len(), 3);
         let mut all: Vec<usize> = e0.concat();
@@ -336,5 +444,79 @@ mod tests {
         assert_eq!(all, (0..10).collect::<Vec<_>>());
         assert_eq!(b.epoch(10, 0), e0);
         assert_ne!(b.epoch(10, 1), e0);
+    }
+
+    #[test]
+    fn shards_draw_their_share_of_every_batch_and_cover_each_row_once() {
+        let b = Batcher {
+            shards: 3,
+            ..Batcher::new(7, 5)
+        };
+        // 23 rows in shards of 8, 8, 7; batches take 3, 2, 2 rows of them.
+        assert_eq!(b.shard_rows(23, 2), (16, 7));
+        let parts = b.shard_batches(23, 4);
+        assert_eq!(parts.len(), 4);
+        assert_eq!(b.batches_per_epoch(23), 4);
+        for (s, batch) in parts.iter().enumerate() {
+            let want: [(usize, usize, usize); 3] = [(3, 0, 8), (2, 8, 16), (2, 16, 23)];
+            for (k, rows) in batch.iter().enumerate() {
+                let (size, lo, hi) = want[k];
+                let left = (hi - lo).saturating_sub(s * size);
+                assert_eq!(rows.len(), size.min(left), "batch {s} shard {k}");
+                assert!(rows.iter().all(|r| (lo..hi).contains(r)));
+            }
+        }
+        let mut all: Vec<usize> = b.epoch(23, 4).concat();
+        all.sort();
+        assert_eq!(all, (0..23).collect::<Vec<_>>());
+        assert_ne!(b.epoch(23, 5), b.epoch(23, 4));
+        // One shard is the plain order.
+        let one = Batcher {
+            shards: 1,
+            ..Batcher::new(7, 5)
+        };
+        assert_eq!(one.shard_batches(23, 4).len(), 4);
+        assert_eq!(one.epoch(23, 4)[0].len(), 7);
+        assert_eq!(even_parts(10, 4), vec![(0, 3), (3, 3), (6, 2), (8, 2)]);
+    }
+
+    #[test]
+    fn reduced_normalisation_over_parts_equals_the_whole_fit() {
+        use std::sync::{Barrier, Mutex};
+        let d = toy();
+        let whole = Normalization::fit(&d);
+        let parts = [d.select(&[0, 1, 2, 3]), d.select(&[4, 5, 6, 7, 8, 9])];
+        // Two threads stand for two ranks; the reducer is a sum all-reduce between them.
+        let (barrier, shared) = (Barrier::new(2), Mutex::new(Vec::<f64>::new()));
+        let fits: Vec<Normalization> = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|part| {
+                    let (barrier, shared) = (&barrier, &shared);
+                    scope.spawn(move || {
+                        Normalization::fit_reduced(part, &mut |v: &mut [f64]| {
+                            {
+                                let mut s = shared.lock().unwrap();
+                                if s.is_empty() {
+                                    *s = vec![0.0; v.len()];
+                                }
+                                s.iter_mut().zip(v.iter()).for_each(|(a, b)| *a += b);
+                            }
+                            barrier.wait();
+                            v.copy_from_slice(&shared.lock().unwrap());
+                            if barrier.wait().is_leader() {
+                                shared.lock().unwrap().clear();
+                            }
+                            barrier.wait();
+                        })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(fits[0].approx_eq(&whole), "{:?} vs {whole:?}", fits[0]);
+        assert_eq!(fits[0], fits[1]);
+        // One part alone (no reduction) is the plain fit, to the bit.
+        assert_eq!(Normalization::fit_reduced(&d, &mut |_| {}), whole);
     }
 }

@@ -38,6 +38,6 @@ pub mod physics;
 pub mod read;
 pub mod sequences;
 
-pub use config::{DataSource, FileSource, Splits};
-pub use dataset::{Batcher, Dataset, Normalization, split_indices};
+pub use config::{DataSource, FileSource, ShardPart, Splits};
+pub use dataset::{Batcher, Dataset, Normalization, even_parts, split_indices};
 pub use error::DataError;

@@ -573,6 +573,51 @@ mod tests {
     }
 
     #[test]
+    fn the_shards_a_process_holds_are_the_rows_of_the_whole_training_split() {
+        use crate::config::ShardPart;
+        let source = crate::DataSource::Poisson1d {
+            n: 23,
+            grid: Some(17),
+            settings: None,
+        };
+        let whole = source.splits(4, Path::new("."), 0.2, 0.25).unwrap();
+        let part = |first, count, lead| ShardPart {
+            shards: 3,
+            first,
+            count,
+            lead,
+        };
+        let (a, n_train) = source
+            .splits_part(4, Path::new("."), 0.2, 0.25, &part(0, 1, true))
+            .unwrap();
+        let (b, _) = source
+            .splits_part(4, Path::new("."), 0.2, 0.25, &part(1, 2, false))
+            .unwrap();
+        assert_eq!(n_train, whole.train.len());
+        // 23 samples − 5 test − 5 validation = 13 training rows, in shards of 5, 4, 4.
+        assert_eq!((n_train, a.train.len(), b.train.len()), (13, 5, 8));
+        let joined: Vec<f64> = a.train.x.iter().chain(&b.train.x).copied().collect();
+        assert_eq!(joined, whole.train.x);
+        let cond: Vec<f64> = a.train.cond.iter().chain(&b.train.cond).copied().collect();
+        assert_eq!(cond, whole.train.cond);
+        // The lead holds the whole test and validation splits, the others one row of each.
+        assert_eq!(a.test, whole.test);
+        assert_eq!(a.validation, whole.validation);
+        assert_eq!(b.test, whole.test.select(&[0]));
+        assert_eq!(b.validation.unwrap().len(), 1);
+        // More shards than training rows is an error naming the key.
+        let too_many = ShardPart {
+            shards: 15,
+            ..part(0, 1, true)
+        };
+        let err = source
+            .splits_part(4, Path::new("."), 0.2, 0.25, &too_many)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("training.data_shards"), "{err}");
+    }
+
+    #[test]
     fn every_problem_generates_consistent_arrays() {
         for (kind, grid) in [
             (ProblemKind::Darcy, 12),

@@ -279,7 +279,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 alone: false,
                 shard: shard.map(|s| (s.index, s.count)),
             };
-            let summary = crate::ensemble::train(config.as_deref(), &opts)?;
+            let summary = crate::cluster::end_job_on_error(
+                crate::ensemble::train(config.as_deref(), &opts).map_err(Into::into),
+            )?;
             if lead {
                 summary.print();
             }
@@ -373,13 +375,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 shard: shard.map(|s| (s.index, s.count)),
                 merge: merge.as_deref(),
             };
-            if let Some(summary) = crate::infer::infer(&config, &out, quiet, split)? {
+            let summary = crate::infer::infer(&config, &out, quiet, split);
+            if let Some(summary) = crate::cluster::end_job_on_error(summary.map_err(Into::into))? {
                 summary.print(&out);
             }
         }
         Command::Data(request) => {
             let _mpi = crate::cluster::Guard::init(false)?;
-            crate::datagen::generate(&request)?
+            crate::cluster::end_job_on_error(
+                crate::datagen::generate(&request).map_err(Into::into),
+            )?
         }
         Command::Bench {
             backend,

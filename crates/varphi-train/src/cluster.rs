@@ -31,6 +31,33 @@ pub fn world() -> Arc<dyn Collective> {
         .unwrap_or_else(|| Arc::new(SingleProcess))
 }
 
+/// A command's result on one of several ranks: an error is printed with the rank and ends the
+/// whole job (`MPI_Abort`), since the other ranks would wait for this one in their next
+/// collective. One process: the result unchanged.
+pub fn end_job_on_error<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
+    if let Err(e) = &result {
+        abort_ranks(&format!("{e:#}"));
+    }
+    result
+}
+
+/// Print `message` as this rank's error and end the job, when there are several ranks (also
+/// used by the panic hook); returns otherwise.
+pub fn abort_ranks(message: &str) {
+    let world = match WORLD.try_lock() {
+        Ok(w) => w.clone(),
+        Err(_) => None,
+    };
+    if let Some(world) = world.filter(|w| w.size() > 1) {
+        eprintln!(
+            "error ({}): {}; ending the other ranks",
+            world.describe(),
+            message.replace('\n', "; ")
+        );
+        world.abort(2);
+    }
+}
+
 /// Holds MPI initialised for one command; dropping it finalises MPI.
 pub struct Guard {
     #[cfg(feature = "mpi")]
@@ -178,6 +205,9 @@ mod mpi_world {
         }
         fn describe(&self) -> String {
             format!("MPI rank {} of {}", self.rank, self.size)
+        }
+        fn abort(&self, code: i32) {
+            self.world.abort(code)
         }
     }
 

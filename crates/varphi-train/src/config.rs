@@ -155,6 +155,63 @@ pub struct TrainingSection {
     /// `"auto"`: measured speeds; default equal shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_shares: Option<DeviceShares>,
+    /// Per-rank data: the training split is cut into this many shards and every batch takes
+    /// its share of rows from each ([`varphi_data::Batcher`]); under `mpirun` each rank loads
+    /// (a physics source: generates) only its own `data_shards / ranks` shards. `"ranks"`: one
+    /// shard per rank. Default: one shard, every rank holds the whole split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_shards: Option<DataShards>,
+}
+
+/// `[training] data_shards`: a number of shards, or `"ranks"` (one per MPI rank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "toml::Value", into = "toml::Value")]
+pub enum DataShards {
+    /// This many shards (a multiple of the ranks).
+    Count(usize),
+    /// One shard per rank.
+    Ranks,
+}
+
+impl TryFrom<toml::Value> for DataShards {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        match &v {
+            toml::Value::String(s) if s == "ranks" => Ok(Self::Ranks),
+            toml::Value::Integer(i) if *i >= 1 => Ok(Self::Count(*i as usize)),
+            _ => Err(format!(
+                "expected a number of shards ≥ 1 (a multiple of the MPI ranks) or \"ranks\"; got {v}"
+            )),
+        }
+    }
+}
+
+impl From<DataShards> for toml::Value {
+    fn from(s: DataShards) -> Self {
+        match s {
+            DataShards::Ranks => toml::Value::String("ranks".into()),
+            DataShards::Count(n) => toml::Value::Integer(n as i64),
+        }
+    }
+}
+
+impl TrainingSection {
+    /// The number of data shards for a run on `ranks` MPI ranks (1 when not set).
+    pub fn shards(&self, ranks: usize) -> usize {
+        match self.data_shards {
+            None => 1,
+            Some(DataShards::Count(n)) => n,
+            Some(DataShards::Ranks) => ranks.max(1),
+        }
+    }
+
+    /// The batch order of a run on `ranks` MPI ranks with training seed `seed`.
+    pub fn batcher(&self, seed: u64, ranks: usize) -> varphi_data::Batcher {
+        varphi_data::Batcher {
+            shards: self.shards(ranks),
+            ..varphi_data::Batcher::new(self.batch_size, seed)
+        }
+    }
 }
 
 /// `[training] device_shares`: fixed relative shares, or `"auto"`.
@@ -258,6 +315,7 @@ impl Default for TrainingSection {
             ensemble: 1,
             devices: None,
             device_shares: None,
+            data_shards: None,
         }
     }
 }
@@ -362,6 +420,17 @@ impl Common {
                     format!("must all be finite and > 0, got {shares:?}"),
                 ));
             }
+        }
+        if let Some(DataShards::Count(n)) = t.data_shards
+            && n > t.batch_size
+        {
+            return Err(invalid(
+                "training.data_shards",
+                format!(
+                    "is {n}, more than training.batch_size = {}: every batch takes at least one row of each shard",
+                    t.batch_size
+                ),
+            ));
         }
         if t.checkpoint_every == 0 {
             return Err(invalid("training.checkpoint_every", "must be at least 1"));

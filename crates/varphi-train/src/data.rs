@@ -6,7 +6,7 @@ use crate::config::Common;
 use crate::error::TrainError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use varphi_data::{Dataset, Normalization};
+use varphi_data::{Dataset, Normalization, ShardPart, Splits};
 
 /// Shape facts about the loaded data that a model must agree with.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +81,9 @@ pub struct TrainData {
     pub run: RunData,
     /// Conversions applied reading the data files (casts, Fortran order), to report.
     pub notes: Vec<String>,
+    /// The shards of the training split this process holds, when it holds only some (per-rank
+    /// data, [`prepare_part`]); `train` is then those rows and `run.n_train` all of them.
+    pub part: Option<ShardPart>,
 }
 
 fn too_few(n: usize) -> TrainError {
@@ -90,14 +93,19 @@ fn too_few(n: usize) -> TrainError {
     }
 }
 
-fn fit_norm(common: &Common, scaling: XScaling, train: &Dataset) -> Normalization {
+fn fit_norm(
+    common: &Common,
+    scaling: XScaling,
+    train: &Dataset,
+    all_reduce: &mut dyn FnMut(&mut [f64]),
+) -> Normalization {
     match (common.split.normalize, scaling) {
         (false, _) => Normalization::identity(train.cond_dim),
-        (true, XScaling::Standardise) => Normalization::fit(train),
+        (true, XScaling::Standardise) => Normalization::fit_reduced(train, all_reduce),
         (true, XScaling::Identity) => Normalization {
             x_mean: 0.0,
             x_std: 1.0,
-            ..Normalization::fit(train)
+            ..Normalization::fit_reduced(train, all_reduce)
         },
     }
 }
@@ -110,7 +118,41 @@ pub fn prepare(common: &Common, scaling: XScaling, base: &Path) -> Result<TrainD
         common.split.test_fraction,
         common.split.validation_fraction,
     )?;
-    let n_all = splits.train.len() + splits.validation.as_ref().map_or(0, |v| v.len());
+    let n_train = splits.train.len();
+    assemble(common, scaling, splits, n_train, None, &mut |_| {})
+}
+
+/// [`prepare`] for one process of a run with per-rank data: only the training rows of the
+/// shards in `part` (a physics source generates only those), the test and validation splits
+/// on the lead process only (one row elsewhere), and the normaliser of the *whole* training
+/// split from sums over all processes (`all_reduce` sums a vector over them in place; every
+/// process must call this).
+pub fn prepare_part(
+    common: &Common,
+    scaling: XScaling,
+    base: &Path,
+    part: ShardPart,
+    all_reduce: &mut dyn FnMut(&mut [f64]),
+) -> Result<TrainData, TrainError> {
+    let (splits, n_train) = common.data.splits_part(
+        common.data_seed(),
+        base,
+        common.split.test_fraction,
+        common.split.validation_fraction,
+        &part,
+    )?;
+    assemble(common, scaling, splits, n_train, Some(part), all_reduce)
+}
+
+fn assemble(
+    common: &Common,
+    scaling: XScaling,
+    splits: Splits,
+    n_train: usize,
+    part: Option<ShardPart>,
+    all_reduce: &mut dyn FnMut(&mut [f64]),
+) -> Result<TrainData, TrainError> {
+    let n_all = n_train + splits.validation.as_ref().map_or(0, |v| v.len());
     if n_all + splits.test.len() < 2 || splits.train.is_empty() {
         return Err(too_few(n_all + splits.test.len()));
     }
@@ -122,16 +164,17 @@ pub fn prepare(common: &Common, scaling: XScaling, base: &Path) -> Result<TrainD
             message: "leaves no validation samples; raise it or give [data] validation".into(),
         });
     }
-    let norm = fit_norm(common, scaling, &splits.train);
+    let norm = fit_norm(common, scaling, &splits.train, all_reduce);
     Ok(TrainData {
         train: norm.apply(&splits.train),
         validation: splits.validation.as_ref().map(|v| norm.apply(v)),
         run: RunData {
             test: norm.apply(&splits.test),
-            n_train: splits.train.len(),
+            n_train,
             norm,
         },
         notes: splits.notes,
+        part,
     })
 }
 

@@ -31,10 +31,14 @@ fn main() -> ExitCode {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!(
-            "error: internal failure: {}{at} (please report this)",
+        let message = format!(
+            "internal failure: {}{at} (please report this)",
             msg.replace('\n', "; ")
         );
+        // Under mpirun the other ranks would wait for this one forever: end them (prints the
+        // message with the rank; returns only for one process).
+        varphi_train::cluster::abort_ranks(&message);
+        eprintln!("error: {message}");
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

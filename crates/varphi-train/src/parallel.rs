@@ -36,6 +36,9 @@ pub trait Collective: Send + Sync {
     fn gather(&self, bytes: &[u8]) -> Vec<Vec<u8>>;
     /// A description for logs, e.g. `MPI rank 1 of 4`.
     fn describe(&self) -> String;
+    /// End every rank of the job with exit status `code` (`MPI_Abort`), so that a rank that
+    /// failed does not leave the others waiting in a collective. Does nothing for one process.
+    fn abort(&self, _code: i32) {}
 }
 
 /// This process alone: the collectives are no-ops.
@@ -260,12 +263,16 @@ impl DataParallel {
     /// its devices by [`DataParallel::shares`]. Empty windows (more shards than rows) are
     /// dropped.
     pub fn windows(&self, total: usize) -> Vec<(usize, RowWindow)> {
-        let ranks = self.collective.size();
+        let (start, len) = even_parts(total, self.collective.size())[self.collective.rank()];
+        self.windows_in(start, len, total)
+    }
+
+    /// This rank's rows `start .. start + len` of a batch of `total` rows split over its
+    /// devices by [`DataParallel::shares`] (per-rank data: the rank's rows are those of its
+    /// shards). Empty windows are dropped.
+    pub fn windows_in(&self, start: usize, len: usize, total: usize) -> Vec<(usize, RowWindow)> {
         let rank = self.collective.rank();
-        let per_rank = even_parts(total, ranks);
-        let (start, len) = per_rank[rank];
-        let local = split_rows(len, &self.current_shares());
-        local
+        split_rows(len, &self.current_shares())
             .into_iter()
             .enumerate()
             .filter(|(_, (_, n))| *n > 0)
@@ -315,10 +322,7 @@ pub fn split_rows(total: usize, shares: &[f64]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `total` rows in `parts` contiguous parts of (nearly) equal size ([`split_rows`]).
-pub fn even_parts(total: usize, parts: usize) -> Vec<(usize, usize)> {
-    split_rows(total, &vec![1.0; parts])
-}
+pub use varphi_data::even_parts;
 
 /// The float parameters of `module` in visiting order: ids and shapes.
 fn parameter_layout<M: Module>(module: &M) -> Vec<(ParamId, Vec<usize>)> {

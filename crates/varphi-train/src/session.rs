@@ -19,7 +19,6 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, ModuleOptimizer};
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
-use varphi_data::Batcher;
 
 /// Options of `varphi train`.
 #[derive(Debug, Clone, Default)]
@@ -208,6 +207,16 @@ pub fn train_resolved(
     resuming: bool,
     opts: &TrainOptions,
 ) -> Result<TrainSummary, TrainError> {
+    let mut config = config;
+    if config.common.training.data_shards == Some(crate::config::DataShards::Ranks) {
+        // Saved as the count it stands for, so that every later use sees the same batches.
+        let ranks = if opts.alone {
+            1
+        } else {
+            crate::cluster::world().size()
+        };
+        config.common.training.data_shards = Some(crate::config::DataShards::Count(ranks));
+    }
     let to_save = config.clone();
     config.kind.visit(TrainKind {
         common: config.common,
@@ -270,7 +279,30 @@ impl KindVisitor for TrainKind<'_> {
                 });
             }
         };
-        let data = data::prepare(&common, kind.x_scaling(), Path::new("."))?;
+        let shards = common.training.shards(world.size());
+        let data = if world.size() > 1 && shards > 1 {
+            if shards % world.size() != 0 {
+                return Err(TrainError::Invalid {
+                    key: "training.data_shards".into(),
+                    message: format!(
+                        "is {shards}, not a multiple of the {} MPI ranks: each rank holds data_shards / ranks shards; use a multiple, or \"ranks\"",
+                        world.size()
+                    ),
+                });
+            }
+            let per = shards / world.size();
+            let part = varphi_data::ShardPart {
+                shards,
+                first: world.rank() * per,
+                count: per,
+                lead,
+            };
+            data::prepare_part(&common, kind.x_scaling(), Path::new("."), part, &mut |v| {
+                world.all_reduce_sum(v)
+            })?
+        } else {
+            data::prepare(&common, kind.x_scaling(), Path::new("."))?
+        };
         kind.check_data(&common, &data)?;
         let selected = select_device(backend, common.training.precision)?;
         if !quiet {
@@ -477,10 +509,18 @@ impl FitRun<'_> {
             } else {
                 ""
             };
+            let held = self.data.part.map_or(String::new(), |p| {
+                format!(
+                    ", {} of them on this rank (data_shards = {}, {} per rank)",
+                    train.len(),
+                    p.shards,
+                    p.count
+                )
+            });
             println!(
-                "run dir: {}  ({} train{val} / {} test{given} samples of shape {:?}, {} parameters)",
+                "run dir: {}  ({} train{held}{val} / {} test{given} samples of shape {:?}, {} parameters)",
                 run_dir.display(),
-                train.len(),
+                self.data.run.n_train,
                 test.len(),
                 train.sample_shape,
                 burn::module::Module::num_params(&model)
@@ -523,16 +563,16 @@ impl FitRun<'_> {
             train,
             test: Some(test),
             validation,
-            batcher: Batcher {
-                batch_size: common.training.batch_size,
-                seed: common.seed,
-            },
+            batcher: common
+                .training
+                .batcher(common.seed, self.parallel.collective.size()),
             lr: common.optimizer.lr,
             lr_final: common.optimizer.lr_final,
             start_epoch,
             epochs: common.training.epochs,
             device: self.device.clone(),
             parallel: self.parallel.clone(),
+            part: self.data.part.map(|p| (p, self.data.run.n_train)),
         };
         let (model, _optim, termination) =
             trainer::fit(model, optim, objective, spec, &mut observers)?;

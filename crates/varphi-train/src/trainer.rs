@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use std::time::Instant;
-use varphi_data::{Batcher, Dataset};
+use varphi_data::{Batcher, Dataset, ShardPart};
 
 /// Result of one objective evaluation on a batch.
 #[derive(Debug, Clone)]
@@ -191,6 +191,9 @@ pub struct FitSpec<'a> {
     pub device: Device,
     /// Data-parallel replicas ([`DataParallel::single`] for the plain step on `device`).
     pub parallel: DataParallel,
+    /// Per-rank data: the shards of the training split `train` holds (of `batcher.shards`),
+    /// and the rows of the whole split. `None`: `train` is the whole split.
+    pub part: Option<(ShardPart, usize)>,
 }
 
 impl FitSpec<'_> {
@@ -247,16 +250,65 @@ pub fn evaluate<M: Module, O: Objective<M>>(
     mean_terms(&sum, data.len())
 }
 
-/// One data-parallel step: this rank's shards of `batch` (one per device of `parallel`), each
-/// evaluated with [`Objective::step_rows`] on its device and weighted by its share of the
-/// batch, the gradients summed on the main device and over the ranks. Returns the batch's
-/// terms (the same weighted sum, equal on every rank), β and the gradient (none when a term is
-/// not finite on any rank; every rank then stops at the same step).
+/// One step's rows as this process sees them: `rows` (indices into the process's training
+/// data) are rows `offset .. offset + rows.len()` of a batch of `total` rows.
+struct StepRows {
+    rows: Vec<usize>,
+    offset: usize,
+    total: usize,
+}
+
+/// The batches of epoch `epoch` for this process: with all the data, each batch's rank window
+/// ([`DataParallel::windows`]); with per-rank data (`part`), the rows of the shards it holds.
+fn epoch_rows(
+    batcher: &Batcher,
+    n_local: usize,
+    part: Option<&(ShardPart, usize)>,
+    parallel: &DataParallel,
+    epoch: usize,
+) -> Vec<StepRows> {
+    let Some((part, n)) = part else {
+        let (ranks, rank) = (parallel.collective.size(), parallel.collective.rank());
+        return batcher
+            .epoch(n_local, epoch)
+            .into_iter()
+            .map(|batch| {
+                let (offset, len) = crate::parallel::even_parts(batch.len(), ranks)[rank];
+                StepRows {
+                    rows: batch[offset..offset + len].to_vec(),
+                    offset,
+                    total: batch.len(),
+                }
+            })
+            .collect();
+    };
+    let first_row = batcher.shard_rows(*n, part.first).0;
+    let held = part.first..part.first + part.count;
+    batcher
+        .shard_batches(*n, epoch)
+        .into_iter()
+        .map(|shards| StepRows {
+            offset: shards[..held.start].iter().map(Vec::len).sum(),
+            total: shards.iter().map(Vec::len).sum(),
+            rows: shards[held.clone()]
+                .iter()
+                .flatten()
+                .map(|i| i - first_row)
+                .collect(),
+        })
+        .collect()
+}
+
+/// One data-parallel step: this rank's rows of a batch split over the devices of
+/// `parallel`, each part evaluated with [`Objective::step_rows`] on its device and weighted by
+/// its share of the batch, the gradients summed on the main device and over the ranks. Returns
+/// the batch's terms (the same weighted sum, equal on every rank), β and the gradient (none
+/// when a term is not finite on any rank; every rank then stops at the same step).
 fn sharded_step<M: Module, O: Objective<M> + Sync>(
     model: &M,
     objective: &O,
     train: &Dataset,
-    batch: &[usize],
+    batch: &StepRows,
     step: usize,
     parallel: &DataParallel,
 ) -> (
@@ -276,7 +328,13 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
         } else {
             replica.fork(device)
         };
-        let rows = &batch[window.offset..window.offset + window.len];
+        // A weight-0 stand-in row when this rank has none in the batch (see below).
+        let local = window.offset.saturating_sub(batch.offset);
+        let rows = batch
+            .rows
+            .get(local..local + window.len)
+            .filter(|_| weight > 0.0);
+        let rows = rows.unwrap_or(&[0]);
         let (x, cond) = train.batch(rows, device);
         let out = objective.step_rows(&replica, x, cond, step, 0, window);
         let finite = out.terms.iter().all(|(_, v)| v.is_finite());
@@ -293,7 +351,7 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
         )
     };
     let mut windows: Vec<_> = parallel
-        .windows(batch.len())
+        .windows_in(batch.offset, batch.rows.len(), batch.total)
         .into_iter()
         .map(|(d, w)| (d, w, w.weight()))
         .collect();
@@ -301,10 +359,11 @@ fn sharded_step<M: Module, O: Objective<M> + Sync>(
         // More ranks than rows (a short last batch): this rank evaluates one row with weight
         // 0, so that its terms and gradient have the layout the all-reduces expect and add
         // nothing.
+        // (Offset 0: the window must lie in the batch, which may end before this rank's rows.)
         let rows = RowWindow {
             offset: 0,
             len: 1,
-            total: batch.len(),
+            total: batch.total,
             shard: parallel.collective.rank() * parallel.devices.len(),
         };
         windows.push((0, rows, 0.0));
@@ -414,7 +473,8 @@ pub fn fit<M: Module, O: Objective<M> + Sync>(
     spec: FitSpec<'_>,
     observers: &mut [Box<dyn Observer<M> + '_>],
 ) -> Result<(M, ModuleOptimizer, Termination), TrainError> {
-    let n = spec.train.len();
+    // Rows of the whole training split (per-rank data: of all ranks' shards).
+    let n = spec.part.map_or(spec.train.len(), |(_, n)| n);
     let steps_per_epoch = spec.batcher.batches_per_epoch(n);
     let info = FitInfo {
         start_epoch: spec.start_epoch,
@@ -438,9 +498,16 @@ pub fn fit<M: Module, O: Objective<M> + Sync>(
     'epochs: for epoch in spec.start_epoch..spec.epochs {
         let mut sum = Vec::new();
         let mut beta = None;
-        for batch in spec.batcher.epoch(n, epoch) {
+        let batches = epoch_rows(
+            &spec.batcher,
+            spec.train.len(),
+            spec.part.as_ref(),
+            &spec.parallel,
+            epoch,
+        );
+        for batch in batches {
             let (terms, step_beta, grads) = if spec.parallel.is_single() {
-                let (x, cond) = spec.train.batch(&batch, &spec.device);
+                let (x, cond) = spec.train.batch(&batch.rows, &spec.device);
                 let out = objective.step(&model, x, cond, step, 0);
                 let grads = out
                     .terms
@@ -463,25 +530,28 @@ pub fn fit<M: Module, O: Objective<M> + Sync>(
             beta = step_beta;
             let grads = grads.expect("finite terms come with gradients");
             model = optim.step(spec.lr_at(step, steps_per_epoch), model, grads);
-            accumulate(&mut sum, &terms, batch.len() as f64);
+            accumulate(&mut sum, &terms, batch.total as f64);
             let record = StepRecord { epoch, step, terms };
             for o in observers.iter_mut() {
                 o.on_step(&record)?;
             }
             step += 1;
         }
+        // Only rank 0 reports and decides on early stopping: the others skip the evaluations.
+        let reports = spec.parallel.collective.rank() == 0;
         let eval = |d: Option<&Dataset>| {
-            d.map(|t| {
-                evaluate(
-                    &model,
-                    objective,
-                    t,
-                    spec.batcher.batch_size,
-                    &spec.device,
-                    step.saturating_sub(1),
-                )
-            })
-            .unwrap_or_default()
+            d.filter(|_| reports)
+                .map(|t| {
+                    evaluate(
+                        &model,
+                        objective,
+                        t,
+                        spec.batcher.batch_size,
+                        &spec.device,
+                        step.saturating_sub(1),
+                    )
+                })
+                .unwrap_or_default()
         };
         let record = EpochRecord {
             epoch,

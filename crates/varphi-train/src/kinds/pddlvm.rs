@@ -26,7 +26,6 @@ use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use varphi_data::Batcher;
 use varphi_losses::{ObservationLikelihood, PddlvmDataElbo, PddlvmElbo, ResidualLikelihood};
 use varphi_models::{
     Activation, ConvEncoderConfig, EncoderConfig, FullGaussian, GaussianNetConfig, Mlp, MlpConfig,
@@ -625,11 +624,11 @@ impl Kind for Pddlvm {
                 })
             }
         };
-        let steps_per_epoch = Batcher {
-            batch_size: common.training.batch_size,
-            seed: common.seed,
-        }
-        .batches_per_epoch(data.n_train);
+        // `data_shards = "ranks"` is resolved to a count before training (and saved so).
+        let steps_per_epoch = common
+            .training
+            .batcher(common.seed, 1)
+            .batches_per_epoch(data.n_train);
         let act: Activation = self.model.activation.into();
         let model = PhysicsModel {
             pddlvm: self.networks(data).init(device),

@@ -247,3 +247,80 @@ fn bayes_vi_cases_over_two_ranks_write_the_one_process_files() {
     };
     assert_eq!(summary("one"), summary("two"));
 }
+
+#[test]
+fn ranks_holding_only_their_data_shards_train_the_weights_of_one_process_with_all_of_them() {
+    let dir = temp_dir("mpi-data-shards");
+    // heat1d (a generated file-like source, read whole and cut): 230 training rows in two
+    // shards of 115, batches of 16 + 16 rows.
+    let cfg = write(&dir, "c.toml", &small_config(4, "data_shards = 2\n"));
+    let one = one_process(&dir, &cfg, "one");
+    let out = mpirun(2, &["train", "-q", "--out", "two", "c.toml"], &dir);
+    ok(&out);
+    let two = run_parameters(&dir.join("two")).unwrap();
+    let d = relative_difference(&one, &two);
+    assert!(
+        d < 1e-5,
+        "data shards on 2 ranks: weights differ by {d:.3e}"
+    );
+    // The normaliser, fitted from sums over the ranks' shards, is the whole split's.
+    let norm = |run: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(dir.join(run).join("normalization.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    for key in ["x_mean", "x_std"] {
+        let (a, b) = (
+            norm("one")[key].as_f64().unwrap(),
+            norm("two")[key].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() <= 1e-12 * a.abs(), "{key}: {a} vs {b}");
+    }
+    // The shards change the batches (not only where the rows live): the plain order differs.
+    let plain = write(&dir, "plain.toml", &small_config(4, ""));
+    let whole = one_process(&dir, &plain, "plain");
+    assert!(relative_difference(&one, &whole) > 1e-4);
+
+    // A physics source generates only each rank's samples; four shards on two ranks (two
+    // each) give the batches of four shards in one process.
+    let physics = r#"seed = 2
+[data]
+kind = "poisson1d"
+n = 90
+grid = 17
+[model]
+kind = "cvae"
+latent_dim = 2
+hidden = [16]
+[objective]
+noise = "learned"
+[training]
+epochs = 3
+batch_size = 16
+data_shards = 4
+"#;
+    let cfg = write(&dir, "p.toml", physics);
+    let one = one_process(&dir, &cfg, "p-one");
+    ok(&mpirun(
+        2,
+        &["train", "-q", "--out", "p-two", "p.toml"],
+        &dir,
+    ));
+    let two = run_parameters(&dir.join("p-two")).unwrap();
+    let d = relative_difference(&one, &two);
+    assert!(d < 1e-5, "4 shards on 2 ranks: weights differ by {d:.3e}");
+    // A shard count the ranks do not divide is a one-line error.
+    write(
+        &dir,
+        "bad.toml",
+        &physics.replace("data_shards = 4", "data_shards = 3"),
+    );
+    let out = mpirun(2, &["train", "-q", "--out", "bad", "bad.toml"], &dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("training.data_shards") && err.contains("multiple of the 2 MPI ranks"),
+        "{err}"
+    );
+}
