@@ -4,7 +4,7 @@ use crate::builtin::{Heat1dSettings, Heat2dSettings, heat1d, heat2d};
 use crate::dataset::Dataset;
 use crate::error::DataError;
 use crate::physics::{GeneratorSpec, PhysicsSettings, generate, generate_subset};
-use crate::read::{Array, load_array};
+use crate::read::{Array, array_rows, load_array, load_array_rows};
 use crate::sequences::{AdvectionVideoSettings, LorenzFieldsSettings};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -222,6 +222,42 @@ impl FileSource {
                 let ca = load_array(cond_file, key.as_deref())?;
                 notes.extend(ca.notes.iter().cloned());
                 as_cond(ca, n, cond_file)?
+            }
+        };
+        Dataset::new(x, shape, cond, c)
+    }
+
+    /// The number of samples in the file (from the array's header where the format has one).
+    pub fn rows(&self) -> Result<usize, DataError> {
+        let n = array_rows(&self.path, self.x.as_deref())?;
+        if self.cond.is_some() || self.cond_path.is_some() {
+            let cond_file = self.cond_path.as_ref().unwrap_or(&self.path);
+            let m = array_rows(cond_file, self.cond.as_deref())?;
+            if m != n {
+                return Err(DataError::Shape(format!(
+                    "{}: condition array has {m} rows for the {n} samples of {} (one row per sample)",
+                    cond_file.display(),
+                    self.path.display()
+                )));
+            }
+        }
+        Ok(n)
+    }
+
+    /// Samples `rows` (ascending, distinct) of the file, as [`FileSource::load`] would give
+    /// them; `.npy`/`.npz` arrays are streamed so that only those rows are held.
+    pub fn load_rows(&self, rows: &[usize], notes: &mut Vec<String>) -> Result<Dataset, DataError> {
+        self.rows()?;
+        let xa = load_array_rows(&self.path, self.x.as_deref(), rows)?;
+        notes.extend(xa.notes.iter().cloned());
+        let (x, shape) = as_samples(xa, &self.path)?;
+        let cond_file = self.cond_path.as_ref().unwrap_or(&self.path);
+        let (cond, c) = match (&self.cond, &self.cond_path) {
+            (None, None) => (vec![], 0),
+            (key, _) => {
+                let ca = load_array_rows(cond_file, key.as_deref(), rows)?;
+                notes.extend(ca.notes.iter().cloned());
+                as_cond(ca, rows.len(), cond_file)?
             }
         };
         Dataset::new(x, shape, cond, c)
@@ -731,18 +767,150 @@ impl DataSource {
                 n_train,
             ));
         }
-        let s = self.splits(seed, base, test_fraction, validation_fraction)?;
-        let n_train = s.train.len();
-        let rows: Vec<usize> = held(n_train)?.collect();
+        let Some((all, given_validation, given_test)) = self.file_parts(base) else {
+            // Generated whole (heat1d, heat2d, sequences), then cut.
+            let s = self.splits(seed, base, test_fraction, validation_fraction)?;
+            let n_train = s.train.len();
+            let rows: Vec<usize> = held(n_train)?.collect();
+            return Ok((
+                Splits {
+                    train: s.train.select(&rows),
+                    test: keep(s.test),
+                    validation: s.validation.map(keep),
+                    notes: s.notes,
+                },
+                n_train,
+            ));
+        };
+        // A file: the split is computed from the row count alone, then only the rows needed
+        // here are read.
+        self.resolved(base).validate()?;
+        let n = all.rows()?;
+        let (train, test) = match &given_test {
+            Some(_) => ((0..n).collect(), Vec::new()),
+            None => crate::dataset::split_indices(n, test_fraction, seed),
+        };
+        let (train, validation) = match &given_validation {
+            None if validation_fraction > 0.0 => {
+                let (t, v) = crate::dataset::split_indices(
+                    train.len(),
+                    validation_fraction,
+                    seed ^ VALIDATION_SEED,
+                );
+                let pick =
+                    |pos: Vec<usize>| -> Vec<usize> { pos.into_iter().map(|p| train[p]).collect() };
+                (pick(t), pick(v))
+            }
+            _ => (train, Vec::new()),
+        };
+        let n_train = train.len();
+        let mine = &train[held(n_train)?];
+        let cut = |idx: &[usize]| -> Vec<usize> {
+            if part.lead {
+                idx.to_vec()
+            } else {
+                idx.iter().take(1).copied().collect()
+            }
+        };
+        let (test, validation) = (cut(&test), cut(&validation));
+        let mut wanted: Vec<usize> = mine
+            .iter()
+            .chain(&test)
+            .chain(&validation)
+            .copied()
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut notes = Vec::new();
+        let read = all.load_rows(&wanted, &mut notes)?;
+        let at = |idx: &[usize]| -> Dataset {
+            let pos: Vec<usize> = idx
+                .iter()
+                .map(|i| wanted.binary_search(i).expect("every needed row was read"))
+                .collect();
+            read.select(&pos)
+        };
+        let other = |f: Option<FileSource>,
+                     notes: &mut Vec<String>|
+         -> Result<Option<Dataset>, DataError> {
+            f.map(|f| {
+                if part.lead {
+                    f.load(notes)
+                } else {
+                    f.load_rows(&[0], notes)
+                }
+            })
+            .transpose()
+        };
+        let test = match other(given_test, &mut notes)? {
+            Some(t) => t,
+            None => at(&test),
+        };
+        let validation = match other(given_validation, &mut notes)? {
+            Some(v) => Some(v),
+            None if !validation.is_empty() => Some(at(&validation)),
+            None => None,
+        };
+        let train = at(mine);
+        for (name, d) in [("validation", validation.as_ref()), ("test", Some(&test))] {
+            if let Some(d) = d
+                && (d.sample_shape != train.sample_shape || d.cond_dim != train.cond_dim)
+            {
+                return Err(DataError::Shape(format!(
+                    "the {name} samples have shape {:?} with {} condition(s), the training samples {:?} with {}; give the splits the same layout",
+                    d.sample_shape, d.cond_dim, train.sample_shape, train.cond_dim
+                )));
+            }
+        }
         Ok((
             Splits {
-                train: s.train.select(&rows),
-                test: keep(s.test),
-                validation: s.validation.map(keep),
-                notes: s.notes,
+                train,
+                validation,
+                test,
+                notes,
             },
             n_train,
         ))
+    }
+
+    /// For a file source: the file holding the samples to split, and the given validation and
+    /// test files (paths resolved against `base`). `None` for generated sources.
+    fn file_parts(
+        &self,
+        base: &Path,
+    ) -> Option<(FileSource, Option<FileSource>, Option<FileSource>)> {
+        match self.resolved(base) {
+            DataSource::Npy { path, cond_path } => Some((
+                FileSource {
+                    path,
+                    x: None,
+                    cond: None,
+                    cond_path,
+                },
+                None,
+                None,
+            )),
+            DataSource::Npz {
+                path,
+                x_key,
+                cond_key,
+            } => Some((
+                FileSource {
+                    path,
+                    x: Some(x_key),
+                    cond: cond_key,
+                    cond_path: None,
+                },
+                None,
+                None,
+            )),
+            DataSource::Files {
+                train,
+                validation,
+                test,
+            } => Some((train, validation, test)),
+            _ => None,
+        }
     }
 
     /// For an advection-video source: the number of sequences and the set-up.

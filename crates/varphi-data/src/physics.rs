@@ -618,6 +618,48 @@ mod tests {
     }
 
     #[test]
+    fn a_file_source_reads_only_the_rows_of_the_shards_held() {
+        use crate::config::ShardPart;
+        let dir = std::env::temp_dir().join(format!("varphi-file-shards-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let x: Vec<f64> = (0..40 * 3).map(|v| f64::from(v) * 0.25).collect();
+        let c: Vec<f64> = (0..40).map(f64::from).collect();
+        crate::npy::save_npz_f64(&dir.join("d.npz"), &[("x", &[40, 3], &x), ("c", &[40], &c)])
+            .unwrap();
+        let source = crate::DataSource::Npz {
+            path: dir.join("d.npz"),
+            x_key: "x".into(),
+            cond_key: Some("c".into()),
+        };
+        let whole = source.splits(5, Path::new("."), 0.25, 0.2).unwrap();
+        let parts: Vec<_> = (0..2)
+            .map(|k| {
+                let part = ShardPart {
+                    shards: 2,
+                    first: k,
+                    count: 1,
+                    lead: k == 0,
+                };
+                source
+                    .splits_part(5, Path::new("."), 0.25, 0.2, &part)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(parts[0].1, whole.train.len());
+        let joined: Vec<f64> = parts
+            .iter()
+            .flat_map(|(s, _)| s.train.cond.clone())
+            .collect();
+        assert_eq!(joined, whole.train.cond);
+        let joined: Vec<f64> = parts.iter().flat_map(|(s, _)| s.train.x.clone()).collect();
+        assert_eq!(joined, whole.train.x);
+        assert_eq!(parts[0].0.test, whole.test);
+        assert_eq!(parts[0].0.validation, whole.validation);
+        assert_eq!(parts[1].0.test, whole.test.select(&[0]));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn every_problem_generates_consistent_arrays() {
         for (kind, grid) in [
             (ProblemKind::Darcy, 12),

@@ -127,20 +127,61 @@ fn fortran_to_c(shape: &[usize], data: Vec<f64>) -> Vec<f64> {
     out
 }
 
-fn to_f64<T, R: Read>(npy: npyz::NpyFile<R>, conv: fn(T) -> f64) -> std::io::Result<Vec<f64>>
+/// The elements of `npy` as `f64`: all of them, or with `pick = (per_row, rows)` only the
+/// rows `rows` (ascending, distinct) of `per_row` elements each, streamed so that the others
+/// are never held.
+fn to_f64<T, R: Read>(
+    npy: npyz::NpyFile<R>,
+    conv: fn(T) -> f64,
+    pick: Option<(usize, &[usize])>,
+) -> std::io::Result<Vec<f64>>
 where
     T: npyz::Deserialize,
 {
-    Ok(npy.into_vec::<T>()?.into_iter().map(conv).collect())
+    let Some((per_row, rows)) = pick else {
+        return Ok(npy.into_vec::<T>()?.into_iter().map(conv).collect());
+    };
+    let per_row = per_row.max(1);
+    let mut out = Vec::with_capacity(rows.len() * per_row);
+    let mut wanted = rows.iter().copied().peekable();
+    let values = npy
+        .data::<T>()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    for (i, v) in values.enumerate() {
+        let Some(&row) = wanted.peek() else { break };
+        let v = v?;
+        if i / per_row == row {
+            out.push(conv(v));
+            if (i + 1) % per_row == 0 {
+                wanted.next();
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn read_npy<R: Read>(
     npy: npyz::NpyFile<R>,
     path: &Path,
     available: Option<u64>,
+    rows: Option<&[usize]>,
 ) -> Result<Array, DataError> {
     let fortran = npy.order() == npyz::Order::Fortran;
-    let shape: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();
+    let full: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();
+    if let Some(rows) = rows {
+        check_rows(path, &full, rows)?;
+    }
+    let per_row: usize = full.iter().skip(1).product();
+    // A Fortran-ordered array is not stored by rows: read whole, then pick.
+    let pick = rows
+        .filter(|_| !(fortran && full.len() > 1))
+        .map(|r| (per_row, r));
+    let shape = match pick {
+        Some((_, r)) => std::iter::once(r.len())
+            .chain(full[1..].iter().copied())
+            .collect(),
+        None => full.clone(),
+    };
     let descr = npy.dtype().descr().trim_matches('\'').to_string();
     let code = descr.trim_start_matches(['<', '>', '|', '=']).to_string();
     let elements: u128 = shape.iter().map(|&s| s as u128).product();
@@ -171,24 +212,24 @@ fn read_npy<R: Read>(
         ))
     };
     let data: Vec<f64> = match code.as_str() {
-        "f8" => npy.into_vec::<f64>().map_err(bad)?,
-        "f4" => to_f64::<f32, _>(npy, f64::from).map_err(bad)?,
+        "f8" => to_f64::<f64, _>(npy, |v| v, pick).map_err(bad)?,
+        "f4" => to_f64::<f32, _>(npy, f64::from, pick).map_err(bad)?,
         "f2" => {
             cast(&mut notes, "float16");
-            to_f64::<half::f16, _>(npy, f64::from).map_err(bad)?
+            to_f64::<half::f16, _>(npy, f64::from, pick).map_err(bad)?
         }
         "i1" | "i2" | "i4" | "i8" | "u1" | "u2" | "u4" | "u8" | "b1" => {
             cast(&mut notes, &descr);
             let v = match code.as_str() {
-                "i1" => to_f64::<i8, _>(npy, f64::from),
-                "i2" => to_f64::<i16, _>(npy, f64::from),
-                "i4" => to_f64::<i32, _>(npy, f64::from),
-                "i8" => to_f64::<i64, _>(npy, |v| v as f64),
-                "u1" => to_f64::<u8, _>(npy, f64::from),
-                "u2" => to_f64::<u16, _>(npy, f64::from),
-                "u4" => to_f64::<u32, _>(npy, f64::from),
-                "u8" => to_f64::<u64, _>(npy, |v| v as f64),
-                _ => to_f64::<bool, _>(npy, |v| f64::from(u8::from(v))),
+                "i1" => to_f64::<i8, _>(npy, f64::from, pick),
+                "i2" => to_f64::<i16, _>(npy, f64::from, pick),
+                "i4" => to_f64::<i32, _>(npy, f64::from, pick),
+                "i8" => to_f64::<i64, _>(npy, |v| v as f64, pick),
+                "u1" => to_f64::<u8, _>(npy, f64::from, pick),
+                "u2" => to_f64::<u16, _>(npy, f64::from, pick),
+                "u4" => to_f64::<u32, _>(npy, f64::from, pick),
+                "u8" => to_f64::<u64, _>(npy, |v| v as f64, pick),
+                _ => to_f64::<bool, _>(npy, |v| f64::from(u8::from(v)), pick),
             };
             let v = v.map_err(bad)?;
             if code.ends_with('8') && v.iter().any(|x| x.abs() > 2f64.powi(53)) {
@@ -223,8 +264,146 @@ fn read_npy<R: Read>(
         data
     };
     let arr = Array { shape, data, notes };
-    check_finite(&arr, path)?;
-    Ok(arr)
+    match (rows, pick) {
+        (Some(rows), None) => Ok(select_rows(arr, rows)),
+        (Some(rows), Some(_)) => {
+            // Name the file's sample, not the position among the rows read.
+            check_finite(&arr, path).map_err(|e| match e {
+                DataError::NonFinite {
+                    path,
+                    index,
+                    sample,
+                    value,
+                } => DataError::NonFinite {
+                    path,
+                    index: rows[sample] * per_row + index % per_row.max(1),
+                    sample: rows[sample],
+                    value,
+                },
+                e => e,
+            })?;
+            Ok(arr)
+        }
+        (None, _) => {
+            check_finite(&arr, path)?;
+            Ok(arr)
+        }
+    }
+}
+
+/// Rows `rows` (indices into the first axis) must exist and ascend without repeats.
+fn check_rows(path: &Path, shape: &[usize], rows: &[usize]) -> Result<(), DataError> {
+    let n = shape.first().copied().unwrap_or(0);
+    if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
+        return Err(DataError::Shape(format!(
+            "{}: sample {bad} requested of an array of {n} (shape {shape:?})",
+            path.display()
+        )));
+    }
+    if rows.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(DataError::Shape(format!(
+            "{}: rows to read must ascend without repeats",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Rows `rows` of a whole array (already checked for non-finite values).
+fn select_rows(arr: Array, rows: &[usize]) -> Array {
+    let per_row: usize = arr.shape.iter().skip(1).product::<usize>().max(1);
+    let mut data = Vec::with_capacity(rows.len() * per_row);
+    for &r in rows {
+        data.extend_from_slice(&arr.data[r * per_row..(r + 1) * per_row]);
+    }
+    let mut shape = arr.shape;
+    if let Some(first) = shape.first_mut() {
+        *first = rows.len();
+    }
+    Array {
+        shape,
+        data,
+        notes: arr.notes,
+    }
+}
+
+/// The number of samples (first axis) of array `key` of `path`, from its header where the
+/// format has one (`.npy`, `.npz`, `.safetensors`); `.csv` is read whole.
+pub fn array_rows(path: &Path, key: Option<&str>) -> Result<usize, DataError> {
+    let ext = extension(path);
+    let first = |shape: &[u64]| shape.first().map_or(1, |&s| s as usize);
+    match ext.as_str() {
+        "npy" if key.is_none() => {
+            let file = std::fs::File::open(path).map_err(open_err(path))?;
+            let npy =
+                npyz::NpyFile::new(BufReader::new(file)).map_err(|e| corrupt(path, ".npy", e))?;
+            Ok(first(npy.shape()))
+        }
+        "npz" if key.is_some() => {
+            with_npz_entry(path, key.unwrap_or_default(), |npy| Ok(first(npy.shape())))
+        }
+        _ => Ok(load_array(path, key)?.shape.first().copied().unwrap_or(1)),
+    }
+}
+
+/// Rows `rows` (ascending, distinct) of array `key` of `path`, as [`load_array`] reads it.
+/// `.npy` and `.npz` arrays in C order are streamed, so that only those rows are ever held
+/// (a Fortran-ordered array, `.safetensors` and `.csv` are read whole, then cut). Each row
+/// read is checked for non-finite values (named by its sample in the file).
+pub fn load_array_rows(path: &Path, key: Option<&str>, rows: &[usize]) -> Result<Array, DataError> {
+    match (extension(path).as_str(), key) {
+        ("npy", None) => {
+            let file = std::fs::File::open(path).map_err(open_err(path))?;
+            let size = file.metadata().map(|m| m.len()).ok();
+            let npy =
+                npyz::NpyFile::new(BufReader::new(file)).map_err(|e| corrupt(path, ".npy", e))?;
+            read_npy(npy, path, size, Some(rows))
+        }
+        ("npz", Some(k)) => with_npz_entry(path, k, |npy| read_npy(npy, path, None, Some(rows))),
+        _ => {
+            let arr = load_array(path, key)?;
+            check_rows(path, &arr.shape, rows)?;
+            Ok(select_rows(arr, rows))
+        }
+    }
+}
+
+fn extension(path: &Path) -> String {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default()
+}
+
+/// Run `f` on the `.npy` entry `key` of an `.npz` archive, read as a stream; the rest of the
+/// entry is read afterwards so that the zip's CRC-32 is checked.
+fn with_npz_entry<T>(
+    path: &Path,
+    key: &str,
+    f: impl FnOnce(npyz::NpyFile<&mut dyn Read>) -> Result<T, DataError>,
+) -> Result<T, DataError> {
+    let present = npz_names(path)?;
+    let file = std::fs::File::open(path).map_err(open_err(path))?;
+    let mut zip = npyz::zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| corrupt(path, ".npz (zip)", e))?;
+    let mut entry = match zip.by_name(&format!("{key}.npy")) {
+        Ok(e) => e,
+        Err(npyz::zip::result::ZipError::FileNotFound) => {
+            return Err(DataError::MissingArray {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                present: present.join(", "),
+            });
+        }
+        Err(e) => return Err(corrupt(path, ".npz (zip)", e)),
+    };
+    let out = {
+        let reader: &mut dyn Read = &mut entry;
+        let npy = npyz::NpyFile::new(reader).map_err(|e| corrupt(path, ".npz entry (.npy)", e))?;
+        f(npy)?
+    };
+    std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| corrupt(path, ".npz (zip)", e))?;
+    Ok(out)
 }
 
 /// Reject NaN and infinities, naming the first offender.
@@ -246,7 +425,7 @@ pub fn load_npy(path: &Path) -> Result<Array, DataError> {
     let file = std::fs::File::open(path).map_err(open_err(path))?;
     let size = file.metadata().map(|m| m.len()).ok();
     let npy = npyz::NpyFile::new(BufReader::new(file)).map_err(|e| corrupt(path, ".npy", e))?;
-    read_npy(npy, path, size)
+    read_npy(npy, path, size, None)
 }
 
 /// Read array `key` from a `.npz` archive. The entry is read whole first, so the zip's CRC-32
@@ -279,7 +458,7 @@ pub fn load_npz(path: &Path, key: &str) -> Result<Array, DataError> {
     let size = bytes.len() as u64;
     let npy = npyz::NpyFile::new(std::io::Cursor::new(bytes))
         .map_err(|e| corrupt(path, ".npz entry (.npy)", e))?;
-    read_npy(npy, path, Some(size))
+    read_npy(npy, path, Some(size), None)
 }
 
 /// Read tensor `key` (optional when there is one) from a `.safetensors` file.
@@ -597,5 +776,56 @@ mod tests {
             fortran_to_c(&[2, 2, 2], f),
             (0..8).map(f64::from).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn rows_read_alone_are_the_rows_of_the_whole_array() {
+        for (file, key) in [
+            ("c_f64.npy", None),
+            ("c_f32.npy", None),
+            ("be_f64.npy", None),
+            ("f_f32.npy", None),
+            ("i64.npy", None),
+            ("bool.npy", None),
+            ("arrays.npz", Some("x")),
+            ("arrays.npz", Some("f")),
+            ("compressed.npz", Some("i")),
+            ("tensors.safetensors", Some("h")),
+        ] {
+            let path = fixture(file);
+            let whole = load_array(&path, key).unwrap();
+            assert_eq!(array_rows(&path, key).unwrap(), 2, "{file}");
+            let one = load_array_rows(&path, key, &[1]).unwrap();
+            assert_eq!(one.shape, vec![1, 3, 4], "{file} {key:?}");
+            assert_eq!(one.data, whole.data[12..], "{file} {key:?}");
+            assert_eq!(one.notes, whole.notes, "{file} {key:?}");
+            let both = load_array_rows(&path, key, &[0, 1]).unwrap();
+            assert_eq!(both.data, whole.data, "{file} {key:?}");
+        }
+        let path = fixture("c_f64.npy");
+        let err = load_array_rows(&path, None, &[2]).unwrap_err().to_string();
+        assert!(err.contains("sample 2 requested of an array of 2"), "{err}");
+        let err = load_array_rows(&path, None, &[1, 0])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ascend"), "{err}");
+    }
+
+    #[test]
+    fn a_non_finite_value_is_found_in_the_rows_read_and_named_by_its_sample_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("varphi-rows-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nan.npy");
+        let mut v: Vec<f64> = (0..12).map(f64::from).collect();
+        v[2 * 3 + 1] = f64::NAN;
+        crate::npy::save_npy_f32(&path, &[4, 3], &v).unwrap();
+        // Rows 0, 1 and 3 hold no NaN; row 2 does.
+        let ok = load_array_rows(&path, None, &[0, 1, 3]).unwrap();
+        assert_eq!(ok.data, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 10.0, 11.0]);
+        match load_array_rows(&path, None, &[0, 2]).unwrap_err() {
+            DataError::NonFinite { sample, index, .. } => assert_eq!((sample, index), (2, 7)),
+            e => panic!("{e}"),
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
