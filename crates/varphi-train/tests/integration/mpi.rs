@@ -324,3 +324,36 @@ data_shards = 4
         "{err}"
     );
 }
+
+#[test]
+fn a_rank_that_fails_alone_ends_the_job_with_its_error_instead_of_leaving_the_others_waiting() {
+    let dir = temp_dir("mpi-rank-fails");
+    // 40 samples, 30 for training in two shards: a NaN in a row of rank 1's shard is found by
+    // rank 1 alone (rank 0 never reads it) while rank 0 goes on to its first collective.
+    let (train, _) = varphi_data::split_indices(40, 0.25, 3);
+    let bad_row = train[20];
+    let mut x: Vec<f64> = (0..40 * 8).map(|v| (f64::from(v) * 0.1).sin()).collect();
+    x[bad_row * 8 + 3] = f64::NAN;
+    varphi_data::npy::save_npy_f32(&dir.join("d.npy"), &[40, 8], &x).unwrap();
+    write(
+        &dir,
+        "c.toml",
+        "seed = 3\n[data]\nkind = \"npy\"\npath = \"d.npy\"\n[split]\ntest_fraction = 0.25\n[model]\nlatent_dim = 2\nhidden = [8]\n[training]\nepochs = 2\nbatch_size = 8\ndata_shards = \"ranks\"\n",
+    );
+    let out = Command::new("timeout")
+        .args(["120", "mpirun", "--oversubscribe", "-n", "2"])
+        .arg(env!("CARGO_BIN_EXE_varphi"))
+        .args(["train", "-q", "--out", "run", "c.toml"])
+        .current_dir(&dir)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(124), "the job hung: {err}");
+    assert!(!out.status.success());
+    assert!(
+        err.contains("error (MPI rank 1 of 2)") && err.contains(&format!("sample {bad_row}")),
+        "{err}"
+    );
+}
