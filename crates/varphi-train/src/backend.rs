@@ -6,7 +6,7 @@ use crate::error::TrainError;
 use burn::prelude::*;
 use burn::tensor::{DeviceConfig, FloatDType};
 use serde::{Deserialize, Serialize};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// A compute backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -241,12 +241,14 @@ fn pick_adapter(all: &[Adapter], selector: Option<&str>) -> Result<Adapter, Stri
     match selector {
         None => all.first().cloned().ok_or_else(|| NO_ADAPTER.to_string()),
         Some(sel) => {
-            let by_index = sel.parse::<usize>().ok().and_then(|i| all.get(i));
-            let by_name = || {
-                all.iter()
-                    .find(|a| a.name.to_lowercase().contains(&sel.to_lowercase()))
+            // A number is an index only (adapter names hold digits: "LLVM 15.0.6").
+            let found = match sel.parse::<usize>() {
+                Ok(i) => all.get(i),
+                Err(_) => all
+                    .iter()
+                    .find(|a| a.name.to_lowercase().contains(&sel.to_lowercase())),
             };
-            by_index.or_else(by_name).cloned().ok_or_else(|| {
+            found.cloned().ok_or_else(|| {
                 if all.is_empty() {
                     NO_ADAPTER.to_string()
                 } else {
@@ -260,32 +262,45 @@ fn pick_adapter(all: &[Adapter], selector: Option<&str>) -> Result<Adapter, Stri
     }
 }
 
-/// The process-wide wgpu device: burn's wgpu runtime can be initialised only once per
-/// process, so the first successful initialisation is kept and reused.
-fn wgpu_device() -> Result<(Device, String), TrainError> {
-    static WGPU: OnceLock<Result<(Device, String), String>> = OnceLock::new();
-    WGPU.get_or_init(|| {
-        let adapter = pick_adapter(&adapters(), ADAPTER_CHOICE.get().map(String::as_str))?;
-        let device = Device::wgpu_options()
-            .graphics_api(adapter.backend)
-            .device_kind(adapter.kind)
-            .init()
-            .map_err(|e| {
-                format!(
-                    "cannot start wgpu on {} ({}): {}; try another adapter (varphi devices) or --backend flex",
-                    adapter.name,
-                    adapter.api,
-                    e.to_string().replace('\n', " ")
-                )
-            })?;
-        let mut description = format!("wgpu on {} ({}, {})", adapter.name, adapter.device_type, adapter.api);
-        if adapter.software {
-            description += " — a software rasteriser on the CPU, not a GPU: expect CPU speed (no GPU adapter found; --backend flex is faster)";
-        }
-        Ok((device, description))
-    })
-    .clone()
-    .map_err(TrainError::Device)
+/// The wgpu device of adapter `selector` (the process's choice, [`choose_adapter`], when
+/// `None`), started once per adapter: burn keeps one runtime per device kind, so two
+/// adapters (e.g. `wgpu:0,wgpu:1`) are two devices of one process.
+fn wgpu_device(selector: Option<&str>) -> Result<(Device, String), TrainError> {
+    type Started = Result<(Device, String), String>;
+    // One entry per adapter (name and graphics API), so that two selectors naming the same
+    // adapter share its device.
+    static WGPU: Mutex<Vec<(String, Started)>> = Mutex::new(Vec::new());
+    let selector = selector.or(ADAPTER_CHOICE.get().map(String::as_str));
+    let adapter = pick_adapter(&adapters(), selector).map_err(TrainError::Device)?;
+    let key = format!("{} | {}", adapter.name, adapter.api);
+    let mut started = WGPU.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, d)) = started.iter().find(|(k, _)| *k == key) {
+        return d.clone().map_err(TrainError::Device);
+    }
+    let result: Started = Device::wgpu_options()
+        .graphics_api(adapter.backend)
+        .device_kind(adapter.kind)
+        .init()
+        .map_err(|e| {
+            format!(
+                "cannot start wgpu on {} ({}): {}; try another adapter (varphi devices) or --backend flex",
+                adapter.name,
+                adapter.api,
+                e.to_string().replace('\n', " ")
+            )
+        })
+        .map(|device| {
+            let mut description = format!(
+                "wgpu on {} ({}, {})",
+                adapter.name, adapter.device_type, adapter.api
+            );
+            if adapter.software {
+                description += " — a software rasteriser on the CPU, not a GPU: expect CPU speed (no GPU adapter found; --backend flex is faster)";
+            }
+            (device, description)
+        });
+    started.push((key, result.clone()));
+    result.map_err(TrainError::Device)
 }
 
 /// Build the device for `kind` with default float type `precision`.
@@ -294,6 +309,16 @@ fn wgpu_device() -> Result<(Device, String), TrainError> {
 /// it), or no wgpu adapter (message suggests `--backend flex`).
 pub fn select_device(
     kind: BackendKind,
+    precision: Precision,
+) -> Result<SelectedDevice, TrainError> {
+    select_device_on(kind, None, precision)
+}
+
+/// [`select_device`] on wgpu adapter `adapter` (an index or part of a name of
+/// [`adapters`]; `None`: the process's choice).
+pub fn select_device_on(
+    kind: BackendKind,
+    adapter: Option<&str>,
     precision: Precision,
 ) -> Result<SelectedDevice, TrainError> {
     #[allow(deprecated)] // ndarray is deprecated upstream; kept as a comparison backend
@@ -306,7 +331,7 @@ pub fn select_device(
                     "training.precision = \"f64\" is not supported on wgpu; use f32 on the GPU, or --backend flex for f64".into(),
                 ));
             }
-            wgpu_device()?
+            wgpu_device(adapter)?
         }
     };
     if precision == Precision::F64 {
@@ -379,23 +404,13 @@ pub fn data_parallel_devices(
             ),
         });
     }
-    let adapters: Vec<&Option<String>> = parsed
-        .iter()
-        .filter(|(k, _)| *k == BackendKind::Wgpu)
-        .map(|(_, a)| a)
-        .collect();
-    if adapters.windows(2).any(|w| w[0] != w[1]) {
-        return Err(TrainError::Invalid {
-            key: "devices".into(),
-            message: "several wgpu adapters in one process: burn starts one wgpu runtime per process; run one MPI rank per GPU instead (docs/scaling.md)".into(),
-        });
-    }
-    if let Some(Some(a)) = adapters.first() {
+    // The first device's adapter is the process's choice (the main device).
+    if let (BackendKind::Wgpu, Some(a)) = &parsed[0] {
         choose_adapter(a);
     }
     let rest = parsed[1..]
         .iter()
-        .map(|(k, _)| select_device(*k, precision))
+        .map(|(k, a)| select_device_on(*k, a.as_deref(), precision))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((first, rest))
 }

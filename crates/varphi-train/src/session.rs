@@ -331,8 +331,16 @@ impl KindVisitor for TrainKind<'_> {
             &run_dir.to_string_lossy(),
         ));
         let device = selected.device.clone().autodiff();
-        device.seed(common.seed);
-        let (model, objective) = kind.build(&common, &data.run, &device)?;
+        // The device's generator is shared by every user of the device in this process
+        // (burn keeps one per device): hold it from seeding to the last initial weight, so
+        // that a run started next to another (tests, a library user's threads) gets the
+        // weights of its seed.
+        let (model, objective) = {
+            static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _alone = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+            device.seed(common.seed);
+            kind.build(&common, &data.run, &device)?
+        };
         let mut all = vec![device.clone()];
         all.extend(replicas.iter().map(|d| d.device.clone().autodiff()));
         let mut parallel = crate::parallel::DataParallel::new(all, shares, world.clone());

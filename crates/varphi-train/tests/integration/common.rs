@@ -87,6 +87,14 @@ pub fn wgpu_or_skip() -> bool {
     false
 }
 
+/// Held by every test that uses the wgpu device in this process. burn keeps one device (and
+/// one random generator) per adapter per process, so two tests seeding and initialising on
+/// it at once draw each other's numbers (measured: a weight comparison off by 0.79).
+pub fn one_wgpu_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static WGPU_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    WGPU_TESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Whether the wgpu tests must run (CI) rather than skip.
 pub fn wgpu_required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -40,6 +40,7 @@ fn residuals_agree_between_ndarray_and_wgpu() {
     if !wgpu_or_skip() {
         return;
     }
+    let _wgpu = one_wgpu_test_at_a_time();
     let (cpu, gpu) = cpu_and_gpu();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     for (kind, grid) in [
@@ -88,6 +89,7 @@ fn unet_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
     if !wgpu_or_skip() {
         return;
     }
+    let _wgpu = one_wgpu_test_at_a_time();
     use varphi_models::{RealNvpConfig, UNetConfig};
     use varphi_physics::pde::{Pendulum, PendulumSettings};
     let (cpu, gpu) = cpu_and_gpu();
@@ -184,6 +186,7 @@ fn kalman_filter_and_its_gradient_agree_between_ndarray_and_wgpu() {
     if !wgpu_or_skip() {
         return;
     }
+    let _wgpu = one_wgpu_test_at_a_time();
     use varphi_losses::kalman::{StateSpaceModel, Transition};
     use varphi_physics::dynamics::{Lorenz63, PeriodicAdvection, periodic_se_covariance};
     let (cpu, gpu) = cpu_and_gpu();

@@ -113,6 +113,7 @@ fn cpu_trained_model_runs_on_wgpu_and_wgpu_training_learns() {
     if !wgpu_or_skip() {
         return;
     }
+    let _wgpu = one_wgpu_test_at_a_time();
     let dir = temp_dir("wgpu");
     let config = TrainConfig::from_toml(&small_config(1, ""), Path::new("t")).unwrap();
     let cpu = Device::flex();
@@ -274,6 +275,7 @@ fn a_gpu_with_a_cpu_replica_trains_the_weights_of_the_gpu_alone() {
     if !wgpu_or_skip() {
         return;
     }
+    let _wgpu = one_wgpu_test_at_a_time();
     let dir = temp_dir("replicas-wgpu");
     // 3 epochs = 24 steps (lavapipe is slow).
     let cfg = write(&dir, "c.toml", &small_config(3, ""));
