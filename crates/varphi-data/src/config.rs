@@ -321,6 +321,32 @@ pub struct ShardPart {
 /// Seed offset of the validation split, so that it never changes the test split.
 const VALIDATION_SEED: u64 = 0x7a11_da7e;
 
+/// The rows `train` (indices of the whole source) split as [`DataSource::splits`] carves the
+/// validation split out of them: `(train, validation)`.
+fn validation_rows(train: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let (t, v) = crate::dataset::split_indices(train.len(), fraction, seed ^ VALIDATION_SEED);
+    let pick = |pos: Vec<usize>| pos.into_iter().map(|p| train[p]).collect();
+    (pick(t), pick(v))
+}
+
+/// Samples `rows` of the physics dataset of `n` samples from `seed`, generated alone on all
+/// cores (each sample has its own stream).
+fn generate_rows(
+    physics: PhysicsSettings,
+    n: usize,
+    seed: u64,
+    rows: &[usize],
+) -> Result<Dataset, DataError> {
+    let spec = GeneratorSpec {
+        physics,
+        n,
+        seed,
+        observations: None,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    generate_subset(&spec, rows, cores, &|_| {})?.into_dataset()
+}
+
 fn d_n() -> usize {
     2000
 }
@@ -613,14 +639,7 @@ impl DataSource {
         if let Some((n, physics)) = self.physics() {
             self.validate()?;
             let (train, test) = crate::dataset::split_indices(n, test_fraction, seed);
-            let spec = GeneratorSpec {
-                physics,
-                n,
-                seed,
-                observations: None,
-            };
-            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-            let data = generate_subset(&spec, &test, cores, &|_| {})?.into_dataset()?;
+            let data = generate_rows(physics, n, seed, &test)?;
             return Ok((data, train.len()));
         }
         let s = self.splits(seed, base, test_fraction, 0.0)?;
@@ -722,13 +741,8 @@ impl DataSource {
             self.validate()?;
             let (train, test) = crate::dataset::split_indices(n, test_fraction, seed);
             let (train, validation) = if validation_fraction > 0.0 {
-                let (t, v) = crate::dataset::split_indices(
-                    train.len(),
-                    validation_fraction,
-                    seed ^ VALIDATION_SEED,
-                );
-                let pick = |pos: Vec<usize>| pos.into_iter().map(|p| train[p]).collect();
-                (pick(t), Some(pick(v)))
+                let (t, v) = validation_rows(&train, validation_fraction, seed);
+                (t, Some(v))
             } else {
                 (train, None)
             };
@@ -746,14 +760,7 @@ impl DataSource {
             let mut wanted: Vec<usize> = train[rows.clone()].to_vec();
             wanted.extend(&test);
             wanted.extend(validation.iter().flatten());
-            let spec = GeneratorSpec {
-                physics,
-                n,
-                seed,
-                observations: None,
-            };
-            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-            let all = generate_subset(&spec, &wanted, cores, &|_| {})?.into_dataset()?;
+            let all = generate_rows(physics, n, seed, &wanted)?;
             let range =
                 |from: usize, len: usize| all.select(&(from..from + len).collect::<Vec<_>>());
             let mine = rows.len();
@@ -791,16 +798,7 @@ impl DataSource {
             None => crate::dataset::split_indices(n, test_fraction, seed),
         };
         let (train, validation) = match &given_validation {
-            None if validation_fraction > 0.0 => {
-                let (t, v) = crate::dataset::split_indices(
-                    train.len(),
-                    validation_fraction,
-                    seed ^ VALIDATION_SEED,
-                );
-                let pick =
-                    |pos: Vec<usize>| -> Vec<usize> { pos.into_iter().map(|p| train[p]).collect() };
-                (pick(t), pick(v))
-            }
+            None if validation_fraction > 0.0 => validation_rows(&train, validation_fraction, seed),
             _ => (train, Vec::new()),
         };
         let n_train = train.len();

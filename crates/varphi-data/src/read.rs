@@ -375,12 +375,11 @@ fn extension(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Run `f` on the `.npy` entry `key` of an `.npz` archive, read as a stream; the rest of the
-/// entry is read afterwards so that the zip's CRC-32 is checked.
-fn with_npz_entry<T>(
+/// Run `f` on the entry `key.npy` of an `.npz` archive (a reader and its uncompressed size).
+fn in_npz_entry<T>(
     path: &Path,
     key: &str,
-    f: impl FnOnce(npyz::NpyFile<&mut dyn Read>) -> Result<T, DataError>,
+    f: impl FnOnce(&mut npyz::zip::read::ZipFile<'_>, u64) -> Result<T, DataError>,
 ) -> Result<T, DataError> {
     let present = npz_names(path)?;
     let file = std::fs::File::open(path).map_err(open_err(path))?;
@@ -397,13 +396,26 @@ fn with_npz_entry<T>(
         }
         Err(e) => return Err(corrupt(path, ".npz (zip)", e)),
     };
-    let out = {
-        let reader: &mut dyn Read = &mut entry;
-        let npy = npyz::NpyFile::new(reader).map_err(|e| corrupt(path, ".npz entry (.npy)", e))?;
-        f(npy)?
-    };
-    std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| corrupt(path, ".npz (zip)", e))?;
-    Ok(out)
+    let size = entry.size();
+    f(&mut entry, size)
+}
+
+/// Run `f` on the `.npy` entry `key` of an `.npz` archive, read as a stream; the rest of the
+/// entry is read afterwards so that the zip's CRC-32 is checked.
+fn with_npz_entry<T>(
+    path: &Path,
+    key: &str,
+    f: impl FnOnce(npyz::NpyFile<&mut npyz::zip::read::ZipFile<'_>>) -> Result<T, DataError>,
+) -> Result<T, DataError> {
+    in_npz_entry(path, key, |entry, _| {
+        let out = {
+            let npy = npyz::NpyFile::new(&mut *entry)
+                .map_err(|e| corrupt(path, ".npz entry (.npy)", e))?;
+            f(npy)?
+        };
+        std::io::copy(entry, &mut std::io::sink()).map_err(|e| corrupt(path, ".npz (zip)", e))?;
+        Ok(out)
+    })
 }
 
 /// Reject NaN and infinities, naming the first offender.
@@ -431,30 +443,18 @@ pub fn load_npy(path: &Path) -> Result<Array, DataError> {
 /// Read array `key` from a `.npz` archive. The entry is read whole first, so the zip's CRC-32
 /// is checked: a damaged compressed entry is an error, not silently wrong numbers.
 pub fn load_npz(path: &Path, key: &str) -> Result<Array, DataError> {
-    let present = npz_names(path)?;
-    let file = std::fs::File::open(path).map_err(open_err(path))?;
-    let mut zip = npyz::zip::ZipArchive::new(BufReader::new(file))
-        .map_err(|e| corrupt(path, ".npz (zip)", e))?;
-    let mut entry = match zip.by_name(&format!("{key}.npy")) {
-        Ok(e) => e,
-        Err(npyz::zip::result::ZipError::FileNotFound) => {
-            return Err(DataError::MissingArray {
-                path: path.to_path_buf(),
-                key: key.to_string(),
-                present: present.join(", "),
-            });
-        }
-        Err(e) => return Err(corrupt(path, ".npz (zip)", e)),
-    };
-    memory::check(
-        entry.size() as u128,
-        &format!("reading array '{key}' of {}", path.display()),
-        "use a smaller file or a machine with more memory",
-    )?;
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
-    entry
-        .read_to_end(&mut bytes)
-        .map_err(|e| corrupt(path, ".npz (zip)", e))?;
+    let bytes = in_npz_entry(path, key, |entry, size| {
+        memory::check(
+            size as u128,
+            &format!("reading array '{key}' of {}", path.display()),
+            "use a smaller file or a machine with more memory",
+        )?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| corrupt(path, ".npz (zip)", e))?;
+        Ok(bytes)
+    })?;
     let size = bytes.len() as u64;
     let npy = npyz::NpyFile::new(std::io::Cursor::new(bytes))
         .map_err(|e| corrupt(path, ".npz entry (.npy)", e))?;
