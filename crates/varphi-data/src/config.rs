@@ -736,7 +736,14 @@ impl DataSource {
             let (last, len) = parts[part.first + part.count - 1];
             Ok(start..last + len)
         };
+        // The lead holds the whole test and validation splits, the others their first row.
         let keep = |d: Dataset| if part.lead { d } else { d.select(&[0]) };
+        let cut = |idx: &[usize]| -> Vec<usize> {
+            idx.iter()
+                .take(if part.lead { idx.len() } else { 1 })
+                .copied()
+                .collect()
+        };
         if let Some((n, physics)) = self.physics() {
             self.validate()?;
             let (train, test) = crate::dataset::split_indices(n, test_fraction, seed);
@@ -748,13 +755,6 @@ impl DataSource {
             };
             let n_train: usize = train.len();
             let rows = held(n_train)?;
-            let cut = |idx: &[usize]| -> Vec<usize> {
-                if part.lead {
-                    idx.to_vec()
-                } else {
-                    idx[..1].to_vec()
-                }
-            };
             let test = cut(&test);
             let validation = validation.as_deref().map(cut);
             let mut wanted: Vec<usize> = train[rows.clone()].to_vec();
@@ -803,13 +803,6 @@ impl DataSource {
         };
         let n_train = train.len();
         let mine = &train[held(n_train)?];
-        let cut = |idx: &[usize]| -> Vec<usize> {
-            if part.lead {
-                idx.to_vec()
-            } else {
-                idx.iter().take(1).copied().collect()
-            }
-        };
         let (test, validation) = (cut(&test), cut(&validation));
         let mut wanted: Vec<usize> = mine
             .iter()
