@@ -11,6 +11,8 @@
 //! - [`RealNvp`]: RealNVP flow (ActNorm + affine couplings, exact log-det), optionally conditional.
 //! - [`GaussianPosterior`]: non-amortised mean-field or full-covariance `q(z)` for Bayes VI.
 //! - [`UNet`]: a field-to-field U-Net, the forward surrogate of a [`Pddlvm`] over parameter fields.
+//! - [`Fno`]: a Fourier neural operator ([`SpectralConv`] layers on 1-D and 2-D grids), the
+//!   other field-to-field surrogate.
 //! - [`Dvae`]: the Φ-DVAE's per-frame encoder/decoder and `q_λ` over physical parameters
 //!   ([`ParameterPrior`]); its latent states are integrated out by `varphi_losses::kalman`.
 //!
@@ -44,6 +46,7 @@ pub mod dvae;
 pub mod encoder;
 pub mod flow;
 pub mod flow_posterior;
+pub mod fno;
 pub mod mlp;
 pub mod pddlvm;
 pub mod physvae;
@@ -66,6 +69,7 @@ pub use dvae::{
 pub use encoder::{ConvEncoderConfig, Encoder, EncoderConfig, MlpEncoderConfig};
 pub use flow::{ActNorm, AffineCoupling, InvertibleLinear, RealNvp, RealNvpConfig};
 pub use flow_posterior::{AmortisedQ, FlowQ, PosteriorFlow, PosteriorFlowConfig};
+pub use fno::{Fno, FnoConfig, Pointwise, SpectralConv, SpectralConvConfig};
 pub use mlp::{Jet, Mlp, MlpConfig};
 pub use pddlvm::{GaussianNet, GaussianNetConfig, Pddlvm, PddlvmConfig};
 pub use physvae::{PhysVae, PhysVaeConfig, PhysVaeOutput};

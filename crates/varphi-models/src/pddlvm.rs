@@ -13,6 +13,7 @@
 
 use crate::distributions::DiagGaussian;
 use crate::encoder::{Encoder, EncoderConfig};
+use crate::fno::{Fno, FnoConfig};
 use crate::unet::{UNet, UNetConfig};
 use burn::prelude::*;
 
@@ -24,6 +25,9 @@ pub enum GaussianNetConfig {
     /// A [`UNet`] from a field to a field on the same grid, two output channels `[μ, log σ²]`
     /// (`out_channels` must be 2).
     UNet(UNetConfig),
+    /// An [`Fno`] from a field to a field on the same 1-D or 2-D grid, two output channels
+    /// `[μ, log σ²]` (`out_channels` must be 2).
+    Fno(FnoConfig),
 }
 
 impl From<EncoderConfig> for GaussianNetConfig {
@@ -44,6 +48,13 @@ impl GaussianNetConfig {
                 );
                 GaussianNet::UNet(c.init(device))
             }
+            GaussianNetConfig::Fno(c) => {
+                assert_eq!(
+                    c.out_channels, 2,
+                    "GaussianNetConfig::Fno needs out_channels = 2 (mean, log variance)"
+                );
+                GaussianNet::Fno(c.init(device))
+            }
         }
     }
 
@@ -53,6 +64,7 @@ impl GaussianNetConfig {
             GaussianNetConfig::Encoder(EncoderConfig::Mlp(c)) => c.d_input,
             GaussianNetConfig::Encoder(EncoderConfig::Conv(c)) => c.shape.iter().product(),
             GaussianNetConfig::UNet(c) => c.shape.iter().product(),
+            GaussianNetConfig::Fno(c) => c.shape.iter().product(),
         }
     }
 
@@ -61,6 +73,7 @@ impl GaussianNetConfig {
         match self {
             GaussianNetConfig::Encoder(c) => c.d_latent(),
             GaussianNetConfig::UNet(c) => c.shape[1] * c.shape[2],
+            GaussianNetConfig::Fno(c) => c.shape[1..].iter().product(),
         }
     }
 }
@@ -72,6 +85,8 @@ pub enum GaussianNet {
     Encoder(Encoder),
     /// Field-to-field U-Net.
     UNet(UNet),
+    /// Field-to-field Fourier neural operator.
+    Fno(Fno),
 }
 
 impl GaussianNet {
@@ -80,6 +95,7 @@ impl GaussianNet {
         match self {
             GaussianNet::Encoder(e) => e.forward(x, None),
             GaussianNet::UNet(u) => u.gaussian(x),
+            GaussianNet::Fno(f) => f.gaussian(x),
         }
     }
 }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use varphi_data::DataSource;
-use varphi_models::Activation;
+use varphi_models::{Activation, FnoConfig};
 
 /// A config value out of range or inconsistent, naming its dotted key.
 pub fn invalid(key: &str, message: impl Into<String>) -> TrainError {
@@ -513,6 +513,81 @@ impl From<ActivationName> for Activation {
             ActivationName::Gelu => Activation::Gelu,
             ActivationName::Silu => Activation::Silu,
         }
+    }
+}
+
+/// `[model.fno]`: the shape of a Fourier neural operator, used where a kind's network is
+/// `"fno"` (varphi_models::Fno: lifting, Fourier layers with pointwise skips, projection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FnoSection {
+    /// Fourier modes kept per axis: one value, or `[m₁, m₂]` on a 2-D grid. Default: 12, or
+    /// as many as the grid holds if fewer (`(H + 1) / 2` along the first axis, `⌈W / 2⌉`
+    /// along the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modes: Option<Vec<usize>>,
+    /// Channels of the Fourier layers.
+    #[serde(default = "d_fno_width")]
+    pub width: usize,
+    /// Fourier layers.
+    #[serde(default = "d_fno_layers")]
+    pub layers: usize,
+    /// Hidden channels of the pointwise projection.
+    #[serde(default = "d_fno_projection")]
+    pub projection: usize,
+    /// Zero padding after the last node of each axis (for fields that are not periodic).
+    #[serde(default)]
+    pub padding: usize,
+}
+
+fn d_fno_width() -> usize {
+    32
+}
+fn d_fno_layers() -> usize {
+    4
+}
+fn d_fno_projection() -> usize {
+    128
+}
+
+impl Default for FnoSection {
+    fn default() -> Self {
+        Self {
+            modes: None,
+            width: d_fno_width(),
+            layers: d_fno_layers(),
+            projection: d_fno_projection(),
+            padding: 0,
+        }
+    }
+}
+
+impl FnoSection {
+    /// The network from a field of shape `grid` (`[C, H, W]` or `[C, N]`) to `out` channels on
+    /// the same grid, or a `model.fno` error naming what does not fit.
+    pub fn network(
+        &self,
+        grid: Vec<usize>,
+        out: usize,
+        activation: Activation,
+    ) -> Result<FnoConfig, TrainError> {
+        let modes = self.modes.clone().unwrap_or_else(|| {
+            let fit = |n: usize| (n + self.padding).div_ceil(2);
+            let most = match grid.as_slice() {
+                [_, h, w] => fit(*h).min(fit(*w)),
+                _ => fit(*grid.last().unwrap_or(&1)),
+            };
+            vec![12.min(most).max(1)]
+        });
+        let config = FnoConfig::new(grid, out)
+            .with_modes(modes)
+            .with_width(self.width)
+            .with_layers(self.layers)
+            .with_projection(self.projection)
+            .with_padding(self.padding)
+            .with_activation(activation);
+        config.layout().map_err(|e| invalid("model.fno", e))?;
+        Ok(config)
     }
 }
 

@@ -32,6 +32,21 @@ impl DataShape {
         }
     }
 
+    /// Why a network that maps a field to a field on the same grid (`net`: `"unet"`, 2-D
+    /// only; `"fno"`, 1-D or 2-D) cannot take these data, if it cannot.
+    pub fn same_grid_error(&self, net: &str) -> Option<String> {
+        let nodes = match (self.sample_shape.as_slice(), net) {
+            ([n] | [1, n], "fno") => Some(*n),
+            _ => self.field_2d().map(|[h, w]| h * w),
+        };
+        (nodes != Some(self.cond_dim)).then(|| {
+            format!(
+                "\"{net}\" maps a field to a field on the same grid: it needs parameters on the solution grid, but the samples have shape {:?} and {} parameters (use \"mlp\")",
+                self.sample_shape, self.cond_dim
+            )
+        })
+    }
+
     /// The side lengths `[h, w]` of a single-channel 2-D field, if the samples are one.
     pub fn field_2d(&self) -> Option<[usize; 2]> {
         match self.sample_shape.as_slice() {

@@ -16,8 +16,8 @@
 //! `1/Λ_ii` and whose marginals have variances `(Λ⁻¹)_ii`.
 
 use crate::config::{
-    ActivationName, Common, SectionError, check_conv, check_hidden, check_positive, d_activation,
-    d_channels, d_hidden, invalid, kind_sections, to_table,
+    ActivationName, Common, FnoSection, SectionError, check_conv, check_hidden, check_positive,
+    d_activation, d_channels, d_hidden, invalid, kind_sections, to_table,
 };
 use crate::data::{RunData, TrainData};
 use crate::error::TrainError;
@@ -58,6 +58,9 @@ pub enum Network {
     Mlp,
     /// A U-Net from a parameter field to the solution field on the same 2-D grid.
     Unet,
+    /// A Fourier neural operator from a parameter field to the solution field on the same 1-D
+    /// or 2-D grid (`[model.fno]`).
+    Fno,
 }
 
 /// `[model]` of a boltzmann run.
@@ -82,6 +85,9 @@ pub struct BoltzmannModelSection {
     /// Coupling layers of a flow surrogate.
     #[serde(default = "d_flow_layers")]
     pub flow_layers: usize,
+    /// Shape of the Fourier neural operator (`network = "fno"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fno: Option<FnoSection>,
 }
 
 fn d_family() -> Family {
@@ -279,11 +285,14 @@ pub struct TargetCheck {
 
 impl Boltzmann {
     /// The Gaussian network for data of `data`'s shape.
-    fn network(&self, data: &RunData) -> GaussianNetConfig {
+    fn network(&self, data: &RunData) -> Result<GaussianNetConfig, TrainError> {
         let m = &self.model;
         let shape = data.shape();
         let act: Activation = m.activation.into();
-        match m.network {
+        let grid = shape
+            .conv_shape()
+            .unwrap_or_else(|| vec![1, shape.features()]);
+        Ok(match m.network {
             Network::Mlp => EncoderConfig::Mlp(
                 MlpEncoderConfig::new(shape.cond_dim, shape.features())
                     .with_hidden(m.hidden.clone())
@@ -292,16 +301,14 @@ impl Boltzmann {
             .into(),
             // `check_data` admits a U-Net only with parameters on the solution's 2-D grid.
             Network::Unet => GaussianNetConfig::UNet(
-                UNetConfig::new(
-                    shape
-                        .conv_shape()
-                        .unwrap_or_else(|| vec![1, shape.features()]),
-                    2,
-                )
-                .with_channels(m.channels.clone())
-                .with_activation(act),
+                UNetConfig::new(grid, 2)
+                    .with_channels(m.channels.clone())
+                    .with_activation(act),
             ),
-        }
+            Network::Fno => {
+                GaussianNetConfig::Fno(m.fno.clone().unwrap_or_default().network(grid, 2, act)?)
+            }
+        })
     }
 }
 
@@ -350,17 +357,15 @@ impl Kind for Boltzmann {
                 "a boltzmann run needs the parameters of each sample (a physics data source)",
             ));
         }
-        if self.model.network == Network::Unet
-            && shape.field_2d().map(|[h, w]| h * w) != Some(shape.cond_dim)
-        {
-            return Err(invalid(
-                "model.network",
-                format!(
-                    "\"unet\" maps a 2-D field to a field on the same grid: it needs parameters on the solution grid, but the samples have shape {:?} and {} parameters (use \"mlp\")",
-                    shape.sample_shape, shape.cond_dim
-                ),
-            ));
+        let net = match self.model.network {
+            Network::Unet => Some("unet"),
+            Network::Fno => Some("fno"),
+            Network::Mlp => None,
+        };
+        if let Some(message) = net.and_then(|n| shape.same_grid_error(n)) {
+            return Err(invalid("model.network", message));
         }
+        self.network(&data.run)?;
         if self.model.surrogate == Family::Flow && shape.features() < 2 {
             return Err(invalid(
                 "model.surrogate",
@@ -384,7 +389,7 @@ impl Kind for Boltzmann {
         )?
         .with_model_error(o.model_error);
         let model = BoltzmannSurrogate {
-            gaussian: self.network(data).init(device),
+            gaussian: self.network(data)?.init(device),
             flow: (m.surrogate == Family::Flow).then(|| {
                 PosteriorFlowConfig::new()
                     .with_layers(m.flow_layers)
@@ -693,6 +698,10 @@ mod tests {
             one_step_changes_the_weights(&config);
             eval_of_a_trained_run_is_reproducible(&config, "residual_norm");
         }
+        let fno = format!(
+            "seed = 2\n{BASE}network = \"fno\"\n[model.fno]\nmodes = [2]\nwidth = 4\nlayers = 1\nprojection = 8\n[objective]\nbeta = 100.0\nu_scale = 0.05\n[training]\nepochs = 1\nbatch_size = 8\n"
+        );
+        one_step_changes_the_weights(&fno);
     }
 
     /// A Darcy surrogate on 7 × 7 nodes (log-normal coefficient, FD residual linear in `u`,

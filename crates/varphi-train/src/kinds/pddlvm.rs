@@ -8,8 +8,8 @@
 
 use crate::calibration::Role;
 use crate::config::{
-    ActivationName, Common, SectionError, check_conv, check_hidden, d_activation, d_channels,
-    d_hidden, d_kernel, invalid, kind_sections, to_table,
+    ActivationName, Common, FnoSection, SectionError, check_conv, check_hidden, d_activation,
+    d_channels, d_hidden, d_kernel, invalid, kind_sections, to_table,
 };
 use crate::data::{RunData, TrainData};
 use crate::error::TrainError;
@@ -42,6 +42,9 @@ pub enum SurrogateNet {
     /// A U-Net from a parameter field to the solution field on the same 2-D grid (e.g. Darcy's
     /// coefficient).
     Unet,
+    /// A Fourier neural operator from a parameter field to the solution field on the same 1-D
+    /// or 2-D grid (`[model.fno]`).
+    Fno,
 }
 
 /// Architecture of the inverse model `p(z | u)`.
@@ -54,6 +57,8 @@ pub enum InverseNet {
     Conv,
     /// A U-Net from the solution field to a parameter field on the same 2-D grid.
     Unet,
+    /// A Fourier neural operator from the solution field to a parameter field on the same grid.
+    Fno,
 }
 
 /// `[model]` of a pddlvm run.
@@ -78,6 +83,9 @@ pub struct PddlvmModel {
     /// Activation.
     #[serde(default = "d_activation")]
     pub activation: ActivationName,
+    /// Shape of the Fourier neural operator (`surrogate` or `inverse` = `"fno"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fno: Option<FnoSection>,
 }
 
 fn d_surrogate() -> SurrogateNet {
@@ -164,7 +172,7 @@ impl Pddlvm {
 
     /// The networks: `q(u | z)` from `p` parameters to the flattened solution and `p(z | u)`
     /// back, for data of `data`'s shape.
-    pub fn networks(&self, data: &RunData) -> PddlvmConfig {
+    pub fn networks(&self, data: &RunData) -> Result<PddlvmConfig, TrainError> {
         let m = &self.model;
         let shape = data.shape();
         let act: Activation = m.activation.into();
@@ -186,12 +194,22 @@ impl Pddlvm {
                     .with_activation(act),
             )
         };
+        let fno = || -> Result<GaussianNetConfig, TrainError> {
+            let section = m.fno.clone().unwrap_or_default();
+            Ok(GaussianNetConfig::Fno(section.network(
+                grid.clone(),
+                2,
+                act,
+            )?))
+        };
         let forward = match m.surrogate {
             SurrogateNet::Unet => unet(),
+            SurrogateNet::Fno => fno()?,
             SurrogateNet::Mlp => dense(p, nu),
         };
         let inverse = match m.inverse {
             InverseNet::Unet => unet(),
+            InverseNet::Fno => fno()?,
             InverseNet::Conv => EncoderConfig::Conv(
                 ConvEncoderConfig::new(grid.clone(), p)
                     .with_channels(m.channels.clone())
@@ -202,7 +220,7 @@ impl Pddlvm {
             .into(),
             InverseNet::Mlp => dense(nu, p),
         };
-        PddlvmConfig::new(forward, inverse)
+        Ok(PddlvmConfig::new(forward, inverse))
     }
 }
 
@@ -551,20 +569,29 @@ impl Kind for Pddlvm {
             ));
         }
         let m = &self.model;
-        let unet = m.surrogate == SurrogateNet::Unet || m.inverse == InverseNet::Unet;
-        if unet && shape.field_2d().map(|[h, w]| h * w) != Some(shape.cond_dim) {
-            return Err(invalid(
-                if m.surrogate == SurrogateNet::Unet {
-                    "model.surrogate"
-                } else {
-                    "model.inverse"
-                },
-                format!(
-                    "\"unet\" maps a 2-D field to a field on the same grid: it needs parameters on the solution grid, but the samples have shape {:?} and {} parameters (use \"mlp\")",
-                    shape.sample_shape, shape.cond_dim
-                ),
-            ));
+        let nets = [
+            (
+                "model.surrogate",
+                m.surrogate == SurrogateNet::Unet,
+                m.surrogate == SurrogateNet::Fno,
+            ),
+            (
+                "model.inverse",
+                m.inverse == InverseNet::Unet,
+                m.inverse == InverseNet::Fno,
+            ),
+        ];
+        for (key, unet, fno) in nets {
+            let error = match (unet, fno) {
+                (true, _) => shape.same_grid_error("unet"),
+                (_, true) => shape.same_grid_error("fno"),
+                _ => None,
+            };
+            if let Some(message) = error {
+                return Err(invalid(key, message));
+            }
         }
+        self.networks(&data.run)?;
         if m.inverse == InverseNet::Conv && shape.conv_shape().is_none() {
             return Err(invalid(
                 "model.inverse",
@@ -631,7 +658,7 @@ impl Kind for Pddlvm {
             .batches_per_epoch(data.n_train);
         let act: Activation = self.model.activation.into();
         let model = PhysicsModel {
-            pddlvm: self.networks(data).init(device),
+            pddlvm: self.networks(data)?.init(device),
             residual: o.residual.likelihood().init(device),
             posterior: observations.as_ref().map(|ob| {
                 let k = ob.transform.latent_dim();
@@ -946,6 +973,14 @@ mod tests {
         );
         one_step_changes_the_weights(&config);
         eval_of_a_trained_run_is_reproducible(&config, "rel_l2");
+    }
+
+    #[test]
+    fn fno_surrogate_and_inverse_train_on_a_darcy_grid() {
+        // 5 × 5 nodes padded to 7 × 7: the default modes are min(12, ⌈7/2⌉) = 4.
+        let config = "seed = 2\n[data]\nkind = \"darcy\"\nn = 24\ngrid = 5\n[model]\nkind = \"pddlvm\"\nsurrogate = \"fno\"\ninverse = \"fno\"\n[model.fno]\nwidth = 4\nlayers = 2\nprojection = 8\npadding = 2\n[objective.residual]\nsigma = 0.05\n[training]\nepochs = 2\nbatch_size = 8\n";
+        one_step_changes_the_weights(config);
+        eval_of_a_trained_run_is_reproducible(config, "rel_l2");
     }
 
     /// A small physics-only Darcy surrogate (9 × 9 nodes, log-normal coefficient) with the

@@ -224,6 +224,16 @@ fn bad_configs_give_one_line_errors() {
             vec!["model.surrogate", "unet", "same grid"],
         ),
         (
+            "fno-poisson.toml",
+            "[data]\nkind = \"poisson1d\"\nn = 8\ngrid = 9\n[model]\nkind = \"pddlvm\"\ninverse = \"fno\"\n[objective.residual]\nsigma = 0.01\n".into(),
+            vec!["model.inverse", "fno", "same grid"],
+        ),
+        (
+            "fno-modes.toml",
+            pddlvm("[model.fno]\nmodes = [9]\n").replace("kind = \"pddlvm\"\n", "kind = \"pddlvm\"\nsurrogate = \"fno\"\n"),
+            vec!["model.fno", "9 modes", "at most"],
+        ),
+        (
             "vae-residual.toml",
             "[data]\nkind = \"darcy\"\nn = 8\ngrid = 5\n[model]\nkind = \"vae\"\n[objective.residual]\nsigma = 0.01\n".into(),
             vec!["`residual`", "kind = \"vae\"", "cvae"],

@@ -85,7 +85,7 @@ fn residuals_agree_between_ndarray_and_wgpu() {
 }
 
 #[test]
-fn unet_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
+fn unet_fno_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
     if !wgpu_or_skip() {
         return;
     }
@@ -107,6 +107,31 @@ fn unet_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
         "unet",
         values(unet.forward(input(2, 108, &cpu))),
         values(unet.clone().to_device(&gpu).forward(input(2, 108, &gpu))),
+    );
+    // The FNO's truncated-DFT spectral layers (2-D with padding, and 1-D).
+    use varphi_models::FnoConfig;
+    let fno = FnoConfig::new(vec![1, 9, 12], 2)
+        .with_width(6)
+        .with_modes(vec![3, 4])
+        .with_layers(2)
+        .with_projection(8)
+        .with_padding(3)
+        .init(&cpu);
+    assert_close(
+        "fno 2-D",
+        values(fno.forward(input(2, 108, &cpu))),
+        values(fno.clone().to_device(&gpu).forward(input(2, 108, &gpu))),
+    );
+    let fno = FnoConfig::new(vec![2, 15], 1)
+        .with_width(5)
+        .with_modes(vec![5])
+        .with_layers(2)
+        .with_projection(8)
+        .init(&cpu);
+    assert_close(
+        "fno 1-D",
+        values(fno.forward(input(3, 30, &cpu))),
+        values(fno.clone().to_device(&gpu).forward(input(3, 30, &gpu))),
     );
     let flow = RealNvpConfig::new(3)
         .with_d_cond(2)
