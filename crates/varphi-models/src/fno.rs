@@ -458,10 +458,7 @@ impl Fno {
             self.out_channels, 2,
             "Fno::gaussian needs out_channels = 2 (mean, log variance)"
         );
-        let out = self.forward(x);
-        let [b, f] = out.dims();
-        let n = f / 2;
-        DiagGaussian::new(out.clone().slice([0..b, 0..n]), out.slice([0..b, n..f]))
+        DiagGaussian::from_halves(self.forward(x))
     }
 }
 

@@ -171,10 +171,7 @@ impl UNet {
             self.out_channels, 2,
             "UNet::gaussian needs out_channels = 2 (mean, log variance)"
         );
-        let out = self.forward(x);
-        let [b, f] = out.dims();
-        let n = f / 2;
-        DiagGaussian::new(out.clone().slice([0..b, 0..n]), out.slice([0..b, n..f]))
+        DiagGaussian::from_halves(self.forward(x))
     }
 }
 

@@ -32,6 +32,15 @@ impl DiagGaussian {
         Self { mean, log_var }
     }
 
+    /// A Gaussian from a network's output `[batch, 2·dim]`: the first half of each row the
+    /// means, the second the log-variances (a field network's channel 0 and channel 1).
+    pub fn from_halves(out: Tensor<2>) -> Self {
+        let [b, f] = out.dims();
+        assert!(f % 2 == 0, "DiagGaussian::from_halves: {f} features is not 2·dim");
+        let n = f / 2;
+        Self::new(out.clone().slice([0..b, 0..n]), out.slice([0..b, n..f]))
+    }
+
     /// `batch` copies of the standard normal `N(0, I_dim)`.
     pub fn standard(batch: usize, dim: usize, device: &Device) -> Self {
         Self {
