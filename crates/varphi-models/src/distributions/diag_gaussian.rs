@@ -36,7 +36,10 @@ impl DiagGaussian {
     /// means, the second the log-variances (a field network's channel 0 and channel 1).
     pub fn from_halves(out: Tensor<2>) -> Self {
         let [b, f] = out.dims();
-        assert!(f % 2 == 0, "DiagGaussian::from_halves: {f} features is not 2·dim");
+        assert!(
+            f % 2 == 0,
+            "DiagGaussian::from_halves: {f} features is not 2·dim"
+        );
         let n = f / 2;
         Self::new(out.clone().slice([0..b, 0..n]), out.slice([0..b, n..f]))
     }
