@@ -176,22 +176,29 @@ impl SpectralConv {
 
     /// `[B, C_in, H, W]` → `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, ci, h, w] = x.dims();
+        let [_, _, h, w] = x.dims();
         if let Err(e) = Self::check_grid(self.modes, h, w) {
             panic!("SpectralConv: {e}");
         }
-        let [_, m2] = self.modes;
         let t = Transforms::new(self.modes, h, w, &x.device());
+        self.apply(x, &t)
+    }
+
+    /// The layer with the transform tables of `x`'s grid built already (an [`Fno`] builds
+    /// them once per forward pass for all its layers, which share grid and modes).
+    fn apply(&self, x: Tensor<4>, t: &Transforms) -> Tensor<4> {
+        let [b, ci, h, w] = x.dims();
+        let [_, m2] = self.modes;
         let k = t.forward_h.dims()[1] / 2;
         let co = self.weight_re.dims()[2];
         // Along W: [B·Ci·H, W] → [B·Ci·H, 2m₂] = [Re | Im].
-        let a = x.reshape([b * ci * h, w]).matmul(t.forward_w);
+        let a = x.reshape([b * ci * h, w]).matmul(t.forward_w.clone());
         // Along H: [B·Ci·m₂, (Re, Im)·H] → [B·Ci·m₂, (Re, Im)·K].
         let a = a
             .reshape([b * ci, h, 2, m2])
             .permute([0, 3, 2, 1])
             .reshape([b * ci * m2, 2 * h])
-            .matmul(t.forward_h);
+            .matmul(t.forward_h.clone());
         // Mix channels per mode: [modes, B, (Re, Im)·Ci] @ [[R_re, R_im], [−R_im, R_re]].
         let a = a
             .reshape([b, ci, m2, 2, k])
@@ -211,12 +218,12 @@ impl SpectralConv {
             .reshape([m2, k, b, 2, co])
             .permute([2, 4, 0, 3, 1])
             .reshape([b * co * m2, 2 * k])
-            .matmul(t.inverse_h);
+            .matmul(t.inverse_h.clone());
         // Back along W: [B·Co·H, (Re, Im)·m₂] → [B·Co·H, W].
         y.reshape([b * co, m2, 2, h])
             .permute([0, 3, 2, 1])
             .reshape([b * co * h, 2 * m2])
-            .matmul(t.inverse_w)
+            .matmul(t.inverse_w.clone())
             .reshape([b, co, h, w])
     }
 
@@ -428,12 +435,14 @@ impl Fno {
             x = x.pad([(0, ph), (0, pw)], PadMode::Constant(0.0));
         }
         let (hp, wp) = (h + ph, w + pw);
+        // Checked by FnoConfig::layout at init; all layers share the grid and the modes.
+        let tables = Transforms::new(self.spectral[0].modes, hp, wp, &x.device());
         let last = self.spectral.len() - 1;
         for (i, (k, s)) in self.spectral.iter().zip(&self.skip).enumerate() {
             let skip = s
                 .forward(x.clone().reshape([b, width, hp * wp]))
                 .reshape([b, width, hp, wp]);
-            let y = k.forward(x) + skip;
+            let y = k.apply(x, &tables) + skip;
             x = if i < last {
                 self.activation.forward(y)
             } else {

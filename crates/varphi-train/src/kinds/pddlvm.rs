@@ -194,13 +194,11 @@ impl Pddlvm {
                     .with_activation(act),
             )
         };
-        let fno = || -> Result<GaussianNetConfig, TrainError> {
-            let section = m.fno.clone().unwrap_or_default();
-            Ok(GaussianNetConfig::Fno(section.network(
-                grid.clone(),
-                2,
-                act,
-            )?))
+        let section = m.fno.clone().unwrap_or_default();
+        let fno = || {
+            section
+                .network(grid.clone(), 2, act)
+                .map(GaussianNetConfig::Fno)
         };
         let forward = match m.surrogate {
             SurrogateNet::Unet => unet(),
@@ -569,25 +567,27 @@ impl Kind for Pddlvm {
             ));
         }
         let m = &self.model;
-        let nets = [
+        // Networks that map a field to a field on the same grid, by config key.
+        let same_grid = [
             (
                 "model.surrogate",
-                m.surrogate == SurrogateNet::Unet,
-                m.surrogate == SurrogateNet::Fno,
+                match m.surrogate {
+                    SurrogateNet::Unet => Some("unet"),
+                    SurrogateNet::Fno => Some("fno"),
+                    SurrogateNet::Mlp => None,
+                },
             ),
             (
                 "model.inverse",
-                m.inverse == InverseNet::Unet,
-                m.inverse == InverseNet::Fno,
+                match m.inverse {
+                    InverseNet::Unet => Some("unet"),
+                    InverseNet::Fno => Some("fno"),
+                    InverseNet::Mlp | InverseNet::Conv => None,
+                },
             ),
         ];
-        for (key, unet, fno) in nets {
-            let error = match (unet, fno) {
-                (true, _) => shape.same_grid_error("unet"),
-                (_, true) => shape.same_grid_error("fno"),
-                _ => None,
-            };
-            if let Some(message) = error {
+        for (key, net) in same_grid {
+            if let Some(message) = net.and_then(|n| shape.same_grid_error(n)) {
                 return Err(invalid(key, message));
             }
         }
