@@ -94,16 +94,22 @@ impl SpectralConvConfig {
     }
 }
 
-/// The four transform matrices of a grid `H × W` (built on the host in f64).
+/// The transform matrices of a grid `H × W` (built on the host in f64) for fields laid out
+/// channels last, `[H, W, B, C]`, so that every transform is one GEMM over all batch members
+/// and channels and no transposed copy is made (see [`SpectralConv::apply`]).
 struct Transforms {
-    /// `[W, 2m₂]`: real row → `[Re | Im]` of its first `m₂` bins.
-    forward_w: Tensor<2>,
-    /// `[2H, 2K]`: complex column `[Re | Im]` → the `K` kept bins `[Re | Im]`.
-    forward_h: Tensor<2>,
-    /// `[2K, 2H]`: the inverse of `forward_h` on the kept bins (no `1/H`).
-    inverse_h: Tensor<2>,
-    /// `[2m₂, W]`: `[Re | Im]` of the half spectrum → real row, with `c_k / (HW)`.
-    inverse_w: Tensor<2>,
+    /// `[2m₂, W]`, rows `(re/im, k₂)`: `A = F_W x` along `W`.
+    forward_w: Tensor<3>,
+    /// `[K, 2H]`, columns `(y, re/im)`: the real part of the transform along `H`.
+    forward_h_re: Tensor<2>,
+    /// `[K, 2H]`: its imaginary part.
+    forward_h_im: Tensor<2>,
+    /// `[2H, K]`, rows `(y, re/im)`: the inverse along `H` applied to `Re Y`.
+    inverse_h_re: Tensor<2>,
+    /// `[2H, K]`: applied to `Im Y`.
+    inverse_h_im: Tensor<2>,
+    /// `[W, 2m₂]`, columns `(re/im, k₂)`, with the `c_{k₂}/(HW)` weights: `y = I_W Z`.
+    inverse_w: Tensor<3>,
 }
 
 impl Transforms {
@@ -112,44 +118,49 @@ impl Transforms {
         let rows = axis_frequencies(m1, h);
         let k = rows.len();
         let angle = |f: usize, x: usize, n: usize| 2.0 * PI * ((f * x) % n) as f64 / n as f64;
-        let mut fw = vec![0.0; w * 2 * m2];
-        let mut iw = vec![0.0; 2 * m2 * w];
         let norm = 1.0 / (h * w) as f64;
+        let (mut fw, mut iw) = (vec![0.0; 2 * m2 * w], vec![0.0; w * 2 * m2]);
         for x in 0..w {
             for f in 0..m2 {
                 let (s, c) = angle(f, x, w).sin_cos();
-                fw[x * 2 * m2 + f] = c;
-                fw[x * 2 * m2 + m2 + f] = -s;
+                // forward e^{−iθ}: Re = Σ x cos θ, Im = −Σ x sin θ
+                fw[f * w + x] = c;
+                fw[(m2 + f) * w + x] = -s;
+                // inverse c_f/(HW) Re[Z e^{+iθ}] = c_f/(HW) (Re Z cos θ − Im Z sin θ)
                 let weight = if f == 0 { norm } else { 2.0 * norm };
-                iw[f * w + x] = weight * c;
-                iw[(m2 + f) * w + x] = -weight * s;
+                iw[x * 2 * m2 + f] = weight * c;
+                iw[x * 2 * m2 + m2 + f] = -weight * s;
             }
         }
-        let mut fh = vec![0.0; 2 * h * 2 * k];
-        let mut ih = vec![0.0; 2 * k * 2 * h];
+        let mut fh_re = vec![0.0; k * 2 * h];
+        let mut fh_im = vec![0.0; k * 2 * h];
+        let mut ih_re = vec![0.0; 2 * h * k];
+        let mut ih_im = vec![0.0; 2 * h * k];
         for y in 0..h {
             for (j, &f) in rows.iter().enumerate() {
                 let (s, c) = angle(f, y, h).sin_cos();
-                // forward e^{−iθ}: [re | im] ↦ [re c + im s | im c − re s]
-                fh[y * 2 * k + j] = c;
-                fh[y * 2 * k + k + j] = -s;
-                fh[(h + y) * 2 * k + j] = s;
-                fh[(h + y) * 2 * k + k + j] = c;
-                // inverse e^{+iθ}: [re | im] ↦ [re c − im s | re s + im c]
-                ih[j * 2 * h + y] = c;
-                ih[j * 2 * h + h + y] = s;
-                ih[(k + j) * 2 * h + y] = -s;
-                ih[(k + j) * 2 * h + h + y] = c;
+                // forward e^{−iφ}: Re X = C Re A + S Im A, Im X = C Im A − S Re A
+                fh_re[j * 2 * h + 2 * y] = c;
+                fh_re[j * 2 * h + 2 * y + 1] = s;
+                fh_im[j * 2 * h + 2 * y] = -s;
+                fh_im[j * 2 * h + 2 * y + 1] = c;
+                // inverse e^{+iφ}: Re Z = C Re Y − S Im Y, Im Z = S Re Y + C Im Y
+                ih_re[2 * y * k + j] = c;
+                ih_re[(2 * y + 1) * k + j] = s;
+                ih_im[2 * y * k + j] = -s;
+                ih_im[(2 * y + 1) * k + j] = c;
             }
         }
         let t = |v: Vec<f64>, shape: [usize; 2]| {
             Tensor::<2>::from_data(TensorData::new(v, shape), device)
         };
         Self {
-            forward_w: t(fw, [w, 2 * m2]),
-            forward_h: t(fh, [2 * h, 2 * k]),
-            inverse_h: t(ih, [2 * k, 2 * h]),
-            inverse_w: t(iw, [2 * m2, w]),
+            forward_w: t(fw, [2 * m2, w]).unsqueeze(),
+            forward_h_re: t(fh_re, [k, 2 * h]),
+            forward_h_im: t(fh_im, [k, 2 * h]),
+            inverse_h_re: t(ih_re, [2 * h, k]),
+            inverse_h_im: t(ih_im, [2 * h, k]),
+            inverse_w: t(iw, [w, 2 * m2]).unsqueeze(),
         }
     }
 }
@@ -176,55 +187,56 @@ impl SpectralConv {
 
     /// `[B, C_in, H, W]` → `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, h, w] = x.dims();
+        let [b, c, h, w] = x.dims();
         if let Err(e) = Self::check_grid(self.modes, h, w) {
             panic!("SpectralConv: {e}");
         }
         let t = Transforms::new(self.modes, h, w, &x.device());
-        self.apply(x, &t)
+        let y = self.apply(x.permute([2, 3, 0, 1]), &t);
+        let co = y.dims()[3];
+        debug_assert_eq!(y.dims(), [h, w, b, co], "{c} → {co} channels");
+        y.permute([2, 3, 0, 1])
     }
 
-    /// The layer with the transform tables of `x`'s grid built already (an [`Fno`] builds
-    /// them once per forward pass for all its layers, which share grid and modes).
+    /// The convolution of a channels-last field `[H, W, B, C_in]` → `[H, W, B, C_out]` with
+    /// the grid's tables. Every step is one (batched) GEMM over all `B·C` columns at once:
+    ///
+    /// ```text
+    /// A[y]  = F_W x[y]                       [2m₂, W] · [W, B·C]          per row y
+    /// X_re  = F_H,re A,  X_im = F_H,im A     [K, 2H] · [2H, m₂·B·C]      A as [(y, re/im), (k₂, b, c)]
+    /// Y_re  = X_re R_re − X_im R_im          per mode: [B, C_in] · [C_in, C_out]
+    /// Y_im  = X_re R_im + X_im R_re
+    /// Z     = I_H,re Y_re + I_H,im Y_im      [2H, K] · [K, m₂·B·C_out]
+    /// y[y]  = I_W Z[y]                       [W, 2m₂] · [2m₂, B·C_out]    per row y
+    /// ```
     fn apply(&self, x: Tensor<4>, t: &Transforms) -> Tensor<4> {
-        let [b, ci, h, w] = x.dims();
+        let [h, w, b, ci] = x.dims();
         let [_, m2] = self.modes;
-        let k = t.forward_h.dims()[1] / 2;
+        let k = t.forward_h_re.dims()[0];
         let co = self.weight_re.dims()[2];
-        // Along W: [B·Ci·H, W] → [B·Ci·H, 2m₂] = [Re | Im].
-        let a = x.reshape([b * ci * h, w]).matmul(t.forward_w.clone());
-        // Along H: [B·Ci·m₂, (Re, Im)·H] → [B·Ci·m₂, (Re, Im)·K].
-        let a = a
-            .reshape([b * ci, h, 2, m2])
-            .permute([0, 3, 2, 1])
-            .reshape([b * ci * m2, 2 * h])
-            .matmul(t.forward_h.clone());
-        // Mix channels per mode: [modes, B, (Re, Im)·Ci] @ [[R_re, R_im], [−R_im, R_re]].
-        let a = a
-            .reshape([b, ci, m2, 2, k])
-            .permute([2, 4, 0, 3, 1])
-            .reshape([m2 * k, b, 2 * ci]);
-        let (re, im) = (self.weight_re.val(), self.weight_im.val());
-        let block = Tensor::cat(
-            vec![
-                Tensor::cat(vec![re.clone(), im.clone()], 2),
-                Tensor::cat(vec![im.neg(), re], 2),
-            ],
-            1,
-        );
-        let y = a.matmul(block);
-        // Back along H: [B·Co·m₂, (Re, Im)·K] → [B·Co·m₂, (Re, Im)·H].
-        let y = y
-            .reshape([m2, k, b, 2, co])
-            .permute([2, 4, 0, 3, 1])
-            .reshape([b * co * m2, 2 * k])
-            .matmul(t.inverse_h.clone());
-        // Back along W: [B·Co·H, (Re, Im)·m₂] → [B·Co·H, W].
-        y.reshape([b * co, m2, 2, h])
-            .permute([0, 3, 2, 1])
-            .reshape([b * co * h, 2 * m2])
-            .matmul(t.inverse_w.clone())
-            .reshape([b, co, h, w])
+        let a = t
+            .forward_w
+            .clone()
+            .matmul(x.reshape([h, w, b * ci]))
+            .reshape([2 * h, m2 * b * ci]);
+        let spectrum = |table: &Tensor<2>| table.clone().matmul(a.clone()).reshape([k, m2, b, ci]);
+        let (x_re, x_im) = (spectrum(&t.forward_h_re), spectrum(&t.forward_h_im));
+        // Weights are stored mode-major with k₂ outer, [(k₂, k₁), C_in, C_out]; viewed [k₁, k₂, ..].
+        let weight = |p: &Param<Tensor<3>>| p.val().reshape([m2, k, ci, co]).swap_dims(0, 1);
+        let (r_re, r_im) = (weight(&self.weight_re), weight(&self.weight_im));
+        let y_re = x_re.clone().matmul(r_re.clone()) - x_im.clone().matmul(r_im.clone());
+        let y_im = x_re.matmul(r_im) + x_im.matmul(r_re);
+        let z = t
+            .inverse_h_re
+            .clone()
+            .matmul(y_re.reshape([k, m2 * b * co]))
+            + t.inverse_h_im
+                .clone()
+                .matmul(y_im.reshape([k, m2 * b * co]));
+        t.inverse_w
+            .clone()
+            .matmul(z.reshape([h, 2 * m2, b * co]))
+            .reshape([h, w, b, co])
     }
 
     /// `[B, C_in, N]` → `[B, C_out, N]` (1-D: built with one mode count, `m₁ = 1`).
@@ -262,6 +274,11 @@ impl Pointwise {
         let [co, ci] = self.weight.dims();
         let w = self.weight.val().unsqueeze::<3>().expand([b, co, ci]);
         w.matmul(x) + self.bias.val().reshape([1, co, 1])
+    }
+
+    /// Channels last: `[N, C_in]` → `[N, C_out]`, one GEMM for all `N` positions.
+    pub fn forward_rows(&self, x: Tensor<2>) -> Tensor<2> {
+        x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze()
     }
 }
 
@@ -391,8 +408,8 @@ impl FnoConfig {
     }
 }
 
-/// Node coordinates `[1, 2, H, W]`: channel 0 `y = i/(H−1)`, channel 1 `x = j/(W−1)` (0 on an
-/// axis of one node).
+/// Node coordinates channels last, `[H, W, 1, 2]`: channel 0 `y = i/(H−1)`, channel 1
+/// `x = j/(W−1)` (0 on an axis of one node).
 fn coordinate_channels(h: usize, w: usize, device: &Device) -> Tensor<4> {
     let frac = |i: usize, n: usize| {
         if n > 1 {
@@ -401,14 +418,19 @@ fn coordinate_channels(h: usize, w: usize, device: &Device) -> Tensor<4> {
             0.0
         }
     };
-    let mut v = Vec::with_capacity(2 * h * w);
-    v.extend((0..h * w).map(|p| frac(p / w, h)));
-    v.extend((0..h * w).map(|p| frac(p % w, w)));
-    Tensor::from_data(TensorData::new(v, [1, 2, h, w]), device)
+    let v = (0..h * w)
+        .flat_map(|p| [frac(p / w, h), frac(p % w, w)])
+        .collect();
+    Tensor::from_data(TensorData::new(v, [h, w, 1, 2]), device)
 }
 
 impl Fno {
     /// `[batch, C_in·H·W]` → `[batch, C_out·H·W]`.
+    ///
+    /// Inside, the hidden field is kept channels last, `[H, W, B, width]`: the pointwise
+    /// layers are then one GEMM over all nodes, and the spectral layers one GEMM per transform
+    /// (no transposed copies; [`SpectralConv::apply`]). Only the input and the output are
+    /// transposed.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let [b, f] = x.dims();
         let [c, h, w] = self.shape;
@@ -419,20 +441,20 @@ impl Fno {
             c * h * w,
             self.shape
         );
-        let mut x = x.reshape([b, c, h, w]);
+        let mut x = x.reshape([b, c, h, w]).permute([2, 3, 0, 1]);
         if self.coordinates {
-            let grid = coordinate_channels(h, w, &x.device()).expand([b, 2, h, w]);
-            x = Tensor::cat(vec![x, grid], 1);
+            let grid = coordinate_channels(h, w, &x.device()).expand([h, w, b, 2]);
+            x = Tensor::cat(vec![x, grid], 3);
         }
-        let ci = x.dims()[1];
+        let ci = x.dims()[3];
         let width = self.skip[0].weight.dims()[0];
         let mut x = self
             .lift
-            .forward(x.reshape([b, ci, h * w]))
-            .reshape([b, width, h, w]);
+            .forward_rows(x.reshape([h * w * b, ci]))
+            .reshape([h, w, b, width]);
         let (ph, pw) = (if h > 1 { self.padding } else { 0 }, self.padding);
         if self.padding > 0 {
-            x = x.pad([(0, ph), (0, pw)], PadMode::Constant(0.0));
+            x = x.pad([(0, ph), (0, pw), (0, 0), (0, 0)], PadMode::Constant(0.0));
         }
         let (hp, wp) = (h + ph, w + pw);
         // Checked by FnoConfig::layout at init; all layers share the grid and the modes.
@@ -440,8 +462,8 @@ impl Fno {
         let last = self.spectral.len() - 1;
         for (i, (k, s)) in self.spectral.iter().zip(&self.skip).enumerate() {
             let skip = s
-                .forward(x.clone().reshape([b, width, hp * wp]))
-                .reshape([b, width, hp, wp]);
+                .forward_rows(x.clone().reshape([hp * wp * b, width]))
+                .reshape([hp, wp, b, width]);
             let y = k.apply(x, &tables) + skip;
             x = if i < last {
                 self.activation.forward(y)
@@ -450,13 +472,15 @@ impl Fno {
             };
         }
         if self.padding > 0 {
-            x = x.slice([0..b, 0..width, 0..h, 0..w]);
+            x = x.slice([0..h, 0..w, 0..b, 0..width]);
         }
         let x = self
             .activation
-            .forward(self.project.forward(x.reshape([b, width, h * w])));
+            .forward(self.project.forward_rows(x.reshape([h * w * b, width])));
         self.output
-            .forward(x)
+            .forward_rows(x)
+            .reshape([h, w, b, self.out_channels])
+            .permute([2, 3, 0, 1])
             .reshape([b, self.out_channels * h * w])
     }
 

@@ -1,124 +1,31 @@
-//! Training-throughput benchmark: an MLP VAE 784-512-512-16 (ReLU, Gaussian likelihood with
-//! σ = 1, analytic KL, Adam) at batch 128, the model of `benches/pytorch_vae.py`.
+//! `varphi bench`: training throughput of each workload ([`crate::workloads`]) on each backend,
+//! and of its PyTorch twin `benches/pytorch_bench.py` in the same run, printed side by side with
+//! the ratio of steps per second.
 
-use crate::backend::{BackendKind, Precision, select_device};
+use crate::backend::BackendKind;
 use crate::error::TrainError;
-use crate::noise::{NoiseSource, Stream};
-use burn::optim::{AdamConfig, GradientsParams};
-use burn::prelude::*;
-use std::time::Instant;
-use varphi_losses::{ElboConfig, GaussianLikelihoodConfig, LikelihoodConfig, NoiseModel};
-use varphi_models::{
-    Activation, DecoderConfig, EncoderConfig, MlpDecoderConfig, MlpEncoderConfig, VaeConfig,
-};
+pub use crate::workloads::{BenchResult, BenchSpec, Workload, throughput};
 
-/// Benchmark settings.
+/// Where and how to run the PyTorch twin.
 #[derive(Debug, Clone)]
-pub struct BenchSpec {
-    /// Batch size.
-    pub batch: usize,
-    /// Untimed warm-up steps (shader compilation, autotune, allocator warm-up).
-    pub warmup: usize,
-    /// Timed steps.
-    pub steps: usize,
-}
-
-impl Default for BenchSpec {
-    fn default() -> Self {
-        Self {
-            batch: 128,
-            warmup: 10,
-            steps: 50,
-        }
-    }
-}
-
-/// One benchmark result.
-#[derive(Debug, Clone)]
-pub struct BenchResult {
-    /// Backend.
-    pub backend: BackendKind,
-    /// Device description.
+pub struct PytorchTwin {
+    /// Python interpreter with torch installed.
+    pub python: std::path::PathBuf,
+    /// torch device: `cpu` or `cuda`.
     pub device: String,
-    /// Optimiser steps per second.
-    pub steps_per_s: f64,
-    /// Training samples per second.
-    pub samples_per_s: f64,
-    /// Final loss (sanity check that it trained).
-    pub final_loss: f64,
 }
 
-/// Time `spec.steps` full training steps (forward, backward, Adam) on `backend`.
-pub fn vae_throughput(backend: BackendKind, spec: &BenchSpec) -> Result<BenchResult, TrainError> {
-    let selected = select_device(backend, Precision::F32)?;
-    let device = selected.device.clone().autodiff();
-    device.seed(0);
-    let (d, h, l, b) = (784, 512, 16, spec.batch);
-    let vae = VaeConfig::new(
-        EncoderConfig::Mlp(
-            MlpEncoderConfig::new(d, l)
-                .with_hidden(vec![h, h])
-                .with_activation(Activation::Relu),
-        ),
-        DecoderConfig::Mlp(
-            MlpDecoderConfig::new(l, d)
-                .with_hidden(vec![h, h])
-                .with_activation(Activation::Relu),
-        ),
-    )
-    .init(&device);
-    let likelihood = LikelihoodConfig::Gaussian(
-        GaussianLikelihoodConfig::new()
-            .with_sigma(1.0)
-            .with_noise(NoiseModel::Fixed),
-    )
-    .init(&device);
-    let elbo = ElboConfig::new().init();
-    let mut optim = AdamConfig::new().init();
-    let noise = NoiseSource::new(0, Stream::Train);
-    let x: Tensor<2> = Tensor::random(
-        [b, d],
-        burn::tensor::Distribution::Uniform(0.0, 1.0),
-        &device,
-    );
-    let mut model = vae;
-    let mut step = |model: varphi_models::Vae, i: usize| {
-        let eps = noise.normal([1, b, l], i, &device);
-        let out = elbo.forward_model(&model, &likelihood, x.clone(), None, eps, i);
-        let loss = out.loss.clone();
-        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-        (optim.step(1e-3, model, grads), loss)
-    };
-    for i in 0..spec.warmup {
-        model = step(model, i).0;
-    }
-    let _ = device.sync();
-    let start = Instant::now();
-    let mut last = None;
-    for i in 0..spec.steps {
-        let (m, loss) = step(model, spec.warmup + i);
-        model = m;
-        last = Some(loss);
-    }
-    let final_loss = last.map(|l| l.into_scalar::<f64>()).unwrap_or(f64::NAN);
-    let secs = start.elapsed().as_secs_f64();
-    Ok(BenchResult {
-        backend,
-        device: selected.description,
-        steps_per_s: spec.steps as f64 / secs,
-        samples_per_s: (spec.steps * b) as f64 / secs,
-        final_loss,
-    })
-}
-
-/// `varphi bench`: the throughput of each backend in `backends` (default: flex, ndarray and
-/// wgpu if an adapter exists), then, with `pytorch`, the PyTorch twin `benches/pytorch_vae.py`
-/// in the same run; prints one table. `threads` sets `RAYON_NUM_THREADS` (and PyTorch's).
+/// `varphi bench`: for each workload, the throughput of each backend in `backends` (default:
+/// flex, ndarray and wgpu if an adapter exists), then, with `pytorch`, of the PyTorch twin in
+/// the same run, and last `ratio <backend>/pytorch: R` (steps/s over steps/s; flex's line last).
+/// `threads` sets `RAYON_NUM_THREADS` (and PyTorch's `torch.set_num_threads`). `spec` overrides
+/// the workload's default batch and steps where given.
 pub fn run(
+    workloads: &[Workload],
     backends: Option<Vec<BackendKind>>,
-    spec: &BenchSpec,
+    spec: &BenchOverrides,
     threads: Option<usize>,
-    pytorch: Option<&std::path::Path>,
+    pytorch: Option<&PytorchTwin>,
 ) -> Result<(), TrainError> {
     if let Some(t) = threads {
         // SAFETY: set before any thread pool exists; the program is single-threaded here.
@@ -132,60 +39,127 @@ pub fn run(
         v
     });
     let threads_label = threads.map_or("all".to_string(), |t| t.to_string());
-    println!(
-        "MLP VAE 784-512-512-16, batch {}, {} timed steps after {} warm-up, threads: {threads_label}",
-        spec.batch, spec.steps, spec.warmup
-    );
-    println!(
-        "  {:<10} {:>10} {:>12}  device",
-        "backend", "steps/s", "samples/s"
-    );
-    for b in backends {
-        match vae_throughput(b, spec) {
-            Ok(r) => println!(
-                "  {:<10} {:>10.1} {:>12.0}  {} (final loss {:.1})",
-                b.to_string(),
-                r.steps_per_s,
-                r.samples_per_s,
-                r.device,
-                r.final_loss
-            ),
-            Err(e) => println!("  {:<10} unavailable: {e}", b.to_string()),
+    for &workload in workloads {
+        let spec = spec.resolve(workload);
+        println!(
+            "{} — {}, batch {}, {} timed steps after {} warm-up, threads: {threads_label}",
+            workload.name(),
+            workload.describe(),
+            spec.batch,
+            spec.steps,
+            spec.warmup
+        );
+        println!(
+            "  {:<10} {:>10} {:>12}  device",
+            "backend", "steps/s", "samples/s"
+        );
+        let mut ours = Vec::new();
+        for &b in &backends {
+            match throughput(workload, b, &spec) {
+                Ok(r) => {
+                    println!(
+                        "  {:<10} {:>10.2} {:>12.0}  {} (final loss {:.4})",
+                        b.to_string(),
+                        r.steps_per_s,
+                        r.samples_per_s,
+                        r.device,
+                        r.final_loss
+                    );
+                    ours.push(r);
+                }
+                Err(e) => println!("  {:<10} unavailable: {e}", b.to_string()),
+            }
+        }
+        let Some(twin) = pytorch else {
+            continue;
+        };
+        let theirs = run_twin(twin, workload, &spec, threads)?;
+        ours.sort_by_key(|r| r.backend == BackendKind::Flex);
+        for r in &ours {
+            println!("ratio {}/pytorch: {:.2}", r.backend, r.steps_per_s / theirs);
         }
     }
-    let Some(py) = pytorch else {
-        return Ok(());
-    };
+    Ok(())
+}
+
+/// Batch and steps given on the command line (`None`: the workload's default).
+#[derive(Debug, Clone, Default)]
+pub struct BenchOverrides {
+    /// Batch size.
+    pub batch: Option<usize>,
+    /// Timed steps.
+    pub steps: Option<usize>,
+    /// Untimed warm-up steps.
+    pub warmup: usize,
+}
+
+impl BenchOverrides {
+    fn resolve(&self, workload: Workload) -> BenchSpec {
+        let d = BenchSpec::for_workload(workload, self.warmup);
+        BenchSpec {
+            batch: self.batch.unwrap_or(d.batch),
+            steps: self.steps.unwrap_or(d.steps),
+            warmup: self.warmup,
+        }
+    }
+}
+
+/// Run `benches/pytorch_bench.py` for `workload`, print its line, return its steps/s.
+fn run_twin(
+    twin: &PytorchTwin,
+    workload: Workload,
+    spec: &BenchSpec,
+    threads: Option<usize>,
+) -> Result<f64, TrainError> {
     let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/pytorch_vae.py");
-    let mut cmd = std::process::Command::new(py);
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/pytorch_bench.py");
+    let mut cmd = std::process::Command::new(&twin.python);
     cmd.arg(&script).args([
+        "--workload",
+        workload.name(),
         "--steps",
         &spec.steps.to_string(),
         "--warmup",
         &spec.warmup.to_string(),
         "--batch",
         &spec.batch.to_string(),
+        "--device",
+        &twin.device,
     ]);
     if let Some(t) = threads {
         cmd.args(["--threads", &t.to_string()]);
     }
     let failed = |message: String| TrainError::Run {
-        path: py.to_path_buf(),
+        path: twin.python.clone(),
         message,
     };
-    let out = cmd
-        .output()
-        .map_err(|e| failed(format!("cannot run the PyTorch reference: {e}")))?;
+    let out = cmd.output().map_err(|e| {
+        failed(format!(
+            "cannot run the PyTorch twin ({e}); pass --pytorch a Python with torch installed, e.g. \
+             python3 -m venv benches/.venv && benches/.venv/bin/pip install torch numpy"
+        ))
+    })?;
     if !out.status.success() {
         return Err(failed(format!(
-            "PyTorch reference failed: {}",
+            "the PyTorch twin failed: {}",
             String::from_utf8_lossy(&out.stderr)
                 .lines()
                 .last()
                 .unwrap_or("")
         )));
     }
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    Ok(())
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    // Its line: `  pytorch  <steps/s> <samples/s>  …`.
+    stdout
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("pytorch")).then(|| f.next()?.parse::<f64>().ok())?
+        })
+        .ok_or_else(|| {
+            failed(format!(
+                "no `pytorch <steps/s>` line in its output: {stdout}"
+            ))
+        })
 }

@@ -3,7 +3,7 @@
 #![allow(missing_docs)] // clap turns the `///` comments of the arguments into `--help`.
 
 use crate::backend::{BackendKind, choose_adapter, parse_backend};
-use crate::bench::BenchSpec;
+use crate::bench::{BenchOverrides, PytorchTwin, Workload};
 use crate::datagen::DataRequest;
 use crate::kind::{PredictRequest, SampleRequest};
 use crate::session::{self, TrainOptions};
@@ -27,7 +27,7 @@ use std::path::PathBuf;
   varphi calibrate runs/poisson1d-nonlinear --n 50      # recalibrate on 50 fresh labelled cases
   varphi report runs/quickstart                        # one HTML page: curves, bands, calibration, scores
   varphi devices                                       # list backends and wgpu adapters
-  varphi bench --threads 1 --pytorch benches/.venv/bin/python
+  varphi bench --workload unet,fno --threads 2 --pytorch benches/.venv/bin/python
   varphi data darcy --n 1000 --grid 32 -o darcy.npz     # reference solutions + observations"
 )]
 pub struct Cli {
@@ -198,26 +198,33 @@ pub enum Command {
     /// Generate a physics dataset (paper set-up, reference solver) into an .npz archive with a
     /// .json sidecar of the settings.
     Data(DataRequest),
-    /// Training throughput of an MLP VAE 784-512-512-16 at batch 128 on each backend.
+    /// Training throughput of benchmark workloads on each backend, beside their PyTorch twins.
     Bench {
+        /// Workloads (mlp-vae, unet, fno, pinn; comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "mlp-vae")]
+        workload: Vec<Workload>,
         /// Backends to run (default: flex, ndarray, and wgpu if an adapter exists).
         #[arg(long, value_enum, value_delimiter = ',')]
         backend: Option<Vec<BackendKind>>,
-        /// Timed steps.
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
+        /// Timed steps (default: 50 for mlp-vae and pinn, 20 for unet and fno).
+        #[arg(long)]
+        steps: Option<usize>,
         /// Untimed warm-up steps.
         #[arg(long, default_value_t = 10)]
         warmup: usize,
-        /// Batch size.
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
+        /// Batch size (default: 128 for mlp-vae, 64 for unet and fno, 1024 points for pinn).
+        #[arg(long)]
+        batch: Option<usize>,
         /// CPU threads for flex/ndarray (and PyTorch); default: all cores.
         #[arg(long)]
         threads: Option<usize>,
-        /// Python interpreter with torch installed: also run benches/pytorch_vae.py.
+        /// Python interpreter with torch installed: also run the twin in
+        /// benches/pytorch_bench.py and print `ratio <backend>/pytorch`.
         #[arg(long)]
         pytorch: Option<PathBuf>,
+        /// torch device of the twin (cpu or cuda).
+        #[arg(long, default_value = "cpu")]
+        pytorch_device: String,
     },
 }
 
@@ -387,21 +394,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )?
         }
         Command::Bench {
+            workload,
             backend,
             steps,
             warmup,
             batch,
             threads,
             pytorch,
+            pytorch_device,
         } => crate::bench::run(
+            &workload,
             backend,
-            &BenchSpec {
+            &BenchOverrides {
                 batch,
-                warmup,
                 steps,
+                warmup,
             },
             threads,
-            pytorch.as_deref(),
+            pytorch
+                .map(|python| PytorchTwin {
+                    python,
+                    device: pytorch_device,
+                })
+                .as_ref(),
         )?,
     }
     Ok(())

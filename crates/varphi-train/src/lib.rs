@@ -12,7 +12,7 @@
 //! ([`checkpoint`]), run-time backend selection ([`backend`]), plots ([`plots`]), scores of
 //! predictive uncertainty ([`uq`]), their calibration checks ([`ranks`]) and recalibration
 //! ([`calibration`]), the HTML run report ([`report`]), Bayes VI with the solver in the likelihood ([`infer`]),
-//! dataset generation ([`datagen`]) and the throughput benchmark ([`bench`]). The `varphi`
+//! dataset generation ([`datagen`]) and the throughput benchmark ([`bench`], its workloads in [`workloads`]). The `varphi`
 //! binary is [`cli`].
 //!
 //! ```ignore
@@ -54,6 +54,7 @@ pub mod surrogate;
 pub mod tables;
 pub mod trainer;
 pub mod uq;
+pub mod workloads;
 
 #[cfg(test)]
 mod tests_common;

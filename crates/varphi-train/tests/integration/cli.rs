@@ -1296,3 +1296,81 @@ fn bayes_vi_job_array_parts_merge_into_the_one_process_files() {
         &["another config"],
     );
 }
+
+#[test]
+fn bench_prints_each_backend_then_the_ratio_to_its_pytorch_twin() {
+    // A stand-in for Python that reports 4.0 steps/s for whatever it is asked, so the ratio
+    // line can be checked against the flex line without torch (CI has none).
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("bench");
+    let fake = dir.join("python");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"  pytorch  4.0  4096  fake torch, args: $*\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = varphi(
+        &[
+            "bench",
+            "--workload",
+            "pinn",
+            "--backend",
+            "flex",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--pytorch",
+        ]
+        .into_iter()
+        .chain([fake.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+        &dir,
+    );
+    succeeds(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let number = |prefix: &str, field: usize| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in\n{stdout}"));
+        line.split_whitespace().nth(field).unwrap().parse().unwrap()
+    };
+    let flex = number("flex", 1);
+    let ratio = number("ratio flex/pytorch:", 2);
+    assert!(
+        (ratio - flex / 4.0).abs() <= 0.006,
+        "ratio {ratio} vs flex {flex} / 4.0\n{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().last().unwrap().split(':').next(),
+        Some("ratio flex/pytorch")
+    );
+    // The twin was asked for the same workload and shapes.
+    assert!(
+        stdout
+            .contains("--workload pinn --steps 3 --warmup 1 --batch 1024 --device cpu --threads 1"),
+        "{stdout}"
+    );
+    // A Python that cannot run the twin: one-line error naming the fix.
+    let out = varphi(
+        &[
+            "bench",
+            "--workload",
+            "pinn",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--backend",
+            "flex",
+            "--pytorch",
+            "/nonexistent/python",
+        ],
+        &dir,
+    );
+    fails_with(&out, &["PyTorch twin", "pip install torch"]);
+}
