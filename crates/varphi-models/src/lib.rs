@@ -57,7 +57,7 @@ pub mod vae;
 pub use activation::Activation;
 pub use conv::{ConvStack, ConvStackConfig};
 pub use coordinate_decoder::{CoordinateDecoder, CoordinateDecoderConfig};
-pub use decoder::{ConvDecoderConfig, Decoder, DecoderConfig, MlpDecoderConfig};
+pub use decoder::{ConvDecoderConfig, Decoder, DecoderConfig, FnoDecoderConfig, MlpDecoderConfig};
 pub use distributions::{
     Bernoulli, DiagGaussian, FullGaussian, VariationalFamily, standard_normal,
 };

@@ -6,7 +6,8 @@
 
 use crate::calibration::Role;
 use crate::config::{
-    ActivationName, check_conv, check_hidden, d_activation, d_channels, d_hidden, d_kernel, invalid,
+    ActivationName, FnoSection, check_conv, check_hidden, d_activation, d_channels, d_hidden,
+    d_kernel, invalid,
 };
 use crate::data::{DataShape, RunData, TrainData, XScaling};
 use crate::error::{TrainError, io_err};
@@ -27,8 +28,8 @@ use varphi_losses::{
 };
 use varphi_models::{
     Activation, AmortisedQ, ConvDecoderConfig, ConvEncoderConfig, Cvae, DecoderConfig,
-    DiagGaussian, EncoderConfig, LatentVariableModel, MlpDecoderConfig, MlpEncoderConfig,
-    PosteriorFlowConfig, Vae, VariationalFamily,
+    DiagGaussian, EncoderConfig, FnoDecoderConfig, LatentVariableModel, MlpDecoderConfig,
+    MlpEncoderConfig, PosteriorFlowConfig, Vae, VariationalFamily,
 };
 
 /// Network architecture of a (C)VAE encoder or decoder.
@@ -39,6 +40,10 @@ pub enum NetName {
     Mlp,
     /// Convolutions over the sample's grid (1-D or 2-D, channels first).
     Conv,
+    /// Decoder only: a Fourier neural operator on the grid of a condition *field* (the
+    /// condition is a field on the sample's grid; `z` is broadcast to every node), shaped by
+    /// `[model.fno]`.
+    Fno,
 }
 
 /// The amortised posterior family.
@@ -84,6 +89,9 @@ pub struct NetSection {
     /// Coupling layers of a flow posterior.
     #[serde(default = "d_flow_layers")]
     pub flow_layers: usize,
+    /// Shape of the Fourier neural operator (`decoder = "fno"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fno: Option<FnoSection>,
 }
 
 fn d_latent() -> usize {
@@ -105,6 +113,12 @@ impl NetSection {
     pub fn validate(&self, monte_carlo_kl: bool) -> Result<(), TrainError> {
         if self.latent_dim == 0 {
             return Err(invalid("model.latent_dim", "must be at least 1"));
+        }
+        if self.encoder == NetName::Fno {
+            return Err(invalid(
+                "model.encoder",
+                "\"fno\" is a decoder (it maps a condition field to the sample's field); use \"mlp\" or \"conv\"",
+            ));
         }
         check_hidden(&self.hidden)?;
         check_conv(&self.channels, self.kernel)?;
@@ -128,8 +142,19 @@ impl NetSection {
         Ok(())
     }
 
-    /// Convolutions need a grid.
-    pub fn check_shape(&self, shape: &DataShape) -> Result<(), TrainError> {
+    /// Convolutions need a grid; an FNO decoder needs a condition field on the sample's grid
+    /// (`d_cond`: the condition columns the model takes, 0 for a `vae`).
+    pub fn check_shape(&self, shape: &DataShape, d_cond: usize) -> Result<(), TrainError> {
+        if self.decoder == NetName::Fno {
+            let conditioned = DataShape {
+                sample_shape: shape.sample_shape.clone(),
+                cond_dim: d_cond,
+            };
+            if let Some(e) = conditioned.same_grid_error("fno") {
+                return Err(invalid("model.decoder", e));
+            }
+            self.decoder_fno(shape, d_cond, 2)?;
+        }
         let uses_conv = self.encoder == NetName::Conv || self.decoder == NetName::Conv;
         if uses_conv && shape.conv_shape().is_none() {
             return Err(invalid(
@@ -178,12 +203,37 @@ impl NetSection {
         }
     }
 
+    /// The FNO decoder `(z, c) ↦ k` likelihood parameters per node, or the `model.fno` error
+    /// that says what does not fit.
+    fn decoder_fno(
+        &self,
+        shape: &DataShape,
+        d_cond: usize,
+        k: usize,
+    ) -> Result<FnoDecoderConfig, TrainError> {
+        let mut grid = shape
+            .conv_shape()
+            .unwrap_or_else(|| vec![1, shape.features()]);
+        let nodes: usize = grid[1..].iter().product();
+        grid[0] = d_cond / nodes.max(1) + self.latent_dim;
+        let fno = self
+            .fno
+            .clone()
+            .unwrap_or_default()
+            .network(grid, k, self.activation.into())?;
+        Ok(FnoDecoderConfig::new(self.latent_dim, fno))
+    }
+
     /// The decoder for data of `shape`, `d_cond` condition columns and `k` likelihood
-    /// parameters per datum.
+    /// parameters per datum (checked by [`check_shape`](Self::check_shape) first).
     pub fn decoder(&self, shape: &DataShape, d_cond: usize, k: usize) -> DecoderConfig {
         let act: Activation = self.activation.into();
         let d_in = self.latent_dim + d_cond;
         match (self.decoder, shape.conv_shape()) {
+            (NetName::Fno, _) => DecoderConfig::Fno(
+                self.decoder_fno(shape, d_cond, k)
+                    .expect("checked by NetSection::check_shape"),
+            ),
             (NetName::Conv, Some(mut out)) => {
                 out[0] *= k;
                 let mut channels = self.channels.clone();
@@ -489,11 +539,17 @@ impl ElboSection {
         }
     }
 
-    /// The data checks of a (C)VAE: value ranges of the likelihood, grids of convolutions.
-    pub fn check_data(&self, net: &NetSection, data: &TrainData) -> Result<(), TrainError> {
+    /// The data checks of a (C)VAE: value ranges of the likelihood, grids of convolutions and
+    /// of an FNO decoder (`d_cond`: the condition columns the model takes, 0 for a `vae`).
+    pub fn check_data(
+        &self,
+        net: &NetSection,
+        data: &TrainData,
+        d_cond: usize,
+    ) -> Result<(), TrainError> {
         self.check_values(&data.train.x)?;
         self.check_values(&data.run.test.x)?;
-        net.check_shape(&data.run.shape())
+        net.check_shape(&data.run.shape(), d_cond)
     }
 
     /// Bernoulli data must lie in `[0, 1]`.

@@ -173,7 +173,8 @@ impl Kind for Cvae {
                 "\"cvae\" needs a condition per sample, but the data have none (set cond_path/cond_key in [data], or use kind = \"vae\")",
             ));
         }
-        self.objective.check_data(&self.model, data)
+        self.objective
+            .check_data(&self.model, data, data.run.shape().cond_dim)
     }
 
     fn build(
@@ -322,5 +323,18 @@ mod tests {
         let config = "seed = 3\n[data]\nkind = \"heat1d\"\nn = 64\ngrid = 8\nmodes = 3\n[model]\nkind = \"cvae\"\nlatent_dim = 3\nhidden = [16]\nprior = \"learned\"\n[training]\nepochs = 2\nbatch_size = 16\n";
         one_step_changes_the_weights(config);
         eval_of_a_trained_run_is_reproducible(config, "test_elbo");
+    }
+
+    #[test]
+    fn an_fno_decoder_conditions_on_the_coefficient_field() {
+        // Darcy on 5 × 5 nodes: the condition is the coefficient field on the solution's grid,
+        // the decoder an FNO on [a, z, z] (padded to 7 × 7, default modes min(12, 4) = 4).
+        let config = "seed = 2\n[data]\nkind = \"darcy\"\nn = 24\ngrid = 5\n[model]\nkind = \"cvae\"\nlatent_dim = 2\nhidden = [16]\ndecoder = \"fno\"\n[model.fno]\nwidth = 4\nlayers = 2\nprojection = 8\npadding = 2\n[objective]\nnoise = \"heteroscedastic\"\n[training]\nepochs = 2\nbatch_size = 8\n";
+        one_step_changes_the_weights(config);
+        eval_of_a_trained_run_is_reproducible(config, "test_elbo");
+        rejects(
+            &config.replace("decoder = \"fno\"", "encoder = \"fno\""),
+            &["model.encoder", "\"fno\" is a decoder"],
+        );
     }
 }

@@ -95,7 +95,7 @@ impl Kind for Vae {
     }
 
     fn check_data(&self, _common: &Common, data: &TrainData) -> Result<(), TrainError> {
-        self.objective.check_data(&self.model, data)
+        self.objective.check_data(&self.model, data, 0)
     }
 
     fn build(

@@ -229,6 +229,16 @@ fn bad_configs_give_one_line_errors() {
             vec!["model.inverse", "fno", "same grid"],
         ),
         (
+            "cvae-fno-heat.toml",
+            "[data]\nkind = \"heat1d\"\nn = 8\ngrid = 8\nmodes = 3\n[model]\nkind = \"cvae\"\ndecoder = \"fno\"\n".into(),
+            vec!["model.decoder", "fno", "same grid"],
+        ),
+        (
+            "vae-fno.toml",
+            "[data]\nkind = \"darcy\"\nn = 8\ngrid = 5\n[model]\nkind = \"vae\"\ndecoder = \"fno\"\n".into(),
+            vec!["model.decoder", "fno", "0 parameters"],
+        ),
+        (
             "fno-modes.toml",
             pddlvm("[model.fno]\nmodes = [9]\n").replace("kind = \"pddlvm\"\n", "kind = \"pddlvm\"\nsurrogate = \"fno\"\n"),
             vec!["model.fno", "9 modes", "at most"],
