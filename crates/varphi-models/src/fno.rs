@@ -248,7 +248,8 @@ impl SpectralConv {
     }
 }
 
-/// A pointwise (1×1) linear map over channels, `[B, C_in, P]` → `[B, C_out, P]`.
+/// A pointwise (1×1) linear map over channels of a channels-last field, `[N, C_in]` →
+/// `[N, C_out]` (the weight is stored `[C_out, C_in]` as a 1×1 convolution's).
 #[derive(Module, Debug)]
 pub struct Pointwise {
     /// `[C_out, C_in]`.
@@ -268,16 +269,8 @@ impl Pointwise {
         }
     }
 
-    /// `[B, C_in, P]` → `[B, C_out, P]`.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let b = x.dims()[0];
-        let [co, ci] = self.weight.dims();
-        let w = self.weight.val().unsqueeze::<3>().expand([b, co, ci]);
-        w.matmul(x) + self.bias.val().reshape([1, co, 1])
-    }
-
     /// Channels last: `[N, C_in]` → `[N, C_out]`, one GEMM for all `N` positions.
-    pub fn forward_rows(&self, x: Tensor<2>) -> Tensor<2> {
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze()
     }
 }
@@ -450,7 +443,7 @@ impl Fno {
         let width = self.skip[0].weight.dims()[0];
         let mut x = self
             .lift
-            .forward_rows(x.reshape([h * w * b, ci]))
+            .forward(x.reshape([h * w * b, ci]))
             .reshape([h, w, b, width]);
         let (ph, pw) = (if h > 1 { self.padding } else { 0 }, self.padding);
         if self.padding > 0 {
@@ -462,7 +455,7 @@ impl Fno {
         let last = self.spectral.len() - 1;
         for (i, (k, s)) in self.spectral.iter().zip(&self.skip).enumerate() {
             let skip = s
-                .forward_rows(x.clone().reshape([hp * wp * b, width]))
+                .forward(x.clone().reshape([hp * wp * b, width]))
                 .reshape([hp, wp, b, width]);
             let y = k.apply(x, &tables) + skip;
             x = if i < last {
@@ -476,9 +469,9 @@ impl Fno {
         }
         let x = self
             .activation
-            .forward(self.project.forward_rows(x.reshape([h * w * b, width])));
+            .forward(self.project.forward(x.reshape([h * w * b, width])));
         self.output
-            .forward_rows(x)
+            .forward(x)
             .reshape([h, w, b, self.out_channels])
             .permute([2, 3, 0, 1])
             .reshape([b, self.out_channels * h * w])

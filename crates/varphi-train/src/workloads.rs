@@ -97,12 +97,6 @@ impl BenchSpec {
     }
 }
 
-impl Default for BenchSpec {
-    fn default() -> Self {
-        Self::for_workload(Workload::MlpVae, 10)
-    }
-}
-
 /// One benchmark result.
 #[derive(Debug, Clone)]
 pub struct BenchResult {
