@@ -5,7 +5,7 @@
 use crate::backend::{BackendKind, choose_adapter, parse_backend};
 use crate::bench::{BenchOverrides, PytorchTwin, Workload};
 use crate::datagen::DataRequest;
-use crate::kind::{PredictRequest, SampleRequest};
+use crate::kind::{ConditionSource, PredictRequest, SampleRequest, condition_from_file};
 use crate::session::{self, TrainOptions};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -23,6 +23,7 @@ use std::path::PathBuf;
   varphi eval runs/quickstart                          # test ELBO, reconstruction error -> eval.json
   varphi sample runs/quickstart -n 100 -o samples.npy  # draw from the model
   varphi sample runs/heat-cvae -n 10 -o s.npy --condition 1.5
+  varphi sample runs/darcy-cvae-fno -n 10 --condition-file a.npz --condition-key a --row 3
   varphi predict runs/my-cvae --input new.npz --key a -n 64 -o pred.npz --truth new.npz --truth-key u
   varphi calibrate runs/poisson1d-nonlinear --n 50      # recalibrate on 50 fresh labelled cases
   varphi report runs/quickstart                        # one HTML page: curves, bands, calibration, scores
@@ -85,6 +86,16 @@ pub enum Command {
         /// fine: --condition -1.5,2).
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         condition: Option<Vec<f64>>,
+        /// The condition from a file (.npy, .npz, .safetensors, .csv; data units): all its values
+        /// (any shape, e.g. one coefficient field), or one row of a [rows, …] file with --row.
+        #[arg(long, conflicts_with = "condition")]
+        condition_file: Option<PathBuf>,
+        /// Array (.npz, .safetensors) or columns (.csv) of --condition-file.
+        #[arg(long, requires = "condition_file")]
+        condition_key: Option<String>,
+        /// Row of --condition-file to take (0-based) when it holds several conditions.
+        #[arg(long, requires = "condition_file")]
+        row: Option<usize>,
         /// Add observation noise (default: the likelihood mean).
         #[arg(long)]
         noise: bool,
@@ -298,6 +309,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             n,
             output,
             condition,
+            condition_file,
+            condition_key,
+            row,
             noise,
             backend,
             last,
@@ -305,9 +319,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if n == 0 {
                 anyhow::bail!("-n must be at least 1");
             }
+            let (condition, condition_source) = match &condition_file {
+                Some(path) => {
+                    let array = varphi_data::read::load_array(path, condition_key.as_deref())?;
+                    let (values, source) = condition_from_file(path, &array, row)?;
+                    (Some(values), source)
+                }
+                None => (condition, ConditionSource::List),
+            };
             let request = SampleRequest {
                 n,
                 condition,
+                condition_source,
                 noise,
                 out: output,
             };

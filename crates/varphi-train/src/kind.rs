@@ -140,7 +140,12 @@ pub fn input_rows(
     width: usize,
     what: &str,
 ) -> Result<usize, TrainError> {
-    let rows = inputs.shape.first().copied().unwrap_or(0);
+    // Exactly one input of any shape (e.g. one [H, W] field) is one row.
+    let rows = if inputs.data.len() == width {
+        1
+    } else {
+        inputs.shape.first().copied().unwrap_or(0)
+    };
     if inputs.data.len() != rows * width {
         return Err(TrainError::Invalid {
             key: "--input".into(),
@@ -184,10 +189,125 @@ pub struct SampleRequest {
     pub n: usize,
     /// Condition values (data units), for conditional models.
     pub condition: Option<Vec<f64>>,
+    /// Where `condition` came from (for error messages).
+    pub condition_source: ConditionSource,
     /// Add observation noise to the likelihood mean.
     pub noise: bool,
     /// Output `.npy` file.
     pub out: PathBuf,
+}
+
+/// Where the condition of a [`SampleRequest`] came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConditionSource {
+    /// `--condition v1,v2,…` (or none given).
+    List,
+    /// `--condition-file PATH [--row I]`: the whole array, or row `I` of a `[rows, …]` array.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Shape of the array read.
+        shape: Vec<usize>,
+        /// The row taken, if any.
+        row: Option<usize>,
+    },
+}
+
+impl SampleRequest {
+    /// The flag that gave the condition, for error messages.
+    pub fn condition_flag(&self) -> &'static str {
+        match self.condition_source {
+            ConditionSource::List => "--condition",
+            ConditionSource::File { .. } => "--condition-file",
+        }
+    }
+
+    /// The condition, checked to hold `width` finite values; `what` names one value in
+    /// messages (e.g. "parameter value(s) (k1, k2)"). `None` when no condition was given.
+    pub fn condition_of(&self, width: usize, what: &str) -> Result<Option<&[f64]>, TrainError> {
+        let Some(v) = &self.condition else {
+            return Ok(None);
+        };
+        let invalid = |message: String| TrainError::Invalid {
+            key: self.condition_flag().into(),
+            message,
+        };
+        if v.len() != width {
+            return Err(invalid(match &self.condition_source {
+                ConditionSource::List => {
+                    format!(
+                        "this run takes {width} comma-separated {what}, got {}",
+                        v.len()
+                    )
+                }
+                ConditionSource::File { path, shape, row } => {
+                    let taken = match row {
+                        Some(r) => format!("row {r} of {} ({shape:?})", path.display()),
+                        None => format!("{} ({shape:?})", path.display()),
+                    };
+                    format!(
+                        "{taken} holds {} value(s), but this run takes one condition of {width} {what}: \
+                         give a file of exactly {width} values (any shape, e.g. one field), or pick one \
+                         row of a [rows, …] file with --row I (`varphi predict --input FILE` predicts \
+                         every row)",
+                        v.len()
+                    )
+                }
+            }));
+        }
+        if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+            return Err(invalid(format!(
+                "condition values must be finite, got {bad}"
+            )));
+        }
+        Ok(Some(v))
+    }
+
+    /// Reject a condition for a model that takes none.
+    pub fn no_condition(&self, why: &str) -> Result<(), TrainError> {
+        match self.condition {
+            Some(_) => Err(TrainError::Invalid {
+                key: self.condition_flag().into(),
+                message: format!("{why}; drop {}", self.condition_flag()),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The condition of `varphi sample --condition-file`: every value of `array`, or row `row` of
+/// its first axis.
+pub fn condition_from_file(
+    path: &Path,
+    array: &varphi_data::read::Array,
+    row: Option<usize>,
+) -> Result<(Vec<f64>, ConditionSource), TrainError> {
+    let shape = array.shape.clone();
+    let values = match row {
+        None => array.data.clone(),
+        Some(r) => {
+            let rows = shape.first().copied().unwrap_or(1);
+            if r >= rows || shape.is_empty() {
+                return Err(TrainError::Invalid {
+                    key: "--row".into(),
+                    message: format!(
+                        "{} ({shape:?}) has {rows} row(s); --row must be below {rows}",
+                        path.display()
+                    ),
+                });
+            }
+            let width = array.data.len() / rows;
+            array.data[r * width..(r + 1) * width].to_vec()
+        }
+    };
+    Ok((
+        values,
+        ConditionSource::File {
+            path: path.to_path_buf(),
+            shape,
+            row,
+        },
+    ))
 }
 
 /// A generic operation over the kind of a config, called by the registry's single `match`.
@@ -196,4 +316,68 @@ pub trait KindVisitor {
     type Output;
     /// Run the operation for kind `K`.
     fn visit<K: Kind>(self, kind: K) -> Self::Output;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn array(shape: &[usize]) -> varphi_data::read::Array {
+        let n: usize = shape.iter().product();
+        varphi_data::read::Array {
+            shape: shape.to_vec(),
+            data: (0..n).map(|i| i as f64).collect(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn request(condition: Vec<f64>, condition_source: ConditionSource) -> SampleRequest {
+        SampleRequest {
+            n: 1,
+            condition: Some(condition),
+            condition_source,
+            noise: false,
+            out: PathBuf::from("s.npy"),
+        }
+    }
+
+    #[test]
+    fn a_condition_file_gives_one_field_or_one_row() {
+        let path = Path::new("a.npy");
+        // One 4 × 4 field is one condition of 16 values.
+        let (v, source) = condition_from_file(path, &array(&[4, 4]), None).unwrap();
+        let r = request(v, source);
+        assert_eq!(r.condition_of(16, "value(s)").unwrap().unwrap().len(), 16);
+        assert_eq!(input_rows(&array(&[4, 4]), 16, "condition").unwrap(), 1);
+        // Row 2 of [3, 4, 4] fields is values 32..48.
+        let (v, _) = condition_from_file(path, &array(&[3, 4, 4]), Some(2)).unwrap();
+        let expected: Vec<f64> = (32..48).map(f64::from).collect();
+        assert_eq!(v, expected);
+        assert_eq!(input_rows(&array(&[3, 4, 4]), 16, "condition").unwrap(), 3);
+        // The whole [3, 4, 4] file is not one condition; the message names the way out.
+        let (v, source) = condition_from_file(path, &array(&[3, 4, 4]), None).unwrap();
+        let err = request(v, source)
+            .condition_of(16, "value(s)")
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "--condition-file",
+            "a.npy ([3, 4, 4])",
+            "48 value(s)",
+            "--row",
+        ] {
+            assert!(err.contains(part), "{part} not in {err}");
+        }
+        let err = condition_from_file(path, &array(&[3, 4, 4]), Some(3))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--row must be below 3"), "{err}");
+        // Non-finite values are refused.
+        let r = request(vec![1.0, f64::NAN], ConditionSource::List);
+        let err = r.condition_of(2, "value(s)").unwrap_err().to_string();
+        assert!(
+            err.contains("--condition") && err.contains("finite"),
+            "{err}"
+        );
+    }
 }

@@ -574,6 +574,7 @@ impl ElboSection {
             free_bits: self.free_bits,
             estimator: self.estimator,
             mmd: (self.mmd_weight > 0.0).then_some((self.mmd_weight, self.mmd_bandwidth)),
+            prior_predictive: None,
             noise: NoiseSource::new(seed, Stream::Train),
             physics,
         }
@@ -654,6 +655,9 @@ pub struct GenerativeModel {
 /// iwae   : log (1/k) Σ_s w_s,            w_s = p(x, z_s | c) / q(z_s | x, c)
 /// renyi  : 1/(1−α) log (1/k) Σ_s w_s^{1−α}
 /// + mmd  : − λ MMD²(q(z), p(z)) on the batch's posterior and prior samples
+/// + prior predictive (CVAE): + w · E_{p(z|c)}[log p(x | z, c)], one reparameterised draw
+///          of the prior per datum — the GSNN term of Sohn et al.'s hybrid objective (2015,
+///          eq. 9), which trains the decoder and its σ on what prediction uses: z ~ p(z | c)
 /// ```
 /// A CVAE surrogate `c → x` (parameters → solution) with [`CvaePhysics`] adds the virtual
 /// observation of the PDE residual of the decoded mean `ū(z, c)` (primer eq. 29) to the
@@ -674,6 +678,8 @@ pub struct ElboObjective {
     pub estimator: EstimatorName,
     /// `(λ, h)` of the MMD term.
     pub mmd: Option<(f64, f64)>,
+    /// Weight `w` of the prior-predictive (GSNN) term (CVAE).
+    pub prior_predictive: Option<f64>,
     /// Training noise.
     pub noise: NoiseSource,
     /// The residual term of a CVAE surrogate.
@@ -926,9 +932,11 @@ impl Objective<GenerativeModel> for ElboObjective {
         let (q, prior) = self.families(model, &x, &cond);
         let families = (&q, &prior);
         let mut parts = match self.bound {
-            BoundName::Elbo => self.elbo_parts(model, families, (x, cond), eps, step),
+            BoundName::Elbo => {
+                self.elbo_parts(model, families, (x.clone(), cond.clone()), eps, step)
+            }
             BoundName::Iwae | BoundName::Renyi => {
-                self.renyi_parts(model, families, (x, cond), eps, step)
+                self.renyi_parts(model, families, (x.clone(), cond.clone()), eps, step)
             }
         };
         if let Some((weight, h)) = self.mmd
@@ -942,6 +950,20 @@ impl Objective<GenerativeModel> for ElboObjective {
             let m = mmd2(zq.reshape([b, d]), zp.reshape([b, d]), h);
             parts.terms.push(("mmd", mean_of(m.clone().detach())));
             parts.loss = parts.loss + m.mul_scalar(weight);
+            parts.terms[0].1 = mean_of(parts.loss.clone().detach());
+        }
+        if let Some(weight) = self.prior_predictive {
+            // z ~ p(z | c) on a sub-stream of its own, one draw per datum.
+            let sub = noise.offset(2 << 20);
+            let zp = prior.rsample(sub.normal_rows([1, b, d], 1, rows, step, &device));
+            let ll = self
+                .log_lik(model, &x, &cond, zp, step)
+                .mean_dim(0)
+                .squeeze_dim::<1>(0);
+            parts
+                .terms
+                .push(("prior_log_lik", mean_of(ll.clone().detach())));
+            parts.loss = parts.loss - ll.mean().mul_scalar(weight);
             parts.terms[0].1 = mean_of(parts.loss.clone().detach());
         }
         StepOutput {

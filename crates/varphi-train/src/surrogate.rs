@@ -293,34 +293,22 @@ pub fn sample_forward(
     let n = request.n;
     let p = physics.cond_mean.len();
     let problem = &physics.problem;
-    let z: Vec<f64> = match &request.condition {
-        Some(v) if v.len() == p => v.to_vec(),
-        Some(v) => {
-            return Err(invalid(
-                "--condition",
-                format!(
-                    "this {} run takes {p} comma-separated parameter value(s) ({}), got {}",
-                    problem.name(),
-                    if p <= 8 {
-                        problem.param_names().join(", ")
-                    } else {
-                        "the coefficient field".into()
-                    },
-                    v.len()
-                ),
-            ));
+    let what = format!(
+        "{} parameter value(s) ({})",
+        problem.name(),
+        if p <= 8 {
+            problem.param_names().join(", ")
+        } else {
+            "the coefficient field".into()
         }
+    );
+    let z: Vec<f64> = match request.condition_of(p, &what)? {
+        Some(v) => v.to_vec(),
         None => {
             let (_, cond) = test_cases(data, 1, device)?;
             values(physics.physical(cond))
         }
     };
-    if let Some(bad) = z.iter().find(|v| !v.is_finite()) {
-        return Err(invalid(
-            "--condition",
-            format!("parameter values must be finite, got {bad}"),
-        ));
-    }
     let zt = Tensor::<2>::from_data(TensorData::new(z.clone(), [1, p]), device);
     let nu: usize = problem.solution_shape().iter().product();
     let eps = NoiseSource::new(seed, Stream::Sample).normal([n, 1, nu], 0, device);

@@ -60,8 +60,8 @@ struct StepOf<'a> {
 }
 
 impl KindVisitor for StepOf<'_> {
-    type Output = (f64, f64, f64);
-    fn visit<K: Kind>(self, kind: K) -> (f64, f64, f64) {
+    type Output = (f64, f64, Vec<(&'static str, f64)>);
+    fn visit<K: Kind>(self, kind: K) -> Self::Output {
         let common = self.common;
         let data = crate::data::prepare(common, kind.x_scaling(), Path::new(".")).unwrap();
         kind.check_data(common, &data).unwrap();
@@ -72,12 +72,27 @@ impl KindVisitor for StepOf<'_> {
         let idx: Vec<usize> = (0..common.training.batch_size.min(data.train.len())).collect();
         let (x, cond) = data.train.batch(&idx, &device);
         let out = objective.step(&model, x, cond, 0, 0);
-        let loss = out.terms.iter().find(|(k, _)| *k == "loss").unwrap().1;
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         let mut optim = burn::optim::AdamConfig::new().init();
         let model = optim.step(1e-2, model, grads);
-        (before, weight_norm(&model), loss)
+        (before, weight_norm(&model), out.terms)
     }
+}
+
+/// The logged terms of the first training step of `config` (first batch, step 0).
+pub fn first_step_terms(config: &str) -> Vec<(&'static str, f64)> {
+    let _rng = device_rng();
+    let c = parse(config);
+    c.kind.clone().visit(StepOf { common: &c.common }).2
+}
+
+/// Term `name` of [`first_step_terms`].
+pub fn term(terms: &[(&'static str, f64)], name: &str) -> f64 {
+    terms
+        .iter()
+        .find(|(k, _)| *k == name)
+        .unwrap_or_else(|| panic!("no term {name} in {terms:?}"))
+        .1
 }
 
 /// Build the kind of `config`, take one Adam step on one batch: the loss is finite and the
@@ -85,7 +100,8 @@ impl KindVisitor for StepOf<'_> {
 pub fn one_step_changes_the_weights(config: &str) {
     let _rng = device_rng();
     let c = parse(config);
-    let (before, after, loss) = c.kind.clone().visit(StepOf { common: &c.common });
+    let (before, after, terms) = c.kind.clone().visit(StepOf { common: &c.common });
+    let loss = term(&terms, "loss");
     assert!(loss.is_finite(), "loss {loss}");
     assert!(
         (after - before).abs() > 1e-9 * before.abs().max(1.0),

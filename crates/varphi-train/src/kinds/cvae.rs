@@ -54,6 +54,15 @@ pub struct CvaeObjectiveExtra {
     /// train on the residual alone (false: no solution labels).
     #[serde(default = "d_true")]
     pub data_likelihood: bool,
+    /// Weight `w` of the prior-predictive term `w · E_{p(z|c)}[log p(x | z, c)]` added to the
+    /// bound (Sohn et al.'s hybrid CVAE objective; 0: off): the decoder and its noise are
+    /// also trained on z drawn as prediction draws it, not only on the posterior's z.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prior_predictive_weight: f64,
+}
+
+fn is_zero(w: &f64) -> bool {
+    *w == 0.0
 }
 
 fn d_true() -> bool {
@@ -61,7 +70,7 @@ fn d_true() -> bool {
 }
 
 const MODEL_EXTRA: &[&str] = &["prior"];
-const OBJECTIVE_EXTRA: &[&str] = &["residual", "data_likelihood"];
+const OBJECTIVE_EXTRA: &[&str] = &["residual", "data_likelihood", "prior_predictive_weight"];
 
 /// The config of a `cvae` run.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +155,19 @@ impl Kind for Cvae {
         self.model.validate(self.objective.monte_carlo_kl())?;
         self.objective
             .validate(self.model.posterior == PosteriorName::Flow)?;
+        let w = self.physics.prior_predictive_weight;
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(invalid(
+                "objective.prior_predictive_weight",
+                format!("must be ≥ 0, got {w}"),
+            ));
+        }
+        if w > 0.0 && !self.physics.data_likelihood {
+            return Err(invalid(
+                "objective.prior_predictive_weight",
+                "needs the data likelihood (data_likelihood = true): without labels the bound already draws z from q(z | c)",
+            ));
+        }
         match &self.physics.residual {
             Some(r) => {
                 r.validate()?;
@@ -213,7 +235,10 @@ impl Kind for Cvae {
             device,
         );
         let physics = self.cvae_physics(common, data)?;
-        Ok((model, self.objective.objective(common.seed, physics)))
+        let mut objective = self.objective.objective(common.seed, physics);
+        let w = self.physics.prior_predictive_weight;
+        objective.prior_predictive = (w > 0.0).then_some(w);
+        Ok((model, objective))
     }
 
     fn plot(&self, run: &Loaded<Self>) -> Result<(), TrainError> {
@@ -249,21 +274,18 @@ impl Kind for Cvae {
     fn sample(&self, run: &Loaded<Self>, request: &SampleRequest) -> Result<String, TrainError> {
         let c = run.data.test.cond_dim;
         let n = request.n;
-        let values = match &request.condition {
-            Some(v) if v.len() == c => v,
-            _ => {
-                return Err(TrainError::Invalid {
-                    key: "--condition".into(),
-                    message: format!(
-                        "this model needs --condition with {c} comma-separated value(s)"
-                    ),
-                });
-            }
+        let Some(values) = request.condition_of(c, "value(s)")? else {
+            return Err(TrainError::Invalid {
+                key: "--condition".into(),
+                message: format!(
+                    "this model needs a condition: --condition with {c} comma-separated value(s), or --condition-file FILE"
+                ),
+            });
         };
         let trained = self.trained(run);
         if trained.model_error_term().is_some() {
             // The predictive with the model-error term (its mean over the n samples).
-            let mut one = values.clone();
+            let mut one = values.to_vec();
             run.data.norm.apply_cond(&mut one);
             let samples: Vec<f64> = trained
                 .predictive(&one, 1, n)
@@ -323,6 +345,32 @@ mod tests {
         let config = "seed = 3\n[data]\nkind = \"heat1d\"\nn = 64\ngrid = 8\nmodes = 3\n[model]\nkind = \"cvae\"\nlatent_dim = 3\nhidden = [16]\nprior = \"learned\"\n[training]\nepochs = 2\nbatch_size = 16\n";
         one_step_changes_the_weights(config);
         eval_of_a_trained_run_is_reproducible(config, "test_elbo");
+    }
+
+    #[test]
+    fn the_prior_predictive_term_adds_w_times_the_log_likelihood_of_prior_draws() {
+        let base = "seed = 4\n[data]\nkind = \"heat1d\"\nn = 64\ngrid = 8\nmodes = 3\n[model]\nkind = \"cvae\"\nlatent_dim = 2\nhidden = [16]\nprior = \"learned\"\n[training]\nepochs = 1\nbatch_size = 16\n[objective]\n";
+        let off = first_step_terms(base);
+        let one = first_step_terms(&format!("{base}prior_predictive_weight = 1.0\n"));
+        let three = first_step_terms(&format!("{base}prior_predictive_weight = 3.0\n"));
+        // The same model, batch and draws: the bound's terms are unchanged, the prior draws'
+        // log-likelihood is the same at every weight, and the loss moves by −w times it.
+        assert_eq!(term(&off, "log_lik"), term(&one, "log_lik"));
+        let ll = term(&one, "prior_log_lik");
+        assert_eq!(ll, term(&three, "prior_log_lik"));
+        assert!(off.iter().all(|(k, _)| *k != "prior_log_lik"));
+        for (w, terms) in [(1.0, &one), (3.0, &three)] {
+            let moved = term(terms, "loss") - term(&off, "loss");
+            assert!(
+                (moved + w * ll).abs() <= 1e-5 * (w * ll).abs().max(1.0),
+                "w = {w}: loss moved by {moved}, −w·ll = {}",
+                -w * ll
+            );
+        }
+        rejects(
+            &format!("{base}prior_predictive_weight = -1.0\n"),
+            &["objective.prior_predictive_weight", "≥ 0"],
+        );
     }
 
     #[test]

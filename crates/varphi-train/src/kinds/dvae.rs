@@ -810,12 +810,7 @@ impl Kind for DvaeKind {
     /// `u_0 ~ N(m₀, P₀)`, `u_n = M(u_{n−1}; Λ) + e_n`, `e_n ~ N(0, Q)`, frames decoded from
     /// `H u_n` (with the frame noise when `--noise`); `[n, N, frame…]` in data units.
     fn sample(&self, run: &Loaded<Self>, request: &SampleRequest) -> Result<String, TrainError> {
-        if request.condition.is_some() {
-            return Err(invalid(
-                "--condition",
-                "a dvae run samples Λ from its prior; drop --condition",
-            ));
-        }
+        request.no_condition("a dvae run samples Λ from its prior")?;
         let o = &run.objective;
         let s = o.setup();
         let (d, steps, p) = (s.state_dim(), s.frames(), o.prior.dim());

@@ -123,12 +123,7 @@ impl Kind for Vae {
     }
 
     fn sample(&self, run: &Loaded<Self>, request: &SampleRequest) -> Result<String, TrainError> {
-        if request.condition.is_some() {
-            return Err(TrainError::Invalid {
-                key: "--condition".into(),
-                message: "this model is unconditional; drop --condition".into(),
-            });
-        }
+        request.no_condition("this model is unconditional")?;
         self.trained(run)
             .sample(request.n, None, request.noise, &request.out)
     }

@@ -76,6 +76,59 @@ fn given_train_and_test_files_then_predict_scores_like_eval() {
         ],
         &dir,
     ));
+    // A condition from a file: row 1 of new.csv samples exactly as its values given on the
+    // command line (same seed, same draws); a multi-row file without --row, or a row past the
+    // end, is a one-line error.
+    let row1 = format!("{},{}", a_new[2], a_new[3]);
+    succeeds(&varphi(
+        &[
+            "sample",
+            "run",
+            "-n",
+            "3",
+            "--condition",
+            &row1,
+            "-o",
+            "by_list.npy",
+        ],
+        &dir,
+    ));
+    succeeds(&varphi(
+        &[
+            "sample",
+            "run",
+            "-n",
+            "3",
+            "--condition-file",
+            "new.csv",
+            "--row",
+            "1",
+            "-o",
+            "by_file.npy",
+        ],
+        &dir,
+    ));
+    let by_list = varphi_data::read::load_array(&dir.join("by_list.npy"), None).unwrap();
+    let by_file = varphi_data::read::load_array(&dir.join("by_file.npy"), None).unwrap();
+    assert_eq!(by_file.shape, vec![3, 16]);
+    assert_eq!(by_file.data, by_list.data);
+    fails_with(
+        &varphi(&["sample", "run", "--condition-file", "new.csv"], &dir),
+        &[
+            "--condition-file",
+            "new.csv",
+            "[5, 2]",
+            "10 value(s)",
+            "--row",
+        ],
+    );
+    fails_with(
+        &varphi(
+            &["sample", "run", "--condition-file", "new.csv", "--row", "5"],
+            &dir,
+        ),
+        &["--row", "5 row(s)"],
+    );
     // Wrong input widths and truth shapes are one-line errors.
     fails_with(
         &varphi(
