@@ -5,7 +5,7 @@ layers, shapes, loss and optimiser (Adam, lr 1e-3) on a fixed random batch, time
     python3 -m venv benches/.venv && benches/.venv/bin/pip install torch numpy
     benches/.venv/bin/python benches/pytorch_bench.py --workload unet --threads 2
     # or, side by side with varphi in one run:
-    varphi bench --workload mlp-vae,unet,fno,pinn --threads 2 --pytorch benches/.venv/bin/python
+    varphi bench --workload mlp-vae,unet,fno,pinn,conv-cvae --threads 2 --pytorch benches/.venv/bin/python
 
 Workloads:
 - mlp-vae: MLP VAE 784-512-512-16 (ReLU), Gaussian likelihood sigma = 1, analytic KL, batch 128.
@@ -18,6 +18,11 @@ Workloads:
   last), zero padding 8 on the high side, pointwise projection 128 (ReLU) -> 2; Gaussian NLL.
 - pinn: MLP 2-64-64-1 (tanh) at `batch` collocation points, loss mean((u_xx + u_yy - f)^2),
   the Laplacian by double backward (varphi uses Taylor mode).
+- conv-cvae: the field-conditioned CVAE of configs/darcy-cvae-fno.toml on 32 x 32 (ReLU):
+  encoder MLP [u, a] -> 256 -> 256 -> (mean, log var) of 4 latents, learned prior MLP
+  a -> 256 -> 256 -> (mean, log var), FNO decoder (as above: width 32, modes 8, 4 layers,
+  padding 4, projection 128) on the channels [a, z_1 .. z_4] (z copied to every node) to a
+  mean and log variance per node; ELBO with one particle, analytic KL(q || p); batch 32.
 """
 import argparse
 import math
@@ -135,6 +140,36 @@ class Fno(nn.Module):
         return self.output(F.relu(self.project(x)))
 
 
+def mlp(*sizes):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class ConvCvae(nn.Module):
+    def __init__(self, n=32, latent=4, hidden=256):
+        super().__init__()
+        self.n, self.l = n, latent
+        self.enc = mlp(2 * n * n, hidden, hidden, 2 * latent)
+        self.prior = mlp(n * n, hidden, hidden, 2 * latent)
+        self.dec = Fno(n, c_in=1 + latent, c_out=2, modes=8, padding=4)
+
+    def loss(self, x, c):
+        b, n, l = x.shape[0], self.n, self.l
+        q = self.enc(torch.cat([x, c], 1))
+        mq, lq = q[:, :l], q[:, l:]
+        p = self.prior(c)
+        mp, lp = p[:, :l], p[:, l:]
+        z = mq + torch.exp(0.5 * lq) * torch.randn_like(mq)
+        field = torch.cat([c.view(b, 1, n, n), z[:, :, None, None].expand(b, l, n, n)], 1)
+        nll = gaussian_nll(self.dec(field).reshape(b, -1), x)
+        kl = 0.5 * (lp - lq + (lq.exp() + (mq - mp) ** 2) / lp.exp() - 1).sum(1)
+        return nll + kl.mean()
+
+
 class Pinn(nn.Module):
     def __init__(self):
         super().__init__()
@@ -159,12 +194,17 @@ def build(workload, batch, dev):
         x = torch.rand(batch, 1, 32, 32, device=dev)
         y = torch.rand(batch, 32 * 32, device=dev)
         return model, lambda: gaussian_nll(model(x).reshape(batch, -1), y)
+    if workload == "conv-cvae":
+        model = ConvCvae().to(dev)
+        x = torch.rand(batch, 32 * 32, device=dev)
+        c = torch.rand(batch, 32 * 32, device=dev)
+        return model, lambda: model.loss(x, c)
     if workload == "pinn":
         model = Pinn().to(dev)
         x = torch.rand(batch, 2, device=dev)
         f = torch.rand(batch, 1, device=dev)
         return model, lambda: model.loss(x.detach(), f)
-    raise SystemExit(f"unknown workload {workload!r}: mlp-vae, unet, fno or pinn")
+    raise SystemExit(f"unknown workload {workload!r}: mlp-vae, unet, fno, pinn or conv-cvae")
 
 
 def main():

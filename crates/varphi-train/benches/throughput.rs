@@ -1,6 +1,6 @@
 //! `cargo bench -p varphi-train`: training throughput of every `varphi bench` workload on each
 //! CPU backend (and wgpu when an adapter exists), with the workloads' default batch and steps.
-//! Same measurement as `varphi bench --workload mlp-vae,unet,fno,pinn` without the PyTorch twins.
+//! Same measurement as `varphi bench --workload mlp-vae,unet,fno,pinn,conv-cvae` without the PyTorch twins.
 
 use clap::ValueEnum;
 use varphi_train::backend::{BackendKind, wgpu_available};

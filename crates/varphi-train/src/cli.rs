@@ -211,19 +211,19 @@ pub enum Command {
     Data(DataRequest),
     /// Training throughput of benchmark workloads on each backend, beside their PyTorch twins.
     Bench {
-        /// Workloads (mlp-vae, unet, fno, pinn; comma-separated).
+        /// Workloads (mlp-vae, unet, fno, pinn, conv-cvae; comma-separated).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "mlp-vae")]
         workload: Vec<Workload>,
         /// Backends to run (default: flex, ndarray, and wgpu if an adapter exists).
         #[arg(long, value_enum, value_delimiter = ',')]
         backend: Option<Vec<BackendKind>>,
-        /// Timed steps (default: 50 for mlp-vae and pinn, 20 for unet and fno).
+        /// Timed steps (default: 50 for mlp-vae and pinn, 20 for unet, fno and conv-cvae).
         #[arg(long)]
         steps: Option<usize>,
         /// Untimed warm-up steps.
         #[arg(long, default_value_t = 10)]
         warmup: usize,
-        /// Batch size (default: 128 for mlp-vae, 64 for unet and fno, 1024 points for pinn).
+        /// Batch size (default: 128 for mlp-vae, 64 for unet and fno, 32 for conv-cvae, 1024 points for pinn).
         #[arg(long)]
         batch: Option<usize>,
         /// CPU threads for flex/ndarray (and PyTorch); default: all cores.

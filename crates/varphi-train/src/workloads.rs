@@ -14,8 +14,9 @@ use burn::tensor::Distribution;
 use std::time::Instant;
 use varphi_losses::{ElboConfig, GaussianLikelihoodConfig, LikelihoodConfig, NoiseModel};
 use varphi_models::{
-    Activation, DecoderConfig, EncoderConfig, Fno, FnoConfig, Mlp, MlpConfig, MlpDecoderConfig,
-    MlpEncoderConfig, UNet, UNetConfig, Vae, VaeConfig,
+    Activation, Cvae, CvaeConfig, CvaePriorConfig, DecoderConfig, EncoderConfig, Fno, FnoConfig,
+    FnoDecoderConfig, LearnedPriorConfig, Mlp, MlpConfig, MlpDecoderConfig, MlpEncoderConfig, UNet,
+    UNetConfig, Vae, VaeConfig,
 };
 
 /// A benchmark workload.
@@ -32,6 +33,12 @@ pub enum Workload {
     /// A coordinate network 2 → 64 → 64 → 1 (tanh) trained on `‖Δu − f‖²` at 1 024 points:
     /// the Laplacian by Taylor mode here, by double backward in PyTorch.
     Pinn,
+    /// The field-conditioned CVAE of `configs/darcy-cvae-fno.toml` on 32 × 32 fields: encoder
+    /// `[u, a]` → 256 → 256 → `(μ, log σ²)` of 4 latents, learned prior `a` → 256 → 256 →
+    /// `(μ, log σ²)`, FNO decoder on the channels `[a, z₁ … z₄]` (width 32, 8 × 8 modes, 4
+    /// layers, padding 4, projection 128) to a mean and log-variance per node; ReLU; the
+    /// ELBO with one particle and the analytic KL between the two Gaussians.
+    ConvCvae,
 }
 
 impl Workload {
@@ -42,6 +49,7 @@ impl Workload {
             Self::Unet => "unet",
             Self::Fno => "fno",
             Self::Pinn => "pinn",
+            Self::ConvCvae => "conv-cvae",
         }
     }
 
@@ -54,6 +62,9 @@ impl Workload {
                 "FNO width 32, 12×12 modes, 4 layers, padding 8, projection 128, 32×32, ReLU, Gaussian NLL"
             }
             Self::Pinn => "coordinate MLP 2-64-64-1 (tanh), loss ‖Δu − f‖² (points = batch)",
+            Self::ConvCvae => {
+                "CVAE u | a on 32×32: MLP encoder and learned prior 256-256, FNO decoder width 32, 8×8 modes, 4 layers, latent 4, ReLU, ELBO"
+            }
         }
     }
 
@@ -62,6 +73,7 @@ impl Workload {
         match self {
             Self::MlpVae => 128,
             Self::Unet | Self::Fno => 64,
+            Self::ConvCvae => 32,
             Self::Pinn => 1024,
         }
     }
@@ -70,7 +82,7 @@ impl Workload {
     pub fn default_steps(self) -> usize {
         match self {
             Self::MlpVae | Self::Pinn => 50,
-            Self::Unet | Self::Fno => 20,
+            Self::Unet | Self::Fno | Self::ConvCvae => 20,
         }
     }
 }
@@ -191,6 +203,34 @@ fn fno(device: &Device) -> Fno {
         .init(device)
 }
 
+/// Latent dimension of `conv-cvae`.
+const CVAE_LATENT: usize = 4;
+
+/// The `conv-cvae` model.
+fn conv_cvae(device: &Device) -> Cvae {
+    let (n, l, act) = (FIELD * FIELD, CVAE_LATENT, Activation::Relu);
+    let fno = FnoConfig::new(vec![1 + l, FIELD, FIELD], 2)
+        .with_modes(vec![8])
+        .with_padding(4)
+        .with_activation(act);
+    CvaeConfig::new(
+        EncoderConfig::Mlp(
+            MlpEncoderConfig::new(n, l)
+                .with_hidden(vec![256, 256])
+                .with_activation(act)
+                .with_d_cond(n),
+        ),
+        DecoderConfig::Fno(FnoDecoderConfig::new(l, fno)),
+        n,
+    )
+    .with_prior(CvaePriorConfig::Learned(
+        LearnedPriorConfig::new()
+            .with_hidden(vec![256, 256])
+            .with_activation(act),
+    ))
+    .init(device)
+}
+
 /// The `pinn` model.
 fn pinn(device: &Device) -> Mlp {
     MlpConfig::new(vec![2, 64, 64, 1])
@@ -244,6 +284,23 @@ pub fn throughput(
                 })
             }
         }
+        Workload::ConvCvae => {
+            let n = FIELD * FIELD;
+            let cvae = conv_cvae(&device);
+            let likelihood = LikelihoodConfig::Gaussian(
+                GaussianLikelihoodConfig::new().with_noise(NoiseModel::Heteroscedastic),
+            )
+            .init(&device);
+            let elbo = ElboConfig::new().init();
+            let noise = NoiseSource::new(0, Stream::Train);
+            let x: Tensor<2> = Tensor::random([b, n], uniform, &device);
+            let c: Tensor<2> = Tensor::random([b, n], uniform, &device);
+            time_training(cvae, spec, &device, |m, i| {
+                let eps = noise.normal([1, b, CVAE_LATENT], i, &device);
+                elbo.forward_model(m, &likelihood, x.clone(), Some(c.clone()), eps, i)
+                    .loss
+            })
+        }
         Workload::Pinn => {
             let net = pinn(&device);
             let x: Tensor<2> = Tensor::random([b, 2], uniform, &device);
@@ -276,6 +333,7 @@ mod tests {
         assert_eq!(unet(&device).num_params(), 32_530);
         assert_eq!(fno(&device).num_params(), 2_269_826);
         assert_eq!(pinn(&device).num_params(), 4_417);
+        assert_eq!(conv_cvae(&device).num_params(), 1_914_642);
     }
 
     #[test]
