@@ -23,7 +23,7 @@ use std::path::PathBuf;
   varphi eval runs/quickstart                          # test ELBO, reconstruction error -> eval.json
   varphi sample runs/quickstart -n 100 -o samples.npy  # draw from the model
   varphi sample runs/heat-cvae -n 10 -o s.npy --condition 1.5
-  varphi sample runs/darcy-cvae-fno -n 10 --condition-file a.npz --condition-key a --row 3
+  varphi sample runs/darcy-cvae-fno -n 10 --condition-file darcy.npz --condition-key coefficient --row 3
   varphi predict runs/my-cvae --input new.npz --key a -n 64 -o pred.npz --truth new.npz --truth-key u
   varphi calibrate runs/poisson1d-nonlinear --n 50      # recalibrate on 50 fresh labelled cases
   varphi report runs/quickstart                        # one HTML page: curves, bands, calibration, scores

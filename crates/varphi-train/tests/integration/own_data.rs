@@ -62,52 +62,21 @@ fn given_train_and_test_files_then_predict_scores_like_eval() {
     let mean0: f64 = (0..8).map(|k| s.data[k * 16 + 3]).sum::<f64>() / 8.0;
     assert!((mean0 - m.data[3]).abs() < 1e-9);
 
-    // Negative condition values on the command line.
-    succeeds(&varphi(
-        &[
-            "sample",
-            "run",
-            "-n",
-            "3",
-            "--condition",
-            "-0.5,1.25",
-            "-o",
-            "s.npy",
-        ],
-        &dir,
-    ));
-    // A condition from a file: row 1 of new.csv samples exactly as its values given on the
-    // command line (same seed, same draws); a multi-row file without --row, or a row past the
-    // end, is a one-line error.
-    let row1 = format!("{},{}", a_new[2], a_new[3]);
-    succeeds(&varphi(
-        &[
-            "sample",
-            "run",
-            "-n",
-            "3",
-            "--condition",
-            &row1,
-            "-o",
-            "by_list.npy",
-        ],
-        &dir,
-    ));
-    succeeds(&varphi(
-        &[
-            "sample",
-            "run",
-            "-n",
-            "3",
-            "--condition-file",
-            "new.csv",
-            "--row",
-            "1",
-            "-o",
+    // Negative condition values on the command line; the same condition as row 1 of a
+    // file samples exactly the same (same seed, same draws). A multi-row file without --row,
+    // or a row past the end, is a one-line error.
+    write(&dir, "cond.csv", "a0,a1\n9,9\n-0.5,1.25\n");
+    for (source, out) in [
+        (vec!["--condition", "-0.5,1.25"], "by_list.npy"),
+        (
+            vec!["--condition-file", "cond.csv", "--row", "1"],
             "by_file.npy",
-        ],
-        &dir,
-    ));
+        ),
+    ] {
+        let mut args = vec!["sample", "run", "-n", "3", "-o", out];
+        args.extend(source);
+        succeeds(&varphi(&args, &dir));
+    }
     let by_list = varphi_data::read::load_array(&dir.join("by_list.npy"), None).unwrap();
     let by_file = varphi_data::read::load_array(&dir.join("by_file.npy"), None).unwrap();
     assert_eq!(by_file.shape, vec![3, 16]);
