@@ -153,6 +153,46 @@ pub fn restrict(
         .collect()
 }
 
+/// The inverse of a tridiagonal matrix given by its rows `(sub, diag, super)` (the first
+/// row's `sub` and the last row's `super` are ignored), row-major `[m, m]`, by the Thomas
+/// algorithm on the columns of the identity (`O(m²)`, no pivoting: meant for diagonally
+/// dominant steps of time-stepping schemes). `None` if a pivot is ~0 or the result is not
+/// finite.
+pub fn tridiagonal_inverse(rows: &[[f64; 3]]) -> Option<Vec<f64>> {
+    let m = rows.len();
+    let scale = rows.iter().fold(0.0f64, |a, r| a.max(r[1].abs()));
+    let (mut pivot, mut upper) = (vec![0.0; m], vec![0.0; m]);
+    for i in 0..m {
+        let p = rows[i][1]
+            - if i > 0 {
+                rows[i][0] * upper[i - 1]
+            } else {
+                0.0
+            };
+        if !(p.abs() > 1e-12 * scale) {
+            return None;
+        }
+        pivot[i] = p;
+        upper[i] = if i + 1 < m { rows[i][2] / p } else { 0.0 };
+    }
+    let mut inv = vec![0.0; m * m];
+    let mut y = vec![0.0; m];
+    for col in 0..m {
+        // Forward: y = L⁻¹ e_col vanishes above `col`.
+        y[..col].fill(0.0);
+        y[col] = 1.0 / pivot[col];
+        for i in col + 1..m {
+            y[i] = -rows[i][0] * y[i - 1] / pivot[i];
+        }
+        inv[(m - 1) * m + col] = y[m - 1];
+        for i in (0..m - 1).rev() {
+            y[i] -= upper[i] * y[i + 1];
+            inv[i * m + col] = y[i];
+        }
+    }
+    inv.iter().all(|v| v.is_finite()).then_some(inv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +223,37 @@ mod tests {
             solve_spd(2, &t, &[1.0, 1.0], "t"),
             Err(PhysicsError::Factorisation { .. })
         ));
+    }
+
+    #[test]
+    fn the_tridiagonal_inverse_times_the_matrix_is_the_identity() {
+        // A non-symmetric 5 × 5 tridiagonal matrix; and a singular one is refused.
+        let rows: Vec<[f64; 3]> = (0..5)
+            .map(|i| {
+                [
+                    0.3 + 0.1 * i as f64,
+                    2.0 + 0.5 * i as f64,
+                    -0.7 + 0.2 * i as f64,
+                ]
+            })
+            .collect();
+        let inv = tridiagonal_inverse(&rows).unwrap();
+        for i in 0..5 {
+            for j in 0..5 {
+                let a = |r: usize, c: usize| match c as i64 - r as i64 {
+                    -1 => rows[r][0],
+                    0 => rows[r][1],
+                    1 => rows[r][2],
+                    _ => 0.0,
+                };
+                let v: f64 = (0..5).map(|k| a(i, k) * inv[k * 5 + j]).sum();
+                assert!(
+                    (v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-14,
+                    "{i} {j} {v}"
+                );
+            }
+        }
+        assert!(tridiagonal_inverse(&[[0.0, 1.0, 1.0], [1.0, 1.0, 0.0]]).is_none());
     }
 
     #[test]

@@ -22,6 +22,17 @@ pub enum SigmaScheduleName {
     Learned,
 }
 
+/// Where the preconditioner of `[objective.residual]` is linearised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PreconditionAt {
+    /// `P` = the PDE's operator at a reference coefficient, one fixed matrix.
+    #[default]
+    Reference,
+    /// `P` = the residual's Jacobian at each sample (`varphi_physics::pde::LinearisedPreconditioner`).
+    Sample,
+}
+
 /// `[objective.residual]`: `log p(r̂ = 0 | u, z) = log N(0; P⁻¹r(u, z), σ_r²) + log N(0; r_b, σ_b²)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +54,10 @@ pub struct ResidualSection {
     /// Observe `P⁻¹ r` (operator at unit coefficient) instead of `r`: condition number ~1.
     #[serde(default = "d_true")]
     pub precondition: bool,
+    /// Where `P` is linearised: at the problem's reference coefficient (a fixed matrix) or at
+    /// every surrogate sample (`J(u)⁻¹ r`, the Newton step; Burgers only).
+    #[serde(default)]
+    pub precondition_at: PreconditionAt,
     /// Physical scale of `u`: the surrogate predicts `u / u_scale` (a physics estimate, not
     /// taken from solutions).
     #[serde(default = "d_unit")]
@@ -72,6 +87,12 @@ impl ResidualSection {
             check_positive("objective.residual.boundary_sigma", b)?;
         }
         check_positive("objective.residual.u_scale", self.u_scale)?;
+        if self.precondition_at == PreconditionAt::Sample && !self.precondition {
+            return Err(invalid(
+                "objective.residual.precondition_at",
+                "precondition_at = \"sample\" needs precondition = true",
+            ));
+        }
         let positive = |v: f64| v > 0.0 && v.is_finite();
         if self.schedule == SigmaScheduleName::Anneal && !self.anneal_from.is_some_and(positive) {
             return Err(invalid(
@@ -86,6 +107,13 @@ impl ResidualSection {
     pub fn precondition_key(&self) -> Option<&'static str> {
         self.precondition
             .then_some("objective.residual.precondition")
+    }
+
+    /// The key of `precondition_at` when it asks for the sample-linearised preconditioner (for
+    /// [`PhysicsTerm::with_linearisation`]).
+    pub fn linearised_key(&self) -> Option<&'static str> {
+        (self.precondition && self.precondition_at == PreconditionAt::Sample)
+            .then_some("objective.residual.precondition_at")
     }
 
     /// The virtual-observation likelihood.
@@ -112,6 +140,9 @@ pub struct PhysicsTerm {
     pub problem: Box<dyn Problem + Send + Sync>,
     /// `P⁻¹` when the residual is preconditioned.
     pub preconditioner: Option<Preconditioner>,
+    /// The PDE rows are mapped by the problem.s [`varphi_physics::pde::LinearisedPreconditioner`] at each solution
+    /// (instead of `preconditioner`).
+    pub linearised: bool,
     /// Parameter normalisation (per column).
     pub cond_mean: Vec<f64>,
     /// Parameter normalisation (per column).
@@ -151,10 +182,30 @@ impl PhysicsTerm {
         Ok(Self {
             problem,
             preconditioner,
+            linearised: false,
             cond_mean: norm.cond_mean.clone(),
             cond_std: norm.cond_std.clone(),
             model_error: None,
         })
+    }
+
+    /// Map the PDE rows by the problem's preconditioner linearised at each solution when `key`
+    /// (the config key that asks for it) is given; errors name the key when the problem has
+    /// none.
+    pub fn with_linearisation(mut self, key: Option<&str>) -> Result<Self, TrainError> {
+        if let Some(key) = key {
+            if self.problem.linearised().is_none() {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "the {} problem has no preconditioner linearised at the sample; use precondition_at = \"reference\"",
+                        self.problem.name()
+                    ),
+                ));
+            }
+            self.linearised = true;
+        }
+        Ok(self)
     }
 
     /// With the residual-informed model-error term (default estimator) when `on`.
@@ -185,6 +236,13 @@ impl PhysicsTerm {
     /// The (preconditioned, where configured) residual of physical solutions `u` `[rows, n_u]`
     /// at physical parameters `z` `[rows, p]`.
     pub fn residual(&self, u: Tensor<2>, z: Tensor<2>) -> Residual {
+        if let Some(lin) = self.problem.linearised().filter(|_| self.linearised) {
+            let r = self.problem.residual(u.clone(), z.clone());
+            return Residual {
+                pde: lin.apply_linearised(&u, &z, r.pde),
+                boundary: r.boundary,
+            };
+        }
         let r = self.problem.residual(u, z);
         match &self.preconditioner {
             Some(p) => Preconditioner::apply_with(&p.tensor(&r.pde.device()), r),

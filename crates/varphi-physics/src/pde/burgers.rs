@@ -22,7 +22,10 @@
 //! `u^0_i − u_0(x_i)` at interior nodes. The reference solver solves the same scheme, Newton at
 //! every step (tridiagonal Jacobian, faer sparse LU).
 
-use super::{PdeResidual, Problem, Residual, check_range, check_shapes, column3, row, uniform};
+use super::{
+    LinearisedPreconditioner, PdeResidual, Preconditioner, Problem, Residual, check_range,
+    check_shapes, column3, row, uniform,
+};
 use crate::error::PhysicsError;
 use crate::fd::{Stencil1d, ThetaScheme};
 use crate::{boundary::Boundary, grid::Grid1d, sparse};
@@ -254,14 +257,7 @@ impl Burgers {
         let m = n - 2;
         let (theta, dt) = (self.settings.theta, self.dt());
         let device = z.device();
-        let host = |t: Tensor<2>| -> Vec<f64> {
-            t.detach()
-                .into_data()
-                .convert::<f64>()
-                .try_into_vec_as::<f64>()
-                .expect("f64 data")
-        };
-        let zh = host(z.clone());
+        let zh = host_values(z.clone());
         if zh.iter().any(|v| !v.is_finite()) {
             return Err(PhysicsError::NonFinite { solver: SOLVER });
         }
@@ -270,7 +266,7 @@ impl Burgers {
         let mut u = self.initial_tensor(col(2));
         let mut out = vec![u.clone()];
         for _ in 0..self.settings.steps {
-            let uh = host(u.clone());
+            let uh = host_values(u.clone());
             let mut star = Vec::with_capacity(b * n);
             let mut jinv = Vec::with_capacity(b * m * m);
             for k in 0..b {
@@ -400,6 +396,137 @@ fn step_jacobian(d: &[[f64; 3]], theta: f64, dt: f64) -> Vec<(usize, usize, f64)
     t
 }
 
+impl Burgers {
+    /// The blocks `(D⁻¹, K = −D⁻¹E)` of one time step of the residual's Jacobian, both
+    /// row-major `[m, m]`, from the tridiagonal `F′` rows (sub, diag, super) at the new level
+    /// (`D = I/Δt − θF′`) and the old one (`E = −I/Δt − (1 − θ)F′`); `None` where `D` is
+    /// numerically singular.
+    fn step_blocks(&self, new: &[[f64; 3]], old: &[[f64; 3]]) -> Option<(Vec<f64>, Vec<f64>)> {
+        let (dt, theta) = (self.dt(), self.settings.theta);
+        let m = new.len();
+        let d: Vec<[f64; 3]> = new
+            .iter()
+            .map(|f| [-theta * f[0], 1.0 / dt - theta * f[1], -theta * f[2]])
+            .collect();
+        let e: Vec<[f64; 3]> = old
+            .iter()
+            .map(|f| {
+                [
+                    -(1.0 - theta) * f[0],
+                    -1.0 / dt - (1.0 - theta) * f[1],
+                    -(1.0 - theta) * f[2],
+                ]
+            })
+            .collect();
+        let d_inv = sparse::tridiagonal_inverse(&d)?;
+        // K_ij = −Σ_l (D⁻¹)_il E_lj, E tridiagonal: l ∈ {j − 1, j, j + 1}.
+        let mut k = vec![0.0; m * m];
+        for (row, out) in d_inv.chunks_exact(m).zip(k.chunks_exact_mut(m)) {
+            for j in 0..m {
+                let mut v = row[j] * e[j][1];
+                if j > 0 {
+                    v += row[j - 1] * e[j - 1][2];
+                }
+                if j + 1 < m {
+                    v += row[j + 1] * e[j + 1][0];
+                }
+                out[j] = -v;
+            }
+        }
+        Some((d_inv, k))
+    }
+
+    /// [`Self::step_blocks`] of the heat part at the mid-range viscosity (no advection), the
+    /// blocks of the fixed preconditioner.
+    fn reference_blocks(&self) -> (Vec<f64>, Vec<f64>) {
+        let n = self.settings.grid;
+        let z0 = 0.5 * (self.settings.z0[0] + self.settings.z0[1]);
+        let (_, f) = self.rhs(&vec![0.0; n], z0, 0.0);
+        self.step_blocks(&f, &f)
+            .expect("the heat step I/Δt − θ z0 Δ_h is diagonally dominant")
+    }
+}
+
+/// The solution's values on the host, `f64`, row-major.
+fn host_values(t: Tensor<2>) -> Vec<f64> {
+    t.detach()
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec_as::<f64>()
+        .expect("f64 data")
+}
+
+impl LinearisedPreconditioner for Burgers {
+    /// `J(u)⁻¹ r` for the PDE rows `r` `[b, T(n − 2)]` by block forward substitution,
+    /// `s¹ = D₁⁻¹ r¹`, `sⁿ = Dₙ⁻¹ rⁿ + Kₙ sⁿ⁻¹`, with `Dₙ = I/Δt − θF′(uⁿ)`,
+    /// `Kₙ = −Dₙ⁻¹(−I/Δt − (1 − θ)F′(uⁿ⁻¹))` at each sample's own levels and `(z0, z1)`: the
+    /// Newton step of the whole trajectory. The blocks are built on the host from detached
+    /// values (tridiagonal inverses, `O(T n²)` per sample); a step whose `Dₙ` is singular
+    /// (far from any solution) falls back to the reference blocks.
+    fn apply_linearised(&self, u: &Tensor<2>, z: &Tensor<2>, pde: Tensor<2>) -> Tensor<2> {
+        let (n, t) = (self.settings.grid, self.settings.steps);
+        let m = n - 2;
+        let [b, _] = u.dims();
+        let device = pde.device();
+        let (uh, zh) = (host_values(u.clone()), host_values(z.clone()));
+        let reference = self.reference_blocks();
+        let block = t * m * m;
+        let (mut d_inv, mut k) = (vec![0.0; b * block], vec![0.0; b * block]);
+        // Samples are independent: split them over the cores (the tensor ops are idle here).
+        let sample = |s: usize, d_out: &mut [f64], k_out: &mut [f64]| {
+            let level = |l: usize| {
+                let at = (s * (t + 1) + l) * n;
+                self.rhs(&uh[at..at + n], zh[3 * s], zh[3 * s + 1]).1
+            };
+            let mut old = level(0);
+            for l in 0..t {
+                let new = level(l + 1);
+                let (di, ki) = self
+                    .step_blocks(&new, &old)
+                    .filter(|(di, ki)| di.iter().chain(ki).all(|v| v.is_finite()))
+                    .unwrap_or_else(|| reference.clone());
+                d_out[l * m * m..(l + 1) * m * m].copy_from_slice(&di);
+                k_out[l * m * m..(l + 1) * m * m].copy_from_slice(&ki);
+                old = new;
+            }
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let per = b.div_ceil(threads.max(1)).max(1);
+        std::thread::scope(|scope| {
+            for (c, (dc, kc)) in d_inv
+                .chunks_mut(per * block)
+                .zip(k.chunks_mut(per * block))
+                .enumerate()
+            {
+                let sample = &sample;
+                scope.spawn(move || {
+                    for (i, (ds, ks)) in dc.chunks_mut(block).zip(kc.chunks_mut(block)).enumerate()
+                    {
+                        sample(c * per + i, ds, ks);
+                    }
+                });
+            }
+        });
+        let blocks = |v: Vec<f64>| {
+            Tensor::<3>::from_data(TensorData::new(v, [b * t, m, m]), &device).reshape([b, t, m, m])
+        };
+        let (d_inv, k) = (blocks(d_inv), blocks(k));
+        let a = d_inv
+            .reshape([b * t, m, m])
+            .matmul(pde.reshape([b * t, m, 1]))
+            .reshape([b, t, m]);
+        let at = |x: Tensor<3>, l: usize| x.narrow(1, l, 1).reshape([b, m]);
+        let mut s = at(a.clone(), 0);
+        let mut out = vec![s.clone()];
+        for l in 1..t {
+            let kl = k.clone().narrow(1, l, 1).reshape([b, m, m]);
+            s = at(a.clone(), l) + kl.matmul(s.unsqueeze_dim::<3>(2)).reshape([b, m]);
+            out.push(s.clone());
+        }
+        Tensor::cat(out, 1)
+    }
+}
+
 impl PdeResidual for Burgers {
     fn solution_shape(&self) -> Vec<usize> {
         vec![self.settings.steps + 1, self.settings.grid]
@@ -449,6 +576,51 @@ impl PdeResidual for Burgers {
             pde,
             boundary: Tensor::cat(vec![ends, ic], 1),
         }
+    }
+
+    /// The inverse of the residual's linear part at the mid-range viscosity
+    /// `z̄0 = (z0_lo + z0_hi)/2` without advection — time marching of the heat equation. Over
+    /// the interior nodes of levels `1..=T` (level-major, as the PDE rows) that part is block
+    /// lower-bidiagonal, with `D = I/Δt − θ z̄0 Δ_h` on the diagonal and
+    /// `E = −I/Δt − (1 − θ) z̄0 Δ_h` below it, so
+    ///
+    /// ```text
+    /// (L⁻¹)_{pq} = (−D⁻¹E)^{p−q} D⁻¹  (p ≥ q),   0 above the diagonal.
+    /// ```
+    ///
+    /// `L⁻¹ r(u)` is then `u − u*` (in units of `u`) for a heat-equation trajectory and a
+    /// first-order correction of it with advection: the raw residual's smooth-in-time errors,
+    /// which it barely penalises, become visible (docs/physics.md).
+    fn preconditioner(&self) -> Option<Preconditioner> {
+        let (t, m) = (self.settings.steps, self.settings.grid - 2);
+        let (d_inv, k) = self.reference_blocks();
+        // (L⁻¹)_{pq} = K^{p−q} D⁻¹ with K = −D⁻¹E.
+        let mut blocks = vec![d_inv];
+        for q in 1..t {
+            let prev = &blocks[q - 1];
+            let next = (0..m * m)
+                .map(|ij| {
+                    let (i, j) = (ij / m, ij % m);
+                    (0..m).map(|l| k[i * m + l] * prev[l * m + j]).sum()
+                })
+                .collect();
+            blocks.push(next);
+        }
+        let size = t * m;
+        let mut inverse = vec![0.0; size * size];
+        for p in 0..t {
+            for q in 0..=p {
+                for i in 0..m {
+                    let row = (p * m + i) * size + q * m;
+                    inverse[row..row + m].copy_from_slice(&blocks[p - q][i * m..(i + 1) * m]);
+                }
+            }
+        }
+        Some(Preconditioner::from_inverse(size, inverse))
+    }
+
+    fn linearised(&self) -> Option<&dyn LinearisedPreconditioner> {
+        Some(self)
     }
 }
 

@@ -46,18 +46,20 @@ impl Residual {
     }
 }
 
-/// A fixed symmetric linear map `P⁻¹` applied to the PDE rows of a residual, `r ↦ P⁻¹ r`.
+/// A fixed linear map `P⁻¹` applied to the PDE rows of a residual, `r ↦ P⁻¹ r`.
 ///
 /// With `P` the operator of the PDE at a reference coefficient (e.g. the unit-coefficient
-/// Laplacian or stiffness matrix), `P⁻¹ r(u) ≈ u − u*` behaves like a solution error: a
-/// Gaussian virtual observation on it has condition number ~1 instead of `cond(P)²` for the raw
-/// residual, which is what makes physics-only training of surrogates practical (docs/physics.md).
-/// `r = 0 ⟺ P⁻¹ r = 0`, so the constraint is the same; only the noise model changes.
+/// Laplacian or stiffness matrix, symmetric; or the block lower-bidiagonal space–time operator
+/// of a time-stepping scheme, not symmetric), `P⁻¹ r(u) ≈ u − u*` behaves like a solution
+/// error: a Gaussian virtual observation on it has condition number ~1 instead of `cond(P)²`
+/// for the raw residual, which is what makes physics-only training of surrogates practical
+/// (docs/physics.md). `r = 0 ⟺ P⁻¹ r = 0`, so the constraint is the same; only the noise
+/// model changes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preconditioner {
     /// Number of PDE rows.
     pub n: usize,
-    /// `P⁻¹`, row-major `[n, n]` (symmetric).
+    /// `P⁻¹`, row-major `[n, n]`.
     pub inverse: Vec<f64>,
 }
 
@@ -69,12 +71,20 @@ impl Preconditioner {
         Ok(Self { n, inverse })
     }
 
-    /// `P⁻¹` as a `[n, n]` tensor on `device` (build once, reuse with [`Self::apply_with`]).
+    /// A dense `P⁻¹` given row-major, `[n, n]`.
+    pub fn from_inverse(n: usize, inverse: Vec<f64>) -> Self {
+        assert_eq!(inverse.len(), n * n, "Preconditioner: P⁻¹ must be [n, n]");
+        Self { n, inverse }
+    }
+
+    /// `P⁻ᵀ` as a `[n, n]` tensor on `device`, the factor that maps residual *rows*:
+    /// `r P⁻ᵀ = (P⁻¹ rᵀ)ᵀ` (build once, reuse with [`Self::apply_with`]).
     pub fn tensor(&self, device: &Device) -> Tensor<2> {
-        Tensor::from_data(
+        Tensor::<2>::from_data(
             TensorData::new(self.inverse.clone(), [self.n, self.n]),
             device,
         )
+        .transpose()
     }
 
     /// The residual with its PDE rows mapped by `P⁻¹` (a tensor from [`Self::tensor`]).
@@ -104,6 +114,25 @@ pub trait PdeResidual {
     fn preconditioner(&self) -> Option<Preconditioner> {
         None
     }
+    /// A preconditioner linearised at each solution (Gauss–Newton), for problems whose
+    /// Jacobian makes that cheap. Default: none.
+    fn linearised(&self) -> Option<&dyn LinearisedPreconditioner> {
+        None
+    }
+}
+
+/// The PDE rows of a residual mapped by the inverse of the residual's own Jacobian at the
+/// solution it was evaluated at, `r ↦ J(u)⁻¹ r` with `J = ∂r_pde/∂u` over the unknowns the PDE
+/// rows determine (the others are fixed by boundary rows).
+///
+/// `J(u)⁻¹ r(u)` is the Newton step `u − u*` to first order, for any coefficient and state,
+/// where a [`Preconditioner`] at a reference coefficient is exact only there. `J` is built
+/// from detached values, so gradients pass through `r` alone: the gradient of
+/// `‖J(u₀)⁻¹ r(u)‖²/2` at `u = u₀` is `J⁻¹ r`, the Newton direction.
+pub trait LinearisedPreconditioner {
+    /// `J(u)⁻¹ r` for solutions `u` `[b, Π shape]`, physical parameters `z` `[b, p]` and the
+    /// PDE rows `r` `[b, n_pde]` of their residual; returns `[b, n_pde]`.
+    fn apply_linearised(&self, u: &Tensor<2>, z: &Tensor<2>, pde: Tensor<2>) -> Tensor<2>;
 }
 
 /// A problem with a parameter prior and a reference solver (CPU, `f64`).

@@ -98,6 +98,7 @@ impl Cvae {
             // The model-error term widens a surrogate trained without labels; with a data
             // likelihood its σ is fitted to the data's spread instead.
             term: PhysicsTerm::new(&common.data, r.precondition_key(), &data.norm)?
+                .with_linearisation(r.linearised_key())?
                 .with_model_error(r.model_error && !self.physics.data_likelihood),
             x_mean: data.norm.x_mean,
             x_std: data.norm.x_std,

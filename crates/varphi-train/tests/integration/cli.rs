@@ -229,6 +229,16 @@ fn bad_configs_give_one_line_errors() {
             vec!["model.inverse", "fno", "same grid"],
         ),
         (
+            "poisson-at-sample.toml",
+            "[data]\nkind = \"poisson1d\"\nn = 8\ngrid = 9\n[model]\nkind = \"pddlvm\"\n[objective.residual]\nsigma = 0.01\nprecondition_at = \"sample\"\n".into(),
+            vec!["objective.residual.precondition_at", "poisson1d", "\"reference\""],
+        ),
+        (
+            "at-sample-raw.toml",
+            "[data]\nkind = \"burgers\"\nn = 8\ngrid = 9\n[model]\nkind = \"pddlvm\"\n[objective.residual]\nsigma = 0.01\nprecondition = false\nprecondition_at = \"sample\"\n".into(),
+            vec!["objective.residual.precondition_at", "precondition = true"],
+        ),
+        (
             "cvae-fno-heat.toml",
             "[data]\nkind = \"heat1d\"\nn = 8\ngrid = 8\nmodes = 3\n[model]\nkind = \"cvae\"\ndecoder = \"fno\"\n".into(),
             vec!["model.decoder", "fno", "same grid"],
