@@ -379,18 +379,25 @@ impl Burgers {
 
 const SOLVER: &str = "burgers (θ-scheme + Newton)";
 
+/// The tridiagonal rows `(sub, diag, super)` of `a I + b F′` from those of `F′` ([`Burgers::rhs`]).
+fn shifted_rows(f: &[[f64; 3]], a: f64, b: f64) -> Vec<[f64; 3]> {
+    f.iter()
+        .map(|f| [b * f[0], a + b * f[1], b * f[2]])
+        .collect()
+}
+
 /// `∂G/∂u^{n+1} = I/dt − θ F′(u^{n+1})` at interior nodes as `(row, col, value)` triplets, from
 /// the tridiagonal `F′` rows `(sub, diag, super)` of [`Burgers::rhs`].
 fn step_jacobian(d: &[[f64; 3]], theta: f64, dt: f64) -> Vec<(usize, usize, f64)> {
     let m = d.len();
     let mut t = Vec::with_capacity(3 * m);
-    for (i, d) in d.iter().enumerate() {
+    for (i, r) in shifted_rows(d, 1.0 / dt, -theta).into_iter().enumerate() {
         if i > 0 {
-            t.push((i, i - 1, -theta * d[0]));
+            t.push((i, i - 1, r[0]));
         }
-        t.push((i, i, 1.0 / dt - theta * d[1]));
+        t.push((i, i, r[1]));
         if i + 1 < m {
-            t.push((i, i + 1, -theta * d[2]));
+            t.push((i, i + 1, r[2]));
         }
     }
     t
@@ -404,20 +411,8 @@ impl Burgers {
     fn step_blocks(&self, new: &[[f64; 3]], old: &[[f64; 3]]) -> Option<(Vec<f64>, Vec<f64>)> {
         let (dt, theta) = (self.dt(), self.settings.theta);
         let m = new.len();
-        let d: Vec<[f64; 3]> = new
-            .iter()
-            .map(|f| [-theta * f[0], 1.0 / dt - theta * f[1], -theta * f[2]])
-            .collect();
-        let e: Vec<[f64; 3]> = old
-            .iter()
-            .map(|f| {
-                [
-                    -(1.0 - theta) * f[0],
-                    -1.0 / dt - (1.0 - theta) * f[1],
-                    -(1.0 - theta) * f[2],
-                ]
-            })
-            .collect();
+        let d = shifted_rows(new, 1.0 / dt, -theta);
+        let e = shifted_rows(old, -1.0 / dt, -(1.0 - theta));
         let d_inv = sparse::tridiagonal_inverse(&d)?;
         // K_ij = −Σ_l (D⁻¹)_il E_lj, E tridiagonal: l ∈ {j − 1, j, j + 1}.
         let mut k = vec![0.0; m * m];
