@@ -245,7 +245,8 @@ impl FileSource {
     }
 
     /// Samples `rows` (ascending, distinct) of the file, as [`FileSource::load`] would give
-    /// them; `.npy`/`.npz` arrays are streamed so that only those rows are held.
+    /// them; every format is streamed so that only those rows are held
+    /// ([`crate::read::load_array_rows`]).
     pub fn load_rows(&self, rows: &[usize], notes: &mut Vec<String>) -> Result<Dataset, DataError> {
         self.rows()?;
         let xa = load_array_rows(&self.path, self.x.as_deref(), rows)?;

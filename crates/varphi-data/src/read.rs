@@ -129,11 +129,14 @@ fn fortran_to_c(shape: &[usize], data: Vec<f64>) -> Vec<f64> {
 
 /// The elements of `npy` as `f64`: all of them, or with `pick = (per_row, rows)` only the
 /// rows `rows` (ascending, distinct) of `per_row` elements each, streamed so that the others
-/// are never held.
+/// are never held. With `fortran = Some(n)` the file is column-major with `n` rows: the
+/// element at position `k` of the stream belongs to row `k % n`, and each picked row comes
+/// back with its own elements in Fortran order (the caller transposes them).
 fn to_f64<T, R: Read>(
     npy: npyz::NpyFile<R>,
     conv: fn(T) -> f64,
     pick: Option<(usize, &[usize])>,
+    fortran: Option<usize>,
 ) -> std::io::Result<Vec<f64>>
 where
     T: npyz::Deserialize,
@@ -142,11 +145,35 @@ where
         return Ok(npy.into_vec::<T>()?.into_iter().map(conv).collect());
     };
     let per_row = per_row.max(1);
-    let mut out = Vec::with_capacity(rows.len() * per_row);
-    let mut wanted = rows.iter().copied().peekable();
     let values = npy
         .data::<T>()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    if let Some(n) = fortran {
+        // Where each file row goes among the rows read (usize::MAX: not read).
+        let mut slot = vec![usize::MAX; n];
+        for (i, &r) in rows.iter().enumerate() {
+            slot[r] = i;
+        }
+        let mut out = vec![0.0; rows.len() * per_row];
+        let mut seen = 0usize;
+        for (k, v) in values.enumerate() {
+            let v = v?;
+            seen += 1;
+            let at = slot[k % n];
+            if at != usize::MAX {
+                out[at * per_row + k / n] = conv(v);
+            }
+        }
+        if seen != n * per_row {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{seen} values for {n} rows of {per_row}"),
+            ));
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::with_capacity(rows.len() * per_row);
+    let mut wanted = rows.iter().copied().peekable();
     for (i, v) in values.enumerate() {
         let Some(&row) = wanted.peek() else { break };
         let v = v?;
@@ -172,10 +199,10 @@ fn read_npy<R: Read>(
         check_rows(path, &full, rows)?;
     }
     let per_row: usize = full.iter().skip(1).product();
-    // A Fortran-ordered array is not stored by rows: read whole, then pick.
-    let pick = rows
-        .filter(|_| !(fortran && full.len() > 1))
-        .map(|r| (per_row, r));
+    let pick = rows.map(|r| (per_row, r));
+    // A Fortran-ordered array is stored by columns: the rows are picked from the stream by
+    // their position modulo the row count.
+    let column_major = (fortran && full.len() > 1).then_some(full[0]);
     let shape = match pick {
         Some((_, r)) => std::iter::once(r.len())
             .chain(full[1..].iter().copied())
@@ -212,24 +239,24 @@ fn read_npy<R: Read>(
         ))
     };
     let data: Vec<f64> = match code.as_str() {
-        "f8" => to_f64::<f64, _>(npy, |v| v, pick).map_err(bad)?,
-        "f4" => to_f64::<f32, _>(npy, f64::from, pick).map_err(bad)?,
+        "f8" => to_f64::<f64, _>(npy, |v| v, pick, column_major).map_err(bad)?,
+        "f4" => to_f64::<f32, _>(npy, f64::from, pick, column_major).map_err(bad)?,
         "f2" => {
             cast(&mut notes, "float16");
-            to_f64::<half::f16, _>(npy, f64::from, pick).map_err(bad)?
+            to_f64::<half::f16, _>(npy, f64::from, pick, column_major).map_err(bad)?
         }
         "i1" | "i2" | "i4" | "i8" | "u1" | "u2" | "u4" | "u8" | "b1" => {
             cast(&mut notes, &descr);
             let v = match code.as_str() {
-                "i1" => to_f64::<i8, _>(npy, f64::from, pick),
-                "i2" => to_f64::<i16, _>(npy, f64::from, pick),
-                "i4" => to_f64::<i32, _>(npy, f64::from, pick),
-                "i8" => to_f64::<i64, _>(npy, |v| v as f64, pick),
-                "u1" => to_f64::<u8, _>(npy, f64::from, pick),
-                "u2" => to_f64::<u16, _>(npy, f64::from, pick),
-                "u4" => to_f64::<u32, _>(npy, f64::from, pick),
-                "u8" => to_f64::<u64, _>(npy, |v| v as f64, pick),
-                _ => to_f64::<bool, _>(npy, |v| f64::from(u8::from(v)), pick),
+                "i1" => to_f64::<i8, _>(npy, f64::from, pick, column_major),
+                "i2" => to_f64::<i16, _>(npy, f64::from, pick, column_major),
+                "i4" => to_f64::<i32, _>(npy, f64::from, pick, column_major),
+                "i8" => to_f64::<i64, _>(npy, |v| v as f64, pick, column_major),
+                "u1" => to_f64::<u8, _>(npy, f64::from, pick, column_major),
+                "u2" => to_f64::<u16, _>(npy, f64::from, pick, column_major),
+                "u4" => to_f64::<u32, _>(npy, f64::from, pick, column_major),
+                "u8" => to_f64::<u64, _>(npy, |v| v as f64, pick, column_major),
+                _ => to_f64::<bool, _>(npy, |v| f64::from(u8::from(v)), pick, column_major),
             };
             let v = v.map_err(bad)?;
             if code.ends_with('8') && v.iter().any(|x| x.abs() > 2f64.powi(53)) {
@@ -259,36 +286,43 @@ fn read_npy<R: Read>(
             "{}: Fortran-ordered array transposed to C order",
             path.display()
         ));
-        fortran_to_c(&shape, data)
+        match pick {
+            None => fortran_to_c(&shape, data),
+            // Each picked row holds its own elements in Fortran order.
+            Some(_) => data
+                .chunks(per_row.max(1))
+                .flat_map(|row| fortran_to_c(&shape[1..], row.to_vec()))
+                .collect(),
+        }
     } else {
         data
     };
     let arr = Array { shape, data, notes };
-    match (rows, pick) {
-        (Some(rows), None) => Ok(select_rows(arr, rows)),
-        (Some(rows), Some(_)) => {
-            // Name the file's sample, not the position among the rows read.
-            check_finite(&arr, path).map_err(|e| match e {
-                DataError::NonFinite {
-                    path,
-                    index,
-                    sample,
-                    value,
-                } => DataError::NonFinite {
-                    path,
-                    index: rows[sample] * per_row + index % per_row.max(1),
-                    sample: rows[sample],
-                    value,
-                },
-                e => e,
-            })?;
-            Ok(arr)
-        }
-        (None, _) => {
-            check_finite(&arr, path)?;
-            Ok(arr)
-        }
-    }
+    check_finite_rows(&arr, path, rows)?;
+    Ok(arr)
+}
+
+/// [`check_finite`] on the rows `rows` of a file read alone (all rows when `None`), naming
+/// the file's sample and element, not their positions among the rows read.
+fn check_finite_rows(arr: &Array, path: &Path, rows: Option<&[usize]>) -> Result<(), DataError> {
+    let per_row: usize = arr.shape.iter().skip(1).product::<usize>().max(1);
+    check_finite(arr, path).map_err(|e| match (e, rows) {
+        (
+            DataError::NonFinite {
+                path,
+                index,
+                sample,
+                value,
+            },
+            Some(rows),
+        ) => DataError::NonFinite {
+            path,
+            index: rows[sample] * per_row + index % per_row,
+            sample: rows[sample],
+            value,
+        },
+        (e, _) => e,
+    })
 }
 
 /// Rows `rows` (indices into the first axis) must exist and ascend without repeats.
@@ -309,26 +343,8 @@ fn check_rows(path: &Path, shape: &[usize], rows: &[usize]) -> Result<(), DataEr
     Ok(())
 }
 
-/// Rows `rows` of a whole array (already checked for non-finite values).
-fn select_rows(arr: Array, rows: &[usize]) -> Array {
-    let per_row: usize = arr.shape.iter().skip(1).product::<usize>().max(1);
-    let mut data = Vec::with_capacity(rows.len() * per_row);
-    for &r in rows {
-        data.extend_from_slice(&arr.data[r * per_row..(r + 1) * per_row]);
-    }
-    let mut shape = arr.shape;
-    if let Some(first) = shape.first_mut() {
-        *first = rows.len();
-    }
-    Array {
-        shape,
-        data,
-        notes: arr.notes,
-    }
-}
-
 /// The number of samples (first axis) of array `key` of `path`, from its header where the
-/// format has one (`.npy`, `.npz`, `.safetensors`); `.csv` is read whole.
+/// format has one (`.npy`, `.npz`, `.safetensors`); a `.csv` file's lines are counted.
 pub fn array_rows(path: &Path, key: Option<&str>) -> Result<usize, DataError> {
     let ext = extension(path);
     let first = |shape: &[u64]| shape.first().map_or(1, |&s| s as usize);
@@ -342,14 +358,17 @@ pub fn array_rows(path: &Path, key: Option<&str>) -> Result<usize, DataError> {
         "npz" if key.is_some() => {
             with_npz_entry(path, key.unwrap_or_default(), |npy| Ok(first(npy.shape())))
         }
+        "csv" => Ok(read_csv(path, key, Some(&[]))?.1),
+        "safetensors" => Ok(read_safetensors(path, key, Some(&[]))?.1),
         _ => Ok(load_array(path, key)?.shape.first().copied().unwrap_or(1)),
     }
 }
 
 /// Rows `rows` (ascending, distinct) of array `key` of `path`, as [`load_array`] reads it.
-/// `.npy` and `.npz` arrays in C order are streamed, so that only those rows are ever held
-/// (a Fortran-ordered array, `.safetensors` and `.csv` are read whole, then cut). Each row
-/// read is checked for non-finite values (named by its sample in the file).
+/// Every format is streamed, so that only those rows are ever held: `.npy` and `.npz` arrays
+/// (C or Fortran order) element by element, `.safetensors` by seeking to the rows' bytes,
+/// `.csv` line by line. Each row read is checked for non-finite values (named by its sample
+/// in the file).
 pub fn load_array_rows(path: &Path, key: Option<&str>, rows: &[usize]) -> Result<Array, DataError> {
     match (extension(path).as_str(), key) {
         ("npy", None) => {
@@ -360,11 +379,10 @@ pub fn load_array_rows(path: &Path, key: Option<&str>, rows: &[usize]) -> Result
             read_npy(npy, path, size, Some(rows))
         }
         ("npz", Some(k)) => with_npz_entry(path, k, |npy| read_npy(npy, path, None, Some(rows))),
-        _ => {
-            let arr = load_array(path, key)?;
-            check_rows(path, &arr.shape, rows)?;
-            Ok(select_rows(arr, rows))
-        }
+        ("safetensors", k) => Ok(read_safetensors(path, k, Some(rows))?.0),
+        ("csv", k) => Ok(read_csv(path, k, Some(rows))?.0),
+        // Wrong key / unknown extension: the whole-file reader gives the error.
+        _ => load_array(path, key),
     }
 }
 
@@ -463,10 +481,41 @@ pub fn load_npz(path: &Path, key: &str) -> Result<Array, DataError> {
 
 /// Read tensor `key` (optional when there is one) from a `.safetensors` file.
 pub fn load_safetensors(path: &Path, key: Option<&str>) -> Result<Array, DataError> {
-    use safetensors::{Dtype, SafeTensors};
-    let bytes = std::fs::read(path).map_err(open_err(path))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, ".safetensors", e))?;
-    let mut names: Vec<&str> = st.names();
+    Ok(read_safetensors(path, key, None)?.0)
+}
+
+/// The largest JSON header a `.safetensors` file may declare (the format's own limit).
+const SAFETENSORS_MAX_HEADER: u64 = 100_000_000;
+
+/// Tensor `key` of a `.safetensors` file, whole or only the rows `rows` (ascending,
+/// distinct), with the tensor's number of rows. Only the header and the bytes of the rows
+/// asked for are read: the file is never held whole, so each rank of a sharded run reads its
+/// own rows.
+fn read_safetensors(
+    path: &Path,
+    key: Option<&str>,
+    rows: Option<&[usize]>,
+) -> Result<(Array, usize), DataError> {
+    use safetensors::Dtype;
+    use safetensors::tensor::Metadata;
+    use std::io::{Seek, SeekFrom};
+    let bad = |detail: String| corrupt(path, ".safetensors", detail);
+    let mut file = std::fs::File::open(path).map_err(open_err(path))?;
+    let size = file.metadata().map_err(open_err(path))?.len();
+    let mut len8 = [0u8; 8];
+    file.read_exact(&mut len8)
+        .map_err(|_| bad(format!("{size} bytes, too short for a header")))?;
+    let n = u64::from_le_bytes(len8);
+    if n > SAFETENSORS_MAX_HEADER || n > size - 8 {
+        return Err(bad(format!(
+            "its header declares {n} bytes, more than the file's {size} (truncated?)"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|e| bad(e.to_string()))?;
+    let meta: Metadata = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    let tensors = meta.tensors();
+    let mut names: Vec<&str> = tensors.keys().map(String::as_str).collect();
     names.sort_unstable();
     let name = match (key, names.as_slice()) {
         (Some(k), _) => k,
@@ -479,31 +528,25 @@ pub fn load_safetensors(path: &Path, key: Option<&str>) -> Result<Array, DataErr
             )));
         }
     };
-    let view = st.tensor(name).map_err(|_| DataError::MissingArray {
+    let info = meta.info(name).ok_or_else(|| DataError::MissingArray {
         path: path.to_path_buf(),
         key: name.to_string(),
         present: names.join(", "),
     })?;
-    let raw = view.data();
-    fn le<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-        raw.chunks_exact(N)
-            .map(|c| f(c.try_into().expect("chunks of N bytes")))
-            .collect()
-    }
-    let dtype = view.dtype();
-    let data: Vec<f64> = match dtype {
-        Dtype::F64 => le(raw, f64::from_le_bytes),
-        Dtype::F32 => le(raw, |b| f64::from(f32::from_le_bytes(b))),
-        Dtype::F16 => le(raw, |b| f64::from(half::f16::from_le_bytes(b))),
-        Dtype::BF16 => le(raw, |b| f64::from(half::bf16::from_le_bytes(b))),
-        Dtype::I64 => le(raw, |b| i64::from_le_bytes(b) as f64),
-        Dtype::I32 => le(raw, |b| f64::from(i32::from_le_bytes(b))),
-        Dtype::I16 => le(raw, |b| f64::from(i16::from_le_bytes(b))),
-        Dtype::I8 => le(raw, |b: [u8; 1]| f64::from(b[0] as i8)),
-        Dtype::U64 => le(raw, |b| u64::from_le_bytes(b) as f64),
-        Dtype::U32 => le(raw, |b| f64::from(u32::from_le_bytes(b))),
-        Dtype::U16 => le(raw, |b| f64::from(u16::from_le_bytes(b))),
-        Dtype::U8 | Dtype::BOOL => le(raw, |b: [u8; 1]| f64::from(b[0])),
+    let dtype = info.dtype;
+    let decode: fn(&[u8], &mut Vec<f64>) = match dtype {
+        Dtype::F64 => |r, o| le(r, o, |b| f64::from_le_bytes(b)),
+        Dtype::F32 => |r, o| le(r, o, |b| f64::from(f32::from_le_bytes(b))),
+        Dtype::F16 => |r, o| le(r, o, |b| f64::from(half::f16::from_le_bytes(b))),
+        Dtype::BF16 => |r, o| le(r, o, |b| f64::from(half::bf16::from_le_bytes(b))),
+        Dtype::I64 => |r, o| le(r, o, |b| i64::from_le_bytes(b) as f64),
+        Dtype::I32 => |r, o| le(r, o, |b| f64::from(i32::from_le_bytes(b))),
+        Dtype::I16 => |r, o| le(r, o, |b| f64::from(i16::from_le_bytes(b))),
+        Dtype::I8 => |r, o| le(r, o, |b: [u8; 1]| f64::from(b[0] as i8)),
+        Dtype::U64 => |r, o| le(r, o, |b| u64::from_le_bytes(b) as f64),
+        Dtype::U32 => |r, o| le(r, o, |b| f64::from(u32::from_le_bytes(b))),
+        Dtype::U16 => |r, o| le(r, o, |b| f64::from(u16::from_le_bytes(b))),
+        Dtype::U8 | Dtype::BOOL => |r, o| le(r, o, |b: [u8; 1]| f64::from(b[0])),
         other => {
             return Err(DataError::Dtype {
                 path: path.to_path_buf(),
@@ -511,6 +554,59 @@ pub fn load_safetensors(path: &Path, key: Option<&str>) -> Result<Array, DataErr
             });
         }
     };
+    let item = dtype.bitsize() / 8;
+    let full = info.shape.clone();
+    let (start, end) = info.data_offsets;
+    let elements: usize = full.iter().product();
+    let fits = (8 + n as u128 + end as u128) <= size as u128;
+    if end < start || (end - start) as u128 != elements as u128 * item as u128 || !fits {
+        return Err(bad(format!(
+            "tensor '{name}' of shape {full:?} ({dtype:?}) declares bytes {start}..{end} after \
+             the header, which the file's {size} bytes do not hold (truncated?)"
+        )));
+    }
+    // A 0-d tensor is one row of one element.
+    let per_row: usize = full.iter().skip(1).product();
+    let count = full.first().copied().unwrap_or(1);
+    if let Some(rows) = rows {
+        check_rows(path, &full, rows)?;
+    }
+    let taken = rows.map_or(count, <[usize]>::len);
+    let mut shape = full.clone();
+    if let Some(first) = shape.first_mut() {
+        *first = taken;
+    }
+    memory::check(
+        (taken * per_row) as u128 * 8,
+        &format!("reading {} ({shape:?} as float64)", path.display()),
+        "use a smaller file or a machine with more memory",
+    )?;
+    let all: Vec<usize>;
+    let wanted = match rows {
+        Some(r) => r,
+        None => {
+            all = (0..count).collect();
+            &all
+        }
+    };
+    let mut data = Vec::with_capacity(taken * per_row);
+    let row_bytes = per_row * item;
+    let base = 8 + n + start as u64;
+    let mut i = 0;
+    let mut buf = Vec::new();
+    while i < wanted.len() {
+        // One read per run of consecutive rows.
+        let mut j = i + 1;
+        while j < wanted.len() && wanted[j] == wanted[j - 1] + 1 {
+            j += 1;
+        }
+        file.seek(SeekFrom::Start(base + (wanted[i] * row_bytes) as u64))
+            .map_err(|e| bad(e.to_string()))?;
+        buf.resize((j - i) * row_bytes, 0);
+        file.read_exact(&mut buf).map_err(|e| bad(e.to_string()))?;
+        decode(&buf, &mut data);
+        i = j;
+    }
     let mut notes = Vec::new();
     if !matches!(dtype, Dtype::F64 | Dtype::F32) {
         notes.push(format!(
@@ -518,27 +614,48 @@ pub fn load_safetensors(path: &Path, key: Option<&str>) -> Result<Array, DataErr
             path.display()
         ));
     }
-    let arr = Array {
-        shape: view.shape().to_vec(),
-        data,
-        notes,
-    };
-    check_finite(&arr, path)?;
-    Ok(arr)
+    let arr = Array { shape, data, notes };
+    check_finite_rows(&arr, path, rows)?;
+    Ok((arr, count))
+}
+
+/// Append the little-endian `N`-byte elements of `raw`, converted by `f`, to `out`.
+fn le<const N: usize>(raw: &[u8], out: &mut Vec<f64>, f: impl Fn([u8; N]) -> f64) {
+    out.extend(
+        raw.chunks_exact(N)
+            .map(|c| f(c.try_into().expect("chunks of N bytes"))),
+    );
 }
 
 /// Read a `.csv` table of numbers `[rows, columns]`; with `columns` (`"a,b"`), only those
 /// columns of the header row, in that order.
 pub fn load_csv(path: &Path, columns: Option<&str>) -> Result<Array, DataError> {
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .map_err(open_err(path))?
-        .read_to_string(&mut text)
-        .map_err(|e| corrupt(path, ".csv (UTF-8 text)", e))?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    Ok(read_csv(path, columns, None)?.0)
+}
+
+/// A `.csv` table read line by line: every row, or only the data rows `rows` (ascending,
+/// distinct; header, blank and `#` lines not counted), with the number of data rows in the
+/// file. Every line's field count is checked; only the rows kept are parsed and held.
+fn read_csv(
+    path: &Path,
+    columns: Option<&str>,
+    rows: Option<&[usize]>,
+) -> Result<(Array, usize), DataError> {
+    use std::io::BufRead;
+    if let Some(rows) = rows
+        && rows.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Err(DataError::Shape(format!(
+            "{}: rows to read must ascend without repeats",
+            path.display()
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(open_err(path))?;
+    let text_err = |e: std::io::Error| corrupt(path, ".csv (UTF-8 text)", e);
+    let mut lines = BufReader::new(file).lines().enumerate().filter_map(|(no, l)| match l {
+        Ok(l) if l.trim().is_empty() || l.trim_start().starts_with('#') => None,
+        other => Some((no, other)),
+    });
     let split = |l: &str| -> Vec<String> { l.split(',').map(|f| f.trim().to_string()).collect() };
     let Some((first_no, first)) = lines.next() else {
         return Err(DataError::Shape(format!(
@@ -546,7 +663,7 @@ pub fn load_csv(path: &Path, columns: Option<&str>) -> Result<Array, DataError> 
             path.display()
         )));
     };
-    let first = split(first);
+    let first = split(&first.map_err(text_err)?);
     let header = first.iter().any(|f| f.parse::<f64>().is_err());
     let width = first.len();
     let pick: Vec<usize> = match columns {
@@ -572,12 +689,14 @@ pub fn load_csv(path: &Path, columns: Option<&str>) -> Result<Array, DataError> 
         }
     };
     let mut data = Vec::new();
-    let mut rows = 0usize;
+    let mut total = 0usize;
+    let mut wanted = rows.map(|r| r.iter().copied().peekable());
     let body = (!header)
-        .then_some((first_no, first))
+        .then_some((first_no, Ok(first.join(","))))
         .into_iter()
-        .chain(lines.map(|(no, l)| (no, split(l))));
-    for (no, fields) in body {
+        .chain(lines);
+    for (no, line) in body {
+        let fields = split(&line.map_err(text_err)?);
         if fields.len() != width {
             return Err(DataError::Shape(format!(
                 "{}:{}: {} fields where the first row has {width}",
@@ -585,6 +704,14 @@ pub fn load_csv(path: &Path, columns: Option<&str>) -> Result<Array, DataError> 
                 no + 1,
                 fields.len()
             )));
+        }
+        let keep = match wanted.as_mut() {
+            None => true,
+            Some(w) => w.next_if_eq(&total).is_some(),
+        };
+        total += 1;
+        if !keep {
+            continue;
         }
         for &j in &pick {
             let v: f64 = fields[j].parse().map_err(|_| {
@@ -598,11 +725,13 @@ pub fn load_csv(path: &Path, columns: Option<&str>) -> Result<Array, DataError> 
             })?;
             data.push(v);
         }
-        rows += 1;
     }
-    let arr = Array::new(vec![rows, pick.len()], data);
-    check_finite(&arr, path)?;
-    Ok(arr)
+    if let Some(rows) = rows {
+        check_rows(path, &[total, pick.len()], rows)?;
+    }
+    let arr = Array::new(vec![data.len() / pick.len().max(1), pick.len()], data);
+    check_finite_rows(&arr, path, rows)?;
+    Ok((arr, total))
 }
 
 #[cfg(test)]
@@ -790,7 +919,13 @@ mod tests {
             ("arrays.npz", Some("x")),
             ("arrays.npz", Some("f")),
             ("compressed.npz", Some("i")),
+            ("f_f64.npy", None),
+            ("f_f16.npy", None),
+            ("f_i32.npy", None),
             ("tensors.safetensors", Some("h")),
+            ("tensors.safetensors", Some("x")),
+            ("tensors.safetensors", Some("i")),
+            ("one.safetensors", None),
         ] {
             let path = fixture(file);
             let whole = load_array(&path, key).unwrap();
@@ -809,6 +944,98 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ascend"), "{err}");
+    }
+
+    /// Rows picked from files written here with more rows than the fixtures hold, so that a
+    /// run of consecutive rows, a gap and the last row are all read: a Fortran-ordered `.npy`,
+    /// a `.safetensors` tensor and a `.csv` table with a header, comments and blank lines.
+    #[test]
+    fn streamed_rows_of_every_format_are_the_rows_of_the_whole_array() {
+        let dir = std::env::temp_dir().join(format!("varphi-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (n, shape) = (5usize, [5u64, 2, 3]);
+        let c: Vec<f64> = (0..30).map(|i| f64::from(i) * 0.5 - 3.0).collect();
+        // Fortran order: element (i, j, k) at i + 5 j + 10 k.
+        let mut f = vec![0.0; 30];
+        for i in 0..5 {
+            for j in 0..2 {
+                for k in 0..3 {
+                    f[i + 5 * j + 10 * k] = c[i * 6 + j * 3 + k];
+                }
+            }
+        }
+        let fpath = dir.join("fortran.npy");
+        {
+            use npyz::WriterBuilder;
+            let file = std::io::BufWriter::new(std::fs::File::create(&fpath).unwrap());
+            let mut w = npyz::WriteOptions::new()
+                .default_dtype()
+                .shape(&shape)
+                .order(npyz::Order::Fortran)
+                .writer(file)
+                .begin_nd()
+                .unwrap();
+            w.extend(f.iter().copied()).unwrap();
+            w.finish().unwrap();
+        }
+        let spath = dir.join("t.safetensors");
+        {
+            let bytes: Vec<u8> = c.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect();
+            let other: Vec<u8> = vec![7u8; 4];
+            let views = [
+                (
+                    "x",
+                    safetensors::tensor::TensorView::new(
+                        safetensors::Dtype::F32,
+                        vec![5, 2, 3],
+                        &bytes,
+                    )
+                    .unwrap(),
+                ),
+                (
+                    "b",
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![4], &other)
+                        .unwrap(),
+                ),
+            ];
+            safetensors::serialize_to_file(views, None, &spath).unwrap();
+        }
+        let cpath = dir.join("t.csv");
+        let mut text = String::from("# a comment\na,b,c,d,e,f\n");
+        for (i, row) in c.chunks(6).enumerate() {
+            let fields: Vec<String> = row.iter().map(f64::to_string).collect();
+            text += &fields.join(",");
+            text += if i == 2 { "\n\n# between\n" } else { "\n" };
+        }
+        std::fs::write(&cpath, text).unwrap();
+        for (path, key, width) in [
+            (&fpath, None, 6),
+            (&spath, Some("x"), 6),
+            (&cpath, None, 6),
+            (&cpath, Some("f,b"), 2),
+        ] {
+            let whole = load_array(path, key).unwrap();
+            assert_eq!(whole.shape[0], n, "{path:?}");
+            assert_eq!(array_rows(path, key).unwrap(), n, "{path:?} {key:?}");
+            let rows = [0usize, 1, 3, 4];
+            let got = load_array_rows(path, key, &rows).unwrap();
+            let want: Vec<f64> = rows
+                .iter()
+                .flat_map(|&r| whole.data[r * width..(r + 1) * width].iter().copied())
+                .collect();
+            assert_eq!(got.shape[0], 4, "{path:?} {key:?}");
+            assert_eq!(got.shape[1..], whole.shape[1..], "{path:?} {key:?}");
+            assert_eq!(got.data, want, "{path:?} {key:?}");
+            assert_eq!(got.notes, whole.notes, "{path:?} {key:?}");
+            let err = load_array_rows(path, key, &[2, 5]).unwrap_err().to_string();
+            assert!(err.contains("sample 5 requested of an array of 5"), "{err}");
+        }
+        // The whole arrays themselves: C-order values, whatever the file's layout.
+        assert_eq!(load_array(&fpath, None).unwrap().data, c);
+        let st = load_array(&spath, Some("x")).unwrap();
+        assert_eq!(st.data, c.iter().map(|v| f64::from(*v as f32)).collect::<Vec<_>>());
+        assert_eq!(load_array(&cpath, None).unwrap().data, c);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
