@@ -1,5 +1,5 @@
-//! `cargo bench -p varphi-train`: training throughput of every `varphi bench` workload on each
-//! CPU backend (and wgpu when an adapter exists), with the workloads' default batch and steps.
+//! `cargo bench -p varphi-train`: training throughput of every `varphi bench` workload on flex
+//! (and wgpu when an adapter exists), with the workloads' default batch and steps.
 //! Same measurement as `varphi bench --workload mlp-vae,unet,fno,pinn,conv-cvae` without the PyTorch twins.
 
 use clap::ValueEnum;
@@ -10,7 +10,7 @@ use varphi_train::bench::{BenchSpec, Workload, throughput};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let mut backends = vec![BackendKind::Flex, BackendKind::Ndarray];
+    let mut backends = vec![BackendKind::Flex];
     if wgpu_available() {
         backends.push(BackendKind::Wgpu);
     }

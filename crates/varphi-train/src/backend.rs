@@ -15,8 +15,6 @@ pub enum BackendKind {
     /// burn's pure-Rust CPU backend (SIMD + rayon). The default: fastest here for the
     /// benchmark VAE (docs/benchmarks.md).
     Flex,
-    /// burn's ndarray CPU backend (deprecated upstream, kept for comparison).
-    Ndarray,
     /// burn-wgpu: Vulkan, Metal or DX12 GPUs, f32 only.
     Wgpu,
 }
@@ -31,7 +29,6 @@ impl std::fmt::Display for BackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             BackendKind::Flex => "flex",
-            BackendKind::Ndarray => "ndarray",
             BackendKind::Wgpu => "wgpu",
         })
     }
@@ -200,7 +197,7 @@ pub fn choose_adapter(selector: &str) {
     let _ = ADAPTER_CHOICE.set(selector.to_string());
 }
 
-/// Parse `--backend`: `flex`, `ndarray`, `wgpu`, or `wgpu:INDEX` / `wgpu:NAME` for one adapter
+/// Parse `--backend`: `flex`, `wgpu`, or `wgpu:INDEX` / `wgpu:NAME` for one adapter
 /// of `varphi devices`.
 pub fn parse_backend(s: &str) -> Result<(BackendKind, Option<String>), String> {
     let (name, adapter) = match s.split_once(':') {
@@ -209,11 +206,15 @@ pub fn parse_backend(s: &str) -> Result<(BackendKind, Option<String>), String> {
     };
     let kind = match name.to_ascii_lowercase().as_str() {
         "flex" => BackendKind::Flex,
-        "ndarray" => BackendKind::Ndarray,
         "wgpu" => BackendKind::Wgpu,
+        "ndarray" => {
+            return Err(format!(
+                "backend '{s}' is no longer built (burn deprecates it; it was the slowest CPU backend and a quarter of the build); use flex, the default CPU backend (f32 or f64)"
+            ));
+        }
         _ => {
             return Err(format!(
-                "unknown backend '{s}'; use flex, ndarray, wgpu, or wgpu:INDEX / wgpu:NAME (see varphi devices)"
+                "unknown backend '{s}'; use flex, wgpu, or wgpu:INDEX / wgpu:NAME (see varphi devices)"
             ));
         }
     };
@@ -321,10 +322,8 @@ pub fn select_device_on(
     adapter: Option<&str>,
     precision: Precision,
 ) -> Result<SelectedDevice, TrainError> {
-    #[allow(deprecated)] // ndarray is deprecated upstream; kept as a comparison backend
     let (mut device, description) = match kind {
         BackendKind::Flex => (Device::flex(), "flex (CPU)".to_string()),
-        BackendKind::Ndarray => (Device::ndarray(), "ndarray (CPU)".to_string()),
         BackendKind::Wgpu => {
             if precision == Precision::F64 {
                 return Err(TrainError::Device(
@@ -357,7 +356,6 @@ pub fn select_device_on(
 pub fn print_devices() {
     let threads = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!("flex     CPU, {threads} threads (default; f32 or f64)");
-    println!("ndarray  CPU (comparison backend; f32 or f64)");
     let all = adapters();
     if all.is_empty() {
         println!("wgpu     none: {NO_ADAPTER}");
@@ -442,6 +440,8 @@ mod tests {
                 .unwrap_err()
                 .contains("give an adapter")
         );
+        let gone = parse_backend("ndarray").unwrap_err();
+        assert!(gone.contains("no longer built") && gone.contains("use flex"), "{gone}");
         assert!(
             pick_adapter(&[], Some("0"))
                 .unwrap_err()

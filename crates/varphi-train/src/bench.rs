@@ -16,7 +16,7 @@ pub struct PytorchTwin {
 }
 
 /// `varphi bench`: for each workload, the throughput of each backend in `backends` (default:
-/// flex, ndarray and wgpu if an adapter exists), then, with `pytorch`, of the PyTorch twin in
+/// flex and wgpu if an adapter exists), then, with `pytorch`, of the PyTorch twin in
 /// the same run, and last `ratio <backend>/pytorch: R` (steps/s over steps/s; flex's line last).
 /// `threads` sets `RAYON_NUM_THREADS` (and PyTorch's `torch.set_num_threads`). `spec` overrides
 /// the workload's default batch and steps where given.
@@ -32,7 +32,7 @@ pub fn run(
         unsafe { std::env::set_var("RAYON_NUM_THREADS", t.to_string()) };
     }
     let backends = backends.unwrap_or_else(|| {
-        let mut v = vec![BackendKind::Flex, BackendKind::Ndarray];
+        let mut v = vec![BackendKind::Flex];
         if crate::backend::wgpu_available() {
             v.push(BackendKind::Wgpu);
         }

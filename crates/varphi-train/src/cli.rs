@@ -47,7 +47,7 @@ pub enum Command {
         /// Run directory (default: runs/<config name>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Backend, overriding training.backend: flex, ndarray, wgpu, wgpu:INDEX or wgpu:NAME.
+        /// Backend, overriding training.backend: flex, wgpu, wgpu:INDEX or wgpu:NAME.
         #[arg(long, value_parser = backend_arg)]
         backend: Option<BackendArg>,
         /// Continue the run in this directory from its last checkpoint.
@@ -214,7 +214,7 @@ pub enum Command {
         /// Workloads (mlp-vae, unet, fno, pinn, conv-cvae; comma-separated).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "mlp-vae")]
         workload: Vec<Workload>,
-        /// Backends to run (default: flex, ndarray, and wgpu if an adapter exists).
+        /// Backends to run (default: flex, and wgpu if an adapter exists).
         #[arg(long, value_enum, value_delimiter = ',')]
         backend: Option<Vec<BackendKind>>,
         /// Timed steps (default: 50 for mlp-vae and pinn, 20 for unet, fno and conv-cvae).
@@ -226,7 +226,7 @@ pub enum Command {
         /// Batch size (default: 128 for mlp-vae, 64 for unet and fno, 32 for conv-cvae, 1024 points for pinn).
         #[arg(long)]
         batch: Option<usize>,
-        /// CPU threads for flex/ndarray (and PyTorch); default: all cores.
+        /// CPU threads for flex (and PyTorch); default: all cores.
         #[arg(long)]
         threads: Option<usize>,
         /// Python interpreter with torch installed: also run the twin in

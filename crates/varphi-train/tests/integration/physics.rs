@@ -1,4 +1,4 @@
-//! The physics residuals give the same numbers on the CPU (ndarray, f32) and on wgpu (f32).
+//! The physics residuals give the same numbers on the CPU (flex, f32) and on wgpu (f32).
 
 use crate::common::*;
 use burn::prelude::*;
@@ -15,14 +15,13 @@ fn assert_close(name: &str, a: Vec<f64>, b: Vec<f64>) {
         .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
     assert!(
         diff <= 1e-4 * scale,
-        "{name}: max |ndarray − wgpu| = {diff:e} (scale {scale:e})"
+        "{name}: max |flex − wgpu| = {diff:e} (scale {scale:e})"
     );
 }
 
-/// ndarray (f32) and wgpu (f32) devices.
+/// flex (f32) and wgpu (f32) devices.
 fn cpu_and_gpu() -> (Device, Device) {
-    #[allow(deprecated)]
-    let cpu = Device::ndarray();
+    let cpu = Device::flex();
     let gpu = varphi_train::select_device(BackendKind::Wgpu, varphi_train::Precision::F32)
         .unwrap()
         .device;
@@ -36,7 +35,7 @@ fn values(t: Tensor<2>) -> Vec<f64> {
 }
 
 #[test]
-fn residuals_agree_between_ndarray_and_wgpu() {
+fn residuals_agree_between_flex_and_wgpu() {
     if !wgpu_or_skip() {
         return;
     }
@@ -85,7 +84,7 @@ fn residuals_agree_between_ndarray_and_wgpu() {
 }
 
 #[test]
-fn unet_fno_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
+fn unet_fno_flow_forward_maps_and_cholesky_agree_between_flex_and_wgpu() {
     if !wgpu_or_skip() {
         return;
     }
@@ -207,7 +206,7 @@ fn unet_fno_flow_forward_maps_and_cholesky_agree_between_ndarray_and_wgpu() {
 }
 
 #[test]
-fn kalman_filter_and_its_gradient_agree_between_ndarray_and_wgpu() {
+fn kalman_filter_and_its_gradient_agree_between_flex_and_wgpu() {
     if !wgpu_or_skip() {
         return;
     }
