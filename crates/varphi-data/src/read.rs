@@ -512,7 +512,8 @@ fn read_safetensors(
         )));
     }
     let mut header = vec![0u8; n as usize];
-    file.read_exact(&mut header).map_err(|e| bad(e.to_string()))?;
+    file.read_exact(&mut header)
+        .map_err(|e| bad(e.to_string()))?;
     let meta: Metadata = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
     let tensors = meta.tensors();
     let mut names: Vec<&str> = tensors.keys().map(String::as_str).collect();
@@ -652,10 +653,13 @@ fn read_csv(
     }
     let file = std::fs::File::open(path).map_err(open_err(path))?;
     let text_err = |e: std::io::Error| corrupt(path, ".csv (UTF-8 text)", e);
-    let mut lines = BufReader::new(file).lines().enumerate().filter_map(|(no, l)| match l {
-        Ok(l) if l.trim().is_empty() || l.trim_start().starts_with('#') => None,
-        other => Some((no, other)),
-    });
+    let mut lines = BufReader::new(file)
+        .lines()
+        .enumerate()
+        .filter_map(|(no, l)| match l {
+            Ok(l) if l.trim().is_empty() || l.trim_start().starts_with('#') => None,
+            other => Some((no, other)),
+        });
     let split = |l: &str| -> Vec<String> { l.split(',').map(|f| f.trim().to_string()).collect() };
     let Some((first_no, first)) = lines.next() else {
         return Err(DataError::Shape(format!(
@@ -1033,7 +1037,10 @@ mod tests {
         // The whole arrays themselves: C-order values, whatever the file's layout.
         assert_eq!(load_array(&fpath, None).unwrap().data, c);
         let st = load_array(&spath, Some("x")).unwrap();
-        assert_eq!(st.data, c.iter().map(|v| f64::from(*v as f32)).collect::<Vec<_>>());
+        assert_eq!(
+            st.data,
+            c.iter().map(|v| f64::from(*v as f32)).collect::<Vec<_>>()
+        );
         assert_eq!(load_array(&cpath, None).unwrap().data, c);
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -441,7 +441,10 @@ mod tests {
                 .contains("give an adapter")
         );
         let gone = parse_backend("ndarray").unwrap_err();
-        assert!(gone.contains("no longer built") && gone.contains("use flex"), "{gone}");
+        assert!(
+            gone.contains("no longer built") && gone.contains("use flex"),
+            "{gone}"
+        );
         assert!(
             pick_adapter(&[], Some("0"))
                 .unwrap_err()
