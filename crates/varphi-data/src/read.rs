@@ -643,14 +643,6 @@ fn read_csv(
     rows: Option<&[usize]>,
 ) -> Result<(Array, usize), DataError> {
     use std::io::BufRead;
-    if let Some(rows) = rows
-        && rows.windows(2).any(|w| w[0] >= w[1])
-    {
-        return Err(DataError::Shape(format!(
-            "{}: rows to read must ascend without repeats",
-            path.display()
-        )));
-    }
     let file = std::fs::File::open(path).map_err(open_err(path))?;
     let text_err = |e: std::io::Error| corrupt(path, ".csv (UTF-8 text)", e);
     let mut lines = BufReader::new(file)
@@ -730,6 +722,8 @@ fn read_csv(
             data.push(v);
         }
     }
+    // Once the row count is known: rows out of range or not ascending (which the pass above
+    // would have skipped) are refused.
     if let Some(rows) = rows {
         check_rows(path, &[total, pick.len()], rows)?;
     }
@@ -1033,6 +1027,8 @@ mod tests {
             assert_eq!(got.notes, whole.notes, "{path:?} {key:?}");
             let err = load_array_rows(path, key, &[2, 5]).unwrap_err().to_string();
             assert!(err.contains("sample 5 requested of an array of 5"), "{err}");
+            let err = load_array_rows(path, key, &[3, 1]).unwrap_err().to_string();
+            assert!(err.contains("ascend"), "{path:?}: {err}");
         }
         // The whole arrays themselves: C-order values, whatever the file's layout.
         assert_eq!(load_array(&fpath, None).unwrap().data, c);
