@@ -18,7 +18,8 @@
 //! - [`StateSpaceModel::filter`]: the (extended) Kalman filter's marginal likelihood
 //!   `log p(x_{1:N} | Λ)` of latent physics, differentiable through `Λ`, `Q`, `R` and `x`
 //!   (Φ-DVAE, primer eq. 24), and the [`rts_smooth`]er for the latent states; [`DvaeElbo`]
-//!   assembles the Φ-DVAE bound around it.
+//!   assembles the Φ-DVAE bound around it; [`GaussianVi`] fits a Gaussian `q(ξ)` per case
+//!   (data set) to such a likelihood, the non-amortised `q_λ`.
 //! - [`skew_js`]: the skew Jensen–Shannon divergence `JS_α` (primer eq. 21).
 //!
 //! Each objective returns named parts: `loss` to backpropagate and detached terms for logging.
@@ -36,6 +37,7 @@ pub mod divergences;
 pub mod dvae;
 pub mod elbo;
 pub mod estimators;
+pub mod gaussian_vi;
 pub mod kalman;
 pub mod likelihood;
 pub mod model_error;
@@ -50,6 +52,7 @@ pub use divergences::skew_js;
 pub use dvae::{DvaeElbo, DvaeOutput, LatentPhysics, LearnedLinear};
 pub use elbo::{Elbo, ElboConfig, ElboOutput, ElboScalars, KlEstimator};
 pub use estimators::{free_bits_kl, mmd2, score_function_surrogate};
+pub use gaussian_vi::{Draws, GaussianVi};
 pub use kalman::{
     FilterOutput, FilterStates, KalmanError, Smoothed, StateSpaceModel, Transition, rts_smooth,
 };
@@ -74,6 +77,8 @@ mod tests_dgp;
 mod tests_dvae;
 #[cfg(test)]
 mod tests_flow_posterior;
+#[cfg(test)]
+mod tests_gaussian_vi;
 #[cfg(test)]
 mod tests_kalman;
 #[cfg(test)]

@@ -1,14 +1,13 @@
 //! The Kalman filter, extended Kalman filter and RTS smoother against the brute-force Gaussian
 //! of the stacked linear system, central differences and an exact grid posterior (f64).
 
+use crate::gaussian_vi::{Draws, GaussianVi};
 use crate::kalman::{KalmanError, StateSpaceModel, Transition, rts_smooth};
 use crate::tests::{Mat, log_normal, matmul, spd_inverse, transpose};
-use burn::module::Param;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-use varphi_models::distributions::standard_normal_cdf;
+use varphi_models::distributions::{DiagGaussian, standard_normal_cdf};
 use varphi_models::testing::{cholesky, f64_device, gradient_check, tensor, vec};
 use varphi_physics::dynamics::{Dynamics, Lorenz63, PeriodicAdvection, periodic_se_covariance};
 
@@ -705,52 +704,39 @@ impl AdvectionInverse {
     }
 
     /// Fit `q(c) = N(μ_k, s_k²)` to each of the `K` data sets `x: [K·N·m]` by maximising
-    /// the ELBO `E_q[log p(x | c)] − KL(q ‖ prior)` (expectation by 7-point Gauss–Hermite, so
-    /// the optimum is deterministic); all data sets in one batched filter. Returns `(μ_k, s_k)`.
+    /// the ELBO `E_q[log p(x | c)] − KL(q ‖ prior)` by [`GaussianVi`] (expectation by 7-point
+    /// Gauss–Hermite, so the optimum is deterministic); all data sets in one batched filter.
+    /// Returns `(μ_k, s_k)`.
     fn fit(&self, x: &[f64], k: usize) -> Vec<(f64, f64)> {
-        #[derive(Module, Debug)]
-        struct Q {
-            mean: Param<Tensor<2>>,
-            log_sd: Param<Tensor<2>>,
-        }
         let ad = dev().autodiff();
         let (mu0, s0) = self.prior;
         let (nodes, weights) = gauss_hermite7();
         let g = nodes.len();
         let m = self.obs.len();
-        let eps = Tensor::<2>::from_data(TensorData::new(nodes, [1, g]), &ad);
-        let w = Tensor::<2>::from_data(TensorData::new(weights, [1, g]), &ad);
+        let draws = Draws {
+            eps: Tensor::<3>::from_data(TensorData::new(nodes, [1, g, 1]), &ad),
+            weights: Tensor::<2>::from_data(TensorData::new(weights, [1, g]), &ad),
+        };
         // [K·g, N, m]: each data set repeated for its quadrature nodes.
         let xt = Tensor::<3>::from_data(TensorData::new(x.to_vec(), [k, 1, self.steps * m]), &ad)
             .repeat_dim(1, g)
             .reshape([k * g, self.steps, m]);
-        let mut q = Q {
-            mean: Param::from_tensor(Tensor::zeros([k, 1], &ad)),
-            log_sd: Param::from_tensor(Tensor::full([k, 1], -1.0, &ad)),
+        // Standardised z = (c − μ0)/s0 ~ N(0, 1) under the prior, from N(0, e⁻²).
+        let init = DiagGaussian::new(Tensor::zeros([k, 1], &ad), Tensor::full([k, 1], -2.0, &ad));
+        let vi = GaussianVi {
+            schedule: vec![(300, 0.05), (150, 0.01), (100, 0.002)],
         };
-        let mut opt = AdamConfig::new().init();
-        for (iters, lr) in [(300, 0.05), (150, 0.01), (100, 0.002)] {
-            for _ in 0..iters {
-                // Standardised z = (c − μ0)/s0 ~ N(0, 1) under the prior.
-                let sd = q.log_sd.val().exp();
-                let z = q.mean.val() + sd * eps.clone(); // [K, g]
-                let c = (z.clone() * s0 + mu0).reshape([k * g]);
-                let ll = self.log_lik(c, xt.clone()).reshape([k, g]);
-                let expected = (ll * w.clone()).sum_dim(1);
-                // KL(N(μ, s²) ‖ N(0, 1)) = (μ² + s² − 1)/2 − log s.
-                let kl = (q.mean.val().powf_scalar(2.0) + q.log_sd.val().mul_scalar(2.0).exp()
-                    - 1.0)
-                    * 0.5
-                    - q.log_sd.val();
-                let loss = (kl - expected).sum();
-                let grads = GradientsParams::from_grads(loss.backward(), &q);
-                q = opt.step(lr, q, grads);
-            }
-        }
-        let (mean, log_sd) = (vec(q.mean.val()), vec(q.log_sd.val()));
+        let (q, _) = vi
+            .fit(
+                &init,
+                |z| self.log_lik((z * s0 + mu0).reshape([k * g]), xt.clone()),
+                |_| draws.clone(),
+            )
+            .expect("finite bound");
+        let (mean, sd) = (vec(q.mean.clone()), vec(q.std()));
         mean.iter()
-            .zip(&log_sd)
-            .map(|(m, l)| (mu0 + s0 * m, s0 * l.exp()))
+            .zip(&sd)
+            .map(|(m, s)| (mu0 + s0 * m, s0 * s))
             .collect()
     }
 }

@@ -45,10 +45,11 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use varphi_losses::kalman::rts_smooth;
 use varphi_losses::{
-    DvaeElbo, GaussianLikelihoodConfig, LatentPhysics, LearnedLinear, Likelihood, LikelihoodConfig,
-    NoiseModel,
+    Draws, DvaeElbo, GaussianLikelihoodConfig, GaussianVi, LatentPhysics, LearnedLinear,
+    Likelihood, LikelihoodConfig, NoiseModel,
 };
 use varphi_models::decoder::{DecoderConfig, MlpDecoderConfig};
+use varphi_models::distributions::DiagGaussian;
 use varphi_models::encoder::{EncoderConfig, MlpEncoderConfig};
 use varphi_models::mlp::MlpConfig;
 use varphi_models::{
@@ -410,6 +411,12 @@ pub struct DvaeEval {
     /// The amortised `q_λ(Λ | y_{1:N})` per parameter (one network pass per sequence): its
     /// gap to [`DvaeEval::posterior`] is the amortisation error.
     pub amortised: Vec<(String, UqScores)>,
+    /// The refined `q_λ` of each test sequence (a Gaussian over `ξ` fitted to the sequence's
+    /// own bound from the amortised one, the trained networks fixed): the variational
+    /// posterior without the amortisation gap, all parameters jointly.
+    pub refined_joint: Option<UqScores>,
+    /// [`DvaeEval::refined_joint`] per parameter.
+    pub refined: Vec<(String, UqScores)>,
     /// RTS-smoothed states `u_1 … u_{N_train}` against the true states (generated data).
     pub state: Option<StateScores>,
     /// The forecast of the held-out frames.
@@ -758,9 +765,15 @@ impl Kind for DvaeKind {
                 r.epochs
             ),
         }
-        for (name, g) in &r.amortised {
+        for (what, name, g) in r
+            .amortised
+            .iter()
+            .map(|(n, g)| ("amortised", n, g))
+            .chain(r.refined.iter().map(|(n, g)| ("refined", n, g)))
+        {
             println!(
-                "  amortised q({name} | y)  rel L2 {:>8.4}   cov 50/90/95 {:.3} / {:.3} / {:.3}",
+                "  {:<22} rel L2 {:>8.4}   cov 50/90/95 {:.3} / {:.3} / {:.3}",
+                format!("{what} q({name} | y)"),
                 g.rel_l2,
                 coverage(g, "0.5"),
                 coverage(g, "0.9"),
@@ -930,6 +943,8 @@ struct Trained {
     posterior: Option<Vec<Vec<f64>>>,
     /// Samples `[S][n·2]` of the amortised `q_λ(Λ | y_{1:N})`.
     amortised: Option<Vec<Vec<f64>>>,
+    /// Samples `[S][n·2]` of the refined (per-sequence) `q_λ` ([`refine_posterior`]).
+    refined: Option<Vec<Vec<f64>>>,
     /// The true `(c, D)` `[n·2]`, when the data carry them.
     truth_params: Option<Vec<f64>>,
     /// `[draw][case][level 1 … N_train][d]` smoothed means and variances, in the set-up's units
@@ -1016,36 +1031,14 @@ impl Trained {
             run.data.norm.invert_cond(&mut v);
             v
         });
-        let (amortised, posterior, lambda) = match run.model.transition {
+        let (amortised, refined, posterior, lambda) = match run.model.transition {
             None => {
                 let q = run.model.dvae.param_posterior_given(mu_x.clone());
                 let rows = q.mean.dims()[0];
                 let (mean, sd) = (values(q.mean.clone()), values(q.std()));
-                let at = |i: usize, j: usize| {
-                    let r = if rows == 1 { 0 } else { i };
-                    (mean[r * p + j], sd[r * p + j])
-                };
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
                 rng.set_stream(NoiseSource::new(seed, Stream::HeldOutPosterior).stream);
-                let mut draw = |count: usize| -> Vec<Vec<f64>> {
-                    (0..count)
-                        .map(|_| {
-                            (0..n)
-                                .flat_map(|i| {
-                                    let xi: Vec<f64> = (0..p)
-                                        .map(|j| {
-                                            let (mu, sd) = at(i, j);
-                                            let e: f64 = StandardNormal.sample(&mut rng);
-                                            mu + sd * e
-                                        })
-                                        .collect();
-                                    o.prior.to_physical_host(&xi)
-                                })
-                                .collect()
-                        })
-                        .collect()
-                };
-                let samples = draw(POSTERIOR_SAMPLES);
+                let samples = gaussian_draws(o, (&mean, &sd, rows), n, POSTERIOR_SAMPLES, &mut rng);
                 if exact {
                     // p(Λ | y) ≈ ∫ p(Λ | x) q_φ(x | y) dx: pooled over encoder draws of x.
                     let sd_x = q_x.std().reshape([n, n_tr, m]);
@@ -1063,13 +1056,21 @@ impl Trained {
                         .map(|j| per_draw[j % ENCODER_DRAWS][j / ENCODER_DRAWS].clone())
                         .collect();
                     let lambda = grid[..draws].to_vec();
-                    (Some(samples), Some(grid), Some(lambda))
+                    // The non-amortised q_λ of each sequence, from the amortised one.
+                    let (rm, rs) = refine_posterior(o, &run.model, &q, &q_x, seed, device)
+                        .map_err(|e| TrainError::Run {
+                            path: run.dir.clone(),
+                            message: format!("refining q_λ on the test sequences: {e}"),
+                        })?;
+                    rng.set_stream(NoiseSource::new(seed, Stream::HeldOutPosterior).stream + 3);
+                    let refined = gaussian_draws(o, (&rm, &rs, n), n, POSTERIOR_SAMPLES, &mut rng);
+                    (Some(samples), Some(refined), Some(grid), Some(lambda))
                 } else {
                     let lambda = samples[..draws].to_vec();
-                    (Some(samples), None, Some(lambda))
+                    (Some(samples), None, None, Some(lambda))
                 }
             }
-            Some(_) => (None, None, None),
+            Some(_) => (None, None, None, None),
         };
 
         // Filter + RTS smoother for each draw, on the pseudo-observation means.
@@ -1212,6 +1213,7 @@ impl Trained {
             n,
             posterior,
             amortised,
+            refined,
             truth_params,
             smoothed,
             forecast,
@@ -1340,6 +1342,23 @@ impl Trained {
             ),
             _ => Vec::new(),
         };
+        let (refined_joint, refined) = match (&self.refined, &self.truth_params) {
+            (Some(samples), Some(truth)) => (
+                Some(
+                    run.scorer
+                        .score("refined", samples, truth, self.n, Role::Posterior),
+                ),
+                crate::host::per_parameter(
+                    &run.scorer,
+                    "refined",
+                    samples,
+                    truth,
+                    p,
+                    &o.prior.names,
+                ),
+            ),
+            _ => (None, Vec::new()),
+        };
         let state = self.truth_states.as_ref().map(|truth| {
             let t: Vec<f64> = truth
                 .iter()
@@ -1392,11 +1411,114 @@ impl Trained {
             posterior,
             per_parameter,
             amortised,
+            refined_joint,
+            refined,
             state,
             forecast,
             reconstruction_rel_l2: rel_l2(&self.recon.concat(), &seen),
         }
     }
+}
+
+/// `count` samples `[count][n·p]` (physical units) of the Gaussians `N(mean, sd²)` over `ξ`
+/// given as `(mean, sd, rows)` (`[rows·p]`; `rows = 1`: the same for every case).
+fn gaussian_draws(
+    o: &DvaeObjective,
+    (mean, sd, rows): (&[f64], &[f64], usize),
+    n: usize,
+    count: usize,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Vec<Vec<f64>> {
+    let p = o.prior.dim();
+    (0..count)
+        .map(|_| {
+            (0..n)
+                .flat_map(|i| {
+                    let r = if rows == 1 { 0 } else { i };
+                    let xi: Vec<f64> = (0..p)
+                        .map(|j| {
+                            let e: f64 = StandardNormal.sample(rng);
+                            mean[r * p + j] + sd[r * p + j] * e
+                        })
+                        .collect();
+                    o.prior.to_physical_host(&xi)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Sequences refined together.
+const REFINE_CASES: usize = 50;
+/// Adam's `(steps, lr)` stages of [`refine_posterior`] (from the amortised `q_λ`).
+const REFINE_SCHEDULE: [(usize, f64); 3] = [(150, 0.03), (100, 0.01), (50, 0.002)];
+
+/// The non-amortised `q_λ` of each test sequence: `N(μ_i, diag s_i²)` over `ξ` maximising the
+/// sequence's own Φ-DVAE bound in `Λ`, `E_{q_φ(x|y_i) q_i(ξ)}[log p(x | T(ξ))] − KL(q_i ‖ N(0, I))`
+/// ([`GaussianVi`]; per step the `2p` points of a randomly rotated spherical rule for `ξ`
+/// ([`Draws::rotated_spherical`]), each with a fresh encoder draw of `x`), started from
+/// the amortised `q_λ(ξ | y_i)` — the per-data-set `q_λ` of the Φ-DVAE paper, with the trained
+/// encoder and latent model fixed. Returns `(mean, sd)` `[n·p]` on `ξ`'s scale.
+fn refine_posterior(
+    o: &DvaeObjective,
+    model: &DvaeModel,
+    amortised: &DiagGaussian,
+    q_x: &DiagGaussian,
+    seed: u64,
+    device: &Device,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let ad = device.clone().autodiff();
+    let model = model.clone().to_device(&ad).no_grad();
+    let dynamics = o.setup().dynamics();
+    let physics = o.physics(&model, dynamics.as_ref(), &ad);
+    let (n_tr, m, p) = (o.train_frames, o.observed.len(), o.prior.dim());
+    let n = q_x.mean.dims()[0] / n_tr;
+    let to_ad = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &ad);
+    let [rows, _] = amortised.mean.dims();
+    let init = DiagGaussian::new(
+        to_ad(amortised.mean.clone()).repeat_dim(0, n / rows),
+        to_ad(amortised.log_var.clone()).repeat_dim(0, n / rows),
+    );
+    let mu_x = to_ad(q_x.mean.clone().reshape([n, n_tr * m]));
+    let sd_x = to_ad(q_x.std().reshape([n, n_tr * m]));
+    let vi = GaussianVi {
+        schedule: REFINE_SCHEDULE.to_vec(),
+    };
+    let s = 2 * p;
+    let noise = NoiseSource::new(seed, Stream::HeldOutPosterior).offset(4);
+    let (mut mean, mut sd) = (Vec::with_capacity(n * p), Vec::with_capacity(n * p));
+    for start in (0..n).step_by(REFINE_CASES) {
+        let k = REFINE_CASES.min(n - start);
+        let rows_of = |t: &Tensor<2>| t.clone().narrow(0, start, k);
+        let chunk = DiagGaussian::new(rows_of(&init.mean), rows_of(&init.log_var));
+        // x draws of step t: [k·S, N, m], case-major like ξ.
+        let x_of = |t: usize| {
+            let eps = noise
+                .offset(1)
+                .normal([k, s, n_tr * m], start * 1000 + t, &ad);
+            (rows_of(&mu_x).unsqueeze_dim::<3>(1) + rows_of(&sd_x).unsqueeze_dim::<3>(1) * eps)
+                .reshape([k * s, n_tr, m])
+        };
+        let calls = std::cell::Cell::new(0);
+        let (q, _) = vi.fit(
+            &chunk,
+            |xi| {
+                // One call per step: fresh encoder draws each step.
+                let x = x_of(calls.replace(calls.get() + 1));
+                physics
+                    .model(o.prior.to_physical(xi))
+                    .filter(x, false)
+                    .log_likelihood
+            },
+            |t| {
+                let g = values(noise.normal([k, p, p], start * 1000 + t, device));
+                Draws::rotated_spherical(&g, k, p, &ad)
+            },
+        )?;
+        mean.extend(values(q.mean.clone()));
+        sd.extend(values(q.std()));
+    }
+    Ok((mean, sd))
 }
 
 /// Encoder draws `x ~ q_φ(x | y)` the exact posterior of `Λ` is pooled over.
@@ -1625,7 +1747,7 @@ mod tests {
     }
 
     #[test]
-    fn grid_posterior_matches_a_fine_grid_of_the_same_likelihood() {
+    fn grid_posterior_and_refined_q_match_a_fine_grid_of_the_same_likelihood() {
         // Pseudo-observations = true states + N(0, R) noise of one sequence; the zooming
         // 15 × 15 grid's samples against the moments of a 101 × 101 grid over ±6 sd (flex,
         // f32: log-likelihoods of a few hundred nats to ~1e-4, far below the tolerances).
@@ -1675,7 +1797,7 @@ mod tests {
             .flat_map(|v| o.prior.to_physical_host(v))
             .collect();
         let lambda = Tensor::<2>::from_data(TensorData::new(lambda, [fine * fine, 2]), &device);
-        let xs = x.repeat_dim(0, fine * fine);
+        let xs = x.clone().repeat_dim(0, fine * fine);
         let ll = o.with_physics(&model, &device, |p| {
             values(p.model(lambda).filter(xs, false).log_likelihood)
         });
@@ -1701,6 +1823,23 @@ mod tests {
         }
         // The posterior is far narrower than the prior: the zoom did its work.
         assert!(exact[0][1] < 0.2, "{exact:?}");
+        // The refined q_λ from the prior N(0, I) (Gaussian VI on the same likelihood, encoder
+        // draws ≈ x): the fine grid's moments (the posterior is near-Gaussian in ξ).
+        let q_x = DiagGaussian::new(
+            x.reshape([n_tr, d]),
+            Tensor::full([n_tr, d], -30.0, &device),
+        );
+        let prior = DiagGaussian::standard(1, 2, &device);
+        let (rm, rs) = refine_posterior(&o, &model, &prior, &q_x, 3, &device).unwrap();
+        for k in 0..2 {
+            let [me, se] = exact[k];
+            assert!(
+                (rm[k] - me).abs() < 0.2 * se && (rs[k] / se - 1.0).abs() < 0.15,
+                "ξ_{k}: refined q {:.4} ± {:.4}, fine grid {me:.4} ± {se:.4}",
+                rm[k],
+                rs[k]
+            );
+        }
     }
 
     #[test]

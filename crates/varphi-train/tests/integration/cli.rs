@@ -978,7 +978,7 @@ fn dvae_trains_evaluates_and_samples_from_generated_and_written_sequences() {
     let r = read_json(&dir.join("gen/eval.json"));
     assert_eq!(r["n_test"], 10);
     assert_eq!(r["train_frames"], 4);
-    for block in ["posterior", "state"] {
+    for block in ["posterior", "refined_joint", "state"] {
         let c = r[block]["coverage"]["0.9"]
             .as_f64()
             .or_else(|| r[block]["scores"]["coverage"]["0.9"].as_f64())
@@ -1006,6 +1006,8 @@ fn dvae_trains_evaluates_and_samples_from_generated_and_written_sequences() {
     succeeds(&varphi(&["eval", "file"], &dir));
     let f = read_json(&dir.join("file/eval.json"));
     assert_eq!(f["posterior"], r["posterior"], "file vs generated");
+    assert_eq!(f["refined_joint"], r["refined_joint"], "file vs generated");
+    assert_eq!(r["refined"].as_array().map(Vec::len), Some(2), "{r}");
     assert!(f["state"].is_null(), "a file has no true states: {f}");
     // Bad input: a file whose set-up does not match its frames, missing set-up.
     let wrong = write(
