@@ -7,8 +7,8 @@
 //! ```
 //!
 //! the expectation by the reparameterisation `ξ = μ_i + s_i ⊙ ε` over draws `ε` with weights
-//! `w` ([`Draws`]: Monte Carlo, fresh `N(0, I)` draws each step, `w = 1/S`; randomly rotated
-//! spherical points; or fixed quadrature nodes, which make the optimum deterministic),
+//! `w` ([`Draws`]: randomly rotated spherical points, fixed quadrature nodes, which make the
+//! optimum deterministic, or any draws with their weights, e.g. Monte Carlo with `w = 1/S`),
 //! maximised by Adam over `(μ, log s)` of every case at once (the cases do not interact: the
 //! loss is `−Σ_i L_i`). This is the non-amortised `q_λ`
 //! of the Φ-DVAE paper (one Gaussian fitted per data set), used to refine an amortised `q_λ`
@@ -29,13 +29,6 @@ pub struct Draws {
 }
 
 impl Draws {
-    /// Monte Carlo: `eps: [n, S, p]` standard normal, equal weights `1/S`.
-    pub fn monte_carlo(eps: Tensor<3>) -> Self {
-        let s = eps.dims()[1];
-        let weights = Tensor::full([1, s], 1.0 / s as f64, &eps.device());
-        Self { eps, weights }
-    }
-
     /// The `2p` points `±√p · Q e_j` of the degree-3 spherical rule, rotated per case by a
     /// Haar-random orthogonal `Q` (Gram–Schmidt of the standard-normal `gaussian`, `[n·p·p]`
     /// row-major per case), equal weights `1/(2p)`. Every step's points have exactly the
@@ -121,10 +114,12 @@ impl GaussianVi {
                     + log_sd.clone().exp().unsqueeze_dim::<3>(1) * eps;
                 let ll = log_lik(xi.reshape([n * s, p])).reshape([n, s]);
                 let expected = (ll * weights).sum_dim(1);
-                let kl = ((mean.powf_scalar(2.0) + (log_sd.clone() * 2.0).exp() - 1.0) * 0.5
-                    - log_sd)
-                    .sum_dim(1);
-                let per_case = (expected - kl).reshape([n]);
+                let kl = DiagGaussian::new(mean, log_sd * 2.0).kl(&DiagGaussian::standard(
+                    n,
+                    p,
+                    &expected.device(),
+                ));
+                let per_case = expected.reshape([n]) - kl;
                 let values: Vec<f64> = per_case
                     .clone()
                     .detach()
