@@ -15,7 +15,7 @@
 //! per sequence ([`GaussianVi::fit`]'s `init`).
 
 use burn::module::{Module, Param};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use varphi_models::distributions::DiagGaussian;
 
@@ -125,7 +125,7 @@ impl GaussianVi {
                     .detach()
                     .into_data()
                     .convert::<f64>()
-                    .to_vec()
+                    .try_to_vec::<f64>()
                     .expect("a float tensor converts to f64");
                 let bad: Vec<usize> = (0..n).filter(|&i| !values[i].is_finite()).collect();
                 if !bad.is_empty() {
