@@ -58,7 +58,7 @@ pub use kalman::{
 };
 pub use likelihood::{
     BernoulliLikelihood, GaussianLikelihood, GaussianLikelihoodConfig, Likelihood,
-    LikelihoodConfig, NoiseModel,
+    LikelihoodConfig, NoiseModel, SIGMA_GAIN,
 };
 pub use model_error::{ModelError, ModelErrorConfig, Probe};
 pub use observation::{ObservationLikelihood, ObservationOperator};
